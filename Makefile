@@ -1,0 +1,40 @@
+# GAD Studio — the two commands users need are `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+# The CPU build of torch; CPU machines have it in the local wheel cache, so an
+# install never pulls a multi-GB CUDA build. GPU nodes: see docs/deployment.md.
+TORCH_SPEC ?= torch==2.13.0
+PIP_FLAGS ?=
+
+.PHONY: setup test lint demo services clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install $(PIP_FLAGS) --quiet --upgrade pip
+	$(BIN)/pip install $(PIP_FLAGS) --quiet "$(TORCH_SPEC)"
+	$(BIN)/pip install $(PIP_FLAGS) --quiet -e ".[dev]" "$(TORCH_SPEC)"
+	$(BIN)/python -m webapp.tools.copy_static
+	@touch $@
+
+services:
+	@bash scripts/services.sh
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: setup services
+	$(BIN)/ruff check .
+	DATABASE_URL=$${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/gad} \
+	CELERY_BROKER_URL=$${CELERY_BROKER_URL:-redis://127.0.0.1:6379/0} \
+	DJANGO_DEBUG=1 $(BIN)/pytest $(PYTEST_ARGS)
+
+demo: setup services
+	@bash scripts/demo.sh
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

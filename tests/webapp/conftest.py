@@ -1,0 +1,54 @@
+"""Personas per team (healthchecks' alice/bob/charlie pattern)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+
+@dataclass
+class Personas:
+    team: object
+    other_team: object
+    owner: object
+    member: object
+    annotator: object
+    outsider: object
+    password: str = "correct horse battery staple"
+
+
+@pytest.fixture
+def personas(db) -> Personas:
+    from django.contrib.auth import get_user_model
+
+    from webapp.teams.actions import create_team, set_membership
+    from webapp.teams.models import Role
+
+    User = get_user_model()
+    password = Personas.password
+
+    def user(name: str):
+        return User.objects.create_user(name, f"{name}@example.com", password)
+
+    alice, bob, carol, dave = user("alice"), user("bob"), user("carol"), user("dave")
+    team = create_team("Acme", "acme", owner=alice)
+    set_membership(team, bob, Role.MEMBER)
+    set_membership(team, carol, Role.ANNOTATOR)
+    other = create_team("Other", "other", owner=dave)
+    return Personas(team, other, alice, bob, carol, dave)
+
+
+@pytest.fixture
+def login(client):
+    def as_user(user):
+        client.force_login(user)
+        return client
+
+    return as_user
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings):
+    # PBKDF2's deliberate slowness costs ~0.6 s per user; tests need none of it.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

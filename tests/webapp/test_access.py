@@ -1,0 +1,120 @@
+"""Every team-owned URL, tried by every persona: owner, member, annotator, outsider.
+
+``TEAM_URLS`` must list every URL pattern that takes a team slug; a test fails when a
+new one is added without an entry, so no page escapes the persona matrix.
+"""
+
+from __future__ import annotations
+
+import pytest
+from django.urls import URLPattern, URLResolver, get_resolver
+
+# (url name, method, extra kwargs, expected status per role)
+OK, FORBIDDEN, NOT_FOUND, REDIRECT = 200, 403, 404, 302
+TEAM_URLS = [
+    ("team", "get", {}, {"owner": OK, "member": OK, "annotator": OK}),
+    ("team-members", "get", {}, {"owner": OK, "member": OK, "annotator": FORBIDDEN}),
+    ("team-members", "post", {}, {"owner": OK, "member": FORBIDDEN, "annotator": FORBIDDEN}),
+    (
+        "team-member-remove",
+        "post",
+        {"user_id": "member"},
+        {"owner": REDIRECT, "member": FORBIDDEN, "annotator": FORBIDDEN},
+    ),
+]
+
+
+def _named_patterns(resolver: URLResolver, prefix: str = ""):
+    for entry in resolver.url_patterns:
+        if isinstance(entry, URLResolver):
+            yield from _named_patterns(entry, prefix + str(entry.pattern))
+        elif isinstance(entry, URLPattern) and entry.name:
+            yield entry.name, prefix + str(entry.pattern)
+
+
+def test_every_team_url_is_in_the_persona_matrix():
+    team_urls = {name for name, route in _named_patterns(get_resolver()) if "<slug:slug>" in route}
+    assert team_urls == {name for name, *_ in TEAM_URLS}
+
+
+def _request(client, personas, name, method, extra, slug):
+    from django.urls import reverse
+
+    kwargs = {"slug": slug}
+    for key, value in extra.items():
+        kwargs[key] = getattr(personas, value).pk
+    url = reverse(name, kwargs=kwargs)
+    if method == "post":
+        return client.post(url, {"user": "nobody-such", "role": "member"})
+    return client.get(url)
+
+
+@pytest.mark.parametrize("name,method,extra,expected", TEAM_URLS)
+@pytest.mark.parametrize("role", ["owner", "member", "annotator"])
+def test_team_members_get_what_their_role_allows(
+    client, personas, name, method, extra, expected, role
+):
+    client.force_login(getattr(personas, role))
+    response = _request(client, personas, name, method, extra, personas.team.slug)
+    assert response.status_code == expected[role]
+
+
+@pytest.mark.parametrize("name,method,extra,expected", TEAM_URLS)
+def test_outsider_gets_404_on_every_team_url(client, personas, name, method, extra, expected):
+    client.force_login(personas.outsider)
+    response = _request(client, personas, name, method, extra, personas.team.slug)
+    assert response.status_code == NOT_FOUND
+
+
+@pytest.mark.parametrize("name,method,extra,expected", TEAM_URLS)
+def test_unknown_team_is_404_not_500(client, personas, name, method, extra, expected):
+    client.force_login(personas.owner)
+    response = _request(client, personas, name, method, extra, "no-such-team")
+    assert response.status_code == NOT_FOUND
+
+
+@pytest.mark.parametrize("name,method,extra,expected", TEAM_URLS)
+def test_anonymous_is_sent_to_login(client, personas, name, method, extra, expected):
+    response = _request(client, personas, name, method, extra, personas.team.slug)
+    assert response.status_code == REDIRECT
+    assert response["Location"].startswith("/accounts/login/")
+
+
+def test_annotator_403_page_says_why(client, personas):
+    client.force_login(personas.annotator)
+    response = client.get(f"/teams/{personas.team.slug}/members/")
+    assert response.status_code == FORBIDDEN
+    body = response.content.decode()
+    assert "Your role in this team is annotator" in body
+    assert "Ask a team owner" in body
+
+
+def test_outsider_404_page_does_not_reveal_the_team(client, personas):
+    client.force_login(personas.outsider)
+    response = client.get(f"/teams/{personas.team.slug}/")
+    assert personas.team.name not in response.content.decode()
+
+
+def test_team_switcher_lists_only_my_teams(client, personas):
+    from webapp.teams.actions import set_membership
+
+    set_membership(personas.other_team, personas.member, "member")
+    client.force_login(personas.member)
+    body = client.get(f"/teams/{personas.team.slug}/").content.decode()
+    assert 'data-testid="team-switcher"' in body
+    assert "/teams/acme/" in body and "/teams/other/" in body
+
+    client.force_login(personas.annotator)
+    body = client.get(f"/teams/{personas.team.slug}/").content.decode()
+    assert "/teams/other/" not in body
+
+
+def test_home_redirects_to_a_team_or_shows_the_empty_state(client, personas, django_user_model):
+    client.force_login(personas.member)
+    assert client.get("/")["Location"] == "/teams/acme/"
+
+    loner = django_user_model.objects.create_user("loner", password="x")
+    client.force_login(loner)
+    response = client.get("/")
+    assert response.status_code == OK
+    assert "You are not in a team yet" in response.content.decode()

@@ -1,0 +1,133 @@
+"""REST API v1 (DESIGN.md, "REST API v1"): Bearer tokens, JSON errors of one shape.
+
+Every error is ``{"error": "<code>", "detail": "<message>"}``; objects of another team
+are 404 through ``webapp.teams.access``, exactly as on the pages.
+"""
+
+from __future__ import annotations
+
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from ninja import NinjaAPI, Schema
+from ninja.errors import AuthenticationError, HttpError, ValidationError
+from ninja.security import HttpBearer
+
+from webapp.teams.actions import authenticate_token
+from webapp.teams.models import Membership
+
+ERROR_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "too_large",
+    422: "validation_error",
+    429: "rate_limited",
+}
+
+
+class BearerToken(HttpBearer):
+    def authenticate(self, request: HttpRequest, token: str):
+        user = authenticate_token(token)
+        if user is not None:
+            request.user = user
+        return user
+
+
+api = NinjaAPI(
+    title="GAD Studio API",
+    version="1",
+    description="Distil a black-box teacher into an open student with GAD. "
+    "Authenticate with `Authorization: Bearer <token>` (create tokens on your profile page).",
+    auth=BearerToken(),
+    urls_namespace="api-v1",
+    openapi_url="/openapi.json",
+    docs_url="/docs",
+)
+
+
+def error_response(status: int, detail: str, code: str | None = None) -> JsonResponse:
+    return JsonResponse(
+        {"error": code or ERROR_CODES.get(status, "error"), "detail": detail}, status=status
+    )
+
+
+@api.exception_handler(AuthenticationError)
+def _unauthorized(request, exc):
+    return error_response(
+        401, "Missing or invalid token: send `Authorization: Bearer <token>` with an active token."
+    )
+
+
+@api.exception_handler(ValidationError)
+def _invalid(request, exc: ValidationError):
+    problems = []
+    for err in exc.errors:
+        where = ".".join(
+            str(part) for part in err.get("loc", ()) if part not in ("body", "payload")
+        )
+        problems.append(f"{where}: {err.get('msg', 'invalid')}" if where else err.get("msg", ""))
+    return error_response(422, "; ".join(problems) or "Invalid request.")
+
+
+@api.exception_handler(HttpError)
+def _http_error(request, exc: HttpError):
+    return error_response(exc.status_code, str(exc))
+
+
+@api.exception_handler(Http404)
+def _not_found(request, exc):
+    return error_response(404, "Not found.")
+
+
+@api.exception_handler(PermissionDenied)
+def _forbidden(request, exc):
+    return error_response(403, str(exc) or "Your role does not allow this.")
+
+
+def api_not_found(request: HttpRequest) -> HttpResponse:
+    return error_response(404, f"No API endpoint at {request.path}; see /api/v1/openapi.json.")
+
+
+class TeamOut(Schema):
+    id: int
+    slug: str
+    name: str
+    role: str
+    suspended: bool
+
+
+class UserOut(Schema):
+    id: int
+    username: str
+    email: str
+
+
+class MeOut(Schema):
+    user: UserOut
+    teams: list[TeamOut]
+
+
+@api.get("/me", response=MeOut, summary="The token's user and their teams with roles")
+def me(request):
+    rows = (
+        Membership.objects.filter(user=request.user).select_related("team").order_by("team__name")
+    )
+    return {
+        "user": request.user,
+        "teams": [
+            {
+                "id": m.team.id,
+                "slug": m.team.slug,
+                "name": m.team.name,
+                "role": m.role,
+                "suspended": m.team.is_suspended,
+            }
+            for m in rows
+        ],
+    }
+
+
+__all__ = ["api", "api_not_found"]

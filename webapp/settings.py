@@ -1,0 +1,195 @@
+"""Django settings, read from the environment only (see README, "Configuration").
+
+Development (``DJANGO_DEBUG=1``) runs with no services: an SQLite file and a
+filesystem Celery broker. Production (the default, debug off) refuses to start
+without its secrets and says which one is missing.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from webapp import env
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+DEBUG = env.boolean("DJANGO_DEBUG", False)
+
+if DEBUG:
+    SECRET_KEY = env.string("DJANGO_SECRET_KEY") or "dev-only-insecure-key-" + "x" * 40
+else:
+    SECRET_KEY = env.required(
+        "DJANGO_SECRET_KEY",
+        "production (DJANGO_DEBUG off) needs a long random secret, e.g. "
+        '`python -c "import secrets; print(secrets.token_urlsafe(50))"`',
+    )
+
+# Teacher API keys are encrypted with this Fernet key. In development it is
+# derived from SECRET_KEY so that nothing needs configuring; in production it must
+# be set on its own, so that rotating one secret does not lose the other.
+_field_key = env.string("GAD_FIELD_KEY")
+if _field_key:
+    GAD_FIELD_KEY = env.fernet_key("GAD_FIELD_KEY", _field_key)
+elif DEBUG:
+    GAD_FIELD_KEY = base64.urlsafe_b64encode(hashlib.sha256(SECRET_KEY.encode()).digest()).decode()
+else:
+    GAD_FIELD_KEY = env.fernet_key(
+        "GAD_FIELD_KEY",
+        env.required("GAD_FIELD_KEY", "production needs the key that encrypts teacher API keys"),
+    )
+
+ALLOWED_HOSTS = env.str_list(
+    "DJANGO_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"] if DEBUG else []
+)
+if not DEBUG and not ALLOWED_HOSTS:
+    raise ImproperlyConfigured(
+        "DJANGO_ALLOWED_HOSTS is not set; production needs the site's host names, comma-separated"
+    )
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django.contrib.humanize",
+    "ninja",
+    "webapp.teams",
+    "webapp.jobs",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "webapp.urls"
+WSGI_APPLICATION = "webapp.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "webapp.teams.context_processors.teams",
+            ],
+        },
+    },
+]
+
+GAD_DATA_DIR = Path(env.string("GAD_DATA_DIR") or BASE_DIR / "var" / "data").resolve()
+
+_database_url = env.string("DATABASE_URL")
+if not _database_url and not DEBUG:
+    raise ImproperlyConfigured(
+        "DATABASE_URL is not set; production needs PostgreSQL, e.g. "
+        "postgres://USER:PASSWORD@HOST:5432/NAME"
+    )
+try:
+    DATABASES = {
+        "default": dj_database_url.parse(
+            _database_url or f"sqlite:///{BASE_DIR / 'db.sqlite3'}", conn_max_age=60
+        )
+    }
+except ValueError as exc:
+    raise ImproperlyConfigured(f"DATABASE_URL is malformed: {exc}") from None
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "home"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = GAD_DATA_DIR / "staticfiles"
+
+# Uploads larger than this are refused with 413 before they reach the parser.
+GAD_MAX_UPLOAD_MB = env.integer("GAD_MAX_UPLOAD_MB", 200, minimum=1)
+# Uploads stream to disk above 2.5 MB instead of sitting in memory.
+FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
+
+# Teacher base URLs must resolve to public addresses unless their host is listed.
+GAD_ALLOWED_TEACHER_HOSTS = env.str_list(
+    "GAD_ALLOWED_TEACHER_HOSTS", ["127.0.0.1", "localhost", "::1"] if DEBUG else []
+)
+# GPU indices this worker process may lease; empty means a CPU-only node.
+GAD_WORKER_GPUS = env.int_list("GAD_WORKER_GPUS", [])
+
+# Celery. Without CELERY_BROKER_URL, development uses kombu's filesystem transport,
+# which needs no server; production must name its Redis.
+_broker_url = env.string("CELERY_BROKER_URL")
+if not _broker_url and not DEBUG:
+    raise ImproperlyConfigured(
+        "CELERY_BROKER_URL is not set; production needs Redis, e.g. redis://HOST:6379/0"
+    )
+CELERY_BROKER_URL = _broker_url or "filesystem://"
+CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {}
+if CELERY_BROKER_URL == "filesystem://":
+    _broker_dir = GAD_DATA_DIR / "broker"
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_broker_dir),
+        "data_folder_out": str(_broker_dir),
+        "processed_folder": str(_broker_dir / "processed"),
+        "store_processed": False,
+    }
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_SOFT_TIME_LIMIT = 60 * 60
+CELERY_TASK_TIME_LIMIT = 60 * 60 + 300
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+
+# Security. Behind a TLS-terminating proxy set DJANGO_SECURE_PROXY_SSL_HEADER=1.
+SESSION_COOKIE_HTTPONLY = True
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+if not DEBUG:
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_SSL_REDIRECT = env.boolean("DJANGO_SECURE_SSL_REDIRECT", True)
+    SECURE_HSTS_SECONDS = env.integer("DJANGO_SECURE_HSTS_SECONDS", 31_536_000, minimum=0)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env.boolean("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = env.boolean("DJANGO_SECURE_HSTS_PRELOAD", True)
+    if env.boolean("DJANGO_SECURE_PROXY_SSL_HEADER", False):
+        SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    CSRF_TRUSTED_ORIGINS = env.str_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.string("GAD_LOG_LEVEL", "INFO")},
+}

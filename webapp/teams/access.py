@@ -1,0 +1,111 @@
+"""The one place that decides who may see and change a team's objects.
+
+Every view and API endpoint fetches team-owned objects through these helpers:
+- an object of a team the user is not in is a 404 (never a 403: its existence is
+  not revealed);
+- an object the user may see but not change with their role is a 403, with a page
+  that says why (annotators vote; they do not launch or change jobs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TypeVar
+
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.core.exceptions import PermissionDenied
+from django.db import models
+from django.http import Http404
+
+from webapp.teams.models import LAUNCH_ROLES, Membership, Role, Team
+
+M = TypeVar("M", bound=models.Model)
+AnyUser = AbstractBaseUser | AnonymousUser
+
+ALL_ROLES = frozenset(Role)
+
+
+class RoleRequired(PermissionDenied):
+    """Raised when the user is in the team but their role may not do this."""
+
+    def __init__(self, role: str, allowed: Iterable[str]):
+        self.role = role
+        self.allowed = sorted(allowed)
+        names = " or ".join(Role(r).label.lower() for r in self.allowed)
+        super().__init__(
+            f"Your role in this team is {Role(role).label.lower()}; this needs {names}. "
+            "Ask a team owner to change your role."
+        )
+
+
+def membership(user: AnyUser, team: Team) -> Membership | None:
+    if not user.is_authenticated:
+        return None
+    return Membership.objects.filter(team=team, user=user).first()
+
+
+def user_teams(user: AnyUser) -> models.QuerySet[Team]:
+    if not user.is_authenticated:
+        return Team.objects.none()
+    return Team.objects.filter(memberships__user=user).order_by("name")
+
+
+def _check_role(role: str, roles: Iterable[str]) -> None:
+    allowed = frozenset(roles)
+    if role not in allowed:
+        raise RoleRequired(role, allowed)
+
+
+def get_team(user: AnyUser, slug: str, roles: Iterable[str] = ALL_ROLES) -> tuple[Team, str]:
+    """The team with this slug and the user's role in it; 404 if they are not in it."""
+    member = (
+        Membership.objects.select_related("team")
+        .filter(team__slug=slug, user_id=getattr(user, "pk", None))
+        .first()
+    )
+    if member is None:
+        raise Http404("No such team.")
+    _check_role(member.role, roles)
+    return member.team, member.role
+
+
+def for_user(
+    queryset: models.QuerySet[M], user: AnyUser, team_field: str = "team"
+) -> models.QuerySet[M]:
+    """Restrict a queryset of team-owned objects to the teams the user belongs to."""
+    if not user.is_authenticated:
+        return queryset.none()
+    return queryset.filter(**{f"{team_field}__memberships__user": user})
+
+
+def get_object(
+    queryset: models.QuerySet[M],
+    user: AnyUser,
+    pk: object,
+    roles: Iterable[str] = ALL_ROLES,
+    team_field: str = "team",
+) -> M:
+    """One team-owned object by primary key: 404 outside the user's teams, 403 for the role.
+
+    ``queryset`` may carry ``select_related`` for what the caller will render.
+    """
+    try:
+        obj = for_user(queryset, user, team_field).distinct().get(pk=pk)
+    except (queryset.model.DoesNotExist, ValueError, TypeError):
+        raise Http404("Not found.") from None
+    team_id = getattr(obj, f"{team_field}_id")
+    role = Membership.objects.filter(team_id=team_id, user=user).values_list("role", flat=True)[0]
+    _check_role(role, roles)
+    return obj
+
+
+__all__ = [
+    "ALL_ROLES",
+    "LAUNCH_ROLES",
+    "RoleRequired",
+    "for_user",
+    "get_object",
+    "get_team",
+    "membership",
+    "user_teams",
+]

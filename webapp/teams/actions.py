@@ -1,0 +1,168 @@
+"""Every change to teams, memberships, quotas, usage and API tokens goes through here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.db.models import Count, Q, Sum
+from django.utils import timezone
+
+from webapp.teams.models import (
+    ApiToken,
+    Membership,
+    Quota,
+    Role,
+    Team,
+    UsageKind,
+    UsageRecord,
+    hash_token,
+)
+
+
+class ActionError(Exception):
+    """A refused action; the message is shown to the user as it is."""
+
+
+class QuotaExceeded(ActionError):
+    pass
+
+
+def month_start(now: datetime | None = None) -> datetime:
+    now = timezone.now() if now is None else now
+    return now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+@dataclass(frozen=True)
+class MonthUsage:
+    gpu_hours: Decimal
+    teacher_tokens: int
+    jobs_launched: int
+
+
+def month_usage(team: Team, now: datetime | None = None) -> MonthUsage:
+    start = month_start(now)
+    sums = team.usage_records.filter(created_at__gte=start).aggregate(
+        gpu=Sum("amount", filter=Q(kind=UsageKind.GPU_SECONDS)),
+        tokens=Sum("amount", filter=Q(kind=UsageKind.TEACHER_TOKENS)),
+        jobs=Count("id", filter=Q(kind=UsageKind.JOB_LAUNCH)),
+    )
+    return MonthUsage(
+        gpu_hours=((sums["gpu"] or Decimal(0)) / Decimal(3600)).quantize(Decimal("0.01")),
+        teacher_tokens=int(sums["tokens"] or 0),
+        jobs_launched=sums["jobs"] or 0,
+    )
+
+
+@transaction.atomic
+def create_team(name: str, slug: str, owner: AbstractBaseUser) -> Team:
+    team = Team.objects.create(name=name, slug=slug)
+    Quota.objects.create(team=team)
+    Membership.objects.create(team=team, user=owner, role=Role.OWNER)
+    return team
+
+
+def set_membership(team: Team, user: AbstractBaseUser, role: str) -> Membership:
+    with transaction.atomic():
+        member, _ = Membership.objects.select_for_update().update_or_create(
+            team=team, user=user, defaults={"role": role}
+        )
+        _ensure_an_owner_remains(team)
+    return member
+
+
+def remove_membership(team: Team, user: AbstractBaseUser) -> None:
+    with transaction.atomic():
+        Membership.objects.filter(team=team, user=user).delete()
+        _ensure_an_owner_remains(team)
+
+
+def _ensure_an_owner_remains(team: Team) -> None:
+    # Checked inside the transaction, so the change rolls back if it orphans the team.
+    if not Membership.objects.filter(team=team, role=Role.OWNER).exists():
+        raise ActionError("A team needs at least one owner; make someone else owner first.")
+
+
+def suspend_team(team: Team, reason: str) -> None:
+    Team.objects.filter(pk=team.pk, suspended_at__isnull=True).update(
+        suspended_at=timezone.now(), suspended_reason=reason[:200]
+    )
+
+
+def unsuspend_team(team: Team) -> None:
+    Team.objects.filter(pk=team.pk).update(suspended_at=None, suspended_reason="")
+
+
+def record_usage(team: Team, kind: str, amount: Decimal | int | float, job=None) -> UsageRecord:
+    return UsageRecord.objects.create(team=team, kind=kind, amount=Decimal(str(amount)), job=job)
+
+
+def check_launch_allowed(team: Team, now: datetime | None = None) -> None:
+    """Raise ``QuotaExceeded`` with the reason and the numbers, or return.
+
+    Call inside the transaction that creates the job, after locking the team's quota
+    row with ``select_for_update`` (``lock_quota``), so concurrent launches serialize.
+    """
+    from webapp.jobs.models import Job
+
+    team.refresh_from_db(fields=["suspended_at", "suspended_reason"])
+    if team.is_suspended:
+        reason = f": {team.suspended_reason}" if team.suspended_reason else ""
+        raise QuotaExceeded(f"Team {team.name} is suspended{reason}. Contact an administrator.")
+    quota = Quota.objects.get(team_id=team.pk)  # fresh: the admin may just have raised it
+    running = Job.objects.filter(team=team).active().count()
+    if running >= quota.max_concurrent_jobs:
+        raise QuotaExceeded(
+            f"{running} of {quota.max_concurrent_jobs} concurrent jobs are already queued or "
+            "running; wait for one to finish or cancel one."
+        )
+    usage = month_usage(team, now)
+    if usage.gpu_hours >= quota.gpu_hours_per_month:
+        raise QuotaExceeded(
+            f"This month's GPU-hours are spent: {usage.gpu_hours} of "
+            f"{quota.gpu_hours_per_month} h used."
+        )
+    if usage.teacher_tokens >= quota.teacher_tokens_per_month:
+        raise QuotaExceeded(
+            f"This month's teacher tokens are spent: {usage.teacher_tokens:,} of "
+            f"{quota.teacher_tokens_per_month:,} used."
+        )
+
+
+def lock_quota(team: Team) -> Quota:
+    """Lock the team's quota row until the end of the current transaction."""
+    return Quota.objects.select_for_update().get(team=team)
+
+
+def create_api_token(user: AbstractBaseUser, name: str) -> tuple[ApiToken, str]:
+    """Create a token; the plain token is returned once and never stored."""
+    plain = ApiToken.generate()
+    token = ApiToken.objects.create(
+        user=user, name=name.strip() or "token", digest=hash_token(plain), hint=plain[:8]
+    )
+    return token, plain
+
+
+def revoke_api_token(user: AbstractBaseUser, token_id: int) -> bool:
+    return bool(
+        ApiToken.objects.active().filter(pk=token_id, user=user).update(revoked_at=timezone.now())
+    )
+
+
+def authenticate_token(plain: str) -> AbstractBaseUser | None:
+    token = (
+        ApiToken.objects.active()
+        .select_related("user")
+        .filter(digest=hash_token(plain), user__is_active=True)
+        .first()
+    )
+    if token is None:
+        return None
+    # One UPDATE per request is cheap; skip it when the stamp is recent enough.
+    now = timezone.now()
+    if token.last_used_at is None or (now - token.last_used_at).total_seconds() > 60:
+        ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+    return token.user

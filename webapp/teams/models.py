@@ -1,0 +1,145 @@
+"""Teams, who belongs to them, what they may spend, and what they spent."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+
+class Team(models.Model):
+    name = models.CharField(max_length=100)
+    slug = models.SlugField(max_length=60, unique=True, help_text="Used in URLs and the API.")
+    created_at = models.DateTimeField(default=timezone.now)
+    suspended_at = models.DateTimeField(null=True, blank=True)
+    suspended_reason = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_suspended(self) -> bool:
+        return self.suspended_at is not None
+
+
+class Role(models.TextChoices):
+    OWNER = "owner", "Owner"
+    MEMBER = "member", "Member"
+    ANNOTATOR = "annotator", "Annotator"
+
+
+# Roles allowed to launch, change or cancel jobs and to manage team data.
+LAUNCH_ROLES = frozenset({Role.OWNER, Role.MEMBER})
+
+
+class Membership(models.Model):
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
+    role = models.CharField(max_length=20, choices=Role.choices, default=Role.MEMBER)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["team", "user"], name="one_membership_per_team")
+        ]
+        ordering = ["team__name", "user__username"]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.team} ({self.role})"
+
+
+class Quota(models.Model):
+    """Limits per team. Monthly limits reset on the first of each calendar month (UTC)."""
+
+    team = models.OneToOneField(Team, on_delete=models.CASCADE, related_name="quota")
+    max_concurrent_jobs = models.PositiveIntegerField(
+        default=2, help_text="Jobs that may be queued or running at once."
+    )
+    gpu_hours_per_month = models.DecimalField(
+        max_digits=10, decimal_places=2, default=Decimal("100"), help_text="GPU-hours per month."
+    )
+    teacher_tokens_per_month = models.PositiveBigIntegerField(
+        default=20_000_000, help_text="Teacher (and judge) tokens per month, prompt + completion."
+    )
+    storage_gb = models.PositiveIntegerField(
+        default=200, help_text="Uploads, run directories and checkpoints."
+    )
+
+    def __str__(self) -> str:
+        return f"Quota of {self.team}"
+
+
+class UsageKind(models.TextChoices):
+    GPU_SECONDS = "gpu_seconds", "GPU-seconds"
+    TEACHER_TOKENS = "teacher_tokens", "Teacher tokens"
+    JOB_LAUNCH = "job_launch", "Job launched"
+
+
+class UsageRecord(models.Model):
+    """An append-only ledger: quotas are checked against sums of these rows."""
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="usage_records")
+    kind = models.CharField(max_length=20, choices=UsageKind.choices)
+    amount = models.DecimalField(max_digits=20, decimal_places=3)
+    job = models.ForeignKey(
+        "jobs.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="usage_records"
+    )
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["team", "kind", "created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.team}: {self.amount} {self.kind}"
+
+
+TOKEN_PREFIX = "gad_"
+
+
+def hash_token(token: str) -> str:
+    # Tokens carry 256 bits of randomness, so a plain SHA-256 cannot be brute-forced
+    # and, unlike a password hash, lets us look the token up by its digest.
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class ApiTokenQuerySet(models.QuerySet["ApiToken"]):
+    def active(self) -> ApiTokenQuerySet:
+        return self.filter(revoked_at__isnull=True)
+
+
+class ApiToken(models.Model):
+    """A personal REST API token. Only its digest is stored; the token is shown once."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
+    )
+    name = models.CharField(max_length=100)
+    digest = models.CharField(max_length=64, unique=True, editable=False)
+    hint = models.CharField(
+        max_length=16, editable=False, help_text="First characters, to tell tokens apart."
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ApiTokenQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.hint}…)"
+
+    @staticmethod
+    def generate() -> str:
+        return TOKEN_PREFIX + secrets.token_urlsafe(32)

@@ -1,0 +1,150 @@
+"""Team pages: dashboard, members, and the user's profile with API tokens."""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib import messages
+from django.contrib.auth import get_user_model
+from django.contrib.auth.decorators import login_required
+from django.db.models import Q
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
+
+from webapp.jobs.models import Job
+from webapp.teams import access, actions
+from webapp.teams.models import ApiToken, Membership, Role
+
+OWNER_ONLY = {Role.OWNER}
+
+
+@login_required
+def home(request: HttpRequest) -> HttpResponse:
+    teams = access.user_teams(request.user)
+    current = request.session.get("team")
+    team = teams.filter(slug=current).first() or teams.first()
+    if team is None:
+        return render(request, "teams/no_team.html")
+    return redirect("team", slug=team.slug)
+
+
+@login_required
+def dashboard(request: HttpRequest, slug: str) -> HttpResponse:
+    team, role = access.get_team(request.user, slug)
+    request.session["team"] = team.slug
+    quota = team.quota
+    usage = actions.month_usage(team)
+    jobs = Job.objects.filter(team=team)
+    context = {
+        "team": team,
+        "role": role,
+        "quota": quota,
+        "usage": usage,
+        "running_jobs": jobs.active().count(),
+        "recent_jobs": jobs[:10],
+        "bars": _quota_bars(quota, usage, jobs.active().count()),
+    }
+    return render(request, "teams/dashboard.html", context)
+
+
+def _quota_bars(quota, usage, running: int) -> list[dict]:
+    def bar(label: str, used, limit, unit: str = "") -> dict:
+        pct = 0 if not limit else min(100, round(100 * float(used) / float(limit)))
+        return {"label": label, "used": used, "limit": limit, "unit": unit, "pct": pct}
+
+    return [
+        bar("Concurrent jobs", running, quota.max_concurrent_jobs),
+        bar("GPU-hours this month", usage.gpu_hours, quota.gpu_hours_per_month, " h"),
+        bar("Teacher tokens this month", usage.teacher_tokens, quota.teacher_tokens_per_month),
+    ]
+
+
+class MemberForm(forms.Form):
+    user = forms.CharField(label="Username or e-mail", max_length=150)
+    role = forms.ChoiceField(choices=Role.choices, initial=Role.MEMBER)
+
+    def clean_user(self):
+        value = self.cleaned_data["user"].strip()
+        user = get_user_model().objects.filter(Q(username=value) | Q(email__iexact=value)).first()
+        if user is None:
+            raise forms.ValidationError(
+                f"No user named {value!r}; they must have an account first."
+            )
+        return user
+
+
+@login_required
+def members(request: HttpRequest, slug: str) -> HttpResponse:
+    team, role = access.get_team(request.user, slug, roles=access.LAUNCH_ROLES)
+    form = MemberForm()
+    if request.method == "POST":
+        access.get_team(request.user, slug, roles=OWNER_ONLY)
+        form = MemberForm(request.POST)
+        if form.is_valid():
+            user = form.cleaned_data["user"]
+            try:
+                actions.set_membership(team, user, form.cleaned_data["role"])
+            except actions.ActionError as exc:
+                messages.error(request, str(exc))
+            else:
+                messages.success(request, f"{user} is now {form.cleaned_data['role']} of {team}.")
+                return redirect("team-members", slug=team.slug)
+    rows = (
+        Membership.objects.filter(team=team)
+        .select_related("user")
+        .order_by("role", "user__username")
+    )
+    return render(
+        request,
+        "teams/members.html",
+        {"team": team, "role": role, "members": rows, "form": form, "roles": Role.choices},
+    )
+
+
+@login_required
+@require_POST
+def remove_member(request: HttpRequest, slug: str, user_id: int) -> HttpResponse:
+    team, _ = access.get_team(request.user, slug, roles=OWNER_ONLY)
+    member = Membership.objects.filter(team=team, user_id=user_id).select_related("user").first()
+    if member is None:
+        messages.error(request, "That person is not in this team.")
+    else:
+        try:
+            actions.remove_membership(team, member.user)
+        except actions.ActionError as exc:
+            messages.error(request, str(exc))
+        else:
+            messages.success(request, f"{member.user} was removed from {team}.")
+    return redirect("team-members", slug=team.slug)
+
+
+class TokenForm(forms.Form):
+    name = forms.CharField(max_length=100, help_text="What the token is for, e.g. 'CI script'.")
+
+
+@login_required
+def profile(request: HttpRequest) -> HttpResponse:
+    form = TokenForm()
+    new_token = None
+    if request.method == "POST":
+        form = TokenForm(request.POST)
+        if form.is_valid():
+            _, new_token = actions.create_api_token(request.user, form.cleaned_data["name"])
+            form = TokenForm()
+    tokens = ApiToken.objects.filter(user=request.user)
+    memberships = Membership.objects.filter(user=request.user).select_related("team")
+    return render(
+        request,
+        "teams/profile.html",
+        {"form": form, "tokens": tokens, "new_token": new_token, "memberships": memberships},
+    )
+
+
+@login_required
+@require_POST
+def revoke_token(request: HttpRequest, token_id: int) -> HttpResponse:
+    if actions.revoke_api_token(request.user, token_id):
+        messages.success(request, "Token revoked; scripts using it now get 401.")
+    else:
+        messages.error(request, "No such active token.")
+    return redirect("profile")
