@@ -24,7 +24,13 @@ def test_me_lists_user_and_teams_with_roles(client, personas, token):
     body = response.json()
     assert body["user"]["username"] == "bob"
     assert body["teams"] == [
-        {"id": personas.team.id, "slug": "acme", "name": "Acme", "role": "member", "suspended": False}
+        {
+            "id": personas.team.id,
+            "slug": "acme",
+            "name": "Acme",
+            "role": "member",
+            "suspended": False,
+        }
     ]
 
 
@@ -66,4 +72,7 @@ def test_openapi_schema_is_served_and_lists_me(client, db):
     assert response.status_code == 200
     schema = response.json()
     assert "/api/v1/me" in schema["paths"]
-    assert any("Bearer" in str(s) or "bearer" in str(s) for s in schema["components"]["securitySchemes"].values())
+    assert any(
+        "Bearer" in str(s) or "bearer" in str(s)
+        for s in schema["components"]["securitySchemes"].values()
+    )

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
-from datetime import timezone as tz
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -48,9 +47,9 @@ def test_gpu_hours_of_this_month_only(personas):
     quota = personas.team.quota
     quota.gpu_hours_per_month = Decimal("1")
     quota.save()
-    now = datetime(2026, 11, 15, tzinfo=tz.utc)
+    now = datetime(2026, 11, 15, tzinfo=UTC)
     old = actions.record_usage(personas.team, UsageKind.GPU_SECONDS, 7200)
-    old.created_at = datetime(2026, 10, 31, 23, tzinfo=tz.utc)
+    old.created_at = datetime(2026, 10, 31, 23, tzinfo=UTC)
     old.save()
     actions.check_launch_allowed(personas.team, now=now)
     rec = actions.record_usage(personas.team, UsageKind.GPU_SECONDS, 3600)
@@ -98,7 +97,9 @@ def test_last_owner_cannot_be_demoted_or_removed(personas):
 def test_owner_adds_a_member_by_email_from_the_page(client, personas, django_user_model):
     django_user_model.objects.create_user("erin", "erin@example.com", "x")
     client.force_login(personas.owner)
-    response = client.post("/teams/acme/members/", {"user": "ERIN@example.com", "role": "annotator"})
+    response = client.post(
+        "/teams/acme/members/", {"user": "ERIN@example.com", "role": "annotator"}
+    )
     assert response.status_code == 302
     assert Membership.objects.get(team=personas.team, user__username="erin").role == "annotator"
 

@@ -1,0 +1,141 @@
+"""`python -m trainer ...`: build-tiny, run, collect, generate, toy (DESIGN.md "Trainer CLI").
+
+Exit status: 0 success, 2 bad input (one paragraph naming the file, line or key),
+1 internal failure (with the traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m trainer", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    b = sub.add_parser("build-tiny", help="build a tiny random-init model + tokenizer offline")
+    b.add_argument("--out", required=True, help="output directory")
+    b.add_argument("--texts", help="text file (one text a line) to train the tokenizer on")
+    b.add_argument("--layers", type=int, default=2)
+    b.add_argument("--hidden", type=int, default=64)
+    b.add_argument("--heads", type=int, default=4)
+    b.add_argument("--vocab", type=int, default=512)
+    b.add_argument("--seed", type=int, default=0)
+
+    r = sub.add_parser("run", help="train (GAD or SeqKD) from a YAML config")
+    r.add_argument("--config", required=True, help="config YAML file")
+    r.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key"
+    )
+
+    c = sub.add_parser("collect", help="collect teacher answers from an OpenAI-compatible API")
+    c.add_argument("--prompts", required=True, help="prompt file (JSONL, CSV, Parquet)")
+    c.add_argument("--out", required=True, help="JSONL of answers (flagged ones go beside it)")
+    c.add_argument("--base-url", required=True, help="API base, e.g. http://127.0.0.1:8000/v1")
+    c.add_argument("--model", required=True)
+    c.add_argument("--api-key-env", help="environment variable holding the API key")
+    c.add_argument("--concurrency", type=int, default=16, help="requests in flight")
+    c.add_argument("--max-tokens", type=int, default=1536)
+    c.add_argument("--temperature", type=float)
+    c.add_argument("--top-p", type=float)
+    c.add_argument("--seed", type=int, help="sent where the API supports it")
+    c.add_argument("--rpm", type=float, help="requests-per-minute limit")
+    c.add_argument("--tpm", type=float, help="tokens-per-minute limit")
+    c.add_argument("--max-total-tokens", type=int, help="stop cleanly at this token budget")
+    c.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
+    c.add_argument("--cache", help="answer store (SQLite); default ~/.cache/gad-studio/teacher.sqlite")
+
+    g = sub.add_parser("generate", help="answer prompts with a model")
+    g.add_argument("--model", required=True)
+    g.add_argument("--prompts", required=True)
+    g.add_argument("--out", required=True, help="JSONL output")
+    g.add_argument("--max-new-tokens", type=int, default=1536)
+    g.add_argument("--batch-size", type=int, default=16)
+    g.add_argument("--seed", type=int, default=0)
+    mode = g.add_mutually_exclusive_group()
+    mode.add_argument("--temperature", type=float, default=None)
+    mode.add_argument("--greedy", action="store_true")
+
+    t = sub.add_parser("toy", help="the paper's mode-seeking toy experiment (SeqKD vs GAD)")
+    t.add_argument("--plot", help="write a PNG of the distributions")
+    t.add_argument("--steps", type=int, default=300)
+    t.add_argument("--seed", type=int, default=0)
+    return p
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "build-tiny":
+        from trainer.tiny import build_tiny
+
+        out = build_tiny(args.out, args.texts, args.layers, args.hidden, args.heads, args.vocab, args.seed)
+        print(f"tiny model written to {out}")
+        return 0
+    if args.command == "run":
+        from trainer.config import load_config
+
+        cfg = load_config(args.config, args.set)
+        if cfg.method == "gad":
+            from trainer.recipes.gad import run_gad as train
+        else:
+            from trainer.recipes.seqkd import run_seqkd as train
+        reason = train(cfg)
+        print(f"{cfg.method} run {reason}; outputs in {cfg.output_dir}")
+        return 0
+    if args.command == "collect":
+        from trainer.collect import CollectArgs, run_collect
+
+        fields = CollectArgs.__dataclass_fields__
+        return run_collect(CollectArgs(**{k: v for k, v in vars(args).items() if k in fields}))
+    if args.command == "generate":
+        from trainer.generate import generate_file
+
+        n = generate_file(
+            args.model,
+            args.prompts,
+            args.out,
+            max_new_tokens=args.max_new_tokens,
+            temperature=None if args.greedy else args.temperature,
+            batch_size=args.batch_size,
+            seed=args.seed,
+        )
+        print(f"{n} answers written to {args.out}")
+        return 0
+    if args.command == "toy":
+        from trainer.toy import main as toy_main
+
+        return toy_main(steps=args.steps, seed=args.seed, plot=args.plot)
+    raise AssertionError(args.command)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from trainer.errors import BadInput
+
+    args = _parser().parse_args(argv)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    _quiet_libraries()
+    try:
+        return _run(args)
+    except BadInput as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 1
+    except Exception:
+        traceback.print_exc()
+        print("internal error: the trainer failed; the traceback above says where", file=sys.stderr)
+        return 1
+
+
+def _quiet_libraries() -> None:
+    """transformers' own progress bars and advice would drown the run's log lines."""
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass

@@ -1,0 +1,348 @@
+"""Prompt files: streaming parser with line-numbered problems, tokenization, batching.
+
+Shapes accepted (DESIGN.md "Prompt files"): JSONL, CSV with a header, Parquet. A record has
+`messages` (list of {role, content}), or `prompt` (string -> one user turn), or `content`
+(list of messages); optionally `teacher_response` (or `response`, as a collected file has
+it) and `id`. The web app reuses `validate_prompt_file` for upload checks.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from trainer.errors import BadInput
+
+MAX_PROBLEMS = 20
+_READ_CHUNK = 1024  # parquet rows per batch: memory stays flat on big files
+
+
+@dataclass
+class PromptRecord:
+    messages: list[dict[str, str]]
+    teacher_response: str | None = None
+    id: str | None = None
+    line: int = 0  # 1-based line (JSONL, CSV) or row (Parquet) in the file
+
+
+@dataclass
+class Problem:
+    line: int | None  # None: the file as a whole
+    message: str
+
+    def __str__(self) -> str:
+        return self.message if self.line is None else f"line {self.line}: {self.message}"
+
+
+@dataclass
+class ValidationReport:
+    num_records: int = 0
+    num_with_teacher: int = 0
+    problems: list[Problem] = field(default_factory=list)
+    more_problems: int = 0  # problems found past the first MAX_PROBLEMS
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+# ---------------------------------------------------------------------------- parsing
+
+
+def _normalize(obj: Any, csv_row: bool = False) -> PromptRecord | str:
+    """Turn one parsed object into a PromptRecord, or return the problem as text."""
+    if not isinstance(obj, dict):
+        return f"expected a JSON object, got {type(obj).__name__}"
+    if obj.get("messages") not in (None, ""):
+        messages = _messages(obj["messages"], "messages", csv_row)
+    elif obj.get("prompt") not in (None, ""):
+        if not isinstance(obj["prompt"], str):
+            return f"'prompt' must be a string, got {type(obj['prompt']).__name__}"
+        messages = [{"role": "user", "content": obj["prompt"]}]
+    elif obj.get("content") not in (None, ""):
+        messages = _messages(obj["content"], "content", csv_row)
+    else:
+        return "no prompt: expected a 'messages', 'prompt' or 'content' field"
+    if isinstance(messages, str):
+        return messages
+    teacher = obj.get("teacher_response")
+    if teacher in (None, ""):
+        teacher = obj.get("response")
+    if teacher == "" or _is_nan(teacher):
+        teacher = None
+    if teacher is not None and not isinstance(teacher, str):
+        return f"'teacher_response' must be a string, got {type(teacher).__name__}"
+    rid = obj.get("id")
+    rid = None if rid in (None, "") or _is_nan(rid) else str(rid)
+    return PromptRecord(messages=messages, teacher_response=teacher, id=rid)
+
+
+def _is_nan(x: Any) -> bool:
+    return isinstance(x, float) and x != x
+
+
+def _messages(value: Any, name: str, csv_row: bool) -> list[dict[str, str]] | str:
+    if csv_row and isinstance(value, str):  # CSV cells hold the list as JSON text
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            return f"'{name}' is not a JSON list of messages"
+    if hasattr(value, "tolist"):  # numpy arrays from parquet
+        value = value.tolist()
+    if not isinstance(value, list) or not value:
+        return f"'{name}' must be a non-empty list of {{role, content}} objects"
+    out = []
+    for i, m in enumerate(value):
+        ok = isinstance(m, dict) and isinstance(m.get("role"), str)
+        if not ok or not isinstance(m.get("content"), str):
+            return f"'{name}[{i}]' must be an object with string 'role' and 'content'"
+        out.append({"role": m["role"], "content": m["content"]})
+    return out
+
+
+def _jsonl_objects(f: io.BufferedReader) -> Iterator[tuple[int, Any | Problem]]:
+    for lineno, raw in enumerate(f, start=1):
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            yield lineno, Problem(lineno, "invalid UTF-8")
+            continue
+        if not text.strip():
+            continue
+        try:
+            yield lineno, json.loads(text)
+        except json.JSONDecodeError as e:
+            yield lineno, Problem(lineno, f"not JSON ({e.msg})")
+
+
+def _csv_objects(f: io.BufferedReader) -> Iterator[tuple[int, Any | Problem]]:
+    bad_lines: list[int] = []
+
+    def lines() -> Iterator[str]:
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                yield raw.decode("utf-8")
+            except UnicodeDecodeError:
+                bad_lines.append(lineno)
+                yield raw.decode("utf-8", errors="replace")
+
+    reader = csv.DictReader(lines())
+    for row in reader:
+        if bad_lines:
+            yield bad_lines[0], Problem(bad_lines.pop(0), "invalid UTF-8")
+            bad_lines.clear()
+            continue
+        if None in row:  # more cells than header columns
+            yield reader.line_num, Problem(reader.line_num, "more cells than header columns")
+            continue
+        yield reader.line_num, {"__csv__": True, **row}
+
+
+def _parquet_objects(path: Path) -> Iterator[tuple[int, Any | Problem]]:
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+    except Exception as e:  # pyarrow raises several types for a corrupt file
+        yield 0, Problem(None, f"not a readable Parquet file ({e})")
+        return
+    row = 0
+    for batch in pf.iter_batches(batch_size=_READ_CHUNK):
+        for obj in batch.to_pylist():
+            row += 1
+            yield row, obj
+
+
+def iter_raw(path: str | Path) -> Iterator[PromptRecord | Problem]:
+    """Stream a prompt file: yield each record or each problem, in file order."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    try:
+        f = open(path, "rb")  # noqa: SIM115 - closed below; parquet reopens by path
+    except OSError as e:
+        raise BadInput(f"cannot read prompt file {path}: {e.strerror or e}") from e
+    with f:
+        if suffix == ".parquet":
+            objects = _parquet_objects(path)
+        elif suffix == ".csv":
+            objects = _csv_objects(f)
+        else:
+            objects = _jsonl_objects(f)
+        seen = 0
+        for lineno, obj in objects:
+            seen += 1
+            if isinstance(obj, Problem):
+                yield obj
+                continue
+            is_csv = isinstance(obj, dict) and obj.pop("__csv__", False)
+            rec = _normalize(obj, csv_row=bool(is_csv))
+            if isinstance(rec, str):
+                yield Problem(lineno, rec)
+            else:
+                rec.line = lineno
+                yield rec
+        if seen == 0:
+            yield Problem(None, "empty file: no records")
+
+
+def iter_records(path: str | Path) -> Iterator[PromptRecord]:
+    """Stream valid records; raise BadInput naming the file and line at the first problem."""
+    for item in iter_raw(path):
+        if isinstance(item, Problem):
+            raise BadInput(f"prompt file {path}: {item}")
+        yield item
+
+
+def validate_prompt_file(path: str | Path, max_problems: int = MAX_PROBLEMS) -> ValidationReport:
+    """Read the whole file (streaming) and collect the first `max_problems` problems."""
+    report = ValidationReport()
+    for item in iter_raw(path):
+        if isinstance(item, Problem):
+            if len(report.problems) < max_problems:
+                report.problems.append(item)
+            else:
+                report.more_problems += 1
+            continue
+        report.num_records += 1
+        report.num_with_teacher += item.teacher_response is not None
+    return report
+
+
+# ---------------------------------------------------------------------------- tokenization
+
+
+@dataclass
+class Example:
+    """One training prompt, tokenized with the student's tokenizer."""
+
+    prompt_ids: list[int]
+    teacher_ids: list[int] | None
+    id: str | None = None
+    line: int = 0
+
+
+@dataclass
+class EncodeStats:
+    num_prompts: int = 0
+    prompts_cut: int = 0  # prompts longer than max_prompt_tokens, cut from the left
+    teacher_cut: int = 0  # teacher answers longer than max_response_tokens, cut (no EOS)
+
+    def summary(self) -> str:
+        return (
+            f"{self.num_prompts} prompts; {self.prompts_cut} cut from the left to fit "
+            f"max_prompt_tokens; {self.teacher_cut} teacher answers cut to max_response_tokens"
+        )
+
+
+def require_chat_template(tokenizer: Any, where: str) -> None:
+    if not getattr(tokenizer, "chat_template", None):
+        raise BadInput(
+            f"the tokenizer of {where} has no chat template, so prompts cannot be rendered. "
+            "Give it one: add a 'chat_template' entry to its tokenizer_config.json (or a "
+            "chat_template.jinja file next to it), e.g. copied from the instruct version of "
+            "the model, or use an instruct/chat model."
+        )
+
+
+def render_prompts(tokenizer: Any, chats: list[list[dict[str, str]]]) -> list[list[int]]:
+    """Chat template with the assistant header appended; special tokens come from the text."""
+    texts = [
+        tokenizer.apply_chat_template(m, add_generation_prompt=True, tokenize=False) for m in chats
+    ]
+    return tokenizer(texts, add_special_tokens=False)["input_ids"]
+
+
+def left_cut(ids: list[int], max_tokens: int) -> tuple[list[int], bool]:
+    """Keep the last `max_tokens` ids: the end of the chat and the assistant header survive."""
+    return (ids[-max_tokens:], True) if len(ids) > max_tokens else (ids, False)
+
+
+def encode_teacher(
+    tokenizer: Any, texts: list[str], max_tokens: int
+) -> list[tuple[list[int], bool]]:
+    """Teacher answers without special tokens, terminated by EOS, cut to `max_tokens`.
+
+    A cut answer loses its EOS, exactly like a student sample cut at the same length, so D
+    scores both at their last kept token.
+    """
+    if not texts:  # transformers 5 fails on an empty batch
+        return []
+    eos = tokenizer.eos_token_id
+    out = []
+    for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]:
+        ids = list(ids) + [eos]
+        out.append((ids[:max_tokens], True) if len(ids) > max_tokens else (ids, False))
+    return out
+
+
+def load_examples(
+    path: str | Path,
+    tokenizer: Any,
+    max_prompt_tokens: int,
+    max_response_tokens: int,
+    need_teacher: bool = True,
+    chunk: int = 256,
+) -> tuple[list[Example], EncodeStats]:
+    """Parse, render and tokenize a prompt file in chunks (the file is never fully in memory)."""
+    require_chat_template(tokenizer, "the student")
+    examples: list[Example] = []
+    stats = EncodeStats()
+    pending: list[PromptRecord] = []
+
+    def flush() -> None:
+        prompts = render_prompts(tokenizer, [r.messages for r in pending])
+        teachers: list[tuple[list[int], bool] | None] = [None] * len(pending)
+        with_teacher = [i for i, r in enumerate(pending) if r.teacher_response is not None]
+        encoded = encode_teacher(
+            tokenizer, [pending[i].teacher_response for i in with_teacher], max_response_tokens
+        )
+        for i, enc in zip(with_teacher, encoded, strict=True):
+            teachers[i] = enc
+        for rec, ids, teacher in zip(pending, prompts, teachers, strict=True):
+            ids, cut = left_cut(list(ids), max_prompt_tokens)
+            stats.prompts_cut += cut
+            stats.teacher_cut += bool(teacher and teacher[1])
+            t_ids = teacher[0] if teacher else None
+            examples.append(Example(ids, t_ids, rec.id, rec.line))
+        stats.num_prompts += len(pending)
+        pending.clear()
+
+    for rec in iter_records(path):
+        if need_teacher and rec.teacher_response is None:
+            raise BadInput(
+                f"prompt file {path}: line {rec.line}: no teacher_response; collect the "
+                "teacher's answers first (python -m trainer collect) or add the field"
+            )
+        pending.append(rec)
+        if len(pending) >= chunk:
+            flush()
+    if pending:
+        flush()
+    return examples, stats
+
+
+def token_budget_batches(lengths: list[int], max_tokens: int) -> list[list[int]]:
+    """Group indices so that rows x longest row <= max_tokens (padded tokens per forward).
+
+    Sorting by length keeps padding low; a row longer than the budget goes alone. Bounding
+    padded tokens, not rows, is what keeps peak activation memory flat as batches grow.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches: list[list[int]] = []
+    current: list[int] = []
+    longest = 0
+    for i in order:
+        new_longest = max(longest, lengths[i])
+        if current and new_longest * (len(current) + 1) > max_tokens:
+            batches.append(current)
+            current, new_longest = [], lengths[i]
+        current.append(i)
+        longest = new_longest
+    if current:
+        batches.append(current)
+    return batches

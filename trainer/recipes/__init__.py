@@ -1,0 +1,1 @@
+"""Training recipes: SeqKD baseline and GAD."""

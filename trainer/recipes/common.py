@@ -1,0 +1,256 @@
+"""What the SeqKD and GAD recipes share: the run state, data order, the step loop, saving.
+
+The loop is stage -> epoch -> batch, one optimizer step (for G and/or D) per batch. The
+position saved in a checkpoint is the *next* batch to run; with the per-epoch order a pure
+function of (seed, stage, epoch), that position, the optimizers and the RNG states are all
+a resume needs to continue exactly (GAD.md pitfall 5).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from trainer import checkpoint as ckpt_io
+from trainer.config import TrainConfig, save_config, to_dict
+from trainer.data import Example
+from trainer.metrics import MetricsSink, Progress
+
+
+@dataclass
+class Position:
+    stage: int = 0
+    epoch: int = 0
+    batch: int = 0
+
+
+@dataclass
+class Run:
+    """Everything a step needs; built by a recipe's setup, mutated by the loop."""
+
+    cfg: TrainConfig
+    device: torch.device
+    dtype: torch.dtype
+    tokenizer: Any
+    examples: list[Example]
+    student: nn.Module
+    g_opt: torch.optim.Optimizer
+    sink: MetricsSink
+    rollout: Any
+    plan: list[tuple[str, int]]  # (stage name, epochs)
+    disc: nn.Module | None = None
+    d_opt: torch.optim.Optimizer | None = None
+    reference: nn.Module | None = None
+    reference_path: str | None = None
+    step: int = 0
+    pos: Position = field(default_factory=Position)
+    stop_requested: bool = False
+    progress: Progress | None = None
+    last_saved_step: int = -1
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.cfg.output_dir)
+
+    @property
+    def stage(self) -> str:
+        return self.plan[min(self.pos.stage, len(self.plan) - 1)][0]
+
+    def steps_per_epoch(self) -> int:
+        return math.ceil(len(self.examples) / self.cfg.batch_size)
+
+    def total_steps(self) -> int:
+        total = sum(epochs for _, epochs in self.plan) * self.steps_per_epoch()
+        return min(total, self.cfg.max_steps) if self.cfg.max_steps else total
+
+
+# ---------------------------------------------------------------------------- setup helpers
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+    try:
+        import numpy as np
+
+        np.random.seed(seed)
+    except ImportError:
+        pass
+
+
+def make_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+
+
+def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+    for group in opt.param_groups:
+        group["lr"] = lr
+
+
+def epoch_order(n: int, seed: int, stage: int, epoch: int) -> list[int]:
+    """Shuffled example order of one epoch; uses its own RNG so sampling can't shift it."""
+    order = list(range(n))
+    random.Random(f"{seed}/{stage}/{epoch}").shuffle(order)
+    return order
+
+
+def write_run_files(cfg: TrainConfig, stats_summary: dict[str, Any]) -> None:
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.yaml")
+    (out / "data_stats.json").write_text(json.dumps(stats_summary, indent=2))
+
+
+# ---------------------------------------------------------------------------- optimizer step
+
+
+def clip_and_step(model: nn.Module, opt: torch.optim.Optimizer, grad_clip: float) -> float:
+    """Clip the global grad norm, step, zero grads; return the norm before clipping."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    max_norm = grad_clip if grad_clip > 0 else float("inf")
+    norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return float(norm)
+
+
+# ---------------------------------------------------------------------------- checkpoints
+
+
+def trainer_state(run: Run) -> dict[str, Any]:
+    return {
+        "step": run.step,
+        "position": vars(run.pos).copy(),
+        "stage": run.stage,
+        "g_opt": run.g_opt.state_dict(),
+        "d_opt": run.d_opt.state_dict() if run.d_opt is not None else None,
+        "rng": ckpt_io.rng_state(),
+        "reference_path": run.reference_path,
+        "config": to_dict(run.cfg),
+    }
+
+
+def save(run: Run) -> Path:
+    path = ckpt_io.save_checkpoint(
+        run.out_dir, run.step, run.student, run.tokenizer, run.disc, trainer_state(run)
+    )
+    run.last_saved_step = run.step
+    if run.progress:
+        run.progress.log(f"saved checkpoint {path}")
+    return path
+
+
+def restore(run: Run, state: dict[str, Any]) -> None:
+    """Optimizers, position and step from a checkpoint (RNG is restored last, by the loop)."""
+    run.step = state["step"]
+    run.pos = Position(**state["position"])
+    run.reference_path = state.get("reference_path")
+    run.g_opt.load_state_dict(state["g_opt"])
+    if run.d_opt is not None and state.get("d_opt") is not None:
+        run.d_opt.load_state_dict(state["d_opt"])
+    run.last_saved_step = run.step
+
+
+# ---------------------------------------------------------------------------- the loop
+
+StepFn = Callable[[Run, list[Example]], dict[str, Any]]
+
+
+class StopOnSigterm:
+    """SIGTERM sets a flag: the current step finishes, a checkpoint is saved, exit 0."""
+
+    def __init__(self, run: Run):
+        self.run = run
+        self.previous = None
+
+    def __enter__(self):
+        def handler(signum, frame):
+            self.run.stop_requested = True
+
+        try:
+            self.previous = signal.signal(signal.SIGTERM, handler)
+        except ValueError:  # not the main thread (e.g. embedded in a worker thread)
+            self.previous = None
+        return self
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+
+
+def _advance(run: Run) -> None:
+    run.pos.batch += 1
+    if run.pos.batch >= run.steps_per_epoch():
+        run.pos.batch, run.pos.epoch = 0, run.pos.epoch + 1
+    if run.pos.stage < len(run.plan) and run.pos.epoch >= run.plan[run.pos.stage][1]:
+        run.pos.epoch, run.pos.stage = 0, run.pos.stage + 1
+
+
+def _skip_empty_stages(run: Run) -> None:
+    while run.pos.stage < len(run.plan) and run.plan[run.pos.stage][1] == 0:
+        run.pos.stage += 1
+
+
+def train_loop(
+    run: Run,
+    steps: dict[str, StepFn],
+    on_stage_start: Callable[[Run, str], None] | None = None,
+) -> str:
+    """Run steps until the plan ends, max_steps, or SIGTERM; return why it ended."""
+    cfg = run.cfg
+    _skip_empty_stages(run)
+    while run.pos.stage < len(run.plan):
+        if cfg.max_steps is not None and run.step >= cfg.max_steps:
+            return "max_steps"
+        stage = run.plan[run.pos.stage][0]
+        if run.pos.epoch == 0 and run.pos.batch == 0 and on_stage_start is not None:
+            on_stage_start(run, stage)
+        order = epoch_order(len(run.examples), cfg.seed, run.pos.stage, run.pos.epoch)
+        start = run.pos.batch * cfg.batch_size
+        batch = [run.examples[i] for i in order[start : start + cfg.batch_size]]
+        t0 = time.perf_counter()
+        record = steps[stage](run, batch)
+        run.step += 1
+        _advance(run)
+        _skip_empty_stages(run)
+        record["perf/step_s"] = time.perf_counter() - t0
+        tokens = record.pop("_tokens", 0)
+        record["perf/tokens_per_s"] = tokens / max(record["perf/step_s"], 1e-9)
+        full = {"step": run.step, "stage": stage, "time": time.time(), **record}
+        run.sink.metrics(full)
+        if run.progress:
+            run.progress.update(full)
+        if run.step % cfg.save_every == 0:
+            save(run)
+        if run.stop_requested:
+            return "stopped"
+    return "finished"
+
+
+def finish(run: Run, reason: str) -> None:
+    """Final checkpoint (unless this step is saved already) and, on SIGTERM, a last record."""
+    if run.last_saved_step != run.step and run.step > 0:
+        save(run)
+    if reason == "stopped":
+        run.sink.metrics(
+            {
+                "step": run.step,
+                "stage": run.stage,
+                "time": time.time(),
+                "event": "stopped",
+                "reason": "SIGTERM: stopped after saving a checkpoint; resume continues it",
+            }
+        )
+    if run.progress:
+        run.progress.log(f"run {reason} at step {run.step}")

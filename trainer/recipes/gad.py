@@ -1,0 +1,151 @@
+"""Generative Adversarial Distillation (GAD.md "Training procedure").
+
+Warmup: D learns teacher vs the current G's samples (alone for the first d_only_steps),
+G does SFT on teacher answers. Adversarial stage, every step: sample N answers per prompt;
+score them with D (eval, no grad) -> rewards -> group advantages; update D once; update G
+once with the clipped policy loss + beta * KL to the warmed-up student.
+
+setup -> train -> save -> cleanup.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+
+from trainer.checkpoint import set_rng_state
+from trainer.config import TrainConfig
+from trainer.data import Example
+from trainer.losses import grpo_advantages
+from trainer.metrics import MetricsSink
+from trainer.models import frozen_copy, load_reference
+from trainer.recipes import samples
+from trainer.recipes.common import (
+    Run,
+    StopOnSigterm,
+    finish,
+    make_optimizer,
+    save,
+    train_loop,
+)
+from trainer.recipes.setup import build_run
+from trainer.recipes.updates import (
+    disc_metrics,
+    disc_rows,
+    disc_update,
+    policy_update,
+    sample,
+    score,
+    sft_update,
+    student_length_metrics,
+    teacher_length_metrics,
+)
+
+
+def _sample_and_score(run: Run, batch: list[Example]) -> tuple[Any, ...]:
+    """Samples of the current G and D's scores of teacher [B] and samples [B, N]."""
+    t0 = time.perf_counter()
+    rollout = sample(run, batch)
+    rollout_s = time.perf_counter() - t0
+    prompts, responses = disc_rows(batch, rollout)
+    scores = score(run, prompts, responses)
+    teacher, student = scores[: len(batch)], scores[len(batch) :].view(len(batch), -1)
+    return rollout, rollout_s, (prompts, responses, scores), teacher, student
+
+
+def _tokens(batch: list[Example], rollout) -> int:
+    teacher = sum(len(ex.prompt_ids) + len(ex.teacher_ids) for ex in batch)
+    n = len(rollout.responses) // len(batch) if rollout else 0
+    student = sum(len(r) for r in rollout.responses) if rollout else 0
+    return teacher + student + n * sum(len(ex.prompt_ids) for ex in batch)
+
+
+def warmup_step(run: Run, batch: list[Example]) -> dict[str, Any]:
+    cfg = run.cfg
+    train_d = cfg.warmup.discriminator
+    # D alone for the first steps, so it is not random when G starts to move.
+    train_g = cfg.warmup.generator and (not train_d or run.step >= cfg.warmup.d_only_steps)
+    record = teacher_length_metrics(batch)
+    rollout = None
+    if train_d:
+        rollout, rollout_s, rows, teacher, student = _sample_and_score(run, batch)
+        record |= {"perf/rollout_s": rollout_s, **student_length_metrics(rollout)}
+        record |= disc_metrics(teacher, student, cfg.disc.loss)
+        if samples.due(run):
+            samples.log_samples(run, "warmup", batch, rollout, teacher, student)
+        record |= disc_update(run, *rows, n_prompts=len(batch))
+    if train_g:
+        record |= sft_update(run, batch)
+    record["_tokens"] = _tokens(batch, rollout)
+    return record
+
+
+def adversarial_step(run: Run, batch: list[Example]) -> dict[str, Any]:
+    cfg = run.cfg
+    rollout, rollout_s, rows, teacher, student = _sample_and_score(run, batch)
+    # Rewards come from D *before* its update in this step (GAD.md pitfall 3).
+    rewards = student
+    advantages = grpo_advantages(rewards, std_norm=cfg.gad.std_norm)
+    record = teacher_length_metrics(batch) | student_length_metrics(rollout)
+    record |= {"perf/rollout_s": rollout_s}
+    record |= disc_metrics(teacher, student, cfg.disc.loss)
+    record |= {"reward/mean": rewards.mean().item(), "reward/std": rewards.std().item()}
+    if samples.due(run):
+        samples.log_samples(run, "gad", batch, rollout, teacher, student, rewards, advantages)
+    if cfg.disc.update == "on_policy":
+        record |= disc_update(run, *rows, n_prompts=len(batch))
+    g_prompts = [ex.prompt_ids for ex in batch for _ in range(cfg.group_size)]
+    record |= policy_update(run, g_prompts, rollout.responses, advantages.reshape(-1))
+    record["_tokens"] = _tokens(batch, rollout)
+    return record
+
+
+def start_adversarial_stage(run: Run) -> None:
+    """Fresh G optimizer at the GAD lr; the KL reference = the warmed-up student, now.
+
+    The reference is saved (as the checkpoint of this step) so a resumed run reloads the
+    same weights rather than the original model (GAD.md pitfalls 4 and 5).
+    """
+    cfg = run.cfg
+    run.g_opt = make_optimizer(run.student, cfg.gad.lr, cfg.optim.weight_decay)
+    if cfg.gad.kl_coef > 0 and run.reference is None:
+        run.reference = frozen_copy(run.student, run.dtype)
+    if run.reference_path is None:
+        if run.step == 0:  # no warmup: the starting student is the warmed-up one
+            run.reference_path = cfg.student
+        else:
+            run.reference_path = os.path.join("checkpoints", f"step-{run.step}", "student")
+            save(run)
+
+
+def _load_saved_reference(run: Run) -> None:
+    path = run.reference_path
+    if not os.path.isabs(path) and (run.out_dir / path).exists():
+        path = str(run.out_dir / path)
+    run.reference = load_reference(path, run.cfg.student, run.device, run.dtype)
+
+
+def run_gad(cfg: TrainConfig, sink: MetricsSink | None = None) -> str:
+    """Train; return how the run ended: finished, max_steps or stopped (SIGTERM)."""
+    run, state = build_run(cfg, sink, with_disc=True)
+    try:
+        with StopOnSigterm(run):
+            if run.reference_path is not None and cfg.gad.kl_coef > 0:
+                _load_saved_reference(run)
+            if state is not None:
+                set_rng_state(state["rng"])  # last: loading models must not shift it
+
+            def on_stage_start(run: Run, stage: str) -> None:
+                if stage == "gad":
+                    start_adversarial_stage(run)
+
+            steps = {"warmup": warmup_step, "gad": adversarial_step}
+            reason = train_loop(run, steps, on_stage_start)
+            finish(run, reason)
+    finally:
+        run.sink.close()
+        run.progress.close()
+    return reason
+

@@ -1,0 +1,121 @@
+"""Building a Run: resume lookup, data, models, optimizers, sampler, sink."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from trainer import checkpoint as ckpt_io
+from trainer.config import TrainConfig
+from trainer.data import load_examples
+from trainer.discriminator import build_discriminator
+from trainer.errors import BadInput
+from trainer.metrics import JsonlSink, MetricsSink, Progress, truncate_after
+from trainer.models import load_student, load_tokenizer, resolve_device, resolve_dtype
+from trainer.recipes.common import Run, make_optimizer, restore, seed_everything, write_run_files
+from trainer.rollout import make_backend
+from trainer.rollout.hf import SamplingSettings
+
+
+def stage_plan(cfg: TrainConfig) -> list[tuple[str, int]]:
+    if cfg.method == "seqkd":
+        return [("seqkd", cfg.seqkd.epochs)]
+    warm = cfg.warmup.epochs if (cfg.warmup.generator or cfg.warmup.discriminator) else 0
+    return [("warmup", warm), ("gad", cfg.gad.epochs)]
+
+
+def stage_lr(cfg: TrainConfig, stage: str) -> float:
+    return {"seqkd": cfg.seqkd.lr, "warmup": cfg.warmup.lr, "gad": cfg.gad.lr}[stage]
+
+
+def _student_source(cfg: TrainConfig, ckpt: Path | None) -> dict[str, Any]:
+    """Where the student's weights come from: the base model, or a checkpoint (full / LoRA)."""
+    if ckpt is None:
+        return {"name_or_path": cfg.student, "lora": cfg.lora}
+    saved = ckpt / "student"
+    if (saved / "adapter_config.json").exists():
+        return {"name_or_path": cfg.student, "adapter_dir": saved}
+    return {"name_or_path": str(saved)}
+
+
+def _discriminator(cfg: TrainConfig, ckpt: Path | None, device: torch.device):
+    init_from = str(ckpt / "discriminator") if ckpt else (cfg.discriminator or cfg.student)
+    return build_discriminator(
+        init_from,
+        device,
+        lora=cfg.lora,
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        seed=cfg.seed,
+        base_model=cfg.student,
+    )
+
+
+def build_run(
+    cfg: TrainConfig, sink: MetricsSink | None, with_disc: bool
+) -> tuple[Run, dict[str, Any] | None]:
+    """Everything but the loop; returns the run and the checkpoint state it resumes from."""
+    ckpt = ckpt_io.resolve_resume(cfg.resume, cfg.output_dir)
+    state = ckpt_io.load_state(ckpt) if ckpt else None
+    if state is not None and state["config"].get("method") != cfg.method:
+        raise BadInput(
+            f"resume: checkpoint {ckpt} is from a {state['config'].get('method')} run, this "
+            f"config is method: {cfg.method}; use another output_dir or resume: never"
+        )
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    dtype = resolve_dtype(cfg.dtype, device)
+    tokenizer = load_tokenizer(cfg.student)
+    examples, stats = load_examples(
+        cfg.train_file, tokenizer, cfg.max_prompt_tokens, cfg.max_response_tokens
+    )
+    write_run_files(cfg, dataclasses.asdict(stats))
+    student = load_student(
+        device=device,
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        **_student_source(cfg, ckpt),
+    )
+    plan = stage_plan(cfg)
+    position_stage = min(state["position"]["stage"], len(plan) - 1) if state else 0
+    stage = plan[position_stage][0]
+    g_opt = make_optimizer(student, stage_lr(cfg, stage), cfg.optim.weight_decay)
+    disc = d_opt = None
+    if with_disc:
+        disc = _discriminator(cfg, ckpt, device)
+        d_opt = make_optimizer(disc, cfg.disc.lr, cfg.optim.weight_decay)
+    settings = SamplingSettings(
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+        max_new_tokens=cfg.max_response_tokens,
+        batch_size=cfg.rollout.generation_batch_size,
+        device=device,
+        dtype=dtype,
+        seed=cfg.seed,
+        gpu_memory_utilization=cfg.rollout.gpu_memory_utilization,
+    )
+    rollout = make_backend(cfg.rollout.backend, student, tokenizer, settings)
+    if state is not None:  # records written after the checkpoint are replayed, not kept
+        truncate_after(cfg.output_dir, state["step"])
+    run = Run(
+        cfg=cfg,
+        device=device,
+        dtype=dtype,
+        tokenizer=tokenizer,
+        examples=examples,
+        student=student,
+        g_opt=g_opt,
+        sink=sink if sink is not None else JsonlSink(cfg.output_dir),
+        rollout=rollout,
+        plan=plan,
+        disc=disc,
+        d_opt=d_opt,
+    )
+    if state is not None:
+        restore(run, state)
+    run.progress = Progress(run.total_steps(), initial=run.step)
+    run.progress.log(f"data: {stats.summary()}")
+    if ckpt is not None:
+        run.progress.log(f"resuming from {ckpt} at step {run.step}")
+    return run, state

@@ -1,0 +1,173 @@
+"""One optimizer step each: SFT and policy updates of G, scoring and updates of D.
+
+All forwards go through micro-batches bounded by `micro_batch_tokens` padded tokens, with
+each micro-batch's loss scaled by its share of the whole batch, so the accumulated
+gradient is exactly the gradient of the batch's token-mean (or pair-mean) loss while peak
+memory depends on the budget, not on batch_size.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from trainer import losses
+from trainer.data import Example, token_budget_batches
+from trainer.models import autocast, response_logprobs
+from trainer.recipes.common import Run, clip_and_step
+from trainer.rollout import Rollout
+from trainer.sequences import pack
+
+
+def _micro_batches(run: Run, prompts: list[list[int]], responses: list[list[int]]):
+    """Yield (row indices, SeqBatch on device) within the token budget."""
+    lengths = [len(p) + len(r) for p, r in zip(prompts, responses, strict=True)]
+    for idx in token_budget_batches(lengths, run.cfg.micro_batch_tokens):
+        sub = pack([prompts[i] for i in idx], [responses[i] for i in idx], run.tokenizer.pad_token_id)
+        yield idx, sub.to(run.device)
+
+
+def sample(run: Run, batch: list[Example]) -> Rollout:
+    """group_size samples per prompt from the current student, prompt-major."""
+    return run.rollout.sample([ex.prompt_ids for ex in batch], run.cfg.group_size)
+
+
+def _lr(opt: torch.optim.Optimizer) -> float:
+    return float(opt.param_groups[0]["lr"])
+
+
+# ---------------------------------------------------------------------------- generator
+
+
+def sft_update(run: Run, batch: list[Example]) -> dict[str, Any]:
+    """One G step on teacher answers: token-mean NLL, prompt tokens masked out."""
+    prompts = [ex.prompt_ids for ex in batch]
+    answers = [ex.teacher_ids for ex in batch]
+    total = sum(len(a) for a in answers)
+    loss_sum = 0.0
+    for _, mb in _micro_batches(run, prompts, answers):
+        with autocast(run.device, run.dtype):
+            logp, _ = response_logprobs(run.student, mb)
+        loss = losses.sft_loss(logp, mb.response_mask) * (mb.num_tokens / total)
+        loss.backward()
+        loss_sum += loss.item()
+    grad_norm = clip_and_step(run.student, run.g_opt, run.cfg.optim.grad_clip)
+    run.rollout.sync_weights(run.student)
+    return {"g/sft_loss": loss_sum, "g/grad_norm": grad_norm, "g/lr": _lr(run.g_opt)}
+
+
+def policy_update(
+    run: Run, prompts: list[list[int]], responses: list[list[int]], advantages: Tensor
+) -> dict[str, Any]:
+    """One G step: clipped policy loss + kl_coef * token-mean k3 KL to the reference.
+
+    On-policy (one step per rollout batch): old_logp is the detached current log-prob, so
+    the ratio is 1 and no second forward is spent on it. advantages: [rows].
+    """
+    g = run.cfg.gad
+    total = sum(len(r) for r in responses)
+    sums = {"g/pg_loss": 0.0, "g/entropy": 0.0, "g/clip_frac": 0.0}
+    if g.kl_coef > 0:
+        sums["g/kl"] = 0.0
+    for idx, mb in _micro_batches(run, prompts, responses):
+        share = mb.num_tokens / total
+        with autocast(run.device, run.dtype):
+            logp, entropy = response_logprobs(run.student, mb, want_entropy=True)
+        adv = advantages[idx].to(run.device)
+        pg, stats = losses.policy_loss(
+            logp, logp.detach(), adv, mb.response_mask, g.clip_low, g.clip_high, g.dual_clip
+        )
+        loss = pg
+        if g.kl_coef > 0:
+            with torch.no_grad(), autocast(run.device, run.dtype):
+                ref_logp, _ = response_logprobs(run.reference, mb)
+            kl = losses.masked_mean(losses.k3_kl(logp, ref_logp), mb.response_mask)
+            loss = loss + g.kl_coef * kl
+            sums["g/kl"] += kl.item() * share
+        (loss * share).backward()
+        sums["g/pg_loss"] += pg.item() * share
+        sums["g/entropy"] += losses.masked_mean(entropy, mb.response_mask).item() * share
+        sums["g/clip_frac"] += stats["clip_frac"].item() * share
+    grad_norm = clip_and_step(run.student, run.g_opt, run.cfg.optim.grad_clip)
+    run.rollout.sync_weights(run.student)
+    return {**sums, "g/grad_norm": grad_norm, "g/lr": _lr(run.g_opt)}
+
+
+# ---------------------------------------------------------------------------- discriminator
+
+
+def disc_rows(batch: list[Example], rollout: Rollout) -> tuple[list[list[int]], list[list[int]]]:
+    """Teacher rows first (B), then the B*N student samples, prompt-major."""
+    n = len(rollout.responses) // len(batch)
+    prompts = [ex.prompt_ids for ex in batch] + [ex.prompt_ids for ex in batch for _ in range(n)]
+    responses = [ex.teacher_ids for ex in batch] + rollout.responses
+    return prompts, responses
+
+
+@torch.no_grad()
+def score(run: Run, prompts: list[list[int]], responses: list[list[int]]) -> Tensor:
+    """D's scores [rows] in eval mode without grad (rewards, metrics, cached for the update)."""
+    run.disc.eval()
+    out = torch.empty(len(prompts), dtype=torch.float32)
+    try:
+        for idx, mb in _micro_batches(run, prompts, responses):
+            with autocast(run.device, run.dtype):
+                out[idx] = run.disc(mb).float().cpu()
+    finally:
+        run.disc.train()
+    return out
+
+
+def disc_loss_fn(name: str):
+    return losses.bradley_terry_loss if name == "bradley_terry" else losses.cross_entropy_disc_loss
+
+
+def disc_metrics(teacher: Tensor, student: Tensor, loss_name: str) -> dict[str, Any]:
+    """teacher [B], student [B, N] scores of the not-yet-updated D."""
+    return {
+        "d/loss": disc_loss_fn(loss_name)(teacher, student).item(),
+        "d/acc": losses.disc_accuracy(teacher, student).item(),
+        "d/teacher_score": teacher.mean().item(),
+        "d/student_score": student.mean().item(),
+    }
+
+
+def disc_update(
+    run: Run, prompts: list[list[int]], responses: list[list[int]], cached: Tensor, n_prompts: int
+) -> dict[str, Any]:
+    """One D step from the scores already computed by `score` (no extra forward).
+
+    The loss couples a teacher answer with its N samples, which may not fit one
+    micro-batch; so dL/dscore is taken on the cached scores first, then each micro-batch
+    backpropagates sum(score * dL/dscore). The cached scores are exactly what this
+    forward recomputes (same weights, dropout off), so the gradient is exact.
+    """
+    teacher = cached[:n_prompts].clone().requires_grad_(True)
+    student = cached[n_prompts:].view(n_prompts, -1).clone().requires_grad_(True)
+    disc_loss_fn(run.cfg.disc.loss)(teacher, student).backward()
+    score_grads = torch.cat([teacher.grad, student.grad.reshape(-1)])
+    for idx, mb in _micro_batches(run, prompts, responses):
+        with autocast(run.device, run.dtype):
+            scores = run.disc(mb)
+        (scores * score_grads[idx].to(scores.device)).sum().backward()
+    grad_norm = clip_and_step(run.disc, run.d_opt, run.cfg.optim.grad_clip)
+    return {"d/grad_norm": grad_norm, "d/lr": _lr(run.d_opt)}
+
+
+# ---------------------------------------------------------------------------- lengths
+
+
+def teacher_length_metrics(batch: list[Example]) -> dict[str, Any]:
+    lengths = [len(ex.teacher_ids) for ex in batch]
+    return {"len/teacher_mean": sum(lengths) / len(lengths)}
+
+
+def student_length_metrics(rollout: Rollout) -> dict[str, Any]:
+    lengths = rollout.lengths
+    return {
+        "len/student_mean": sum(lengths) / len(lengths),
+        "len/student_max": max(lengths),
+        "len/truncated_frac": 1.0 - sum(rollout.terminated) / len(lengths),
+    }

@@ -1,0 +1,516 @@
+"""Collect black-box teacher answers through any OpenAI-compatible chat API.
+
+Three rules shape this module:
+
+- **One wrapper** (`ask`) turns every failure into a `TeacherError` that says whether
+  it is transient (retry), permanent for one prompt (record it, go on) or permanent
+  for the whole run (stop at once: a bad key, an unknown model, an unreachable host).
+- **Nothing is paid twice.** Each answer goes into a durable `AnswerStore` as it
+  arrives, keyed by (prompt hash, teacher fingerprint); a rerun, or a run resumed after
+  a crash, asks only for what is missing.
+- **Nothing is used silently.** Empty answers, answers cut by ``max_tokens`` and
+  refusals are stored with a flag, and the summary counts them.
+
+Retries are our own loop rather than the ``openai`` client's ``max_retries``: the run
+needs to count them, bound them per request, and turn "unreachable after retries" into
+a run-level stop, none of which the client exposes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import hashlib
+import json
+import random
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import openai
+
+Scope = Literal["transient", "prompt", "run"]
+Flag = Literal["ok", "empty", "length", "refused", "error"]
+
+
+# ---------------------------------------------------------------------------- identity
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Sampling parameters sent with every request (None: the server's default)."""
+
+    temperature: float | None = None
+    top_p: float | None = None
+    max_tokens: int | None = 1536
+    seed: int | None = None
+
+    def request_kwargs(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+@dataclass(frozen=True)
+class TeacherSpec:
+    base_url: str
+    model: str
+    api_key: str = field(default="", repr=False)  # never in reprs, logs or errors
+    sampling: Sampling = Sampling()
+    timeout: float = 120.0
+    api_key_name: str = "the API key"  # how to tell the user where the key came from
+
+    def fingerprint(self) -> str:
+        """Same endpoint, model and sampling → same answers: the cache key's second half."""
+        ident = {
+            "base_url": self.base_url.rstrip("/"),
+            "model": self.model,
+            "sampling": asdict(self.sampling),
+        }
+        return _sha256(ident)[:32]
+
+
+def _sha256(obj: Any) -> str:
+    text = json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def prompt_hash(messages: Sequence[dict[str, str]]) -> str:
+    return _sha256([{"role": m["role"], "content": m["content"]} for m in messages])
+
+
+# ---------------------------------------------------------------------------- errors
+
+
+class TeacherError(Exception):
+    """A failed teacher call. ``permanent`` tells callers whether a retry can help."""
+
+    def __init__(
+        self,
+        message: str,
+        scope: Scope,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ):
+        super().__init__(message)
+        self.scope = scope
+        self.status = status
+        self.retry_after = retry_after
+
+    @property
+    def permanent(self) -> bool:
+        return self.scope != "transient"
+
+
+def _retry_after(response: Any) -> float | None:
+    """Seconds the server asked us to wait (``retry-after-ms`` or ``retry-after``)."""
+    headers = getattr(response, "headers", None) or {}
+    try:
+        if headers.get("retry-after-ms"):
+            return float(headers["retry-after-ms"]) / 1000
+        value = headers.get("retry-after")
+        if not value:
+            return None
+        try:
+            return float(value)
+        except ValueError:
+            when = email.utils.parsedate_to_datetime(value)
+            return max(0.0, when.timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+def classify(exc: Exception, spec: TeacherSpec) -> TeacherError:
+    """Map an ``openai`` exception to a TeacherError with a message a user can act on."""
+    where = f"teacher {spec.model!r} at {spec.base_url}"
+    if isinstance(exc, openai.APITimeoutError):
+        return TeacherError(f"{where} did not answer within {spec.timeout:g} s", "transient")
+    if isinstance(exc, openai.APIConnectionError):
+        return TeacherError(f"cannot connect to {where}: {_cause(exc)}", "transient")
+    if not isinstance(exc, openai.APIStatusError):
+        return TeacherError(f"{where}: unexpected {type(exc).__name__}: {exc}", "transient")
+    status = exc.status_code
+    detail = _server_message(exc)
+    if status in (401, 403):
+        return TeacherError(
+            f"{where} rejected {spec.api_key_name} (HTTP {status}: {detail}); check that the "
+            "key is valid and allowed to use this model",
+            "run",
+            status,
+        )
+    if status == 404:
+        return TeacherError(
+            f"{where} answered 404 ({detail}); check the model name and that the base URL "
+            "ends where the API starts (usually .../v1)",
+            "run",
+            status,
+        )
+    if status == 429:
+        if "insufficient_quota" in detail or "quota" in str(getattr(exc, "code", "")):
+            return TeacherError(
+                f"{where}: the account's quota or credit is exhausted (HTTP 429: {detail})",
+                "run",
+                status,
+            )
+        return TeacherError(
+            f"{where} is rate-limiting (HTTP 429)", "transient", status, _retry_after(exc.response)
+        )
+    if status >= 500 or status in (408, 409):
+        return TeacherError(
+            f"{where} failed (HTTP {status}: {detail})",
+            "transient",
+            status,
+            _retry_after(exc.response),
+        )
+    # 400, 413, 422...: this prompt cannot be answered (context too long, refused).
+    return TeacherError(f"HTTP {status}: {detail}", "prompt", status)
+
+
+def _cause(exc: Exception) -> str:
+    cause = exc.__cause__ or exc.__context__
+    return f"{type(cause).__name__}: {cause}" if cause else str(exc)
+
+
+def _server_message(exc: openai.APIStatusError) -> str:
+    body = exc.body
+    if isinstance(body, dict):
+        err = body.get("error", body)
+        if isinstance(err, dict) and err.get("message"):
+            return str(err["message"])[:300]
+        if isinstance(err, str):
+            return err[:300]
+    return str(exc.message)[:300]
+
+
+# ---------------------------------------------------------------------------- the wrapper
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 6
+    base_delay: float = 0.5
+    max_delay: float = 30.0
+
+    def delay(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(self.max_delay, retry_after)
+        # Exponential backoff with jitter, so many workers don't retry in lockstep.
+        return min(self.max_delay, self.base_delay * 2**attempt) * random.uniform(0.5, 1.0)
+
+
+@dataclass
+class Answer:
+    prompt_hash: str
+    fingerprint: str
+    response: str
+    finish_reason: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    flag: Flag
+    error: str = ""
+    latency_s: float = 0.0
+
+    @property
+    def usage(self) -> dict[str, int]:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+        }
+
+
+def make_client(spec: TeacherSpec) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(
+        base_url=spec.base_url,
+        # Local servers (transformers serve, vllm serve) accept any key.
+        api_key=spec.api_key or "no-key",
+        timeout=spec.timeout,
+        max_retries=0,
+    )
+
+
+async def ask(
+    client: openai.AsyncOpenAI,
+    spec: TeacherSpec,
+    messages: Sequence[dict[str, str]],
+    retry: RetryPolicy = RetryPolicy(),
+    on_retry: Callable[[TeacherError], None] | None = None,
+) -> Answer:
+    """One chat completion, retried on transient failures; raises TeacherError."""
+    key = prompt_hash(messages)
+    last: TeacherError | None = None
+    for attempt in range(retry.max_attempts):
+        started = time.monotonic()
+        try:
+            completion = await client.chat.completions.create(
+                model=spec.model, messages=list(messages), **spec.sampling.request_kwargs()
+            )
+        except openai.OpenAIError as exc:
+            last = classify(exc, spec)
+            if last.permanent:
+                raise last from None
+            if on_retry is not None and attempt + 1 < retry.max_attempts:
+                on_retry(last)
+            await asyncio.sleep(retry.delay(attempt, last.retry_after))
+            continue
+        return _answer(key, spec, completion, time.monotonic() - started)
+    assert last is not None
+    if last.status is None and "cannot connect" in str(last):
+        # Nobody answers at that address: every other prompt would fail the same way.
+        raise TeacherError(f"{last} (after {retry.max_attempts} attempts)", "run") from None
+    raise TeacherError(f"{last} (gave up after {retry.max_attempts} attempts)", "transient")
+
+
+def _answer(key: str, spec: TeacherSpec, completion: Any, latency: float) -> Answer:
+    choice = completion.choices[0] if completion.choices else None
+    text = (choice.message.content or "") if choice is not None else ""
+    finish = choice.finish_reason if choice is not None else None
+    usage = completion.usage
+    flag: Flag = "ok"
+    if finish == "content_filter":
+        flag = "refused"
+    elif finish == "length":
+        flag = "length"
+    elif not text.strip():
+        flag = "empty"
+    return Answer(
+        prompt_hash=key,
+        fingerprint=spec.fingerprint(),
+        response=text,
+        finish_reason=finish,
+        prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
+        completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
+        flag=flag,
+        latency_s=round(latency, 4),
+    )
+
+
+# ---------------------------------------------------------------------------- the store
+
+
+class AnswerStore:
+    """Durable answers keyed by (prompt hash, teacher fingerprint), in SQLite.
+
+    Each answer is committed as it arrives (WAL mode), so a crash or Ctrl-C loses at
+    most the requests that were in flight. Safe for several processes on one host; a
+    multi-node site shares answers through its database instead (the worker's job).
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(
+            """CREATE TABLE IF NOT EXISTS answers (
+                prompt_hash TEXT NOT NULL, fingerprint TEXT NOT NULL, response TEXT NOT NULL,
+                finish_reason TEXT, prompt_tokens INTEGER NOT NULL,
+                completion_tokens INTEGER NOT NULL, flag TEXT NOT NULL, error TEXT NOT NULL,
+                latency_s REAL NOT NULL, created_at REAL NOT NULL,
+                PRIMARY KEY (prompt_hash, fingerprint))"""
+        )
+
+    def get_many(self, fingerprint: str, hashes: Iterable[str]) -> dict[str, Answer]:
+        wanted = list(dict.fromkeys(hashes))
+        found: dict[str, Answer] = {}
+        for start in range(0, len(wanted), 500):  # SQLite caps bound parameters
+            chunk = wanted[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self._db.execute(
+                "SELECT prompt_hash, fingerprint, response, finish_reason, prompt_tokens, "
+                "completion_tokens, flag, error, latency_s FROM answers "
+                f"WHERE fingerprint = ? AND prompt_hash IN ({marks})",
+                [fingerprint, *chunk],
+            )
+            for row in rows:
+                found[row[0]] = Answer(*row)
+        return found
+
+    def put(self, answer: Answer) -> None:
+        values = asdict(answer)
+        self._db.execute(
+            "INSERT OR REPLACE INTO answers VALUES (:prompt_hash, :fingerprint, :response, "
+            ":finish_reason, :prompt_tokens, :completion_tokens, :flag, :error, :latency_s, "
+            ":created_at)",
+            {**values, "created_at": time.time()},
+        )
+
+    def close(self) -> None:
+        self._db.close()
+
+
+# ---------------------------------------------------------------------------- rate limits
+
+
+class RateLimiter:
+    """A token bucket refilled at ``per_minute``; ``acquire(n)`` waits for n units.
+
+    The bucket holds ten seconds' worth, so a run starts smoothly instead of spending a
+    whole minute's allowance in its first second. A request larger than the bucket
+    goes through by borrowing (the balance goes negative), so it never deadlocks.
+    """
+
+    def __init__(self, per_minute: float):
+        self.rate = per_minute / 60.0
+        self.capacity = max(1.0, self.rate * 10)
+        self.level = self.capacity
+        self.stamp = time.monotonic()
+        self._lock = asyncio.Lock()
+
+    async def acquire(self, amount: float = 1.0) -> None:
+        async with self._lock:
+            while True:
+                now = time.monotonic()
+                self.level = min(self.capacity, self.level + (now - self.stamp) * self.rate)
+                self.stamp = now
+                if self.level >= min(amount, self.capacity):
+                    self.level -= amount
+                    return
+                await asyncio.sleep((min(amount, self.capacity) - self.level) / self.rate)
+
+    def refund(self, amount: float) -> None:
+        self.level = min(self.capacity, self.level + amount)
+
+
+def estimate_tokens(messages: Sequence[dict[str, str]], max_tokens: int | None) -> int:
+    # ~4 characters a token is the usual rule of thumb; corrected after the answer.
+    chars = sum(len(m["content"]) for m in messages)
+    return chars // 4 + 8 * len(messages) + (max_tokens or 512)
+
+
+# ---------------------------------------------------------------------------- collection
+
+
+@dataclass
+class Summary:
+    total: int = 0  # distinct prompts asked for
+    cached: int = 0  # already in the store before this run
+    requested: int = 0  # prompts sent to the teacher in this run
+    answered: int = 0  # stored in this run, any flag
+    flagged: dict[str, int] = field(default_factory=dict)  # empty/length/refused/error
+    failed: int = 0  # transient failures that exhausted retries (asked again next run)
+    http_requests: int = 0
+    retries: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    wall_s: float = 0.0
+    stopped: str = "done"  # done | budget | interrupted | error
+    error: str = ""
+
+    @property
+    def tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    @property
+    def missing(self) -> int:
+        return self.total - self.cached - self.answered
+
+    def line(self) -> str:
+        flags = ", ".join(f"{n} {k}" for k, n in sorted(self.flagged.items()) if n) or "none"
+        rate = self.answered / self.wall_s if self.wall_s else 0.0
+        return (
+            f"{self.cached + self.answered}/{self.total} answered ({self.cached} cached, "
+            f"{self.answered} new); flagged: {flags}; failed: {self.failed}; "
+            f"{self.tokens:,} tokens ({self.prompt_tokens:,} prompt + "
+            f"{self.completion_tokens:,} completion); {self.http_requests} requests, "
+            f"{self.retries} retries; {self.wall_s:.1f} s ({rate:.1f} answers/s); "
+            f"stopped: {self.stopped}"
+        )
+
+
+@dataclass(frozen=True)
+class Limits:
+    concurrency: int = 16
+    requests_per_minute: float | None = None
+    tokens_per_minute: float | None = None
+    max_total_tokens: int | None = None
+
+
+async def collect(
+    prompts: Sequence[Sequence[dict[str, str]]],
+    spec: TeacherSpec,
+    store: AnswerStore,
+    limits: Limits = Limits(),
+    retry: RetryPolicy = RetryPolicy(),
+    on_progress: Callable[[Summary], None] | None = None,
+    client: openai.AsyncOpenAI | None = None,
+) -> Summary:
+    """Ask the teacher for every prompt the store lacks; return what happened.
+
+    Raises TeacherError (scope "run") when the teacher cannot be used at all; the
+    answers stored up to then are kept.
+    """
+    fingerprint = spec.fingerprint()
+    by_hash = {prompt_hash(m): m for m in prompts}
+    summary = Summary(total=len(by_hash))
+    have = store.get_many(fingerprint, by_hash)
+    summary.cached = len(have)
+    queue: asyncio.Queue[str] = asyncio.Queue()
+    for key in by_hash:
+        if key not in have:
+            queue.put_nowait(key)
+    if on_progress:
+        on_progress(summary)
+    client = client or make_client(spec)
+    rpm = RateLimiter(limits.requests_per_minute) if limits.requests_per_minute else None
+    tpm = RateLimiter(limits.tokens_per_minute) if limits.tokens_per_minute else None
+    started = time.monotonic()
+
+    def counted_retry(err: TeacherError) -> None:
+        summary.retries += 1
+
+    async def worker() -> None:
+        while not queue.empty():
+            if limits.max_total_tokens is not None and summary.tokens >= limits.max_total_tokens:
+                summary.stopped = "budget"
+                return
+            key = queue.get_nowait()
+            messages = by_hash[key]
+            estimate = estimate_tokens(messages, spec.sampling.max_tokens)
+            if rpm:
+                await rpm.acquire()
+            if tpm:
+                await tpm.acquire(estimate)
+            summary.requested += 1
+            try:
+                answer = await ask(client, spec, messages, retry, counted_retry)
+            except TeacherError as err:
+                if err.scope == "run":
+                    raise
+                if err.scope == "transient":
+                    summary.failed += 1  # not stored: the next run asks again
+                else:
+                    answer = Answer(key, fingerprint, "", None, 0, 0, "error", str(err))
+                    store.put(answer)
+                    summary.answered += 1
+                    summary.flagged["error"] = summary.flagged.get("error", 0) + 1
+            else:
+                store.put(answer)
+                summary.answered += 1
+                summary.prompt_tokens += answer.prompt_tokens
+                summary.completion_tokens += answer.completion_tokens
+                if answer.flag != "ok":
+                    summary.flagged[answer.flag] = summary.flagged.get(answer.flag, 0) + 1
+                if tpm:
+                    tpm.refund(estimate - answer.prompt_tokens - answer.completion_tokens)
+            finally:
+                summary.wall_s = time.monotonic() - started
+                if on_progress:
+                    on_progress(summary)
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            for _ in range(max(1, min(limits.concurrency, queue.qsize()))):
+                group.create_task(worker())
+    except* TeacherError as failed:
+        summary.stopped = "error"
+        err = failed.exceptions[0]
+        summary.error = str(err)
+        raise err from None
+    finally:
+        # Every HTTP request is a first try or a counted retry.
+        summary.http_requests = summary.requested + summary.retries
+        summary.wall_s = time.monotonic() - started
+        await client.close()
+    return summary
