@@ -115,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
 
     args = _parser().parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    _quiet_libraries()
+    if args.command != "toy":  # the toy needs torch only
+        _quiet_libraries()
     try:
         return _run(args)
     except BadInput as e:

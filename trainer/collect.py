@@ -130,7 +130,7 @@ def run_collect(args: CollectArgs) -> int:
 
 
 def _write_outputs(records, spec: TeacherSpec, store: AnswerStore, out: Path) -> tuple[int, int]:
-    answers = store.get_many(spec.fingerprint(), (prompt_hash(r.messages) for r in records))
+    answers = store.get_many(spec.fingerprint, (prompt_hash(r.messages) for r in records))
     flagged_path = out.with_name(out.name + ".flagged.jsonl")
     out.parent.mkdir(parents=True, exist_ok=True)
     written = flagged = 0

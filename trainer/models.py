@@ -127,7 +127,11 @@ def prepare_trainable(
     disable_dropout(model)
     if gradient_checkpointing:
         # Non-reentrant: works with LoRA (frozen inputs) without enable_input_require_grads.
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        kwargs = {"use_reentrant": False}
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x name
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     model.config.use_cache = False
     model.train()
     return model
@@ -159,7 +163,9 @@ def frozen_copy(model: nn.Module, dtype: torch.dtype) -> nn.Module:
     ref.to(dtype=dtype)
     ref.eval()
     ref.requires_grad_(False)
-    if getattr(ref, "is_gradient_checkpointing", False):
+    if hasattr(ref, "activation_checkpointing_disable"):  # transformers >= 5.x name
+        ref.activation_checkpointing_disable()
+    elif getattr(ref, "is_gradient_checkpointing", False):
         ref.gradient_checkpointing_disable()
     return ref
 

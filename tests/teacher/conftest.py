@@ -61,7 +61,9 @@ def teacher_server(tiny_teacher_dir, tmp_path_factory):
                 break
             except OSError:
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"transformers serve did not start:\n{log.read_text()}") from None
+                    raise RuntimeError(
+                        f"transformers serve did not start:\n{log.read_text()}"
+                    ) from None
                 time.sleep(0.5)
         yield f"http://127.0.0.1:{port}/v1", str(tiny_teacher_dir)
     finally:

@@ -140,3 +140,73 @@ class FaultProxy:
         )
         with urllib.request.urlopen(request, timeout=120) as response:
             return response.status, json.loads(response.read())
+
+
+CANNED = json.dumps(
+    {
+        "id": "canned",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "bench",
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": "stop",
+                "message": {"role": "assistant", "content": "a canned answer"},
+            }
+        ],
+        "usage": {"prompt_tokens": 10, "completion_tokens": 3, "total_tokens": 13},
+    }
+).encode()
+
+
+async def _canned_connection(reader, writer, latency: float) -> None:
+    """HTTP/1.1 with keep-alive: one coroutine per connection, answers after `latency`."""
+    import asyncio
+
+    try:
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":", 1)[1])
+            await reader.readexactly(length)
+            await asyncio.sleep(latency)
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                b"Content-Length: " + str(len(CANNED)).encode() + b"\r\n\r\n" + CANNED
+            )
+            await writer.drain()
+    except (asyncio.IncompleteReadError, ConnectionError):
+        pass
+    finally:
+        writer.close()
+
+
+def main() -> None:
+    """A canned-answer teacher in its own process, for benchmarks: prints its URL.
+
+    asyncio with keep-alive rather than the threaded proxy, so that at 64 requests in
+    flight the server costs little and the benchmark measures the collector.
+    """
+    import argparse
+    import asyncio
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--latency", type=float, default=0.2)
+    args = parser.parse_args()
+
+    async def serve() -> None:
+        server = await asyncio.start_server(
+            lambda r, w: _canned_connection(r, w, args.latency), "127.0.0.1", 0
+        )
+        port = server.sockets[0].getsockname()[1]
+        print(f"http://127.0.0.1:{port}/v1", flush=True)
+        await server.serve_forever()
+
+    asyncio.run(serve())
+
+
+if __name__ == "__main__":
+    main()

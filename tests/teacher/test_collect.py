@@ -62,7 +62,7 @@ def test_faults_are_retried_and_every_prompt_is_answered_once(teacher_server, tm
         summary = asyncio.run(collect(prompts, spec, store, Limits(concurrency=4), FAST_RETRY))
 
     hashes = [prompt_hash(p) for p in prompts]
-    assert len(store.get_many(spec.fingerprint(), hashes)) == 12
+    assert len(store.get_many(spec.fingerprint, hashes)) == 12
     assert set(proxy.delivered) == set(hashes)
     assert all(count == 1 for count in proxy.delivered.values())
     assert summary.retries == sum(proxy.faults.values()) == len(pattern)
@@ -103,7 +103,7 @@ def test_a_prompt_the_teacher_rejects_is_recorded_and_the_run_goes_on(teacher_se
         summary = asyncio.run(collect(prompts, spec, store, retry=FAST_RETRY))
         again = asyncio.run(collect(prompts, spec, store, retry=FAST_RETRY))
     assert summary.flagged["error"] == 1 and summary.answered == 5
-    assert store.get_many(spec.fingerprint(), [bad])[bad].flag == "error"
+    assert store.get_many(spec.fingerprint, [bad])[bad].flag == "error"
     assert again.requested == 0  # a permanent refusal is not paid for again
     assert proxy.received[bad] == 1
 

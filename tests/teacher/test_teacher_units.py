@@ -37,11 +37,11 @@ def status_error(status: int, body: dict | None = None, headers: dict | None = N
 
 
 def test_fingerprint_changes_with_model_and_sampling_but_not_key():
-    base = SPEC.fingerprint()
-    assert TeacherSpec("http://t.example/v1/", "m", api_key="other").fingerprint() == base
-    assert TeacherSpec("http://t.example/v1", "m2").fingerprint() != base
+    base = SPEC.fingerprint
+    assert TeacherSpec("http://t.example/v1/", "m", api_key="other").fingerprint == base
+    assert TeacherSpec("http://t.example/v1", "m2").fingerprint != base
     hot = TeacherSpec("http://t.example/v1", "m", sampling=Sampling(temperature=1.0))
-    assert hot.fingerprint() != base
+    assert hot.fingerprint != base
 
 
 def test_prompt_hash_depends_on_roles_and_content_only():

@@ -1,0 +1,211 @@
+"""GAD and SeqKD runs on the tiny model: stages, update order, switches, outputs."""
+
+import copy
+import json
+import math
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from trainer.config import from_dict
+from trainer.recipes import gad as gad_recipe
+from trainer.recipes.gad import run_gad
+from trainer.recipes.seqkd import run_seqkd
+
+pytestmark = pytest.mark.slow
+
+
+def make_cfg(tmp_path, model, prompts, **over):
+    """4 prompts, batch 2: warmup 2 steps (D alone at step 1), then 2 GAD steps."""
+    data = {
+        "method": "gad",
+        "student": str(model),
+        "train_file": str(prompts),
+        "output_dir": str(tmp_path / "run"),
+        "batch_size": 2,
+        "group_size": 3,
+        "max_prompt_tokens": 48,
+        "max_response_tokens": 6,
+        "micro_batch_tokens": 128,
+        "save_every": 100,
+        "sample_every": 1,
+        "warmup": {"epochs": 1, "d_only_steps": 1, "lr": 1e-3},
+        "gad": {"epochs": 1, "lr": 1e-3, "kl_coef": 0.1},
+        "seqkd": {"epochs": 1, "lr": 1e-3},
+        "disc": {"lr": 1e-3},
+    }
+    for key, value in over.items():
+        node = data
+        *parents, leaf = key.split("__")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return from_dict(data)
+
+
+def read_jsonl(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def all_finite(record):
+    return all(
+        math.isfinite(v) for k, v in record.items() if isinstance(v, float) and k != "time"
+    )
+
+
+def test_gad_run_goes_through_warmup_and_adversarial_stage(tmp_path, tiny_model, prompts_file):
+    cfg = make_cfg(tmp_path, tiny_model, prompts_file)
+    assert run_gad(cfg) == "finished"
+    out = tmp_path / "run"
+    metrics = read_jsonl(out / "metrics.jsonl")
+    assert [(m["step"], m["stage"]) for m in metrics] == [
+        (1, "warmup"), (2, "warmup"), (3, "gad"), (4, "gad")
+    ]
+    assert all(all_finite(m) and "time" in m for m in metrics)
+    # D alone at step 1; G's SFT from step 2; no RL metrics in warmup, no SFT in GAD
+    assert "d/loss" in metrics[0] and "g/sft_loss" not in metrics[0] and "g/lr" not in metrics[0]
+    assert "g/sft_loss" in metrics[1] and "reward/mean" not in metrics[1]
+    for m in metrics[2:]:
+        assert {"g/pg_loss", "g/kl", "g/entropy", "g/clip_frac", "reward/mean", "d/grad_norm"} <= set(m)
+        assert "g/sft_loss" not in m and m["g/lr"] == 1e-3
+    assert {"len/student_mean", "len/student_max", "len/teacher_mean", "len/truncated_frac"} <= set(
+        metrics[3]
+    )
+    samples = read_jsonl(out / "samples.jsonl")
+    gad_samples = [s for s in samples if s["stage"] == "gad"]
+    assert gad_samples and all(len(s["rewards"]) == 3 == len(s["advantages"]) for s in gad_samples)
+    assert (out / "config.yaml").exists()
+    assert (out / "final").resolve() == (out / "checkpoints" / "step-4" / "student").resolve()
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    AutoModelForCausalLM.from_pretrained(out / "final")
+    assert AutoTokenizer.from_pretrained(out / "final").chat_template
+    assert (out / "checkpoints" / "step-4" / "discriminator" / "score_head.safetensors").exists()
+
+
+def test_seqkd_run_trains_on_teacher_answers_only(tmp_path, tiny_model, prompts_file):
+    cfg = make_cfg(tmp_path, tiny_model, prompts_file, method="seqkd", seqkd__epochs=2)
+    assert run_seqkd(cfg) == "finished"
+    out = tmp_path / "run"
+    metrics = read_jsonl(out / "metrics.jsonl")
+    assert [m["stage"] for m in metrics] == ["seqkd"] * 4
+    assert all(all_finite(m) and "g/sft_loss" in m for m in metrics)
+    assert not any(k.startswith(("d/", "reward/")) for m in metrics for k in m)
+    assert metrics[-1]["g/sft_loss"] < metrics[0]["g/sft_loss"]
+    assert not (out / "checkpoints" / "step-4" / "discriminator").exists()
+    from transformers import AutoModelForCausalLM
+
+    AutoModelForCausalLM.from_pretrained(out / "final")
+
+
+def _student_weights(path):
+    return load_file(str(path / "model.safetensors"))
+
+
+def test_discriminator_alone_for_the_first_steps(tmp_path, tiny_model, prompts_file):
+    cfg = make_cfg(
+        tmp_path, tiny_model, prompts_file, warmup__d_only_steps=2, gad__epochs=0, save_every=2
+    )
+    run_gad(cfg)
+    metrics = read_jsonl(tmp_path / "run" / "metrics.jsonl")
+    assert [("g/grad_norm" in m, "d/grad_norm" in m) for m in metrics] == [(False, True)] * 2
+    before = _student_weights(tiny_model)
+    after = _student_weights(tmp_path / "run" / "checkpoints" / "step-2" / "student")
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_rewards_come_from_discriminator_before_its_update(
+    tmp_path, tiny_model, prompts_file, monkeypatch
+):
+    from trainer.recipes.setup import build_run
+    from trainer.recipes.updates import disc_rows, score
+
+    cfg = make_cfg(tmp_path, tiny_model, prompts_file, warmup__epochs=0)
+    run, _ = build_run(cfg, None, with_disc=True)
+    gad_recipe.start_adversarial_stage(run)
+    seen = {}
+    real_sample, real_adv = gad_recipe.sample, gad_recipe.grpo_advantages
+    monkeypatch.setattr(gad_recipe, "sample", lambda r, b: seen.setdefault("ro", real_sample(r, b)))
+    monkeypatch.setattr(
+        gad_recipe, "grpo_advantages", lambda rw, **kw: real_adv(seen.setdefault("rw", rw), **kw)
+    )
+    disc_before = copy.deepcopy(run.disc)
+    batch = run.examples[:2]
+    gad_recipe.adversarial_step(run, batch)
+    prompts, responses = disc_rows(batch, seen["ro"])
+    after = score(run, prompts, responses)[2:].view(2, 3)
+    run.disc = disc_before
+    before = score(run, prompts, responses)[2:].view(2, 3)
+    torch.testing.assert_close(seen["rw"], before)
+    assert not torch.allclose(seen["rw"], after)  # D did move in this step
+    run.sink.close()
+
+
+@pytest.mark.parametrize("update", ["on_policy", "frozen"])
+def test_frozen_switch_freezes_discriminator_after_warmup(
+    tmp_path, tiny_model, prompts_file, update
+):
+    cfg = make_cfg(tmp_path, tiny_model, prompts_file, disc__update=update, save_every=2)
+    run_gad(cfg)
+    ckpts = tmp_path / "run" / "checkpoints"
+    warm = load_file(str(ckpts / "step-2" / "discriminator" / "score_head.safetensors"))
+    end = load_file(str(ckpts / "step-4" / "discriminator" / "score_head.safetensors"))
+    same = all(torch.equal(warm[k], end[k]) for k in warm)
+    assert same == (update == "frozen")
+    metrics = read_jsonl(tmp_path / "run" / "metrics.jsonl")
+    assert ("d/grad_norm" in metrics[-1]) == (update == "on_policy")
+    assert "reward/mean" in metrics[-1] and "d/acc" in metrics[-1]
+
+
+def test_kl_reference_is_the_warmed_up_student(tmp_path, tiny_model, prompts_file, monkeypatch):
+    refs = []
+    real = gad_recipe.frozen_copy
+    monkeypatch.setattr(gad_recipe, "frozen_copy", lambda m, d: refs.append(real(m, d)) or refs[-1])
+    run_gad(make_cfg(tmp_path, tiny_model, prompts_file))
+    assert len(refs) == 1
+    warmed = _student_weights(tmp_path / "run" / "checkpoints" / "step-2" / "student")
+    initial = _student_weights(tiny_model)
+    ref = {k: v for k, v in refs[0].state_dict().items() if k in warmed}
+    assert ref and all(torch.equal(ref[k], warmed[k]) for k in ref)
+    assert not all(torch.equal(ref[k], initial[k]) for k in ref)
+
+
+def _comparable(records):
+    return [
+        {k: v for k, v in r.items() if k != "time" and not k.startswith("perf/")} for r in records
+    ]
+
+
+def _assert_same_records(got, expected, rel, abs_tol):
+    assert len(got) == len(expected)
+    for g, e in zip(got, expected, strict=True):
+        assert g.keys() == e.keys()
+        for k, v in e.items():
+            if isinstance(v, float):
+                assert g[k] == pytest.approx(v, rel=rel, abs=abs_tol), (g["step"], k)
+            else:
+                assert g[k] == v, (g["step"], k)
+
+
+def test_resumed_run_equals_uninterrupted_run(tmp_path, tiny_model, prompts_file):
+    full = make_cfg(tmp_path / "a", tiny_model, prompts_file, gad__epochs=2)
+    assert run_gad(full) == "finished"
+    expected = _comparable(read_jsonl(tmp_path / "a" / "run" / "metrics.jsonl"))
+    assert len(expected) == 6
+    # stop inside the warmup (step 1), inside the GAD stage (step 4), then run to the end
+    for max_steps in (1, 4, None):
+        part = make_cfg(tmp_path / "b", tiny_model, prompts_file, gad__epochs=2, max_steps=max_steps)
+        run_gad(part)
+    got = _comparable(read_jsonl(tmp_path / "b" / "run" / "metrics.jsonl"))
+    assert [r["step"] for r in got] == [1, 2, 3, 4, 5, 6]
+    _assert_same_records(got, expected, rel=0, abs_tol=0)  # bit-identical on CPU
+
+
+def test_micro_batching_does_not_change_the_updates(tmp_path, tiny_model, prompts_file):
+    results = []
+    for budget in (16, 4096):  # 16 tokens: every sequence alone; 4096: one forward
+        cfg = make_cfg(tmp_path / str(budget), tiny_model, prompts_file, micro_batch_tokens=budget)
+        run_gad(cfg)
+        results.append(_comparable(read_jsonl(tmp_path / str(budget) / "run" / "metrics.jsonl")))
+    _assert_same_records(*results, rel=1e-4, abs_tol=1e-6)  # only summation order differs
