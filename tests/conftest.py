@@ -1,6 +1,19 @@
-"""Suite-wide hooks. Web fixtures live in tests/webapp/conftest.py."""
+"""Suite-wide hooks and fixtures: a real OpenAI-compatible teacher (`transformers serve`
+on a tiny model built here). Web fixtures live in tests/webapp/conftest.py."""
 
 from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def pytest_report_header(config):
@@ -17,3 +30,73 @@ def pytest_report_header(config):
         f"database: {db['ENGINE'].rsplit('.', 1)[-1]} {db.get('HOST') or db['NAME']}",
         f"broker: {broker}",
     ]
+
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher_dir(tmp_path_factory) -> Path:
+    from trainer.tiny import build_tiny
+
+    out = tmp_path_factory.mktemp("teacher") / "tiny"
+    build_tiny(out, None, 2, 64, 4, 512, 0)
+    return out
+
+
+@pytest.fixture(scope="session")
+def teacher_server(tiny_teacher_dir, tmp_path_factory):
+    """Base URL (…/v1) and model name of a running `transformers serve`."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    serve = Path(sys.executable).with_name("transformers")
+    with open(log, "w") as log_file:
+        proc = subprocess.Popen(
+            [
+                str(serve),
+                "serve",
+                str(tiny_teacher_dir),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--device",
+                "cpu",
+            ],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"transformers serve did not start:\n{log.read_text()}"
+                    ) from None
+                time.sleep(0.5)
+        yield f"http://127.0.0.1:{port}/v1", str(tiny_teacher_dir)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture
+def prompts_file(tmp_path) -> Path:
+    path = tmp_path / "prompts.jsonl"
+    lines = [
+        f'{{"id": "p{i}", "prompt": "Question number {i}: say something."}}' for i in range(12)
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path

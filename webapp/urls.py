@@ -17,4 +17,7 @@ urlpatterns = [
     re_path(r"^api/v1/", api_not_found),
     path("healthz", healthz, name="healthz"),
     path("", include("webapp.teams.urls")),
+    path("", include("webapp.promptsets.urls")),
+    path("", include("webapp.teachers.urls")),
+    path("", include("webapp.jobs.urls")),
 ]

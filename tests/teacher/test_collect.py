@@ -122,7 +122,7 @@ def test_token_budget_stops_cleanly(teacher_server, tmp_path):
 
 
 def test_unreachable_host_stops_the_run_after_retries(tmp_path):
-    from tests.teacher.conftest import free_port
+    from tests.conftest import free_port
 
     spec = TeacherSpec(f"http://127.0.0.1:{free_port()}/v1", "m", timeout=1)
     with pytest.raises(TeacherError) as caught:

@@ -52,3 +52,18 @@ def login(client):
 def _fast_password_hashing(settings):
     # PBKDF2's deliberate slowness costs ~0.6 s per user; tests need none of it.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def celery_worker(transactional_db):
+    """A real Celery worker (in this process, solo pool) on the configured broker.
+
+    Needs ``transactional_db``: the worker thread has its own database connection and
+    must see committed rows; ``transaction.on_commit`` hooks then fire for real.
+    """
+    from celery.contrib.testing.worker import start_worker
+
+    from webapp.celery import app
+
+    with start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=10) as worker:
+        yield worker

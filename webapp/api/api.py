@@ -74,7 +74,7 @@ def _invalid(request, exc: ValidationError):
 
 @api.exception_handler(HttpError)
 def _http_error(request, exc: HttpError):
-    return error_response(exc.status_code, str(exc))
+    return error_response(exc.status_code, str(exc), getattr(exc, "code", None))
 
 
 @api.exception_handler(Http404)
@@ -129,5 +129,18 @@ def me(request):
         ],
     }
 
+
+def _add_routers() -> None:
+    # Imported here so that each app's router module can import this one's helpers.
+    from webapp.jobs.api import router as jobs
+    from webapp.promptsets.api import router as prompt_sets
+    from webapp.teachers.api import router as teachers
+
+    api.add_router("/prompt-sets", prompt_sets)
+    api.add_router("/teachers", teachers)
+    api.add_router("/", jobs)
+
+
+_add_routers()
 
 __all__ = ["api", "api_not_found"]

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class PromptsetsConfig(AppConfig):
+    name = "webapp.promptsets"
+    label = "promptsets"
