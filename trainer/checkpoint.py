@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
 from trainer.errors import BadInput
 
@@ -61,6 +62,8 @@ def save_checkpoint(
     if disc is not None:
         disc.save(tmp / "discriminator")
     torch.save(state, tmp / STATE_FILE)
+    if "config" in state:  # readable copy; trainer_state.pt holds the same dict
+        (tmp / "config.yaml").write_text(yaml.safe_dump(state["config"], sort_keys=False))
     if final.exists():  # same step saved twice (e.g. a resume right after the last save)
         old = root / f".old-step-{step}-{os.getpid()}"
         os.rename(final, old)

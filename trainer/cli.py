@@ -46,7 +46,9 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--tpm", type=float, help="tokens-per-minute limit")
     c.add_argument("--max-total-tokens", type=int, help="stop cleanly at this token budget")
     c.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
-    c.add_argument("--cache", help="answer store (SQLite); default ~/.cache/gad-studio/teacher.sqlite")
+    c.add_argument(
+        "--cache", help="answer store (SQLite); default ~/.cache/gad-studio/teacher.sqlite"
+    )
 
     g = sub.add_parser("generate", help="answer prompts with a model")
     g.add_argument("--model", required=True)
@@ -70,7 +72,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "build-tiny":
         from trainer.tiny import build_tiny
 
-        out = build_tiny(args.out, args.texts, args.layers, args.hidden, args.heads, args.vocab, args.seed)
+        out = build_tiny(
+            args.out, args.texts, args.layers, args.hidden, args.heads, args.vocab, args.seed
+        )
         print(f"tiny model written to {out}")
         return 0
     if args.command == "run":
@@ -115,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = _parser().parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    if args.command != "toy":  # the toy needs torch only
+    if args.command in ("build-tiny", "run", "generate"):  # the others don't load models
         _quiet_libraries()
     try:
         return _run(args)

@@ -62,9 +62,10 @@ def generate_file(
 
 
 def _answer(records, tokenizer, sampler: HFRollout, greedy: bool, f) -> int:
-    prompts = [left_cut(ids, MAX_PROMPT_TOKENS)[0] for ids in render_prompts(
-        tokenizer, [r.messages for r in records]
-    )]
+    prompts = [
+        left_cut(ids, MAX_PROMPT_TOKENS)[0]
+        for ids in render_prompts(tokenizer, [r.messages for r in records])
+    ]
     rollout: Rollout = sampler.sample(prompts, 1, greedy=greedy)
     eos = tokenizer.eos_token_id
     for rec, prompt, ids, done in zip(

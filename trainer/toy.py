@@ -152,8 +152,12 @@ def write_png(path: str, r: ToyResult) -> None:
         return
     fig, ax = plt.subplots(figsize=(7, 3.5))
     k = torch.arange(CLASSES).tolist()
-    for i, (name, color) in enumerate((("teacher", "grey"), ("seqkd", "tab:blue"), ("gad", "tab:red"))):
-        ax.bar([x + (i - 1) * 0.27 for x in k], getattr(r, name), width=0.27, color=color, label=name)
+    for i, (name, color) in enumerate(
+        (("teacher", "grey"), ("seqkd", "tab:blue"), ("gad", "tab:red"))
+    ):
+        ax.bar(
+            [x + (i - 1) * 0.27 for x in k], getattr(r, name), width=0.27, color=color, label=name
+        )
     ax.set_xticks(k)
     ax.set_xlabel("class")
     ax.set_ylabel("probability")

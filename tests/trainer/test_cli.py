@@ -110,6 +110,17 @@ def test_tokenizer_without_chat_template_says_how_to_give_one(
     assert "no chat template" in err and "tokenizer_config.json" in err
 
 
+def test_internal_failure_exits_one(tmp_path, tiny_model, prompts_file, capsys, monkeypatch):
+    import trainer.recipes.gad
+
+    def boom(cfg):
+        raise RuntimeError("simulated bug")
+
+    monkeypatch.setattr(trainer.recipes.gad, "run_gad", boom)
+    assert main(["run", "--config", str(_config(tmp_path, tiny_model, prompts_file))]) == 1
+    assert "simulated bug" in capsys.readouterr().err
+
+
 def test_generate_writes_answers_in_the_collected_shape(tmp_path, tiny_model, prompts_file):
     out = tmp_path / "answers.jsonl"
     argv = ["generate", "--model", str(tiny_model), "--prompts", str(prompts_file)]
@@ -147,7 +158,9 @@ def test_cli_build_tiny_and_exit_statuses(tmp_path):
 
     ok = cli("build-tiny", "--out", str(tmp_path / "m"), "--layers", "1", "--hidden", "16")
     assert ok.returncode == 0, ok.stderr
-    assert (tmp_path / "m" / "config.json").exists() and (tmp_path / "m" / "tokenizer.json").exists()
+    assert (tmp_path / "m" / "config.json").exists() and (
+        tmp_path / "m" / "tokenizer.json"
+    ).exists()
     bad = cli("build-tiny", "--out", str(tmp_path / "x"), "--texts", str(tmp_path / "none.txt"))
     assert bad.returncode == 2 and "none.txt" in bad.stderr
 
@@ -164,7 +177,9 @@ def test_sigterm_finishes_the_step_saves_and_exits_zero(tmp_path, tiny_model, pr
     )
     metrics = tmp_path / "run" / "metrics.jsonl"
     deadline = time.time() + 120
-    while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 3):
+    while time.time() < deadline and not (
+        metrics.exists() and metrics.read_text().count("\n") >= 3
+    ):
         time.sleep(0.2)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)

@@ -13,7 +13,9 @@ CPU = torch.device("cpu")
 def test_tiny_model_loads_with_auto_classes_and_ends_turns_with_eos(tiny_model, tokenizer):
     model = AutoModelForCausalLM.from_pretrained(tiny_model)
     assert model.config.model_type == "qwen2"
-    assert tokenizer.eos_token == "<|im_end|>" and model.config.eos_token_id == tokenizer.eos_token_id
+    assert (
+        tokenizer.eos_token == "<|im_end|>" and model.config.eos_token_id == tokenizer.eos_token_id
+    )
     text = tokenizer.apply_chat_template(
         [{"role": "user", "content": "hi"}], add_generation_prompt=True, tokenize=False
     )

@@ -49,9 +49,7 @@ def read_jsonl(path):
 
 
 def all_finite(record):
-    return all(
-        math.isfinite(v) for k, v in record.items() if isinstance(v, float) and k != "time"
-    )
+    return all(math.isfinite(v) for k, v in record.items() if isinstance(v, float) and k != "time")
 
 
 def test_gad_run_goes_through_warmup_and_adversarial_stage(tmp_path, tiny_model, prompts_file):
@@ -60,14 +58,24 @@ def test_gad_run_goes_through_warmup_and_adversarial_stage(tmp_path, tiny_model,
     out = tmp_path / "run"
     metrics = read_jsonl(out / "metrics.jsonl")
     assert [(m["step"], m["stage"]) for m in metrics] == [
-        (1, "warmup"), (2, "warmup"), (3, "gad"), (4, "gad")
+        (1, "warmup"),
+        (2, "warmup"),
+        (3, "gad"),
+        (4, "gad"),
     ]
     assert all(all_finite(m) and "time" in m for m in metrics)
     # D alone at step 1; G's SFT from step 2; no RL metrics in warmup, no SFT in GAD
     assert "d/loss" in metrics[0] and "g/sft_loss" not in metrics[0] and "g/lr" not in metrics[0]
     assert "g/sft_loss" in metrics[1] and "reward/mean" not in metrics[1]
     for m in metrics[2:]:
-        assert {"g/pg_loss", "g/kl", "g/entropy", "g/clip_frac", "reward/mean", "d/grad_norm"} <= set(m)
+        assert {
+            "g/pg_loss",
+            "g/kl",
+            "g/entropy",
+            "g/clip_frac",
+            "reward/mean",
+            "d/grad_norm",
+        } <= set(m)
         assert "g/sft_loss" not in m and m["g/lr"] == 1e-3
     assert {"len/student_mean", "len/student_max", "len/teacher_mean", "len/truncated_frac"} <= set(
         metrics[3]
@@ -188,18 +196,42 @@ def _assert_same_records(got, expected, rel, abs_tol):
                 assert g[k] == v, (g["step"], k)
 
 
-def test_resumed_run_equals_uninterrupted_run(tmp_path, tiny_model, prompts_file):
-    full = make_cfg(tmp_path / "a", tiny_model, prompts_file, gad__epochs=2)
+LORA = {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]}
+
+
+@pytest.mark.parametrize("lora", [None, LORA], ids=["full", "lora"])
+def test_resumed_run_equals_uninterrupted_run(tmp_path, tiny_model, prompts_file, lora):
+    full = make_cfg(tmp_path / "a", tiny_model, prompts_file, gad__epochs=2, lora=lora)
     assert run_gad(full) == "finished"
     expected = _comparable(read_jsonl(tmp_path / "a" / "run" / "metrics.jsonl"))
     assert len(expected) == 6
     # stop inside the warmup (step 1), inside the GAD stage (step 4), then run to the end
     for max_steps in (1, 4, None):
-        part = make_cfg(tmp_path / "b", tiny_model, prompts_file, gad__epochs=2, max_steps=max_steps)
+        part = make_cfg(
+            tmp_path / "b", tiny_model, prompts_file, gad__epochs=2, max_steps=max_steps, lora=lora
+        )
         run_gad(part)
     got = _comparable(read_jsonl(tmp_path / "b" / "run" / "metrics.jsonl"))
     assert [r["step"] for r in got] == [1, 2, 3, 4, 5, 6]
     _assert_same_records(got, expected, rel=0, abs_tol=0)  # bit-identical on CPU
+    if lora:  # the student checkpoint is an adapter that AutoModelForCausalLM loads (peft)
+        from transformers import AutoModelForCausalLM
+
+        assert (tmp_path / "b" / "run" / "final" / "adapter_config.json").exists()
+        AutoModelForCausalLM.from_pretrained(tmp_path / "b" / "run" / "final")
+
+
+@pytest.mark.parametrize("switch", ["generator", "discriminator"])
+def test_warmup_ablation_switches(tmp_path, tiny_model, prompts_file, switch):
+    cfg = make_cfg(tmp_path, tiny_model, prompts_file, **{f"warmup__{switch}": False})
+    run_gad(cfg)
+    warmup = [m for m in read_jsonl(tmp_path / "run" / "metrics.jsonl") if m["stage"] == "warmup"]
+    assert len(warmup) == 2
+    if switch == "generator":  # D only: no G update, samples still drawn
+        assert all("g/grad_norm" not in m and "d/grad_norm" in m for m in warmup)
+    else:  # G's SFT from the first step (no D to wait for), no sampling
+        assert all("g/sft_loss" in m and "d/loss" not in m for m in warmup)
+        assert all("len/student_mean" not in m for m in warmup)
 
 
 def test_micro_batching_does_not_change_the_updates(tmp_path, tiny_model, prompts_file):

@@ -18,7 +18,9 @@ def student(tiny_model):
 
 def _prompts(tokenizer):
     chats = [[{"role": "user", "content": "hello cat"}], [{"role": "user", "content": "why"}]]
-    texts = [tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=False) for c in chats]
+    texts = [
+        tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=False) for c in chats
+    ]
     return tokenizer(texts, add_special_tokens=False)["input_ids"]
 
 

@@ -15,11 +15,25 @@ class Personas:
     member: object
     annotator: object
     outsider: object
+    prompt_set: object = None
+    job: object = None
+    checkpoint: object = None
     password: str = "correct horse battery staple"
 
 
+@pytest.fixture(autouse=True)
+def _data_dir(settings, tmp_path):
+    settings.GAD_DATA_DIR = tmp_path / "data"
+
+
 @pytest.fixture
-def personas(db) -> Personas:
+def personas(db, tmp_path) -> Personas:
+    """Team "acme": alice owner, bob member, carol annotator; dave runs team "other".
+
+    Acme owns a prompt set, a queued job on it, and a checkpoint of that job.
+    """
+    from tests.webapp.factories import make_checkpoint, make_job, make_prompt_set
+
     from django.contrib.auth import get_user_model
 
     from webapp.teams.actions import create_team, set_membership
@@ -36,7 +50,10 @@ def personas(db) -> Personas:
     set_membership(team, bob, Role.MEMBER)
     set_membership(team, carol, Role.ANNOTATOR)
     other = create_team("Other", "other", owner=dave)
-    return Personas(team, other, alice, bob, carol, dave)
+    prompt_set = make_prompt_set(team)
+    job = make_job(team, prompt_set)
+    checkpoint = make_checkpoint(job, tmp_path / "ckpt" / "student")
+    return Personas(team, other, alice, bob, carol, dave, prompt_set, job, checkpoint)
 
 
 @pytest.fixture

@@ -21,6 +21,50 @@ TEAM_URLS = [
         {"user_id": "member"},
         {"owner": REDIRECT, "member": FORBIDDEN, "annotator": FORBIDDEN},
     ),
+    # Prompt sets, jobs and checkpoints: members work with them, annotators only vote.
+    ("prompt-sets", "get", {}, {"owner": OK, "member": OK, "annotator": FORBIDDEN}),
+    ("prompt-sets", "post", {}, {"owner": 422, "member": 422, "annotator": FORBIDDEN}),
+    ("prompt-set", "get", {"pk": "prompt_set"}, {"owner": OK, "member": OK, "annotator": FORBIDDEN}),
+    (
+        "prompt-set-split",
+        "post",
+        {"pk": "prompt_set"},
+        {"owner": REDIRECT, "member": REDIRECT, "annotator": FORBIDDEN},
+    ),
+    (
+        "prompt-set-download",
+        "get",
+        {"pk": "prompt_set"},
+        {"owner": OK, "member": OK, "annotator": FORBIDDEN},
+    ),
+    (
+        "prompt-set-delete",
+        "post",
+        {"pk": "prompt_set"},
+        {"owner": REDIRECT, "member": REDIRECT, "annotator": FORBIDDEN},
+    ),
+    ("jobs", "get", {}, {"owner": OK, "member": OK, "annotator": FORBIDDEN}),
+    ("job-launch", "get", {}, {"owner": OK, "member": OK, "annotator": FORBIDDEN}),
+    ("job-launch", "post", {}, {"owner": 422, "member": 422, "annotator": FORBIDDEN}),
+    ("job", "get", {"pk": "job"}, {"owner": OK, "member": OK, "annotator": FORBIDDEN}),
+    (
+        "job-cancel",
+        "post",
+        {"pk": "job"},
+        {"owner": REDIRECT, "member": REDIRECT, "annotator": FORBIDDEN},
+    ),
+    (
+        "checkpoint-download",
+        "get",
+        {"pk": "checkpoint"},
+        {"owner": OK, "member": OK, "annotator": FORBIDDEN},
+    ),
+    (
+        "checkpoint-final",
+        "post",
+        {"pk": "checkpoint"},
+        {"owner": REDIRECT, "member": REDIRECT, "annotator": FORBIDDEN},
+    ),
 ]
 
 

@@ -30,6 +30,7 @@ def test_suspended_team_is_refused_with_the_reason(personas):
 
 
 def test_concurrent_job_limit_counts_active_jobs_only(personas):
+    Job.objects.filter(team=personas.team).delete()  # start from no job at all
     quota = personas.team.quota
     quota.max_concurrent_jobs = 2
     quota.save()
@@ -110,8 +111,11 @@ def test_adding_an_unknown_user_says_so_next_to_the_field(client, personas):
     assert "No user named &#x27;ghost&#x27;" in response.content.decode()
 
 
-def test_dashboard_shows_quota_bars_and_empty_jobs(client, personas):
+def test_dashboard_shows_quota_bars_and_recent_jobs(client, personas):
     client.force_login(personas.member)
     body = client.get("/teams/acme/").content.decode()
     assert body.count('role="progressbar"') == 3
-    assert "No jobs yet" in body
+    assert personas.job.name in body and "No jobs yet" not in body
+
+    Job.objects.filter(team=personas.team).delete()
+    assert "No jobs yet" in client.get("/teams/acme/").content.decode()

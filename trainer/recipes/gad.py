@@ -14,7 +14,6 @@ import os
 import time
 from typing import Any
 
-
 from trainer.checkpoint import set_rng_state
 from trainer.config import TrainConfig
 from trainer.data import Example
@@ -148,4 +147,3 @@ def run_gad(cfg: TrainConfig, sink: MetricsSink | None = None) -> str:
         run.sink.close()
         run.progress.close()
     return reason
-

@@ -25,7 +25,9 @@ def _micro_batches(run: Run, prompts: list[list[int]], responses: list[list[int]
     """Yield (row indices, SeqBatch on device) within the token budget."""
     lengths = [len(p) + len(r) for p, r in zip(prompts, responses, strict=True)]
     for idx in token_budget_batches(lengths, run.cfg.micro_batch_tokens):
-        sub = pack([prompts[i] for i in idx], [responses[i] for i in idx], run.tokenizer.pad_token_id)
+        sub = pack(
+            [prompts[i] for i in idx], [responses[i] for i in idx], run.tokenizer.pad_token_id
+        )
         yield idx, sub.to(run.device)
 
 

@@ -1,3 +1,219 @@
-from ninja import Router
+"""/api/v1/jobs and /api/v1/checkpoints (DESIGN.md, "REST API v1")."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from ninja import Router, Schema
+
+from webapp.api.common import ApiError, team_for
+from webapp.jobs import actions
+from webapp.jobs.archive import checkpoint_response
+from webapp.jobs.forms import build_configs, teacher_problem
+from webapp.jobs.models import Checkpoint, Job, MetricPoint, Sample, Status
+from webapp.promptsets.models import PromptSet
+from webapp.teachers.models import TeacherEndpoint
+from webapp.teams import access
+from webapp.teams.actions import QuotaExceeded
 
 router = Router(tags=["jobs"])
+ROLES = access.LAUNCH_ROLES
+
+
+class JobIn(Schema):
+    team: str
+    name: str
+    method: str  # gad | seqkd | pair
+    prompt_set: int
+    teacher: int | None = None
+    student: str
+    gpus: int = 1
+    config: dict[str, Any] = {}
+
+
+class JobOut(Schema):
+    id: int
+    team: str
+    name: str
+    method: str
+    status: str
+    stage: str
+    step: int
+    total_steps: int | None
+    error: str
+    prompt_set: int | None
+    teacher: int | None
+    student: str
+    gpus: int
+    pair: int | None
+    cancel_requested: bool
+    final_checkpoint: int | None
+    config: dict[str, Any]
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @staticmethod
+    def resolve_team(obj: Job) -> str:
+        return obj.team.slug
+
+    @staticmethod
+    def resolve_prompt_set(obj: Job) -> int | None:
+        return obj.prompt_set_id
+
+    @staticmethod
+    def resolve_teacher(obj: Job) -> int | None:
+        return obj.teacher_id
+
+    @staticmethod
+    def resolve_pair(obj: Job) -> int | None:
+        return obj.pair_id
+
+    @staticmethod
+    def resolve_final_checkpoint(obj: Job) -> int | None:
+        return obj.final_checkpoint_id
+
+
+class LaunchOut(Schema):
+    id: int
+    status: str
+    pair: int | None = None
+
+
+class CheckpointOut(Schema):
+    id: int
+    job: int
+    step: int
+    stage: str
+    size_bytes: int
+    created_at: datetime
+    final: bool
+
+    @staticmethod
+    def resolve_job(obj: Checkpoint) -> int:
+        return obj.job_id
+
+    @staticmethod
+    def resolve_final(obj: Checkpoint) -> bool:
+        return obj.job.final_checkpoint_id == obj.pk
+
+
+def _job(request, job_id: int) -> Job:
+    return access.get_object(Job.objects.select_related("team"), request.user, job_id, ROLES)
+
+
+def _checkpoint(request, checkpoint_id: int) -> Checkpoint:
+    return access.get_object(
+        Checkpoint.objects.select_related("job"),
+        request.user,
+        checkpoint_id,
+        ROLES,
+        team_field="job__team",
+    )
+
+
+@router.post("/jobs", response={201: LaunchOut}, summary="Launch a job (or a GAD + SeqKD pair)")
+def launch_job(request, payload: JobIn):
+    team = team_for(request, payload.team, roles=ROLES)
+    if payload.method not in ("gad", "seqkd", "pair"):
+        raise ApiError(422, f"method: must be gad, seqkd or pair (got {payload.method!r})")
+    if not 0 <= payload.gpus <= 64:
+        raise ApiError(422, f"gpus: must be between 0 and 64 (got {payload.gpus})")
+    prompt_set = PromptSet.objects.filter(team=team, pk=payload.prompt_set).first()
+    if prompt_set is None:
+        raise ApiError(422, f"prompt_set: no prompt set {payload.prompt_set} in team {team.slug}")
+    teacher = None
+    if payload.teacher is not None:
+        teacher = TeacherEndpoint.objects.filter(team=team, pk=payload.teacher).first()
+        if teacher is None:
+            raise ApiError(422, f"teacher: no teacher endpoint {payload.teacher} in team {team.slug}")
+    problem = teacher_problem(prompt_set, teacher)
+    if problem:
+        raise ApiError(422, f"teacher: {problem}")
+    configs, errors = build_configs(payload.method, payload.student, payload.config)
+    if errors:
+        raise ApiError(422, "; ".join(message for _, message in errors))
+    launch = actions.LaunchRequest(
+        payload.name, prompt_set, teacher, payload.student, payload.gpus, configs
+    )
+    try:
+        jobs = actions.launch(team, request.user, launch)
+    except QuotaExceeded as refused:
+        raise ApiError(429, str(refused), "quota_exceeded") from None
+    return 201, {"id": jobs[0].pk, "status": jobs[0].status, "pair": jobs[0].pair_id}
+
+
+@router.get("/jobs", response=list[JobOut], summary="Jobs of your teams, newest first")
+def list_jobs(request, team: str | None = None, status: str | None = None):
+    rows = access.for_user(Job.objects.select_related("team"), request.user, roles=ROLES)
+    if team:
+        rows = rows.filter(team=team_for(request, team, roles=ROLES))
+    if status:
+        if status not in Status.values:
+            raise ApiError(422, f"status: must be one of {', '.join(Status.values)}")
+        rows = rows.filter(status=status)
+    return rows.order_by("-created_at")[:500]
+
+
+@router.get("/jobs/{int:job_id}", response=JobOut)
+def get_job(request, job_id: int):
+    return _job(request, job_id)
+
+
+@router.post("/jobs/{int:job_id}/cancel", response=JobOut)
+def cancel_job(request, job_id: int):
+    job = _job(request, job_id)
+    if job.status not in actions.ACTIVE_STATUSES:
+        raise ApiError(409, f"job {job.pk} has already ended ({job.status})")
+    return actions.cancel(job)
+
+
+@router.get("/jobs/{int:job_id}/metrics", summary="Metric series since a step")
+def job_metrics(request, job_id: int, after_step: int = -1):
+    job = _job(request, job_id)
+    series: dict[str, list] = {}
+    stages: list[list] = []  # [first step, stage name] at each stage change
+    last = after_step
+    points = MetricPoint.objects.filter(job=job, step__gt=after_step).order_by("step")
+    for step, stage, values in points.values_list("step", "stage", "values").iterator():
+        for name, value in values.items():
+            series.setdefault(name, []).append([step, value])
+        if not stages or stages[-1][1] != stage:
+            stages.append([step, stage])
+        last = step
+    return {"series": series, "stages": stages, "last_step": last}
+
+
+@router.get("/jobs/{int:job_id}/samples", summary="Samples written by the trainer")
+def job_samples(request, job_id: int, step: int | None = None):
+    job = _job(request, job_id)
+    rows = Sample.objects.filter(job=job)
+    if step is not None:
+        rows = rows.filter(step=step)
+    return [
+        {"step": s, "stage": stage, **data}
+        for s, stage, data in rows.order_by("step", "id").values_list("step", "stage", "data")[:500]
+    ]
+
+
+@router.get("/jobs/{int:job_id}/checkpoints", response=list[CheckpointOut])
+def job_checkpoints(request, job_id: int):
+    job = _job(request, job_id)
+    return job.checkpoints.select_related("job").order_by("step")
+
+
+@router.get("/checkpoints/{int:checkpoint_id}/download", summary="Streamed tar of the HF directory")
+def download_checkpoint(request, checkpoint_id: int):
+    response = checkpoint_response(_checkpoint(request, checkpoint_id), request.user)
+    if response is None:
+        raise ApiError(404, "The checkpoint's files are no longer on the data volume.")
+    return response
+
+
+@router.post("/checkpoints/{int:checkpoint_id}/final", response=CheckpointOut)
+def mark_final(request, checkpoint_id: int):
+    checkpoint = _checkpoint(request, checkpoint_id)
+    actions.mark_final(checkpoint)
+    checkpoint.job.final_checkpoint_id = checkpoint.pk
+    return checkpoint

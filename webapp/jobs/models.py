@@ -42,6 +42,23 @@ class Job(models.Model):
     )
     name = models.CharField(max_length=200)
     method = models.CharField(max_length=10, choices=Method.choices)
+    prompt_set = models.ForeignKey(
+        "promptsets.PromptSet", null=True, on_delete=models.SET_NULL, related_name="jobs"
+    )
+    teacher = models.ForeignKey(
+        "teachers.TeacherEndpoint", null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="jobs",
+    )
+    student = models.CharField(max_length=500, help_text="HF hub id or a path on the workers.")
+    pair = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        help_text="The other job of a GAD + SeqKD pair.",
+    )
+    cancel_requested = models.BooleanField(default=False)
+    final_checkpoint = models.ForeignKey(
+        "Checkpoint", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    log_tail = models.TextField(blank=True, help_text="The last lines of the trainer's log.")
     status = models.CharField(
         max_length=20, choices=Status.choices, default=Status.QUEUED, db_index=True
     )
@@ -63,3 +80,69 @@ class Job(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.method}, {self.status})"
+
+
+class Checkpoint(models.Model):
+    """A complete checkpoint directory on the shared data volume (registered by the worker)."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="checkpoints")
+    step = models.PositiveIntegerField()
+    stage = models.CharField(max_length=20, blank=True)
+    path = models.CharField(max_length=1000, help_text="The student's HF directory.")
+    size_bytes = models.PositiveBigIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["job", "step"]
+        constraints = [
+            models.UniqueConstraint(fields=["job", "step"], name="one_checkpoint_per_step")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.job.name} step {self.step}"
+
+
+class Download(models.Model):
+    """Who downloaded which checkpoint, when: model weights leaving the site are audited."""
+
+    checkpoint = models.ForeignKey(Checkpoint, on_delete=models.CASCADE, related_name="downloads")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"{self.user} downloaded {self.checkpoint} at {self.created_at:%Y-%m-%d %H:%M}"
+
+
+class MetricPoint(models.Model):
+    """One optimizer step's metrics (names from GAD.md), as the trainer wrote them."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="metric_points")
+    step = models.PositiveIntegerField()
+    stage = models.CharField(max_length=20)
+    time = models.FloatField(null=True)
+    values = models.JSONField()
+
+    class Meta:
+        ordering = ["job", "step"]
+        constraints = [
+            models.UniqueConstraint(fields=["job", "step", "stage"], name="one_point_per_step")
+        ]
+
+    def __str__(self) -> str:
+        return f"job {self.job_id} step {self.step}"
+
+
+class Sample(models.Model):
+    """A prompt with the teacher answer and the student's samples at one step."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="samples")
+    step = models.PositiveIntegerField()
+    stage = models.CharField(max_length=20, blank=True)
+    data = models.JSONField()
+
+    class Meta:
+        ordering = ["job", "step", "id"]
+        indexes = [models.Index(fields=["job", "step"])]
+
+    def __str__(self) -> str:
+        return f"sample of job {self.job_id} at step {self.step}"

@@ -1,3 +1,20 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
 
-urlpatterns: list = []
+from webapp.jobs import views
+
+urlpatterns = [
+    path("teams/<slug:slug>/jobs/", views.job_list, name="jobs"),
+    path("teams/<slug:slug>/jobs/new/", views.job_launch, name="job-launch"),
+    path("teams/<slug:slug>/jobs/<int:pk>/", views.job_detail, name="job"),
+    path("teams/<slug:slug>/jobs/<int:pk>/cancel/", views.job_cancel, name="job-cancel"),
+    path(
+        "teams/<slug:slug>/checkpoints/<int:pk>/download/",
+        views.checkpoint_download,
+        name="checkpoint-download",
+    ),
+    path(
+        "teams/<slug:slug>/checkpoints/<int:pk>/final/",
+        views.checkpoint_mark_final,
+        name="checkpoint-final",
+    ),
+]

@@ -1,0 +1,61 @@
+"""Prompt sets: uploaded prompts (and teacher answers that came with them)."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+
+class PromptSet(models.Model):
+    team = models.ForeignKey("teams.Team", on_delete=models.CASCADE, related_name="prompt_sets")
+    name = models.CharField(max_length=200)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    source_name = models.CharField(max_length=255, help_text="The uploaded file's name.")
+    size_bytes = models.PositiveBigIntegerField(default=0)
+    num_prompts = models.PositiveIntegerField(default=0)
+    num_with_teacher = models.PositiveIntegerField(default=0)
+    num_duplicates = models.PositiveIntegerField(default=0)
+    num_test = models.PositiveIntegerField(default=0, help_text="Prompts held out as a test set.")
+    stats = models.JSONField(default=dict, help_text="Length histograms computed at upload.")
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def num_train(self) -> int:
+        return self.num_prompts - self.num_test
+
+
+class Split(models.TextChoices):
+    TRAIN = "train", "Train"
+    TEST = "test", "Test (held out)"
+
+
+class Prompt(models.Model):
+    prompt_set = models.ForeignKey(PromptSet, on_delete=models.CASCADE, related_name="prompts")
+    index = models.PositiveIntegerField(help_text="Position in the uploaded file, from 0.")
+    line = models.PositiveIntegerField(help_text="Line (or row) in the uploaded file.")
+    external_id = models.CharField(max_length=200, blank=True)
+    messages = models.JSONField()
+    text = models.TextField(help_text="The messages as plain text, for search and preview.")
+    prompt_hash = models.CharField(max_length=64, db_index=True)
+    # None: no answer yet; an empty string would be an (empty, flagged) answer.
+    teacher_response = models.TextField(null=True, blank=True)  # noqa: DJ001
+    split = models.CharField(max_length=5, choices=Split.choices, default=Split.TRAIN)
+
+    class Meta:
+        ordering = ["prompt_set", "index"]
+        constraints = [
+            models.UniqueConstraint(fields=["prompt_set", "index"], name="prompt_index_unique")
+        ]
+        indexes = [models.Index(fields=["prompt_set", "split", "index"])]
+
+    def __str__(self) -> str:
+        return f"{self.prompt_set_id}#{self.index}"

@@ -1,3 +1,23 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
 
-urlpatterns: list = []
+from webapp.promptsets import views
+
+urlpatterns = [
+    path("teams/<slug:slug>/prompt-sets/", views.prompt_sets, name="prompt-sets"),
+    path("teams/<slug:slug>/prompt-sets/<int:pk>/", views.prompt_set_detail, name="prompt-set"),
+    path(
+        "teams/<slug:slug>/prompt-sets/<int:pk>/split/",
+        views.prompt_set_split,
+        name="prompt-set-split",
+    ),
+    path(
+        "teams/<slug:slug>/prompt-sets/<int:pk>/download/",
+        views.prompt_set_download,
+        name="prompt-set-download",
+    ),
+    path(
+        "teams/<slug:slug>/prompt-sets/<int:pk>/delete/",
+        views.prompt_set_delete,
+        name="prompt-set-delete",
+    ),
+]

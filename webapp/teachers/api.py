@@ -1,3 +1,120 @@
-from ninja import Router
+"""REST API v1 for teacher endpoints (DESIGN.md, "REST API v1").
+
+The API key is write-only: responses carry ``api_key_hint`` ("••••abcd") or null.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from ninja import Field, Router, Schema
+
+from webapp.api.common import ApiError, team_for
+from webapp.teachers import actions
+from webapp.teachers.models import TeacherEndpoint
+from webapp.teams import access
 
 router = Router(tags=["teachers"])
+
+
+class TeacherIn(Schema):
+    team: str = Field(description="The team's slug.")
+    name: str
+    base_url: str = Field(description="Where the OpenAI-compatible API starts, e.g. …/v1.")
+    model: str
+    api_key: str | None = Field(None, description="Write-only; stored encrypted.")
+    params: dict[str, Any] | None = Field(
+        None, description="Default sampling: temperature, top_p, max_tokens, seed."
+    )
+
+
+class LastTestOut(Schema):
+    status: str = Field(description="'' (never tested), pending, ok or error.")
+    latency_ms: int | None
+    error: str
+    error_kind: str = Field(description="transient, prompt or run; '' unless status is error.")
+    tested_at: datetime | None
+
+
+class TeacherOut(Schema):
+    id: int
+    team: str
+    name: str
+    base_url: str
+    model: str
+    api_key_hint: str | None = Field(description="'••••' and the key's last 4 characters.")
+    params: dict[str, Any]
+    last_test: LastTestOut
+    created_at: datetime
+    updated_at: datetime
+
+
+def _out(endpoint: TeacherEndpoint) -> dict[str, Any]:
+    return {
+        "id": endpoint.pk,
+        "team": endpoint.team.slug,
+        "name": endpoint.name,
+        "base_url": endpoint.base_url,
+        "model": endpoint.model,
+        "api_key_hint": endpoint.api_key_hint,
+        "params": endpoint.params,
+        "last_test": endpoint.last_test(),
+        "created_at": endpoint.created_at,
+        "updated_at": endpoint.updated_at,
+    }
+
+
+def _get(request, teacher_id: int) -> TeacherEndpoint:
+    return access.get_object(
+        TeacherEndpoint.objects.select_related("team"),
+        request.user,
+        teacher_id,
+        roles=access.LAUNCH_ROLES,
+    )
+
+
+@router.post("", response={201: TeacherOut}, summary="Register a teacher endpoint")
+def create_teacher(request, payload: TeacherIn):
+    team = team_for(request, payload.team, roles=access.LAUNCH_ROLES)
+    try:
+        endpoint = actions.create_endpoint(
+            team,
+            request.user,
+            name=payload.name,
+            base_url=payload.base_url,
+            model=payload.model,
+            api_key=payload.api_key,
+            params=payload.params,
+        )
+    except actions.NameTaken as exc:
+        raise ApiError(409, str(exc)) from None
+    except actions.InvalidField as exc:
+        raise ApiError(422, str(exc)) from None
+    return 201, _out(endpoint)
+
+
+@router.get("", response=list[TeacherOut], summary="Teacher endpoints of your teams")
+def list_teachers(request, team: str | None = None):
+    # One filter() call, so that user and role are matched on the same membership row.
+    rows = TeacherEndpoint.objects.filter(
+        team__memberships__user=request.user,
+        team__memberships__role__in=access.LAUNCH_ROLES,
+    )
+    if team is not None:
+        rows = rows.filter(team=team_for(request, team, roles=access.LAUNCH_ROLES))
+    return [_out(e) for e in rows.select_related("team").order_by("team__slug", "name")]
+
+
+@router.get("/{teacher_id}", response=TeacherOut, summary="One teacher endpoint")
+def get_teacher(request, teacher_id: int):
+    return _out(_get(request, teacher_id))
+
+
+@router.post(
+    "/{teacher_id}/test", response={202: TeacherOut}, summary="Test the connection (async)"
+)
+def start_teacher_test(request, teacher_id: int):
+    endpoint = _get(request, teacher_id)
+    actions.request_test(endpoint)
+    return 202, _out(endpoint)

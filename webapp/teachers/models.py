@@ -1,0 +1,85 @@
+"""Teacher endpoints: an OpenAI-compatible API, a model name, an encrypted key, sampling."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+KEY_MASK = "••••"
+
+
+class ConnectionStatus(models.TextChoices):
+    OK = "ok", "OK"
+    ERROR = "error", "Error"
+    PENDING = "pending", "Testing…"
+
+
+class ErrorKind(models.TextChoices):
+    # The scopes of trainer.teacher.TeacherError: whether trying again can help.
+    TRANSIENT = "transient", "Transient (try again later)"
+    PROMPT = "prompt", "Refused the test prompt"
+    RUN = "run", "Unusable (fix the endpoint)"
+
+
+class TeacherEndpoint(models.Model):
+    team = models.ForeignKey("teams.Team", on_delete=models.CASCADE, related_name="teachers")
+    name = models.CharField(max_length=100)
+    base_url = models.CharField(
+        max_length=500, help_text="Where the OpenAI-compatible API starts, usually …/v1."
+    )
+    model = models.CharField(max_length=200, help_text="The model name the API expects.")
+    # Fernet token of the key (webapp.teachers.crypto); empty when the endpoint needs none.
+    api_key_encrypted = models.TextField(blank=True, editable=False)
+    api_key_last4 = models.CharField(max_length=4, blank=True, editable=False)
+    params = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Default sampling: temperature, top_p, max_tokens, seed (absent: the server's).",
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    # The last "Test connection"; blank status: never tested since the last change.
+    test_status = models.CharField(max_length=10, choices=ConnectionStatus.choices, blank=True)
+    test_latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    test_error = models.TextField(blank=True)
+    test_error_kind = models.CharField(max_length=10, choices=ErrorKind.choices, blank=True)
+    test_requested_at = models.DateTimeField(null=True, blank=True)
+    tested_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["team", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["team", "name"], name="one_teacher_name_per_team")
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def __repr__(self) -> str:
+        # Spelled out so that no future field (or the key's ciphertext) slips into logs.
+        return f"<TeacherEndpoint {self.pk} {self.name!r} model={self.model!r} at {self.base_url}>"
+
+    @property
+    def has_key(self) -> bool:
+        return bool(self.api_key_encrypted)
+
+    @property
+    def api_key_hint(self) -> str | None:
+        """What pages and the API show instead of the key: "••••abcd", or None."""
+        return KEY_MASK + self.api_key_last4 if self.has_key else None
+
+    def last_test(self) -> dict[str, object]:
+        """The last "Test connection" as JSON: the status URL and the API show this."""
+        return {
+            "status": self.test_status,
+            "latency_ms": self.test_latency_ms,
+            "error": self.test_error,
+            "error_kind": self.test_error_kind,
+            "error_kind_label": self.get_test_error_kind_display(),
+            "tested_at": self.tested_at.isoformat() if self.tested_at else None,
+        }

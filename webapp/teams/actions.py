@@ -100,8 +100,10 @@ def record_usage(team: Team, kind: str, amount: Decimal | int | float, job=None)
     return UsageRecord.objects.create(team=team, kind=kind, amount=Decimal(str(amount)), job=job)
 
 
-def check_launch_allowed(team: Team, now: datetime | None = None) -> None:
+def check_launch_allowed(team: Team, now: datetime | None = None, count: int = 1) -> None:
     """Raise ``QuotaExceeded`` with the reason and the numbers, or return.
+
+    ``count`` is the number of jobs about to start (two for a GAD + SeqKD pair).
 
     Call inside the transaction that creates the job, after locking the team's quota
     row with ``select_for_update`` (``lock_quota``), so concurrent launches serialize.
@@ -114,10 +116,11 @@ def check_launch_allowed(team: Team, now: datetime | None = None) -> None:
         raise QuotaExceeded(f"Team {team.name} is suspended{reason}. Contact an administrator.")
     quota = Quota.objects.get(team_id=team.pk)  # fresh: the admin may just have raised it
     running = Job.objects.filter(team=team).active().count()
-    if running >= quota.max_concurrent_jobs:
+    if running + count > quota.max_concurrent_jobs:
         raise QuotaExceeded(
             f"{running} of {quota.max_concurrent_jobs} concurrent jobs are already queued or "
-            "running; wait for one to finish or cancel one."
+            f"running{f' and this launch starts {count}' if count > 1 else ''}; wait for one "
+            "to finish or cancel one."
         )
     usage = month_usage(team, now)
     if usage.gpu_hours >= quota.gpu_hours_per_month:

@@ -1,0 +1,42 @@
+"""Small factories for team-owned objects (factories over fixture files)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from trainer.teacher import prompt_hash
+from webapp.jobs.models import Checkpoint, Job
+from webapp.promptsets.models import Prompt, PromptSet
+
+
+def make_prompt_set(team, n: int = 3, with_teacher: bool = True, name: str = "chat") -> PromptSet:
+    prompt_set = PromptSet.objects.create(
+        team=team, name=name, source_name=f"{name}.jsonl", num_prompts=n,
+        num_with_teacher=n if with_teacher else 0,
+    )
+    Prompt.objects.bulk_create(
+        Prompt(
+            prompt_set=prompt_set, index=i, line=i + 1, messages=[{"role": "user", "content": f"q{i}"}],
+            text=f"user: q{i}", prompt_hash=prompt_hash([{"role": "user", "content": f"q{i}"}]),
+            teacher_response=f"a{i}" if with_teacher else None,
+        )
+        for i in range(n)
+    )
+    return prompt_set
+
+
+def make_job(team, prompt_set=None, status: str = "queued", **fields) -> Job:
+    return Job.objects.create(
+        team=team, name=fields.pop("name", "job"), method=fields.pop("method", "gad"),
+        prompt_set=prompt_set, student="tiny-student", status=status,
+        config={"method": "gad", "save_every": 50}, **fields,
+    )
+
+
+def make_checkpoint(job: Job, directory: Path, step: int = 50) -> Checkpoint:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "config.json").write_text('{"model_type": "qwen2"}')
+    (directory / "model.safetensors").write_bytes(b"\x01" * 1000)
+    return Checkpoint.objects.create(
+        job=job, step=step, stage="gad", path=str(directory), size_bytes=1016
+    )

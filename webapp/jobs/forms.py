@@ -1,0 +1,166 @@
+"""The launch form. Its "Advanced" fields are generated from `trainer.config`, the single
+source of truth for keys, defaults, help texts and limits; validation is
+`trainer.config.validate_dict`, so the page, the API and the CLI accept the same configs.
+"""
+
+from __future__ import annotations
+
+import typing
+from typing import Any
+
+from django import forms
+
+from trainer import config as trainer_config
+from webapp.promptsets.models import PromptSet
+from webapp.teachers.models import TeacherEndpoint
+
+# Keys the launch form sets itself (or the worker does), not the user.
+MANAGED_KEYS = {"method", "student", "train_file", "output_dir", "resume", "discriminator"}
+METHODS = [("gad", "GAD"), ("seqkd", "SeqKD"), ("pair", "GAD + SeqKD pair (same prompts and budget)")]
+# Placeholders the worker replaces with the job's exported prompts and work dir.
+PLACEHOLDERS = {"train_file": "prompts.jsonl", "output_dir": "run"}
+
+
+def field_name(key: str) -> str:
+    return "cfg__" + key.replace(".", "__")
+
+
+def _form_field(spec: dict[str, Any]) -> forms.Field:
+    tp = spec["type"]
+    args = typing.get_args(tp)
+    optional = type(None) in args
+    if optional:
+        tp = next(a for a in args if a is not type(None))
+    common = {"label": spec["key"], "help_text": spec.get("help", ""), "required": False}
+    default = spec["default"]
+    if spec.get("choices"):
+        return forms.ChoiceField(choices=[(c, c) for c in spec["choices"]], initial=default, **common)
+    if tp is bool:
+        return forms.BooleanField(initial=default, **common)
+    if tp is int:
+        return forms.IntegerField(initial=default, **common)
+    if tp is float:
+        return forms.FloatField(initial=default, **common)
+    if typing.get_origin(tp) is list:
+        return forms.CharField(initial=", ".join(default or []), **common)
+    return forms.CharField(initial=default, **common)
+
+
+def advanced_specs() -> list[dict[str, Any]]:
+    return [s for s in trainer_config.field_specs() if s["key"] not in MANAGED_KEYS]
+
+
+class LaunchForm(forms.Form):
+    name = forms.CharField(max_length=200)
+    method = forms.ChoiceField(choices=METHODS, initial="gad")
+    prompt_set = forms.ModelChoiceField(queryset=PromptSet.objects.none())
+    teacher = forms.ModelChoiceField(
+        queryset=TeacherEndpoint.objects.none(),
+        required=False,
+        help_text="Required when some training prompts have no teacher answer yet.",
+    )
+    student = forms.CharField(
+        max_length=500, help_text="A Hugging Face id (e.g. Qwen/Qwen2.5-3B-Instruct) or a path on the workers."
+    )
+    gpus = forms.IntegerField(min_value=0, max_value=64, initial=1, help_text="0 runs on a CPU worker.")
+    use_lora = forms.BooleanField(required=False, label="Train with LoRA adapters (peft)")
+
+    def __init__(self, team, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.team = team
+        self.fields["prompt_set"].queryset = PromptSet.objects.filter(team=team)
+        self.fields["teacher"].queryset = TeacherEndpoint.objects.filter(team=team)
+        self.advanced = []
+        for spec in advanced_specs():
+            name = field_name(spec["key"])
+            self.fields[name] = _form_field(spec)
+            self.advanced.append(name)
+
+    def advanced_fields(self):
+        return [self[name] for name in self.advanced]
+
+    def clean(self):
+        data = super().clean()
+        problem = teacher_problem(data.get("prompt_set"), data.get("teacher"))
+        if problem:
+            self.add_error("teacher", problem)
+        if data.get("student") and data.get("method"):
+            nested = config_from_fields(data, self.advanced, data.get("use_lora", False))
+            self.configs, errors = build_configs(data["method"], data["student"], nested)
+            for key, message in errors:
+                self.add_error(field_name(key) if field_name(key) in self.fields else None, message)
+        return data
+
+
+def teacher_problem(prompt_set: PromptSet | None, teacher: TeacherEndpoint | None) -> str | None:
+    """Why a teacher is needed, when some training prompts have no answer yet."""
+    if prompt_set is None or teacher is not None:
+        return None
+    missing = prompt_set.prompts.filter(split="train", teacher_response__isnull=True).count()
+    if not missing:
+        return None
+    return (
+        f"{missing:,} of {prompt_set.num_train:,} training prompts have no teacher answer; "
+        "choose a teacher endpoint to collect them."
+    )
+
+
+def build_configs(
+    method: str, student: str, overrides: dict[str, Any]
+) -> tuple[dict[str, dict], list[tuple[str, str]]]:
+    """The validated trainer config of each job to create (two for a pair), or the errors.
+
+    ``overrides`` is a nested mapping of config keys; the managed keys are set here.
+    """
+    managed = sorted(MANAGED_KEYS & set(overrides))
+    if managed:
+        return {}, [(k, f"{k}: is set by GAD Studio, not in the job's config") for k in managed]
+    methods = ["gad", "seqkd"] if method == "pair" else [method]
+    configs: dict[str, dict] = {}
+    errors: list[tuple[str, str]] = []
+    for one in methods:
+        raw = {**overrides, **PLACEHOLDERS, "method": one, "student": student}
+        cfg, problems = trainer_config.validate_dict(raw)
+        errors += [p for p in problems if p not in errors]
+        if cfg is not None:
+            configs[one] = trainer_config.to_dict(cfg)
+    return configs, errors
+
+
+def config_from_fields(data: dict, names: list[str], use_lora: bool) -> dict:
+    """Nested config dict from the flat advanced fields (blank fields keep the default)."""
+    specs = {field_name(s["key"]): s for s in advanced_specs()}
+    nested: dict[str, Any] = {}
+    for name in names:
+        spec = specs[name]
+        value = data.get(name)
+        if spec["key"].startswith("lora.") and not use_lora:
+            continue
+        if value in (None, "") and not isinstance(value, bool):
+            value = spec["default"]
+        if typing.get_origin(spec["type"]) is list and isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        node = nested
+        *parents, leaf = spec["key"].split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    if not use_lora:
+        nested["lora"] = None
+    return nested
+
+
+def initial_from_config(config: dict) -> dict:
+    """Form initial values from a stored job config ("run again with changes")."""
+    initial = {}
+    for spec in advanced_specs():
+        node: Any = config
+        for part in spec["key"].split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if node is None and spec["default"] is not None:
+            continue
+        if isinstance(node, list):
+            node = ", ".join(node)
+        initial[field_name(spec["key"])] = node
+    initial["use_lora"] = bool(config.get("lora"))
+    return initial

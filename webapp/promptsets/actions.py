@@ -1,0 +1,48 @@
+"""Changes to prompt sets: upload (see ingest.py), held-out split, delete."""
+
+from __future__ import annotations
+
+import random
+
+from django.db import transaction
+
+from webapp.jobs.models import ACTIVE_STATUSES
+from webapp.promptsets.models import Prompt, PromptSet, Split
+from webapp.teams.actions import ActionError
+
+
+def _refuse_if_in_use(prompt_set: PromptSet, doing: str) -> None:
+    running = prompt_set.jobs.filter(status__in=ACTIVE_STATUSES).values_list("name", flat=True)
+    names = list(running[:3])
+    if names:
+        raise ActionError(
+            f"Cannot {doing} {prompt_set.name!r}: it is used by running job(s) "
+            f"{', '.join(names)}. Wait for them to finish or cancel them."
+        )
+
+
+def set_test_split(prompt_set: PromptSet, num_test: int, seed: int = 0) -> PromptSet:
+    """Hold out ``num_test`` prompts, chosen at random (seeded), as the test set."""
+    with transaction.atomic():
+        locked = PromptSet.objects.select_for_update().get(pk=prompt_set.pk)
+        _refuse_if_in_use(locked, "change the split of")
+        if not 0 <= num_test < locked.num_prompts:
+            raise ActionError(
+                f"Test prompts must be between 0 and {locked.num_prompts - 1} "
+                f"(the set has {locked.num_prompts}); got {num_test}."
+            )
+        ids = list(locked.prompts.order_by("index").values_list("id", flat=True))
+        chosen = random.Random(seed).sample(ids, num_test)
+        locked.prompts.update(split=Split.TRAIN)
+        for start in range(0, len(chosen), 5000):
+            Prompt.objects.filter(id__in=chosen[start : start + 5000]).update(split=Split.TEST)
+        locked.num_test = num_test
+        locked.save(update_fields=["num_test"])
+    return locked
+
+
+def delete_prompt_set(prompt_set: PromptSet) -> None:
+    with transaction.atomic():
+        locked = PromptSet.objects.select_for_update().get(pk=prompt_set.pk)
+        _refuse_if_in_use(locked, "delete")
+        locked.delete()

@@ -1,0 +1,145 @@
+"""Prompt set pages: list + upload, detail with stats and preview, split, download, delete."""
+
+from __future__ import annotations
+
+import json
+
+from django import forms
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from webapp.promptsets import actions
+from webapp.promptsets.export import jsonl_lines
+from webapp.promptsets.ingest import UploadRejected, ingest
+from webapp.promptsets.models import PromptSet
+from webapp.teams import access
+from webapp.teams.actions import ActionError
+
+
+class UploadForm(forms.Form):
+    name = forms.CharField(max_length=200, required=False, help_text="Defaults to the file name.")
+    file = forms.FileField(help_text="JSONL, CSV with a header, or Parquet.")
+
+
+class SplitForm(forms.Form):
+    num_test = forms.IntegerField(min_value=0, label="Prompts to hold out as a test set")
+    seed = forms.IntegerField(min_value=0, initial=0)
+
+
+def _team(request: HttpRequest, slug: str):
+    team, _ = access.get_team(request.user, slug, roles=access.LAUNCH_ROLES)
+    return team
+
+
+@login_required
+def prompt_sets(request: HttpRequest, slug: str) -> HttpResponse:
+    team = _team(request, slug)
+    form = UploadForm()
+    status = 200
+    problems: list[str] = []
+    if request.method == "POST":
+        # Oversized bodies never get here: UploadLimitMiddleware answers 413 first.
+        form = UploadForm(request.POST, request.FILES)
+        if form.is_valid():
+            try:
+                prompt_set = ingest(
+                    team, request.user, form.cleaned_data["name"], form.cleaned_data["file"]
+                )
+            except UploadRejected as rejected:
+                form.add_error("file", rejected.message)
+                problems = rejected.problems
+                status = rejected.status
+            else:
+                messages.success(
+                    request, f"Imported {prompt_set.num_prompts:,} prompts into {prompt_set}."
+                )
+                return redirect("prompt-set", slug=team.slug, pk=prompt_set.pk)
+        else:
+            status = 422
+    sets = PromptSet.objects.filter(team=team)
+    return render(
+        request,
+        "promptsets/list.html",
+        {"team": team, "prompt_sets": sets, "form": form, "problems": problems},
+        status=status,
+    )
+
+
+@login_required
+def prompt_set_detail(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    team = _team(request, slug)
+    prompt_set = get_object_or_404(PromptSet, team=team, pk=pk)
+    query = request.GET.get("q", "").strip()
+    rows = prompt_set.prompts.order_by("index")
+    if query:
+        rows = rows.filter(text__icontains=query)
+    page = Paginator(rows.only("index", "line", "text", "teacher_response", "split"), 20).get_page(
+        request.GET.get("page")
+    )
+    histograms = {
+        key: prompt_set.stats.get(key, {}) for key in ("prompt_chars", "answer_chars")
+    }
+    return render(
+        request,
+        "promptsets/detail.html",
+        {
+            "team": team,
+            "prompt_set": prompt_set,
+            "page": page,
+            "query": query,
+            "split_form": SplitForm(initial={"num_test": prompt_set.num_test}),
+            "histograms_json": json.dumps(histograms),
+            "jobs": prompt_set.jobs.order_by("-created_at")[:10],
+        },
+    )
+
+
+@login_required
+@require_POST
+def prompt_set_split(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    team = _team(request, slug)
+    prompt_set = get_object_or_404(PromptSet, team=team, pk=pk)
+    form = SplitForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Test prompts: " + " ".join(form.errors.get("num_test", ["invalid"])))
+    else:
+        try:
+            updated = actions.set_test_split(prompt_set, **form.cleaned_data)
+        except ActionError as exc:
+            messages.error(request, str(exc))
+        else:
+            messages.success(
+                request, f"{updated.num_test:,} prompts held out; {updated.num_train:,} for training."
+            )
+    return redirect("prompt-set", slug=team.slug, pk=prompt_set.pk)
+
+
+@login_required
+def prompt_set_download(request: HttpRequest, slug: str, pk: int) -> StreamingHttpResponse:
+    team = _team(request, slug)
+    prompt_set = get_object_or_404(PromptSet, team=team, pk=pk)
+    split = request.GET.get("split") if request.GET.get("split") in ("train", "test") else None
+    response = StreamingHttpResponse(
+        jsonl_lines(prompt_set, split), content_type="application/x-ndjson; charset=utf-8"
+    )
+    suffix = f"-{split}" if split else ""
+    response["Content-Disposition"] = f'attachment; filename="prompt-set-{prompt_set.pk}{suffix}.jsonl"'
+    return response
+
+
+@login_required
+@require_POST
+def prompt_set_delete(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    team = _team(request, slug)
+    prompt_set = get_object_or_404(PromptSet, team=team, pk=pk)
+    try:
+        actions.delete_prompt_set(prompt_set)
+    except ActionError as exc:
+        messages.error(request, str(exc))
+        return redirect("prompt-set", slug=team.slug, pk=prompt_set.pk)
+    messages.success(request, f"Deleted {prompt_set.name}.")
+    return redirect("prompt-sets", slug=team.slug)

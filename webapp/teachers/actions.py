@@ -1,0 +1,251 @@
+"""Every change to teacher endpoints goes through here: pages, the API and the worker.
+
+The API key is write-only: it is encrypted here as it arrives, and only the worker
+decrypts it, right before it calls the teacher. Functions that hold the plain key are
+``sensitive_variables`` so that Django's error reports never show it.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from functools import partial
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError, transaction
+from django.db.models import ProtectedError
+from django.utils import timezone
+from django.views.decorators.debug import sensitive_variables
+
+from webapp.jobs.models import ACTIVE_STATUSES
+from webapp.teachers import crypto, ssrf
+from webapp.teachers.models import ConnectionStatus, TeacherEndpoint
+from webapp.teachers.params import ParamError, clean_params
+from webapp.teams.actions import ActionError
+from webapp.teams.models import Team
+
+TEST_TASK = "gad.test_teacher"
+# A test still pending after this long was lost (the task's hard limit is 90 s), so
+# "Test connection" may enqueue a new one; before that, clicking again is a no-op.
+PENDING_TIMEOUT = timedelta(seconds=120)
+# Shorter keys show no characters at all: four of eight would give away half the key.
+MIN_KEY_FOR_HINT = 12
+MAX_KEY_LENGTH = 1000
+
+
+class InvalidField(ActionError):
+    """A refused value; ``field`` names it (``base_url``, ``params.temperature``...)."""
+
+    def __init__(self, field: str, message: str):
+        self.field = field
+        self.message = message
+        super().__init__(f"{field}: {message}")
+
+
+class NameTaken(InvalidField):
+    """Another endpoint of the team has this name (a conflict: HTTP 409 in the API)."""
+
+
+class InUse(ActionError):
+    """The endpoint cannot be deleted while jobs use it."""
+
+
+def _validated(name: str, base_url: str, model: str, params: Any) -> dict[str, Any]:
+    name, model = (name or "").strip(), (model or "").strip()
+    if not name:
+        raise InvalidField("name", "is required, e.g. 'gpt-4o-mini on OpenAI'")
+    if len(name) > 100:
+        raise InvalidField("name", "is longer than 100 characters")
+    if not model:
+        raise InvalidField("model", "is required: the model name the API expects, e.g. gpt-4o")
+    if len(model) > 200:
+        raise InvalidField("model", "is longer than 200 characters")
+    if len((base_url or "").strip()) > 500:
+        raise InvalidField("base_url", "is longer than 500 characters")
+    try:
+        base_url = ssrf.check_base_url(base_url or "")
+        params = clean_params(params)
+    except (ssrf.UnsafeURL, ParamError) as exc:
+        raise InvalidField(exc.field, exc.message) from None
+    return {"name": name, "base_url": base_url, "model": model, "params": params}
+
+
+@sensitive_variables("api_key", "plain")
+def _set_key(endpoint: TeacherEndpoint, api_key: str) -> None:
+    plain = api_key.strip()
+    if len(plain) > MAX_KEY_LENGTH:
+        raise InvalidField("api_key", f"is longer than {MAX_KEY_LENGTH} characters")
+    if not plain.isascii() or not plain.isprintable() or " " in plain:
+        raise InvalidField(
+            "api_key", "contains spaces, line breaks or non-ASCII characters; paste the key alone"
+        )
+    endpoint.api_key_encrypted = crypto.encrypt(plain)
+    endpoint.api_key_last4 = plain[-4:] if len(plain) >= MIN_KEY_FOR_HINT else ""
+
+
+def _clear_key(endpoint: TeacherEndpoint) -> None:
+    endpoint.api_key_encrypted = ""
+    endpoint.api_key_last4 = ""
+
+
+def _clear_test(endpoint: TeacherEndpoint) -> None:
+    endpoint.test_status = ""
+    endpoint.test_latency_ms = None
+    endpoint.test_error = ""
+    endpoint.test_error_kind = ""
+    endpoint.test_requested_at = None
+    endpoint.tested_at = None
+
+
+def _save(endpoint: TeacherEndpoint) -> None:
+    try:
+        with transaction.atomic():  # a savepoint: the caller's transaction stays usable
+            endpoint.save()
+    except IntegrityError:
+        taken = TeacherEndpoint.objects.filter(team_id=endpoint.team_id, name=endpoint.name)
+        if taken.exclude(pk=endpoint.pk).exists():
+            raise NameTaken(
+                "name",
+                f"the team already has a teacher named {endpoint.name!r}; choose another name",
+            ) from None
+        raise
+
+
+def _name_taken(team_id: int, name: str, exclude_pk: int | None = None) -> None:
+    # Checked first for a friendly message; the unique constraint still decides races.
+    if TeacherEndpoint.objects.filter(team_id=team_id, name=name).exclude(pk=exclude_pk).exists():
+        raise NameTaken("name", f"the team already has a teacher named {name!r}; choose another")
+
+
+@sensitive_variables("api_key")
+def create_endpoint(
+    team: Team,
+    user: AbstractBaseUser | None,
+    *,
+    name: str,
+    base_url: str,
+    model: str,
+    api_key: str | None = None,
+    params: dict[str, Any] | None = None,
+) -> TeacherEndpoint:
+    values = _validated(name, base_url, model, params)
+    _name_taken(team.pk, values["name"])
+    endpoint = TeacherEndpoint(team=team, created_by=user, **values)
+    if api_key and api_key.strip():
+        _set_key(endpoint, api_key)
+    _save(endpoint)
+    return endpoint
+
+
+@sensitive_variables("api_key")
+def update_endpoint(
+    endpoint: TeacherEndpoint,
+    *,
+    name: str,
+    base_url: str,
+    model: str,
+    params: dict[str, Any] | None,
+    api_key: str | None = None,
+    remove_key: bool = False,
+) -> TeacherEndpoint:
+    """Change the endpoint. A blank ``api_key`` keeps the stored key; ``remove_key`` drops it.
+
+    A change to where or how it connects forgets the last test result (a test still
+    running then finds its row no longer pending and discards what it measured).
+    """
+    new_key = (api_key or "").strip()
+    if new_key and remove_key:
+        raise InvalidField(
+            "api_key", "either enter a new key or tick 'remove key', not both"
+        )
+    values = _validated(name, base_url, model, params)
+    _name_taken(endpoint.team_id, values["name"], exclude_pk=endpoint.pk)
+    with transaction.atomic():
+        row = TeacherEndpoint.objects.select_for_update().get(pk=endpoint.pk)
+        before = (row.base_url, row.model, row.params, row.api_key_encrypted)
+        for field, value in values.items():
+            setattr(row, field, value)
+        if new_key:
+            _set_key(row, new_key)
+        elif remove_key:
+            _clear_key(row)
+        if (row.base_url, row.model, row.params, row.api_key_encrypted) != before:
+            _clear_test(row)
+        _save(row)
+    return row
+
+
+def delete_endpoint(endpoint: TeacherEndpoint) -> None:
+    with transaction.atomic():
+        row = TeacherEndpoint.objects.select_for_update().get(pk=endpoint.pk)
+        active = list(row.jobs.filter(status__in=ACTIVE_STATUSES).values_list("name", flat=True))
+        if active:
+            names = ", ".join(repr(n) for n in active[:3]) + (" …" if len(active) > 3 else "")
+            raise InUse(
+                f"Teacher {row.name!r} is used by {len(active)} active job(s) ({names}); "
+                "cancel them or wait until they finish, then delete it."
+            )
+        try:
+            row.delete()
+        except ProtectedError as exc:
+            raise InUse(
+                f"Teacher {row.name!r} is kept by {len(exc.protected_objects)} past job(s) "
+                "that used it, so it cannot be deleted."
+            ) from None
+
+
+def request_test(endpoint: TeacherEndpoint) -> bool:
+    """Mark the endpoint's test pending and enqueue it; False if one is already running."""
+    now = timezone.now()
+    with transaction.atomic():
+        started = (
+            TeacherEndpoint.objects.filter(pk=endpoint.pk)
+            .exclude(
+                test_status=ConnectionStatus.PENDING,
+                test_requested_at__gt=now - PENDING_TIMEOUT,
+            )
+            .update(
+                test_status=ConnectionStatus.PENDING,
+                test_requested_at=now,
+                test_latency_ms=None,
+                test_error="",
+                test_error_kind="",
+            )
+        )
+        if started:
+            transaction.on_commit(partial(_enqueue_test, endpoint.pk))
+    endpoint.refresh_from_db()
+    return bool(started)
+
+
+def _enqueue_test(endpoint_id: int) -> None:
+    # By name: the web process does not import worker code (worker/teachers.py).
+    from webapp.celery import app
+
+    app.send_task(TEST_TASK, args=[endpoint_id])
+
+
+def record_test_ok(endpoint_id: int, latency_ms: int) -> bool:
+    """Write a successful test; False if the row is no longer waiting for one."""
+    return bool(
+        TeacherEndpoint.objects.filter(pk=endpoint_id, test_status=ConnectionStatus.PENDING).update(
+            test_status=ConnectionStatus.OK,
+            test_latency_ms=latency_ms,
+            test_error="",
+            test_error_kind="",
+            tested_at=timezone.now(),
+        )
+    )
+
+
+def record_test_error(endpoint_id: int, kind: str, message: str) -> bool:
+    """Write a failed test with its kind (transient / prompt / run) and message."""
+    return bool(
+        TeacherEndpoint.objects.filter(pk=endpoint_id, test_status=ConnectionStatus.PENDING).update(
+            test_status=ConnectionStatus.ERROR,
+            test_latency_ms=None,
+            test_error=message[:2000],
+            test_error_kind=kind,
+            tested_at=timezone.now(),
+        )
+    )

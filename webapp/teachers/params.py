@@ -1,0 +1,66 @@
+"""Default sampling parameters of a teacher endpoint, validated in one place.
+
+Pages send strings and the API sends JSON numbers; both come through ``clean_params``
+so that a bad value gets the same message, naming the field, wherever it came from.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+# name: (kind, lowest, highest, help shown in messages)
+RULES: dict[str, tuple[type, float, float, str]] = {
+    "temperature": (float, 0.0, 2.0, "a number from 0 to 2"),
+    "top_p": (float, 0.0, 1.0, "a number above 0 and at most 1"),
+    "max_tokens": (int, 1, 1_000_000, "a whole number from 1 to 1000000"),
+    "seed": (int, -(2**63), 2**63 - 1, "a whole number"),
+}
+
+
+class ParamError(ValueError):
+    def __init__(self, field: str, message: str):
+        self.field = field  # "params.temperature"
+        self.message = message
+        super().__init__(f"{field}: {message}")
+
+
+def clean_params(raw: dict[str, Any] | None) -> dict[str, float | int]:
+    """The params with blanks and nulls dropped; raise ``ParamError`` for the first bad one."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ParamError("params", "must be an object such as {\"temperature\": 0.7}")
+    unknown = sorted(set(raw) - set(RULES))
+    if unknown:
+        raise ParamError(
+            f"params.{unknown[0]}", f"unknown parameter; the valid ones are {', '.join(RULES)}"
+        )
+    clean: dict[str, float | int] = {}
+    for name, (kind, low, high, wanted) in RULES.items():
+        value = raw.get(name)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            continue
+        number = _number(value, kind)
+        if number is None or not low <= number <= high or (name == "top_p" and number == 0):
+            raise ParamError(f"params.{name}", f"{value!r} is not valid; use {wanted}")
+        clean[name] = number
+    return clean
+
+
+def _number(value: Any, kind: type) -> float | int | None:
+    if isinstance(value, bool):
+        return None  # True is an int to Python, never a temperature to a person
+    if isinstance(value, str):
+        try:
+            value = float(value.strip()) if kind is float else int(value.strip())
+        except ValueError:
+            return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if kind is int:
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        return value if isinstance(value, int) else None
+    return float(value) if isinstance(value, int | float) else None
+

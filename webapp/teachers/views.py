@@ -1,0 +1,183 @@
+"""Teacher endpoint pages: list, create, detail + edit, delete, test connection, status."""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.debug import sensitive_post_parameters
+from django.views.decorators.http import require_GET, require_POST
+
+from webapp.teachers import actions
+from webapp.teachers.models import TeacherEndpoint
+from webapp.teachers.params import RULES
+from webapp.teams import access
+from webapp.teams.models import Team
+
+PARAM_HELP = {name: f"Blank: the server's default. Otherwise {rule[3]}." for name, rule in RULES.items()}
+
+
+class TeacherForm(forms.Form):
+    name = forms.CharField(max_length=100, help_text="How the team will recognise it.")
+    base_url = forms.CharField(
+        label="Base URL",
+        max_length=500,
+        help_text="Where the OpenAI-compatible API starts, usually ending in /v1, "
+        "e.g. https://api.openai.com/v1.",
+    )
+    model = forms.CharField(max_length=200, help_text="The model name the API expects.")
+    api_key = forms.CharField(
+        label="API key",
+        required=False,
+        max_length=actions.MAX_KEY_LENGTH,
+        # Never rendered back, not even after a validation error.
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="Stored encrypted; pages only ever show its last 4 characters. "
+        "Leave blank for servers that need none.",
+    )
+    temperature = forms.CharField(required=False, max_length=40, help_text=PARAM_HELP["temperature"])
+    top_p = forms.CharField(
+        label="Top p", required=False, max_length=40, help_text=PARAM_HELP["top_p"]
+    )
+    max_tokens = forms.CharField(
+        label="Max tokens", required=False, max_length=40, help_text=PARAM_HELP["max_tokens"]
+    )
+    seed = forms.CharField(required=False, max_length=40, help_text=PARAM_HELP["seed"])
+
+    def params(self) -> dict[str, str]:
+        # Strings as typed: actions.clean_params checks them for pages and API alike.
+        return {name: self.cleaned_data[name] for name in RULES if self.cleaned_data.get(name)}
+
+    def show_error(self, exc: actions.InvalidField) -> None:
+        field = exc.field.removeprefix("params.")
+        self.add_error(field if field in self.fields else None, str(exc))
+
+
+class EditTeacherForm(TeacherForm):
+    remove_key = forms.BooleanField(
+        label="Remove the stored key",
+        required=False,
+        widget=forms.CheckboxInput(attrs={"style": "width:auto"}),
+    )
+
+    def __init__(self, *args, endpoint: TeacherEndpoint, **kwargs):
+        initial = {
+            "name": endpoint.name,
+            "base_url": endpoint.base_url,
+            "model": endpoint.model,
+            **{name: endpoint.params.get(name, "") for name in RULES},
+        }
+        super().__init__(*args, initial=initial, **kwargs)
+        if endpoint.has_key:
+            self.fields["api_key"].help_text = (
+                f"Leave blank to keep the stored key ({endpoint.api_key_hint})."
+            )
+        else:
+            self.fields["api_key"].help_text = "No key is stored. Enter one if the server needs it."
+            del self.fields["remove_key"]
+
+
+def _team(request: HttpRequest, slug: str) -> Team:
+    team, _ = access.get_team(request.user, slug, roles=access.LAUNCH_ROLES)
+    return team
+
+
+def _endpoint(request: HttpRequest, slug: str, pk: int) -> TeacherEndpoint:
+    team = _team(request, slug)
+    return get_object_or_404(
+        TeacherEndpoint.objects.select_related("team", "created_by"), team=team, pk=pk
+    )
+
+
+@login_required
+@require_GET
+def teachers(request: HttpRequest, slug: str) -> HttpResponse:
+    team = _team(request, slug)
+    rows = TeacherEndpoint.objects.filter(team=team).order_by("name")
+    return render(request, "teachers/list.html", {"team": team, "teachers": rows})
+
+
+@login_required
+@sensitive_post_parameters("api_key")
+def teacher_create(request: HttpRequest, slug: str) -> HttpResponse:
+    team = _team(request, slug)
+    form = TeacherForm(request.POST if request.method == "POST" else None)
+    if form.is_bound and form.is_valid():
+        data = form.cleaned_data
+        try:
+            endpoint = actions.create_endpoint(
+                team,
+                request.user,
+                name=data["name"],
+                base_url=data["base_url"],
+                model=data["model"],
+                api_key=data["api_key"],
+                params=form.params(),
+            )
+        except actions.InvalidField as exc:
+            form.show_error(exc)
+        else:
+            messages.success(request, f"Teacher {endpoint.name} saved. Test its connection.")
+            return redirect("teacher", slug=team.slug, pk=endpoint.pk)
+    status = 422 if form.is_bound else 200
+    return render(request, "teachers/create.html", {"team": team, "form": form}, status=status)
+
+
+@login_required
+@sensitive_post_parameters("api_key")
+def teacher_detail(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    endpoint = _endpoint(request, slug, pk)
+    bound = request.POST if request.method == "POST" else None
+    form = EditTeacherForm(bound, endpoint=endpoint)
+    if form.is_bound and form.is_valid():
+        data = form.cleaned_data
+        try:
+            endpoint = actions.update_endpoint(
+                endpoint,
+                name=data["name"],
+                base_url=data["base_url"],
+                model=data["model"],
+                params=form.params(),
+                api_key=data["api_key"],
+                remove_key=data.get("remove_key", False),
+            )
+        except actions.InvalidField as exc:
+            form.show_error(exc)
+        else:
+            messages.success(request, f"Teacher {endpoint.name} saved.")
+            return redirect("teacher", slug=endpoint.team.slug, pk=endpoint.pk)
+    status = 422 if form.is_bound else 200
+    context = {"team": endpoint.team, "endpoint": endpoint, "form": form}
+    return render(request, "teachers/detail.html", context, status=status)
+
+
+@login_required
+@require_POST
+def teacher_delete(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    endpoint = _endpoint(request, slug, pk)
+    try:
+        actions.delete_endpoint(endpoint)
+    except actions.InUse as exc:
+        messages.error(request, str(exc))
+        return redirect("teacher", slug=endpoint.team.slug, pk=endpoint.pk)
+    messages.success(request, f"Teacher {endpoint.name} deleted.")
+    return redirect("teachers", slug=endpoint.team.slug)
+
+
+@login_required
+@require_POST
+def teacher_test(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    endpoint = _endpoint(request, slug, pk)
+    if not actions.request_test(endpoint):
+        messages.info(request, "A test of this teacher is already running.")
+    return redirect("teacher", slug=endpoint.team.slug, pk=endpoint.pk)
+
+
+@login_required
+@require_GET
+def teacher_status(request: HttpRequest, slug: str, pk: int) -> JsonResponse:
+    """The last test's result, polled by the detail page while a test is pending."""
+    return JsonResponse(_endpoint(request, slug, pk).last_test())
+

@@ -1,0 +1,87 @@
+"""Teacher endpoint tasks: "Test connection" asks the teacher one short question.
+
+The task re-checks the base URL against the SSRF rules right before connecting (DNS
+may have changed since the endpoint was saved), decrypts the key only here, and
+goes through ``trainer.teacher.ask`` like every other teacher call, so its errors
+carry the same kinds: transient (try again), prompt (this request refused), run
+(the endpoint is unusable as configured).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from celery.exceptions import SoftTimeLimitExceeded
+
+from trainer.teacher import Answer, RetryPolicy, Sampling, TeacherError, TeacherSpec, ask, make_client
+from webapp.celery import app
+from webapp.teachers import actions, crypto, ssrf
+from webapp.teachers.models import KEY_MASK, ConnectionStatus, ErrorKind, TeacherEndpoint
+from webapp.teachers.params import RULES
+
+log = logging.getLogger(__name__)
+
+TEST_MESSAGES = [{"role": "user", "content": "Reply with the single word OK."}]
+TEST_MAX_TOKENS = 8
+# Well inside the task's soft limit (60 s), so a slow teacher is reported as such.
+TEST_TIMEOUT_S = 30.0
+# One attempt and no back-off sleep: the person waiting wants the first answer.
+ONE_TRY = RetryPolicy(max_attempts=1, base_delay=0.0, max_delay=0.0)
+
+
+def sampling_for(params: dict[str, Any], **override: Any) -> Sampling:
+    """The trainer's Sampling for an endpoint's stored params; ``override`` wins."""
+    return Sampling(**({name: params.get(name) for name in RULES} | override))
+
+
+@app.task(name=actions.TEST_TASK, soft_time_limit=60, time_limit=90, acks_late=True)
+def run_teacher_test(endpoint_id: int) -> str:
+    """Test one endpoint; write ok + latency or the typed error onto its row."""
+    endpoint = TeacherEndpoint.objects.filter(pk=endpoint_id).first()
+    if endpoint is None or endpoint.test_status != ConnectionStatus.PENDING:
+        return "skipped"  # deleted, edited since, or already answered (a redelivery)
+    api_key = ""
+    try:
+        ssrf.check_base_url(endpoint.base_url)
+        if endpoint.has_key:
+            api_key = crypto.decrypt(endpoint.api_key_encrypted)
+        spec = TeacherSpec(
+            base_url=endpoint.base_url,
+            model=endpoint.model,
+            api_key=api_key,
+            sampling=sampling_for(endpoint.params, max_tokens=TEST_MAX_TOKENS),
+            timeout=TEST_TIMEOUT_S,
+            api_key_name=f"the API key of teacher {endpoint.name!r}",
+        )
+        answer = asyncio.run(_ask_once(spec))
+    except (ssrf.UnsafeURL, crypto.KeyUnreadable) as exc:
+        return _failed(endpoint, ErrorKind.RUN, str(exc), api_key)
+    except TeacherError as exc:
+        return _failed(endpoint, exc.scope, str(exc), api_key)
+    except SoftTimeLimitExceeded:
+        return _failed(
+            endpoint, ErrorKind.TRANSIENT, "the test took longer than 60 s; try again", api_key
+        )
+    latency_ms = max(1, round(answer.latency_s * 1000))
+    actions.record_test_ok(endpoint.pk, latency_ms)
+    log.info("teacher %s (%s): test ok in %d ms", endpoint.pk, endpoint.model, latency_ms)
+    return "ok"
+
+
+async def _ask_once(spec: TeacherSpec) -> Answer:
+    client = make_client(spec)
+    try:
+        return await ask(client, spec, TEST_MESSAGES, retry=ONE_TRY)
+    finally:
+        await client.close()
+
+
+def _failed(endpoint: TeacherEndpoint, kind: str, message: str, api_key: str) -> str:
+    # A server may echo the key in its error text; store what the pages may show.
+    if api_key:
+        message = message.replace(api_key, KEY_MASK + endpoint.api_key_last4)
+    actions.record_test_error(endpoint.pk, kind, message)
+    log.info("teacher %s (%s): test failed (%s): %s", endpoint.pk, endpoint.model, kind, message)
+    return "error"
