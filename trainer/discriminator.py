@@ -47,7 +47,9 @@ class Discriminator(nn.Module):
         ).last_hidden_state
         rows = torch.arange(hidden.shape[0], device=hidden.device)
         last = hidden[rows, batch.last_index]  # [R, H]
-        return self.head(last.float()).squeeze(-1)
+        # fp32 head even under bf16 autocast: rewards differ by less than bf16's 1/128 step
+        with torch.autocast(device_type=last.device.type, enabled=False):
+            return self.head(last.float()).squeeze(-1)
 
     def save(self, out: str | Path) -> None:
         """HF-format backbone (or its LoRA adapter) + the head in safetensors."""

@@ -15,7 +15,15 @@ from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 
-from trainer.teacher import Answer, RetryPolicy, Sampling, TeacherError, TeacherSpec, ask, make_client
+from trainer.teacher import (
+    Answer,
+    RetryPolicy,
+    Sampling,
+    TeacherError,
+    TeacherSpec,
+    ask,
+    make_client,
+)
 from webapp.celery import app
 from webapp.teachers import actions, crypto, ssrf
 from webapp.teachers.models import KEY_MASK, ConnectionStatus, ErrorKind, TeacherEndpoint

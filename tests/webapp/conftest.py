@@ -32,10 +32,9 @@ def personas(db, tmp_path) -> Personas:
 
     Acme owns a prompt set, a queued job on it, and a checkpoint of that job.
     """
-    from tests.webapp.factories import make_checkpoint, make_job, make_prompt_set
-
     from django.contrib.auth import get_user_model
 
+    from tests.webapp.factories import make_checkpoint, make_job, make_prompt_set
     from webapp.teams.actions import create_team, set_membership
     from webapp.teams.models import Role
 

@@ -11,13 +11,20 @@ from webapp.promptsets.models import Prompt, PromptSet
 
 def make_prompt_set(team, n: int = 3, with_teacher: bool = True, name: str = "chat") -> PromptSet:
     prompt_set = PromptSet.objects.create(
-        team=team, name=name, source_name=f"{name}.jsonl", num_prompts=n,
+        team=team,
+        name=name,
+        source_name=f"{name}.jsonl",
+        num_prompts=n,
         num_with_teacher=n if with_teacher else 0,
     )
     Prompt.objects.bulk_create(
         Prompt(
-            prompt_set=prompt_set, index=i, line=i + 1, messages=[{"role": "user", "content": f"q{i}"}],
-            text=f"user: q{i}", prompt_hash=prompt_hash([{"role": "user", "content": f"q{i}"}]),
+            prompt_set=prompt_set,
+            index=i,
+            line=i + 1,
+            messages=[{"role": "user", "content": f"q{i}"}],
+            text=f"user: q{i}",
+            prompt_hash=prompt_hash([{"role": "user", "content": f"q{i}"}]),
             teacher_response=f"a{i}" if with_teacher else None,
         )
         for i in range(n)
@@ -27,9 +34,14 @@ def make_prompt_set(team, n: int = 3, with_teacher: bool = True, name: str = "ch
 
 def make_job(team, prompt_set=None, status: str = "queued", **fields) -> Job:
     return Job.objects.create(
-        team=team, name=fields.pop("name", "job"), method=fields.pop("method", "gad"),
-        prompt_set=prompt_set, student="tiny-student", status=status,
-        config={"method": "gad", "save_every": 50}, **fields,
+        team=team,
+        name=fields.pop("name", "job"),
+        method=fields.pop("method", "gad"),
+        prompt_set=prompt_set,
+        student="tiny-student",
+        status=status,
+        config={"method": "gad", "save_every": 50},
+        **fields,
     )
 
 

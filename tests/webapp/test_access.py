@@ -65,7 +65,41 @@ TEAM_URLS = [
         {"pk": "checkpoint"},
         {"owner": REDIRECT, "member": REDIRECT, "annotator": FORBIDDEN},
     ),
+    # Teacher endpoints ("teacher": a TeacherEndpoint of the team, from OBJECT_FACTORIES).
+    ("teachers", "get", {}, {"owner": OK, "member": OK, "annotator": FORBIDDEN}),
+    ("teacher-create", "get", {}, {"owner": OK, "member": OK, "annotator": FORBIDDEN}),
+    ("teacher-create", "post", {}, {"owner": 422, "member": 422, "annotator": FORBIDDEN}),
+    ("teacher", "get", {"pk": "teacher"}, {"owner": OK, "member": OK, "annotator": FORBIDDEN}),
+    ("teacher", "post", {"pk": "teacher"}, {"owner": 422, "member": 422, "annotator": FORBIDDEN}),
+    (
+        "teacher-delete",
+        "post",
+        {"pk": "teacher"},
+        {"owner": REDIRECT, "member": REDIRECT, "annotator": FORBIDDEN},
+    ),
+    (
+        "teacher-test",
+        "post",
+        {"pk": "teacher"},
+        {"owner": REDIRECT, "member": REDIRECT, "annotator": FORBIDDEN},
+    ),
+    (
+        "teacher-status",
+        "get",
+        {"pk": "teacher"},
+        {"owner": OK, "member": OK, "annotator": FORBIDDEN},
+    ),
 ]
+
+
+def _teacher(personas):
+    from tests.webapp.test_teachers import make_endpoint
+
+    return make_endpoint(personas.team)
+
+
+# Extra kwargs name a persona attribute or, here, a kind of team-owned object made per request.
+OBJECT_FACTORIES = {"teacher": _teacher}
 
 
 def _named_patterns(resolver: URLResolver, prefix: str = ""):
@@ -86,7 +120,8 @@ def _request(client, personas, name, method, extra, slug):
 
     kwargs = {"slug": slug}
     for key, value in extra.items():
-        kwargs[key] = getattr(personas, value).pk
+        factory = OBJECT_FACTORIES.get(value)
+        kwargs[key] = (factory(personas) if factory else getattr(personas, value)).pk
     url = reverse(name, kwargs=kwargs)
     if method == "post":
         return client.post(url, {"user": "nobody-such", "role": "member"})

@@ -60,7 +60,13 @@ def dns(monkeypatch):
             if table[host] is None:
                 raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
             return [
-                (socket.AF_INET6 if ":" in ip else socket.AF_INET, socket.SOCK_STREAM, 6, "", (ip, port))
+                (
+                    socket.AF_INET6 if ":" in ip else socket.AF_INET,
+                    socket.SOCK_STREAM,
+                    6,
+                    "",
+                    (ip, port),
+                )
                 for ip in table[host]
             ]
         try:
@@ -182,9 +188,7 @@ def test_duplicate_name_in_a_team_is_refused_on_the_page(login, personas):
         ("top_p", "0", "params.top_p"),
     ],
 )
-def test_bad_sampling_params_get_a_message_naming_the_field(
-    login, personas, field, value, message
-):
+def test_bad_sampling_params_get_a_message_naming_the_field(login, personas, field, value, message):
     response = login(personas.member).post(
         url("teacher-create", personas.team), form_data(**{field: value})
     )
@@ -244,6 +248,7 @@ def test_test_connection_marks_pending_and_the_page_polls_the_status_url(
         client.post(url("teacher-test", personas.team, endpoint))
     assert callbacks == []
     # ...unless the first one was lost long ago.
+    endpoint.refresh_from_db()
     TeacherEndpoint.objects.filter(pk=endpoint.pk).update(
         test_requested_at=endpoint.test_requested_at - timedelta(minutes=5)
     )
@@ -287,7 +292,9 @@ def test_key_never_appears_in_pages_api_responses_or_logs(client, login, persona
     api = post_json(client, "/api/v1/teachers", body | {"api_key": KEY}, token)
     assert api.status_code == 201
     seen.append(api.content.decode())
-    seen.append(post_json(client, "/api/v1/teachers", body | {"api_key": KEY}, token).content.decode())
+    seen.append(
+        post_json(client, "/api/v1/teachers", body | {"api_key": KEY}, token).content.decode()
+    )
     for path in ("/api/v1/teachers", f"/api/v1/teachers/{endpoint.pk}"):
         seen.append(client.get(path, **token).content.decode())
     seen.append(client.post(f"/api/v1/teachers/{endpoint.pk}/test", **token).content.decode())
@@ -321,21 +328,31 @@ def test_a_short_key_shows_no_characters(personas):
     assert endpoint.api_key_hint == "••••"
 
 
-def test_error_page_hides_the_key_posted_and_held_in_locals(login, personas, settings, monkeypatch):
+@pytest.mark.parametrize("debug", [True, False])
+def test_error_pages_hide_the_key_posted_and_held_in_locals(
+    client, login, personas, token, settings, monkeypatch, debug
+):
     """DEBUG's technical 500 page lists POST data and every frame's locals."""
-    settings.DEBUG = True
+    settings.DEBUG = debug
 
     def broken_cipher():
         raise RuntimeError("cipher unavailable")
 
     monkeypatch.setattr(crypto, "_fernet", broken_cipher)
-    client = login(personas.member)
+    page = login(personas.member)
+    page.raise_request_exception = False
+    body = {"team": "acme", "name": "api", "base_url": "http://localhost:1/v1", "model": "m"}
     client.raise_request_exception = False
-    response = client.post(url("teacher-create", personas.team), form_data())
-    assert response.status_code == 500
-    body = response.content.decode()
-    assert "cipher unavailable" in body, "the technical page was rendered"
-    assert KEY not in body
+    responses = [
+        page.post(url("teacher-create", personas.team), form_data()),
+        page.post(url("teacher", personas.team, make_endpoint(personas.team)), form_data()),
+        post_json(client, "/api/v1/teachers", body | {"api_key": KEY}, token),
+    ]
+    for response in responses:
+        assert response.status_code == 500
+        text = response.content.decode()
+        assert ("cipher unavailable" in text) is debug, "the technical page when DEBUG"
+        assert KEY not in text
 
 
 def test_wrong_field_key_says_what_to_do(personas, settings):
@@ -374,10 +391,14 @@ def test_unsafe_base_urls_are_refused_naming_the_field(dns, base_url, message):
 
 def test_a_name_is_refused_when_any_of_its_addresses_is_private(dns):
     dns["teacher.example.org"] = [PUBLIC_IP, "10.1.2.3"]
-    with pytest.raises(ssrf.UnsafeURL, match=r"teacher.example.org \(10.1.2.3\) resolves to a private"):
+    with pytest.raises(
+        ssrf.UnsafeURL, match=r"teacher.example.org \(10.1.2.3\) resolves to a private"
+    ):
         ssrf.check_base_url("https://teacher.example.org/v1")
     dns["teacher.example.org"] = [PUBLIC_IP, "2606:2800:220:1:248:1893:25c8:1946"]
-    assert ssrf.check_base_url(" https://teacher.example.org/v1 ") == "https://teacher.example.org/v1"
+    assert (
+        ssrf.check_base_url(" https://teacher.example.org/v1 ") == "https://teacher.example.org/v1"
+    )
 
 
 def test_a_name_that_does_not_resolve_is_refused(dns):
@@ -503,7 +524,9 @@ def test_api_creates_lists_and_gets_a_teacher(client, personas, token):
     got = client.get(f"/api/v1/teachers/{created['id']}", **token).json()
     assert got["id"] == created["id"] and got["api_key_hint"] == HINT
 
-    keyless = post_json(client, "/api/v1/teachers", body | {"name": "nokey", "api_key": None}, token)
+    keyless = post_json(
+        client, "/api/v1/teachers", body | {"name": "nokey", "api_key": None}, token
+    )
     assert keyless.json()["api_key_hint"] is None
 
 
@@ -551,7 +574,11 @@ def test_api_validation_errors_name_the_field(client, personas, token, change, s
 
 def test_api_schema_lists_the_teacher_endpoints(client, db):
     paths = client.get("/api/v1/openapi.json").json()["paths"]
-    assert {"/api/v1/teachers", "/api/v1/teachers/{teacher_id}", "/api/v1/teachers/{teacher_id}/test"} <= set(paths)
+    assert {
+        "/api/v1/teachers",
+        "/api/v1/teachers/{teacher_id}",
+        "/api/v1/teachers/{teacher_id}/test",
+    } <= set(paths)
 
 
 # ---------------------------------------------------------------------------- the task

@@ -8,6 +8,7 @@ a resume needs to continue exactly (GAD.md pitfall 5).
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import random
@@ -98,8 +99,10 @@ def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr
 
 
+@functools.lru_cache(maxsize=2)
 def epoch_order(n: int, seed: int, stage: int, epoch: int) -> list[int]:
-    """Shuffled example order of one epoch; uses its own RNG so sampling can't shift it."""
+    """Shuffled example order of one epoch; uses its own RNG so sampling can't shift it.
+    Cached: the loop asks for it every step. Callers must not mutate the list."""
     order = list(range(n))
     random.Random(f"{seed}/{stage}/{epoch}").shuffle(order)
     return order

@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from ninja import Router, Schema
+from ninja import Status as HttpStatus
 
 from webapp.api.common import ApiError, team_for
 from webapp.jobs import actions
@@ -127,7 +128,9 @@ def launch_job(request, payload: JobIn):
     if payload.teacher is not None:
         teacher = TeacherEndpoint.objects.filter(team=team, pk=payload.teacher).first()
         if teacher is None:
-            raise ApiError(422, f"teacher: no teacher endpoint {payload.teacher} in team {team.slug}")
+            raise ApiError(
+                422, f"teacher: no teacher endpoint {payload.teacher} in team {team.slug}"
+            )
     problem = teacher_problem(prompt_set, teacher)
     if problem:
         raise ApiError(422, f"teacher: {problem}")
@@ -141,7 +144,7 @@ def launch_job(request, payload: JobIn):
         jobs = actions.launch(team, request.user, launch)
     except QuotaExceeded as refused:
         raise ApiError(429, str(refused), "quota_exceeded") from None
-    return 201, {"id": jobs[0].pk, "status": jobs[0].status, "pair": jobs[0].pair_id}
+    return HttpStatus(201, {"id": jobs[0].pk, "status": jobs[0].status, "pair": jobs[0].pair_id})
 
 
 @router.get("/jobs", response=list[JobOut], summary="Jobs of your teams, newest first")

@@ -16,7 +16,11 @@ from webapp.teachers.models import TeacherEndpoint
 
 # Keys the launch form sets itself (or the worker does), not the user.
 MANAGED_KEYS = {"method", "student", "train_file", "output_dir", "resume", "discriminator"}
-METHODS = [("gad", "GAD"), ("seqkd", "SeqKD"), ("pair", "GAD + SeqKD pair (same prompts and budget)")]
+METHODS = [
+    ("gad", "GAD"),
+    ("seqkd", "SeqKD"),
+    ("pair", "GAD + SeqKD pair (same prompts and budget)"),
+]
 # Placeholders the worker replaces with the job's exported prompts and work dir.
 PLACEHOLDERS = {"train_file": "prompts.jsonl", "output_dir": "run"}
 
@@ -34,7 +38,9 @@ def _form_field(spec: dict[str, Any]) -> forms.Field:
     common = {"label": spec["key"], "help_text": spec.get("help", ""), "required": False}
     default = spec["default"]
     if spec.get("choices"):
-        return forms.ChoiceField(choices=[(c, c) for c in spec["choices"]], initial=default, **common)
+        return forms.ChoiceField(
+            choices=[(c, c) for c in spec["choices"]], initial=default, **common
+        )
     if tp is bool:
         return forms.BooleanField(initial=default, **common)
     if tp is int:
@@ -60,9 +66,12 @@ class LaunchForm(forms.Form):
         help_text="Required when some training prompts have no teacher answer yet.",
     )
     student = forms.CharField(
-        max_length=500, help_text="A Hugging Face id (e.g. Qwen/Qwen2.5-3B-Instruct) or a path on the workers."
+        max_length=500,
+        help_text="A Hugging Face id (e.g. Qwen/Qwen2.5-3B-Instruct) or a path on the workers.",
     )
-    gpus = forms.IntegerField(min_value=0, max_value=64, initial=1, help_text="0 runs on a CPU worker.")
+    gpus = forms.IntegerField(
+        min_value=0, max_value=64, initial=1, help_text="0 runs on a CPU worker."
+    )
     use_lora = forms.BooleanField(required=False, label="Train with LoRA adapters (peft)")
 
     def __init__(self, team, *args, **kwargs):

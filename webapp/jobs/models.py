@@ -46,12 +46,19 @@ class Job(models.Model):
         "promptsets.PromptSet", null=True, on_delete=models.SET_NULL, related_name="jobs"
     )
     teacher = models.ForeignKey(
-        "teachers.TeacherEndpoint", null=True, blank=True, on_delete=models.SET_NULL,
+        "teachers.TeacherEndpoint",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
         related_name="jobs",
     )
     student = models.CharField(max_length=500, help_text="HF hub id or a path on the workers.")
     pair = models.ForeignKey(
-        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
         help_text="The other job of a GAD + SeqKD pair.",
     )
     cancel_requested = models.BooleanField(default=False)

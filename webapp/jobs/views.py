@@ -78,7 +78,7 @@ def job_launch(request: HttpRequest, slug: str) -> HttpResponse:
 
 
 def _clone_initial(request: HttpRequest, team) -> dict:
-    """"Run again with changes": the form starts from another job's settings."""
+    """ "Run again with changes": the form starts from another job's settings."""
     source_id = request.GET.get("from")
     if not source_id or not source_id.isdigit():
         return {"name": "", "gpus": 1}

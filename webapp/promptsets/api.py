@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from ninja import File, Form, Router, Schema
+from ninja import File, Form, Router, Schema, Status
 from ninja.files import UploadedFile
 
 from webapp.api.common import ApiError, team_for
@@ -32,16 +32,14 @@ class PromptSetOut(Schema):
 
 
 @router.post("", response={201: PromptSetOut}, summary="Upload a prompt file")
-def create_prompt_set(
-    request, team: Form[str], file: File[UploadedFile], name: Form[str] = ""
-):
+def create_prompt_set(request, team: Form[str], file: File[UploadedFile], name: Form[str] = ""):
     owner = team_for(request, team, roles=access.LAUNCH_ROLES)
     try:
         prompt_set = ingest(owner, request.user, name, file)
     except UploadRejected as rejected:
         code = "too_large" if rejected.status == 413 else "invalid_file"
         raise ApiError(rejected.status, str(rejected), code) from None
-    return 201, prompt_set
+    return Status(201, prompt_set)
 
 
 @router.get("", response=list[PromptSetOut], summary="Prompt sets of your teams")

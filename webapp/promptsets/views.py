@@ -22,12 +22,13 @@ from webapp.teams.actions import ActionError
 
 class UploadForm(forms.Form):
     name = forms.CharField(max_length=200, required=False, help_text="Defaults to the file name.")
-    file = forms.FileField(help_text="JSONL, CSV with a header, or Parquet.")
+    # Empty files reach the parser, which says so in the same words as for the API.
+    file = forms.FileField(allow_empty_file=True, help_text="JSONL, CSV with a header, or Parquet.")
 
 
 class SplitForm(forms.Form):
     num_test = forms.IntegerField(min_value=0, label="Prompts to hold out as a test set")
-    seed = forms.IntegerField(min_value=0, initial=0)
+    seed = forms.IntegerField(min_value=0, initial=0, required=False)
 
 
 def _team(request: HttpRequest, slug: str):
@@ -80,9 +81,7 @@ def prompt_set_detail(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     page = Paginator(rows.only("index", "line", "text", "teacher_response", "split"), 20).get_page(
         request.GET.get("page")
     )
-    histograms = {
-        key: prompt_set.stats.get(key, {}) for key in ("prompt_chars", "answer_chars")
-    }
+    histograms = {key: prompt_set.stats.get(key, {}) for key in ("prompt_chars", "answer_chars")}
     return render(
         request,
         "promptsets/detail.html",
@@ -105,15 +104,19 @@ def prompt_set_split(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     prompt_set = get_object_or_404(PromptSet, team=team, pk=pk)
     form = SplitForm(request.POST)
     if not form.is_valid():
-        messages.error(request, "Test prompts: " + " ".join(form.errors.get("num_test", ["invalid"])))
+        problems = [f"{name}: {' '.join(errors)}" for name, errors in form.errors.items()]
+        messages.error(request, "Held-out split not changed: " + "; ".join(problems))
     else:
         try:
-            updated = actions.set_test_split(prompt_set, **form.cleaned_data)
+            updated = actions.set_test_split(
+                prompt_set, form.cleaned_data["num_test"], form.cleaned_data["seed"] or 0
+            )
         except ActionError as exc:
             messages.error(request, str(exc))
         else:
             messages.success(
-                request, f"{updated.num_test:,} prompts held out; {updated.num_train:,} for training."
+                request,
+                f"{updated.num_test:,} prompts held out; {updated.num_train:,} for training.",
             )
     return redirect("prompt-set", slug=team.slug, pk=prompt_set.pk)
 
@@ -127,7 +130,9 @@ def prompt_set_download(request: HttpRequest, slug: str, pk: int) -> StreamingHt
         jsonl_lines(prompt_set, split), content_type="application/x-ndjson; charset=utf-8"
     )
     suffix = f"-{split}" if split else ""
-    response["Content-Disposition"] = f'attachment; filename="prompt-set-{prompt_set.pk}{suffix}.jsonl"'
+    response["Content-Disposition"] = (
+        f'attachment; filename="prompt-set-{prompt_set.pk}{suffix}.jsonl"'
+    )
     return response
 
 

@@ -137,7 +137,7 @@ def create_endpoint(
     return endpoint
 
 
-@sensitive_variables("api_key")
+@sensitive_variables("api_key", "new_key")
 def update_endpoint(
     endpoint: TeacherEndpoint,
     *,
@@ -155,9 +155,7 @@ def update_endpoint(
     """
     new_key = (api_key or "").strip()
     if new_key and remove_key:
-        raise InvalidField(
-            "api_key", "either enter a new key or tick 'remove key', not both"
-        )
+        raise InvalidField("api_key", "either enter a new key or tick 'remove key', not both")
     values = _validated(name, base_url, model, params)
     _name_taken(endpoint.team_id, values["name"], exclude_pk=endpoint.pk)
     with transaction.atomic():

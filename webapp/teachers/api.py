@@ -8,10 +8,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from ninja import Field, Router, Schema
+from ninja import Field, Router, Schema, Status
+from pydantic import SecretStr
 
 from webapp.api.common import ApiError, team_for
-from webapp.teachers import actions
+from webapp.teachers import actions, crypto
 from webapp.teachers.models import TeacherEndpoint
 from webapp.teams import access
 
@@ -23,7 +24,8 @@ class TeacherIn(Schema):
     name: str
     base_url: str = Field(description="Where the OpenAI-compatible API starts, e.g. …/v1.")
     model: str
-    api_key: str | None = Field(None, description="Write-only; stored encrypted.")
+    # SecretStr: the parsed payload shows "**********" in reprs and error reports.
+    api_key: SecretStr | None = Field(None, description="Write-only; stored encrypted.")
     params: dict[str, Any] | None = Field(
         None, description="Default sampling: temperature, top_p, max_tokens, seed."
     )
@@ -76,6 +78,7 @@ def _get(request, teacher_id: int) -> TeacherEndpoint:
 
 @router.post("", response={201: TeacherOut}, summary="Register a teacher endpoint")
 def create_teacher(request, payload: TeacherIn):
+    crypto.hide_key_in_error_reports(request)
     team = team_for(request, payload.team, roles=access.LAUNCH_ROLES)
     try:
         endpoint = actions.create_endpoint(
@@ -84,14 +87,14 @@ def create_teacher(request, payload: TeacherIn):
             name=payload.name,
             base_url=payload.base_url,
             model=payload.model,
-            api_key=payload.api_key,
+            api_key=payload.api_key.get_secret_value() if payload.api_key else None,
             params=payload.params,
         )
     except actions.NameTaken as exc:
         raise ApiError(409, str(exc)) from None
     except actions.InvalidField as exc:
         raise ApiError(422, str(exc)) from None
-    return 201, _out(endpoint)
+    return Status(201, _out(endpoint))
 
 
 @router.get("", response=list[TeacherOut], summary="Teacher endpoints of your teams")
@@ -117,4 +120,4 @@ def get_teacher(request, teacher_id: int):
 def start_teacher_test(request, teacher_id: int):
     endpoint = _get(request, teacher_id)
     actions.request_test(endpoint)
-    return 202, _out(endpoint)
+    return Status(202, _out(endpoint))

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from cryptography.fernet import Fernet, InvalidToken
 from django.conf import settings
+from django.http import HttpRequest
+from django.views.debug import SafeExceptionReporterFilter
+from django.views.decorators.debug import sensitive_variables
 
 
 class KeyUnreadable(Exception):
@@ -19,6 +22,7 @@ def _fernet() -> Fernet:
     return Fernet(settings.GAD_FIELD_KEY.encode())
 
 
+@sensitive_variables("plain")
 def encrypt(plain: str) -> str:
     return _fernet().encrypt(plain.encode()).decode()
 
@@ -31,3 +35,17 @@ def decrypt(token: str) -> str:
             "the stored API key cannot be decrypted with the current GAD_FIELD_KEY (was it "
             "changed?); enter the key again on the teacher's page"
         ) from None
+
+
+class _FilterEvenInDebug(SafeExceptionReporterFilter):
+    def is_active(self, request) -> bool:
+        return True
+
+
+def hide_key_in_error_reports(request: HttpRequest) -> None:
+    """Mask ``sensitive_*`` POST fields and locals in this request's error reports.
+
+    Django masks them only with DEBUG off; a teacher's key must not reach even a
+    developer's technical 500 page (or a screenshot of it).
+    """
+    request.exception_reporter_filter = _FilterEvenInDebug()

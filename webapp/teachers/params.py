@@ -30,7 +30,7 @@ def clean_params(raw: dict[str, Any] | None) -> dict[str, float | int]:
     if raw is None:
         return {}
     if not isinstance(raw, dict):
-        raise ParamError("params", "must be an object such as {\"temperature\": 0.7}")
+        raise ParamError("params", 'must be an object such as {"temperature": 0.7}')
     unknown = sorted(set(raw) - set(RULES))
     if unknown:
         raise ParamError(
@@ -63,4 +63,3 @@ def _number(value: Any, kind: type) -> float | int | None:
             return int(value)
         return value if isinstance(value, int) else None
     return float(value) if isinstance(value, int | float) else None
-

@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.debug import sensitive_post_parameters
+from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 from django.views.decorators.http import require_GET, require_POST
 
-from webapp.teachers import actions
+from webapp.teachers import actions, crypto
 from webapp.teachers.models import TeacherEndpoint
 from webapp.teachers.params import RULES
 from webapp.teams import access
 from webapp.teams.models import Team
 
-PARAM_HELP = {name: f"Blank: the server's default. Otherwise {rule[3]}." for name, rule in RULES.items()}
+PARAM_HELP = {
+    name: f"Blank: the server's default. Otherwise {rule[3]}." for name, rule in RULES.items()
+}
 
 
 class TeacherForm(forms.Form):
@@ -37,7 +42,9 @@ class TeacherForm(forms.Form):
         help_text="Stored encrypted; pages only ever show its last 4 characters. "
         "Leave blank for servers that need none.",
     )
-    temperature = forms.CharField(required=False, max_length=40, help_text=PARAM_HELP["temperature"])
+    temperature = forms.CharField(
+        required=False, max_length=40, help_text=PARAM_HELP["temperature"]
+    )
     top_p = forms.CharField(
         label="Top p", required=False, max_length=40, help_text=PARAM_HELP["top_p"]
     )
@@ -71,12 +78,24 @@ class EditTeacherForm(TeacherForm):
         }
         super().__init__(*args, initial=initial, **kwargs)
         if endpoint.has_key:
-            self.fields["api_key"].help_text = (
-                f"Leave blank to keep the stored key ({endpoint.api_key_hint})."
-            )
+            self.fields[
+                "api_key"
+            ].help_text = f"Leave blank to keep the stored key ({endpoint.api_key_hint})."
         else:
             self.fields["api_key"].help_text = "No key is stored. Enter one if the server needs it."
             del self.fields["remove_key"]
+
+
+def _posts_a_key(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """For views whose form carries the API key: keep it out of every error report."""
+
+    @functools.wraps(view)
+    @sensitive_post_parameters("api_key")
+    def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        crypto.hide_key_in_error_reports(request)
+        return view(request, *args, **kwargs)
+
+    return wrapper
 
 
 def _team(request: HttpRequest, slug: str) -> Team:
@@ -100,7 +119,8 @@ def teachers(request: HttpRequest, slug: str) -> HttpResponse:
 
 
 @login_required
-@sensitive_post_parameters("api_key")
+@_posts_a_key
+@sensitive_variables("data")
 def teacher_create(request: HttpRequest, slug: str) -> HttpResponse:
     team = _team(request, slug)
     form = TeacherForm(request.POST if request.method == "POST" else None)
@@ -126,7 +146,8 @@ def teacher_create(request: HttpRequest, slug: str) -> HttpResponse:
 
 
 @login_required
-@sensitive_post_parameters("api_key")
+@_posts_a_key
+@sensitive_variables("data")
 def teacher_detail(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     endpoint = _endpoint(request, slug, pk)
     bound = request.POST if request.method == "POST" else None
@@ -180,4 +201,3 @@ def teacher_test(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 def teacher_status(request: HttpRequest, slug: str, pk: int) -> JsonResponse:
     """The last test's result, polled by the detail page while a test is pending."""
     return JsonResponse(_endpoint(request, slug, pk).last_test())
-

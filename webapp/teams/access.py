@@ -70,12 +70,21 @@ def get_team(user: AnyUser, slug: str, roles: Iterable[str] = ALL_ROLES) -> tupl
 
 
 def for_user(
-    queryset: models.QuerySet[M], user: AnyUser, team_field: str = "team"
+    queryset: models.QuerySet[M],
+    user: AnyUser,
+    team_field: str = "team",
+    roles: Iterable[str] = ALL_ROLES,
 ) -> models.QuerySet[M]:
-    """Restrict a queryset of team-owned objects to the teams the user belongs to."""
+    """Restrict a queryset of team-owned objects to the user's teams where their role fits."""
     if not user.is_authenticated:
         return queryset.none()
-    return queryset.filter(**{f"{team_field}__memberships__user": user})
+    # One filter() call, so that user and role constrain the same membership row.
+    return queryset.filter(
+        **{
+            f"{team_field}__memberships__user": user,
+            f"{team_field}__memberships__role__in": list(roles),
+        }
+    )
 
 
 def get_object(
@@ -93,7 +102,11 @@ def get_object(
         obj = for_user(queryset, user, team_field).distinct().get(pk=pk)
     except (queryset.model.DoesNotExist, ValueError, TypeError):
         raise Http404("Not found.") from None
-    team_id = getattr(obj, f"{team_field}_id")
+    owner: object = obj
+    *path, last = team_field.split("__")  # e.g. "job__team" for a checkpoint
+    for part in path:
+        owner = getattr(owner, part)
+    team_id = getattr(owner, f"{last}_id")
     role = Membership.objects.filter(team_id=team_id, user=user).values_list("role", flat=True)[0]
     _check_role(role, roles)
     return obj

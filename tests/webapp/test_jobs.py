@@ -1,0 +1,385 @@
+"""Launching, watching, cancelling jobs; checkpoints; the jobs API."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+import threading
+
+import pytest
+import redis
+from django.db import connection
+
+from tests.webapp.factories import make_checkpoint, make_job, make_prompt_set
+from webapp.jobs.forms import field_name
+from webapp.jobs.models import Download, Job, MetricPoint, Sample
+from webapp.teams import actions as team_actions
+from webapp.teams.actions import create_api_token
+
+
+@pytest.fixture
+def member(client, personas):
+    client.force_login(personas.member)
+    return client
+
+
+@pytest.fixture
+def auth(personas):
+    return {"HTTP_AUTHORIZATION": f"Bearer {create_api_token(personas.member, 't')[1]}"}
+
+
+@pytest.fixture
+def roomy_quota(personas):
+    quota = personas.team.quota
+    quota.max_concurrent_jobs = 10
+    quota.save()
+
+
+def launch_data(personas, **extra) -> dict:
+    data = {
+        "name": "distil",
+        "method": "gad",
+        "prompt_set": personas.prompt_set.pk,
+        "student": "Qwen/Qwen2.5-0.5B-Instruct",
+        "gpus": 1,
+    }
+    return {**data, **extra}
+
+
+def test_launch_form_shows_every_trainer_setting_with_its_default(member):
+    body = member.get("/teams/acme/jobs/new/").content.decode()
+    for key, default in [
+        ("group_size", "8"),
+        ("gad.kl_coef", "0.001"),
+        ("disc.loss", "bradley_terry"),
+    ]:
+        assert f'name="{field_name(key)}"' in body
+        assert default in body
+    assert "Student samples N per prompt" in body  # the help text from trainer.config
+
+
+def test_launch_creates_a_queued_job_and_enqueues_it_after_commit(
+    member, personas, roomy_quota, django_capture_on_commit_callbacks, settings
+):
+    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    broker.delete("gpu")
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        response = member.post(
+            "/teams/acme/jobs/new/", launch_data(personas, **{field_name("group_size"): 4})
+        )
+    job = Job.objects.exclude(pk=personas.job.pk).get()
+    assert response.status_code == 302 and response["Location"] == f"/teams/acme/jobs/{job.pk}/"
+    assert job.status == "queued" and job.method == "gad"
+    assert job.config["group_size"] == 4 and job.config["gad"]["kl_coef"] == 0.001
+    assert job.config["lora"] is None
+    assert len(callbacks) == 1
+    message = json.loads(broker.lpop("gpu"))
+    assert message["headers"]["task"] == "gad.run_job"
+    assert message["headers"]["argsrepr"] == f"[{job.pk}]"
+
+
+def test_pair_launch_creates_two_linked_jobs(member, personas, roomy_quota):
+    member.post("/teams/acme/jobs/new/", launch_data(personas, method="pair"))
+    gad, seqkd = Job.objects.exclude(pk=personas.job.pk).order_by("method")
+    assert (gad.method, seqkd.method) == ("gad", "seqkd")
+    assert gad.pair == seqkd and seqkd.pair == gad
+    assert (
+        gad.prompt_set == seqkd.prompt_set
+        and gad.config["batch_size"] == seqkd.config["batch_size"]
+    )
+
+
+def test_invalid_setting_is_named_next_to_its_field(member, personas, roomy_quota):
+    response = member.post(
+        "/teams/acme/jobs/new/", launch_data(personas, **{field_name("group_size"): 1})
+    )
+    assert response.status_code == 422
+    body = response.content.decode()
+    assert '<span class="field-error">group_size: must be &gt;= 2 (got 1)</span>' in body
+    assert Job.objects.count() == 1
+
+
+def test_teacher_is_required_when_answers_are_missing(member, personas, roomy_quota):
+    bare = make_prompt_set(personas.team, n=4, with_teacher=False, name="bare")
+    response = member.post("/teams/acme/jobs/new/", launch_data(personas, prompt_set=bare.pk))
+    assert response.status_code == 422
+    assert "4 of 4 training prompts have no teacher answer" in response.content.decode()
+
+
+def test_quota_refusal_gives_the_reason_and_numbers(member, personas):
+    response = member.post("/teams/acme/jobs/new/", launch_data(personas, method="pair"))
+    assert response.status_code == 409
+    assert "1 of 2 concurrent jobs" in response.content.decode()
+    team_actions.suspend_team(personas.team, "overdue invoice")
+    response = member.post("/teams/acme/jobs/new/", launch_data(personas))
+    assert "suspended: overdue invoice" in response.content.decode()
+
+
+def test_run_again_with_changes_prefills_the_form(member, personas, roomy_quota):
+    member.post("/teams/acme/jobs/new/", launch_data(personas, **{field_name("gad.lr"): 3e-6}))
+    job = Job.objects.exclude(pk=personas.job.pk).get()
+    body = member.get(f"/teams/acme/jobs/new/?from={job.pk}").content.decode()
+    assert 'value="distil (again)"' in body
+    assert 'value="3e-06"' in body
+
+
+def test_cancel_queued_job_ends_it_and_running_job_is_asked_to_stop(member, personas):
+    member.post(f"/teams/acme/jobs/{personas.job.pk}/cancel/")
+    personas.job.refresh_from_db()
+    assert personas.job.status == "cancelled" and personas.job.finished_at
+
+    running = make_job(personas.team, personas.prompt_set, status="training")
+    member.post(f"/teams/acme/jobs/{running.pk}/cancel/")
+    running.refresh_from_db()
+    assert running.status == "training" and running.cancel_requested
+
+
+@pytest.mark.parametrize(
+    "status",
+    [
+        "queued",
+        "collecting",
+        "training",
+        "evaluating",
+        "succeeded",
+        "failed",
+        "cancelled",
+        "paused",
+    ],
+)
+def test_job_page_renders_every_state(member, personas, status):
+    job = make_job(personas.team, personas.prompt_set, status=status, error="Traceback: boom")
+    body = member.get(f"/teams/acme/jobs/{job.pk}/").content.decode()
+    assert f'data-testid="job-status">{job.get_status_display()}' in body
+    assert ("Traceback: boom" in body) == (status == "failed")
+    assert ("Cancel job" in body) == (
+        status in {"queued", "collecting", "training", "evaluating", "paused"}
+    )
+
+
+def test_job_list_filters(member, personas):
+    make_job(personas.team, personas.prompt_set, status="failed", name="broken", method="seqkd")
+    body = member.get("/teams/acme/jobs/?status=failed").content.decode()
+    assert "broken" in body and ">job<" not in body
+    assert "No job matches" in member.get("/teams/acme/jobs/?status=paused").content.decode()
+
+
+def test_checkpoint_downloads_as_a_tar_of_the_hf_directory(member, personas):
+    response = member.get(f"/teams/acme/checkpoints/{personas.checkpoint.pk}/download/")
+    data = b"".join(response.streaming_content)
+    assert int(response["Content-Length"]) == len(data)
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        names = tar.getnames()
+        weights = tar.extractfile(f"job{personas.job.pk}-step-50/model.safetensors").read()
+    assert f"job{personas.job.pk}-step-50/config.json" in names
+    assert weights == b"\x01" * 1000
+    assert Download.objects.get().user == personas.member
+
+
+def test_mark_final(member, personas):
+    member.post(f"/teams/acme/checkpoints/{personas.checkpoint.pk}/final/")
+    personas.job.refresh_from_db()
+    assert personas.job.final_checkpoint == personas.checkpoint
+
+
+def test_outsider_cannot_download_a_checkpoint_by_api(client, personas):
+    token = create_api_token(personas.outsider, "t")[1]
+    url = f"/api/v1/checkpoints/{personas.checkpoint.pk}/download"
+    assert client.get(url, HTTP_AUTHORIZATION=f"Bearer {token}").status_code == 404
+    assert not Download.objects.exists()
+
+
+# ----------------------------------------------------------------------------- API
+
+
+def test_api_launch_and_read(client, personas, auth, roomy_quota):
+    payload = {
+        "team": "acme",
+        "name": "api",
+        "method": "pair",
+        "prompt_set": personas.prompt_set.pk,
+        "student": "s",
+        "config": {"group_size": 4, "gad": {"kl_coef": 0.01}},
+    }
+    response = client.post("/api/v1/jobs", payload, content_type="application/json", **auth)
+    assert response.status_code == 201
+    body = response.json()
+    assert body["status"] == "queued" and body["pair"]
+    job = client.get(f"/api/v1/jobs/{body['id']}", **auth).json()
+    assert job["config"]["gad"]["kl_coef"] == 0.01 and job["step"] == 0 and job["error"] == ""
+    listed = client.get("/api/v1/jobs?team=acme&status=queued", **auth).json()
+    assert {j["id"] for j in listed} == {body["id"], body["pair"], personas.job.pk}
+
+
+@pytest.mark.parametrize(
+    "config,message",
+    [
+        ({"group_size": 1}, "group_size"),
+        ({"no_such_key": 1}, "no_such_key"),
+        ({"gad": {"lr": "fast"}}, "gad.lr"),
+        ({"output_dir": "/etc"}, "output_dir: is set by GAD Studio"),
+    ],
+)
+def test_api_invalid_config_is_422_naming_the_key(
+    client, personas, auth, roomy_quota, config, message
+):
+    payload = {
+        "team": "acme",
+        "name": "x",
+        "method": "gad",
+        "prompt_set": personas.prompt_set.pk,
+        "student": "s",
+        "config": config,
+    }
+    response = client.post("/api/v1/jobs", payload, content_type="application/json", **auth)
+    assert response.status_code == 422
+    assert (
+        response.json()["error"] == "validation_error"
+        or response.json()["error"] == "unprocessable"
+    )
+    assert message in response.json()["detail"]
+
+
+def test_api_prompt_set_of_another_team_is_refused(client, personas, auth, roomy_quota):
+    theirs = make_prompt_set(personas.other_team)
+    payload = {
+        "team": "acme",
+        "name": "x",
+        "method": "gad",
+        "prompt_set": theirs.pk,
+        "student": "s",
+    }
+    response = client.post("/api/v1/jobs", payload, content_type="application/json", **auth)
+    assert response.status_code == 422 and "prompt_set" in response.json()["detail"]
+
+
+def test_api_quota_refusal_is_429(client, personas, auth):
+    payload = {
+        "team": "acme",
+        "name": "x",
+        "method": "pair",
+        "prompt_set": personas.prompt_set.pk,
+        "student": "s",
+    }
+    response = client.post("/api/v1/jobs", payload, content_type="application/json", **auth)
+    assert response.status_code == 429 and response.json()["error"] == "quota_exceeded"
+
+
+def test_api_metrics_since_a_step_and_samples(client, personas, auth):
+    job = personas.job
+    for step in range(1, 5):
+        stage = "warmup" if step < 3 else "gad"
+        MetricPoint.objects.create(job=job, step=step, stage=stage, values={"d/loss": step / 10})
+    Sample.objects.create(job=job, step=2, stage="warmup", data={"prompt": "p", "student": ["s"]})
+    body = client.get(f"/api/v1/jobs/{job.pk}/metrics?after_step=2", **auth).json()
+    assert body == {
+        "series": {"d/loss": [[3, 0.3], [4, 0.4]]},
+        "stages": [[3, "gad"]],
+        "last_step": 4,
+    }
+    full = client.get(f"/api/v1/jobs/{job.pk}/metrics", **auth).json()
+    assert full["stages"] == [[1, "warmup"], [3, "gad"]]
+    samples = client.get(f"/api/v1/jobs/{job.pk}/samples", **auth).json()
+    assert samples == [{"step": 2, "stage": "warmup", "prompt": "p", "student": ["s"]}]
+
+
+def test_api_cancel_and_checkpoints(client, personas, auth):
+    ckpts = client.get(f"/api/v1/jobs/{personas.job.pk}/checkpoints", **auth).json()
+    assert [c["step"] for c in ckpts] == [50] and ckpts[0]["final"] is False
+    final = client.post(f"/api/v1/checkpoints/{personas.checkpoint.pk}/final", **auth).json()
+    assert final["final"] is True
+    assert (
+        client.post(f"/api/v1/jobs/{personas.job.pk}/cancel", **auth).json()["status"]
+        == "cancelled"
+    )
+    again = client.post(f"/api/v1/jobs/{personas.job.pk}/cancel", **auth)
+    assert again.status_code == 409 and again.json()["error"] == "conflict"
+
+
+def test_api_outsider_gets_404_on_every_job_endpoint(client, personas):
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {create_api_token(personas.outsider, 't')[1]}"}
+    job, ckpt = personas.job.pk, personas.checkpoint.pk
+    for method, url in [
+        ("get", f"/api/v1/jobs/{job}"),
+        ("post", f"/api/v1/jobs/{job}/cancel"),
+        ("get", f"/api/v1/jobs/{job}/metrics"),
+        ("get", f"/api/v1/jobs/{job}/samples"),
+        ("get", f"/api/v1/jobs/{job}/checkpoints"),
+        ("get", f"/api/v1/checkpoints/{ckpt}/download"),
+        ("post", f"/api/v1/checkpoints/{ckpt}/final"),
+    ]:
+        assert getattr(client, method)(url, **auth).status_code == 404, url
+    assert client.get("/api/v1/jobs", **auth).json() == []
+
+
+# ----------------------------------------------------------------------------- concurrency, memory
+
+
+@pytest.mark.django_db(transaction=True)
+def test_twenty_concurrent_launches_against_a_quota_of_three_create_exactly_three(
+    personas, django_capture_on_commit_callbacks
+):
+    from django.test import Client
+
+    Job.objects.all().delete()
+    quota = personas.team.quota
+    quota.max_concurrent_jobs = 3
+    quota.save()
+    token = create_api_token(personas.member, "t")[1]
+    payload = json.dumps(
+        {
+            "team": "acme",
+            "name": "race",
+            "method": "gad",
+            "prompt_set": personas.prompt_set.pk,
+            "student": "s",
+        }
+    )
+    barrier = threading.Barrier(20)
+    statuses: list[int] = []
+
+    def launch():
+        try:
+            barrier.wait()
+            response = Client().post(
+                "/api/v1/jobs",
+                payload,
+                content_type="application/json",
+                HTTP_AUTHORIZATION=f"Bearer {token}",
+            )
+            statuses.append(response.status_code)
+        finally:
+            connection.close()  # each thread had its own PostgreSQL connection
+
+    threads = [threading.Thread(target=launch) for _ in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(statuses) == [201] * 3 + [429] * 17
+    assert Job.objects.filter(team=personas.team).count() == 3
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+@pytest.mark.slow
+def test_two_gigabyte_checkpoint_streams_with_flat_memory(member, personas, tmp_path):
+    directory = tmp_path / "big" / "student"
+    checkpoint = make_checkpoint(personas.job, directory, step=100)
+    with open(directory / "model.safetensors", "wb") as f:
+        f.truncate(2 * 1024**3)  # sparse: costs no disk
+    response = member.get(f"/teams/acme/checkpoints/{checkpoint.pk}/download/")
+    baseline = _rss_bytes()
+    peak = total = 0
+    for chunk in response.streaming_content:
+        total += len(chunk)
+        peak = max(peak, _rss_bytes())
+    assert total == int(response["Content-Length"]) > 2 * 1024**3
+    assert peak - baseline < 64 * 1024**2, f"RSS grew by {(peak - baseline) / 1024**2:.0f} MB"
