@@ -266,7 +266,10 @@ def main() -> None:
     model = str(build_tiny(work / "model", **MODEL))
     prompts = work / "prompts.jsonl"
     prompts.write_text("".join(json.dumps(r) + "\n" for r in _prompt_records(PROMPTS)))
+    # One intra-op thread per case: on a small shared CPU, two OpenMP threads spin against
+    # other processes and step times swing by 5x; on GPU this changes nothing.
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env["OMP_NUM_THREADS"] = env.get("BENCH_THREADS", "1")
     # Rounds in alternating order: load from other processes on the machine lands on
     # every case rather than on whichever ran during it.
     results: dict[str, dict] = {}
@@ -308,7 +311,7 @@ def report(results: dict, skip: int, rounds: int) -> str:
     setup = (
         f"Tiny Qwen2 ({MODEL['layers']} layers, hidden {MODEL['hidden']}, vocab {MODEL['vocab']}), "
         f"{BATCH} prompts x {GROUP} samples, up to {MAX_NEW} new tokens, fp32 on "
-        f"{'cuda' if torch.cuda.is_available() else 'cpu'}, torch {torch.__version__}, "
+        f"{'cuda' if torch.cuda.is_available() else 'cpu (1 thread)'}, torch {torch.__version__}, "
         f"trl {trl.__version__}. {rounds} rounds per case in alternating order; median and "
         f"best of the steps after the first {skip} of each round. "
         "Ratio < 1: ours is faster. TRL's GRPO reward is our discriminator, frozen; "

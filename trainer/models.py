@@ -104,6 +104,12 @@ def disable_dropout(model: nn.Module) -> None:
     for module in model.modules():
         if isinstance(module, nn.Dropout):
             module.p = 0.0
+        # HF attention layers keep their dropout as a float passed to the kernel
+        if isinstance(getattr(module, "attention_dropout", None), float):
+            module.attention_dropout = 0.0
+    config = getattr(model, "config", None)
+    if config is not None and hasattr(config, "attention_dropout"):
+        config.attention_dropout = 0.0
 
 
 def apply_lora(model: nn.Module, lora: LoraConfig) -> nn.Module:

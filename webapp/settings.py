@@ -160,10 +160,12 @@ if not _broker_url and not DEBUG:
         "CELERY_BROKER_URL is not set; production needs Redis, e.g. redis://HOST:6379/0"
     )
 CELERY_BROKER_URL = _broker_url or "filesystem://"
-CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {}
+# Redis redelivers an unacknowledged task after this long; jobs run for hours, and the
+# sweep (not redelivery) is what recovers a job from a dead worker.
+CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {"visibility_timeout": 7 * 24 * 3600}
 if CELERY_BROKER_URL == "filesystem://":
     _broker_dir = GAD_DATA_DIR / "broker"
-    CELERY_BROKER_TRANSPORT_OPTIONS = {
+    CELERY_BROKER_TRANSPORT_OPTIONS |= {
         "data_folder_in": str(_broker_dir),
         "data_folder_out": str(_broker_dir),
         "processed_folder": str(_broker_dir / "processed"),
@@ -178,6 +180,8 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SOFT_TIME_LIMIT = 60 * 60
 CELERY_TASK_TIME_LIMIT = 60 * 60 + 300
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# The sweep re-queues jobs whose worker died and resumes paused jobs (run by celery beat).
+CELERY_BEAT_SCHEDULE = {"sweep": {"task": "gad.sweep", "schedule": 30.0}}
 
 # Security. Behind a TLS-terminating proxy set DJANGO_SECURE_PROXY_SSL_HEADER=1.
 SESSION_COOKIE_HTTPONLY = True

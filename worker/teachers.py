@@ -44,34 +44,61 @@ def sampling_for(params: dict[str, Any], **override: Any) -> Sampling:
     return Sampling(**({name: params.get(name) for name in RULES} | override))
 
 
+def teacher_spec(
+    endpoint: TeacherEndpoint, timeout: float = 120.0, **sampling_override: Any
+) -> TeacherSpec:
+    """What trainer.teacher needs to call this endpoint; for every task that calls one.
+
+    Checks the base URL again (DNS may have changed since it was saved) and decrypts
+    the key, which the spec keeps out of its repr. Raises ``ssrf.UnsafeURL`` or
+    ``crypto.KeyUnreadable``, both permanent until someone edits the endpoint.
+    """
+    ssrf.check_base_url(endpoint.base_url)
+    return TeacherSpec(
+        base_url=endpoint.base_url,
+        model=endpoint.model,
+        api_key=crypto.decrypt(endpoint.api_key_encrypted) if endpoint.has_key else "",
+        sampling=sampling_for(endpoint.params, **sampling_override),
+        timeout=timeout,
+        api_key_name=f"the API key of teacher {endpoint.name!r}",
+    )
+
+
+def without_key(message: str, endpoint: TeacherEndpoint, spec: TeacherSpec | None) -> str:
+    """``message`` with the key masked: a server may echo it in its error text."""
+    if spec is None or not spec.api_key:
+        return message
+    return message.replace(spec.api_key, KEY_MASK + endpoint.api_key_last4)
+
+
 @app.task(name=actions.TEST_TASK, soft_time_limit=60, time_limit=90, acks_late=True)
 def run_teacher_test(endpoint_id: int) -> str:
     """Test one endpoint; write ok + latency or the typed error onto its row."""
     endpoint = TeacherEndpoint.objects.filter(pk=endpoint_id).first()
     if endpoint is None or endpoint.test_status != ConnectionStatus.PENDING:
         return "skipped"  # deleted, edited since, or already answered (a redelivery)
-    api_key = ""
+    spec = None
     try:
-        ssrf.check_base_url(endpoint.base_url)
-        if endpoint.has_key:
-            api_key = crypto.decrypt(endpoint.api_key_encrypted)
-        spec = TeacherSpec(
-            base_url=endpoint.base_url,
-            model=endpoint.model,
-            api_key=api_key,
-            sampling=sampling_for(endpoint.params, max_tokens=TEST_MAX_TOKENS),
-            timeout=TEST_TIMEOUT_S,
-            api_key_name=f"the API key of teacher {endpoint.name!r}",
-        )
+        spec = teacher_spec(endpoint, timeout=TEST_TIMEOUT_S, max_tokens=TEST_MAX_TOKENS)
         answer = asyncio.run(_ask_once(spec))
     except (ssrf.UnsafeURL, crypto.KeyUnreadable) as exc:
-        return _failed(endpoint, ErrorKind.RUN, str(exc), api_key)
+        return _failed(endpoint, ErrorKind.RUN, str(exc), spec)
     except TeacherError as exc:
-        return _failed(endpoint, exc.scope, str(exc), api_key)
+        return _failed(endpoint, exc.scope, str(exc), spec)
     except SoftTimeLimitExceeded:
         return _failed(
-            endpoint, ErrorKind.TRANSIENT, "the test took longer than 60 s; try again", api_key
+            endpoint, ErrorKind.TRANSIENT, "the test took longer than 60 s; try again", spec
         )
+    except Exception as exc:
+        # Not left pending for the page to poll forever; the type only, as the message
+        # of an unknown error might quote anything. The traceback goes to the worker log.
+        _failed(
+            endpoint,
+            ErrorKind.TRANSIENT,
+            f"internal error in the worker ({type(exc).__name__}); see the worker log",
+            spec,
+        )
+        raise
     latency_ms = max(1, round(answer.latency_s * 1000))
     actions.record_test_ok(endpoint.pk, latency_ms)
     log.info("teacher %s (%s): test ok in %d ms", endpoint.pk, endpoint.model, latency_ms)
@@ -86,10 +113,8 @@ async def _ask_once(spec: TeacherSpec) -> Answer:
         await client.close()
 
 
-def _failed(endpoint: TeacherEndpoint, kind: str, message: str, api_key: str) -> str:
-    # A server may echo the key in its error text; store what the pages may show.
-    if api_key:
-        message = message.replace(api_key, KEY_MASK + endpoint.api_key_last4)
+def _failed(endpoint: TeacherEndpoint, kind: str, message: str, spec: TeacherSpec | None) -> str:
+    message = without_key(message, endpoint, spec)
     actions.record_test_error(endpoint.pk, kind, message)
     log.info("teacher %s (%s): test failed (%s): %s", endpoint.pk, endpoint.model, kind, message)
     return "error"

@@ -107,6 +107,15 @@ def test_seqkd_run_trains_on_teacher_answers_only(tmp_path, tiny_model, prompts_
     AutoModelForCausalLM.from_pretrained(out / "final")
 
 
+def test_gradient_checkpointing_gives_the_same_training(tmp_path, tiny_model, prompts_file):
+    runs = []
+    for gc in (False, True):
+        cfg = make_cfg(tmp_path / str(gc), tiny_model, prompts_file, gradient_checkpointing=gc)
+        run_gad(cfg)
+        runs.append(_comparable(read_jsonl(tmp_path / str(gc) / "run" / "metrics.jsonl")))
+    _assert_same_records(*runs, rel=1e-5, abs_tol=1e-6)
+
+
 def _student_weights(path):
     return load_file(str(path / "model.safetensors"))
 

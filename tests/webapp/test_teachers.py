@@ -9,6 +9,7 @@ import threading
 import time
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from unittest import mock
 
 import pytest
 from django.db import connection
@@ -360,6 +361,11 @@ def test_wrong_field_key_says_what_to_do(personas, settings):
     settings.GAD_FIELD_KEY = "B" * 43 + "="
     with pytest.raises(crypto.KeyUnreadable, match="GAD_FIELD_KEY"):
         crypto.decrypt(endpoint.api_key_encrypted)
+    actions.request_test(endpoint)
+    worker.teachers.run_teacher_test(endpoint.pk)
+    endpoint.refresh_from_db()
+    assert endpoint.test_error_kind == "run"
+    assert "enter the key again" in endpoint.test_error
 
 
 # ---------------------------------------------------------------------------- SSRF
@@ -664,6 +670,18 @@ def test_task_records_the_typed_error_without_the_key(personas, caplog, status, 
     assert f"HTTP {status}" in endpoint.test_error
     assert KEY not in endpoint.test_error and HINT in endpoint.test_error
     assert KEY not in caplog.text
+
+
+def test_an_unexpected_failure_is_written_not_left_pending(personas, monkeypatch):
+    broken = mock.create_autospec(worker.teachers.ask, side_effect=RuntimeError(KEY))
+    monkeypatch.setattr(worker.teachers, "ask", broken)
+    endpoint = make_endpoint(personas.team, api_key=KEY)
+    actions.request_test(endpoint)
+    with pytest.raises(RuntimeError):
+        worker.teachers.run_teacher_test(endpoint.pk)
+    endpoint.refresh_from_db()
+    assert endpoint.test_status == "error" and endpoint.test_error_kind == "transient"
+    assert "RuntimeError" in endpoint.test_error and KEY not in endpoint.test_error
 
 
 def test_task_ignores_an_endpoint_that_is_not_pending(personas):

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 from typing import Any
+
+from torch import Tensor
 
 from trainer.checkpoint import set_rng_state
 from trainer.config import TrainConfig
@@ -41,20 +44,38 @@ from trainer.recipes.updates import (
     student_length_metrics,
     teacher_length_metrics,
 )
+from trainer.rollout import Rollout
 
 
-def _sample_and_score(run: Run, batch: list[Example]) -> tuple[Any, ...]:
-    """Samples of the current G and D's scores of teacher [B] and samples [B, N]."""
+@dataclass
+class Scored:
+    """A rollout of the current G and the not-yet-updated D's scores of it."""
+
+    rollout: Rollout
+    rollout_s: float
+    prompts: list[list[int]]  # D's rows: B teacher answers, then B*N samples
+    responses: list[list[int]]
+    scores: Tensor  # [B + B*N], the rows' scores (cached for D's update)
+    teacher: Tensor  # [B]
+    student: Tensor  # [B, N]
+
+
+def _sample_and_score(run: Run, batch: list[Example]) -> Scored:
     t0 = time.perf_counter()
     rollout = sample(run, batch)
     rollout_s = time.perf_counter() - t0
     prompts, responses = disc_rows(batch, rollout)
     scores = score(run, prompts, responses)
     teacher, student = scores[: len(batch)], scores[len(batch) :].view(len(batch), -1)
-    return rollout, rollout_s, (prompts, responses, scores), teacher, student
+    return Scored(rollout, rollout_s, prompts, responses, scores, teacher, student)
 
 
-def _tokens(batch: list[Example], rollout) -> int:
+def _update_disc(run: Run, s: Scored) -> dict[str, Any]:
+    return disc_update(run, s.prompts, s.responses, s.scores, n_prompts=len(s.teacher))
+
+
+def _tokens(batch: list[Example], rollout: Rollout | None) -> int:
+    """Tokens through the step's forwards (for perf/tokens_per_s)."""
     teacher = sum(len(ex.prompt_ids) + len(ex.teacher_ids) for ex in batch)
     n = len(rollout.responses) // len(batch) if rollout else 0
     student = sum(len(r) for r in rollout.responses) if rollout else 0
@@ -69,12 +90,13 @@ def warmup_step(run: Run, batch: list[Example]) -> dict[str, Any]:
     record = teacher_length_metrics(batch)
     rollout = None
     if train_d:
-        rollout, rollout_s, rows, teacher, student = _sample_and_score(run, batch)
-        record |= {"perf/rollout_s": rollout_s, **student_length_metrics(rollout)}
-        record |= disc_metrics(teacher, student, cfg.disc.loss)
+        s = _sample_and_score(run, batch)
+        rollout = s.rollout
+        record |= {"perf/rollout_s": s.rollout_s, **student_length_metrics(rollout)}
+        record |= disc_metrics(s.teacher, s.student, cfg.disc.loss)
         if samples.due(run):
-            samples.log_samples(run, "warmup", batch, rollout, teacher, student)
-        record |= disc_update(run, *rows, n_prompts=len(batch))
+            samples.log_samples(run, "warmup", batch, rollout, s.teacher, s.student)
+        record |= _update_disc(run, s)
     if train_g:
         record |= sft_update(run, batch)
     record["_tokens"] = _tokens(batch, rollout)
@@ -83,21 +105,21 @@ def warmup_step(run: Run, batch: list[Example]) -> dict[str, Any]:
 
 def adversarial_step(run: Run, batch: list[Example]) -> dict[str, Any]:
     cfg = run.cfg
-    rollout, rollout_s, rows, teacher, student = _sample_and_score(run, batch)
+    s = _sample_and_score(run, batch)
     # Rewards come from D *before* its update in this step (GAD.md pitfall 3).
-    rewards = student
+    rewards = s.student
     advantages = grpo_advantages(rewards, std_norm=cfg.gad.std_norm)
-    record = teacher_length_metrics(batch) | student_length_metrics(rollout)
-    record |= {"perf/rollout_s": rollout_s}
-    record |= disc_metrics(teacher, student, cfg.disc.loss)
+    record = teacher_length_metrics(batch) | student_length_metrics(s.rollout)
+    record |= {"perf/rollout_s": s.rollout_s}
+    record |= disc_metrics(s.teacher, s.student, cfg.disc.loss)
     record |= {"reward/mean": rewards.mean().item(), "reward/std": rewards.std().item()}
     if samples.due(run):
-        samples.log_samples(run, "gad", batch, rollout, teacher, student, rewards, advantages)
+        samples.log_samples(run, "gad", batch, s.rollout, s.teacher, s.student, rewards, advantages)
     if cfg.disc.update == "on_policy":
-        record |= disc_update(run, *rows, n_prompts=len(batch))
+        record |= _update_disc(run, s)
     g_prompts = [ex.prompt_ids for ex in batch for _ in range(cfg.group_size)]
-    record |= policy_update(run, g_prompts, rollout.responses, advantages.reshape(-1))
-    record["_tokens"] = _tokens(batch, rollout)
+    record |= policy_update(run, g_prompts, s.rollout.responses, advantages.reshape(-1))
+    record["_tokens"] = _tokens(batch, s.rollout)
     return record
 
 

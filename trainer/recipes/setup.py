@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +117,10 @@ def build_run(
     if state is not None:
         restore(run, state)
     run.progress = Progress(run.total_steps(), initial=run.step)
+    # Tells a reader of the run directory (the worker) where this attempt starts and ends.
+    (Path(cfg.output_dir) / "progress.json").write_text(
+        json.dumps({"start_step": run.step, "total_steps": run.total_steps(), "time": time.time()})
+    )
     run.progress.log(f"data: {stats.summary()}")
     if ckpt is not None:
         run.progress.log(f"resuming from {ckpt} at step {run.step}")

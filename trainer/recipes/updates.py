@@ -22,13 +22,16 @@ from trainer.sequences import pack
 
 
 def _micro_batches(run: Run, prompts: list[list[int]], responses: list[list[int]]):
-    """Yield (row indices, SeqBatch on device) within the token budget."""
+    """Yield (row indices, SeqBatch on device, its response-token count) within the budget.
+
+    The count comes from the host-side lists, so weighting a micro-batch costs no sync.
+    """
     lengths = [len(p) + len(r) for p, r in zip(prompts, responses, strict=True)]
     for idx in token_budget_batches(lengths, run.cfg.micro_batch_tokens):
         sub = pack(
             [prompts[i] for i in idx], [responses[i] for i in idx], run.tokenizer.pad_token_id
         )
-        yield idx, sub.to(run.device)
+        yield idx, sub.to(run.device), sum(len(responses[i]) for i in idx)
 
 
 def sample(run: Run, batch: list[Example]) -> Rollout:
@@ -48,16 +51,16 @@ def sft_update(run: Run, batch: list[Example]) -> dict[str, Any]:
     prompts = [ex.prompt_ids for ex in batch]
     answers = [ex.teacher_ids for ex in batch]
     total = sum(len(a) for a in answers)
-    loss_sum = 0.0
-    for _, mb in _micro_batches(run, prompts, answers):
+    loss_sum = torch.zeros((), device=run.device)
+    for _, mb, n_tokens in _micro_batches(run, prompts, answers):
         with autocast(run.device, run.dtype):
             logp, _ = response_logprobs(run.student, mb)
-        loss = losses.sft_loss(logp, mb.response_mask) * (mb.num_tokens / total)
+        loss = losses.sft_loss(logp, mb.response_mask) * (n_tokens / total)
         loss.backward()
-        loss_sum += loss.item()
+        loss_sum += loss.detach()
     grad_norm = clip_and_step(run.student, run.g_opt, run.cfg.optim.grad_clip)
     run.rollout.sync_weights(run.student)
-    return {"g/sft_loss": loss_sum, "g/grad_norm": grad_norm, "g/lr": _lr(run.g_opt)}
+    return {"g/sft_loss": loss_sum.item(), "g/grad_norm": grad_norm, "g/lr": _lr(run.g_opt)}
 
 
 def policy_update(
@@ -70,11 +73,11 @@ def policy_update(
     """
     g = run.cfg.gad
     total = sum(len(r) for r in responses)
-    sums = {"g/pg_loss": 0.0, "g/entropy": 0.0, "g/clip_frac": 0.0}
-    if g.kl_coef > 0:
-        sums["g/kl"] = 0.0
-    for idx, mb in _micro_batches(run, prompts, responses):
-        share = mb.num_tokens / total
+    names = ["g/pg_loss", "g/entropy", "g/clip_frac"] + (["g/kl"] if g.kl_coef > 0 else [])
+    # accumulated on the device: one host sync per step, not one per micro-batch
+    sums = {k: torch.zeros((), device=run.device) for k in names}
+    for idx, mb, n_tokens in _micro_batches(run, prompts, responses):
+        share = n_tokens / total
         with autocast(run.device, run.dtype):
             logp, entropy = response_logprobs(run.student, mb, want_entropy=True)
         adv = advantages[idx].to(run.device)
@@ -87,14 +90,15 @@ def policy_update(
                 ref_logp, _ = response_logprobs(run.reference, mb)
             kl = losses.masked_mean(losses.k3_kl(logp, ref_logp), mb.response_mask)
             loss = loss + g.kl_coef * kl
-            sums["g/kl"] += kl.item() * share
+            sums["g/kl"] += kl.detach() * share
         (loss * share).backward()
-        sums["g/pg_loss"] += pg.item() * share
-        sums["g/entropy"] += losses.masked_mean(entropy, mb.response_mask).item() * share
-        sums["g/clip_frac"] += stats["clip_frac"].item() * share
+        sums["g/pg_loss"] += pg.detach() * share
+        sums["g/entropy"] += losses.masked_mean(entropy, mb.response_mask) * share
+        sums["g/clip_frac"] += stats["clip_frac"] * share
     grad_norm = clip_and_step(run.student, run.g_opt, run.cfg.optim.grad_clip)
     run.rollout.sync_weights(run.student)
-    return {**sums, "g/grad_norm": grad_norm, "g/lr": _lr(run.g_opt)}
+    metrics = {k: v.item() for k, v in sums.items()}
+    return {**metrics, "g/grad_norm": grad_norm, "g/lr": _lr(run.g_opt)}
 
 
 # ---------------------------------------------------------------------------- discriminator
@@ -114,7 +118,7 @@ def score(run: Run, prompts: list[list[int]], responses: list[list[int]]) -> Ten
     run.disc.eval()
     out = torch.empty(len(prompts), dtype=torch.float32)
     try:
-        for idx, mb in _micro_batches(run, prompts, responses):
+        for idx, mb, _ in _micro_batches(run, prompts, responses):
             with autocast(run.device, run.dtype):
                 out[idx] = run.disc(mb).float().cpu()
     finally:
@@ -150,7 +154,7 @@ def disc_update(
     student = cached[n_prompts:].view(n_prompts, -1).clone().requires_grad_(True)
     disc_loss_fn(run.cfg.disc.loss)(teacher, student).backward()
     score_grads = torch.cat([teacher.grad, student.grad.reshape(-1)])
-    for idx, mb in _micro_batches(run, prompts, responses):
+    for idx, mb, _ in _micro_batches(run, prompts, responses):
         with autocast(run.device, run.dtype):
             scores = run.disc(mb)
         (scores * score_grads[idx].to(scores.device)).sum().backward()

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from webapp.celery import app
@@ -93,3 +95,125 @@ def mark_final(checkpoint: Checkpoint) -> None:
 
 def record_download(checkpoint: Checkpoint, user) -> Download:
     return Download.objects.create(checkpoint=checkpoint, user=user)
+
+
+# ----------------------------------------------------------------------------- worker side
+# Each update filters on the worker that claimed the job: a worker that lost its claim
+# (its heartbeat went stale and the sweep re-queued the job) changes nothing any more.
+
+
+def claim(job_id: int, worker: str, stale_after: float) -> Job | None:
+    """Take the job for this worker, unless another live worker holds it or it has ended."""
+    now = timezone.now()
+    fresh = now - timedelta(seconds=stale_after)
+    claimable = Job.objects.filter(
+        pk=job_id, status__in=ACTIVE_STATUSES, cancel_requested=False
+    ).exclude(heartbeat_at__gte=fresh)
+    updated = claimable.update(worker=worker, heartbeat_at=now, attempts=F("attempts") + 1)
+    if not updated:
+        return None
+    Job.objects.filter(pk=job_id, started_at__isnull=True).update(started_at=now)
+    return Job.objects.select_related("team", "prompt_set", "teacher").get(pk=job_id)
+
+
+def advance(job: Job, status: str, **fields) -> bool:
+    """Move a claimed job to ``status`` (collecting, training, evaluating)."""
+    return bool(
+        Job.objects.filter(pk=job.pk, worker=job.worker, status__in=ACTIVE_STATUSES).update(
+            status=status, **fields
+        )
+    )
+
+
+def beat(job: Job, gpu_seconds: float = 0.0, **fields) -> bool:
+    """Heartbeat with progress; returns whether a cancel was requested (or the claim lost)."""
+    Job.objects.filter(pk=job.pk, worker=job.worker).update(
+        heartbeat_at=timezone.now(), gpu_seconds=F("gpu_seconds") + gpu_seconds, **fields
+    )
+    row = Job.objects.filter(pk=job.pk).values("worker", "cancel_requested").first()
+    return row is None or row["cancel_requested"] or row["worker"] != job.worker
+
+
+def finish(job: Job, status: str, error: str = "", log_tail: str | None = None) -> bool:
+    """End the job (succeeded, failed, cancelled) and charge its GPU time to the team."""
+    fields = {"status": status, "error": error, "finished_at": timezone.now(), "heartbeat_at": None}
+    if log_tail is not None:
+        fields["log_tail"] = log_tail
+    with transaction.atomic():
+        ended = Job.objects.filter(pk=job.pk, worker=job.worker, status__in=ACTIVE_STATUSES).update(
+            **fields
+        )
+        if ended:
+            charge_gpu_time(Job.objects.get(pk=job.pk))
+    return bool(ended)
+
+
+def charge_gpu_time(job: Job) -> None:
+    if job.gpu_seconds > 0:
+        team_actions.record_usage(
+            job.team, UsageKind.GPU_SECONDS, round(job.gpu_seconds, 3), job=job
+        )
+
+
+def pause(job: Job, reason: str) -> bool:
+    """Quota spent mid-job: release the claim; the sweep resumes it when quota allows."""
+    return bool(
+        Job.objects.filter(pk=job.pk, worker=job.worker, status__in=ACTIVE_STATUSES).update(
+            status=Status.PAUSED, worker="", heartbeat_at=None, log_tail=reason
+        )
+    )
+
+
+def requeue_stale(stale_after: float, max_attempts: int) -> tuple[list[Job], list[Job]]:
+    """Jobs whose worker died: queue them again, or fail them after too many attempts."""
+    cutoff = timezone.now() - timedelta(seconds=stale_after)
+    stale = Job.objects.filter(status__in=ACTIVE_STATUSES, heartbeat_at__lt=cutoff).exclude(
+        status=Status.PAUSED
+    )
+    requeued, failed = [], []
+    for job in stale.select_related("team"):
+        with transaction.atomic():
+            if job.cancel_requested:
+                # Nobody is left to stop: the worker died while the user cancelled.
+                if Job.objects.filter(pk=job.pk, heartbeat_at__lt=cutoff).update(
+                    status=Status.CANCELLED, finished_at=timezone.now(), heartbeat_at=None
+                ):
+                    charge_gpu_time(job)
+                continue
+            if job.attempts >= max_attempts:
+                reason = (
+                    f"The job's worker was lost {job.attempts} times (last seen "
+                    f"{job.heartbeat_at:%Y-%m-%d %H:%M:%S} UTC on {job.worker or 'unknown'}); "
+                    "giving up. Check the workers' logs, then run it again."
+                )
+                if Job.objects.filter(pk=job.pk, heartbeat_at__lt=cutoff).update(
+                    status=Status.FAILED,
+                    error=reason,
+                    finished_at=timezone.now(),
+                    heartbeat_at=None,
+                ):
+                    charge_gpu_time(job)
+                    failed.append(job)
+                continue
+            if Job.objects.filter(pk=job.pk, heartbeat_at__lt=cutoff).update(
+                status=Status.QUEUED, worker="", heartbeat_at=None
+            ):
+                transaction.on_commit(lambda job=job: enqueue(job))
+                requeued.append(job)
+    return requeued, failed
+
+
+def resume_paused() -> list[Job]:
+    """Paused jobs whose team has quota again go back to the queue."""
+    resumed = []
+    for job in Job.objects.filter(status=Status.PAUSED, worker="").select_related("team"):
+        try:
+            team_actions.check_launch_allowed(job.team, count=0)
+        except team_actions.QuotaExceeded:
+            continue
+        if Job.objects.filter(pk=job.pk, status=Status.PAUSED, worker="").update(
+            status=Status.QUEUED
+        ):
+            enqueue(job)
+            resumed.append(job)
+    return resumed

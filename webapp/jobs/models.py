@@ -66,6 +66,12 @@ class Job(models.Model):
         "Checkpoint", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     log_tail = models.TextField(blank=True, help_text="The last lines of the trainer's log.")
+    # Worker bookkeeping: who runs the job, whether it is alive, how often it was tried.
+    worker = models.CharField(max_length=200, blank=True, help_text="host:pid of the runner.")
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    gpu_seconds = models.FloatField(default=0.0, help_text="GPU time used so far, all attempts.")
+    eta_seconds = models.PositiveIntegerField(null=True, blank=True)
     status = models.CharField(
         max_length=20, choices=Status.choices, default=Status.QUEUED, db_index=True
     )
@@ -153,3 +159,41 @@ class Sample(models.Model):
 
     def __str__(self) -> str:
         return f"sample of job {self.job_id} at step {self.step}"
+
+
+class JobAnswer(models.Model):
+    """The final checkpoint's answer to one held-out prompt (the job's evaluating stage)."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="answers")
+    prompt = models.ForeignKey("promptsets.Prompt", on_delete=models.CASCADE, related_name="+")
+    response = models.TextField()
+    finish_reason = models.CharField(max_length=20, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["job", "prompt"], name="one_answer_per_prompt")
+        ]
+
+    def __str__(self) -> str:
+        return f"answer of job {self.job_id} to prompt {self.prompt_id}"
+
+
+class GpuLease(models.Model):
+    """A GPU of a worker node held by a job; expires unless its worker keeps renewing it.
+
+    Leases live in the database (not in the worker's memory) so that a worker that dies
+    frees its GPUs after ``expires_at`` and two workers on one node never share one.
+    """
+
+    node = models.CharField(max_length=200)
+    gpu_index = models.PositiveSmallIntegerField()
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="gpu_leases")
+    expires_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["node", "gpu_index"], name="one_lease_per_gpu")
+        ]
+
+    def __str__(self) -> str:
+        return f"GPU {self.gpu_index} of {self.node} for job {self.job_id}"

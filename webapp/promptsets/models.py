@@ -59,3 +59,30 @@ class Prompt(models.Model):
 
     def __str__(self) -> str:
         return f"{self.prompt_set_id}#{self.index}"
+
+
+class TeacherAnswer(models.Model):
+    """Collected teacher answers, shared by every job of every team.
+
+    Keyed like trainer.teacher's store: (prompt hash, teacher fingerprint = base URL +
+    model + sampling). The same prompt asked of the same teacher is never paid twice.
+    """
+
+    prompt_hash = models.CharField(max_length=64)
+    fingerprint = models.CharField(max_length=32)
+    response = models.TextField()
+    finish_reason = models.CharField(max_length=40, null=True)  # noqa: DJ001 - None: no choice
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    completion_tokens = models.PositiveIntegerField(default=0)
+    flag = models.CharField(max_length=10, help_text="ok, empty, length, refused or error")
+    error = models.TextField(blank=True)
+    latency_s = models.FloatField(default=0.0)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["prompt_hash", "fingerprint"], name="one_answer_per_key")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.flag} answer {self.prompt_hash[:8]}@{self.fingerprint[:8]}"

@@ -77,12 +77,11 @@ class EditTeacherForm(TeacherForm):
             **{name: endpoint.params.get(name, "") for name in RULES},
         }
         super().__init__(*args, initial=initial, **kwargs)
+        key = self.fields["api_key"]
         if endpoint.has_key:
-            self.fields[
-                "api_key"
-            ].help_text = f"Leave blank to keep the stored key ({endpoint.api_key_hint})."
+            key.help_text = f"Leave blank to keep the stored key ({endpoint.api_key_hint})."
         else:
-            self.fields["api_key"].help_text = "No key is stored. Enter one if the server needs it."
+            key.help_text = "No key is stored. Enter one if the server needs it."
             del self.fields["remove_key"]
 
 

@@ -1,0 +1,174 @@
+"""Jobs run by real Celery workers (subprocesses) on Redis and PostgreSQL, tiny models."""
+
+from __future__ import annotations
+
+import io
+import signal
+import tarfile
+
+import pytest
+from django.contrib.auth import get_user_model
+
+from tests.webapp.factories import make_prompt_set
+from tests.worker.conftest import wait_for
+from webapp.jobs import actions
+from webapp.jobs.forms import build_configs
+from webapp.jobs.models import Checkpoint, Job, JobAnswer, MetricPoint, Sample
+from webapp.promptsets.models import Prompt
+from webapp.teams.actions import create_team
+from webapp.teams.models import UsageKind
+
+pytestmark = pytest.mark.slow
+
+SMALL = {
+    "batch_size": 2,
+    "group_size": 2,
+    "max_prompt_tokens": 48,
+    "max_response_tokens": 6,
+    "micro_batch_tokens": 256,
+    "save_every": 2,
+    "sample_every": 1,
+    "warmup": {"epochs": 1, "d_only_steps": 1, "lr": 1e-3},
+    "gad": {"epochs": 1, "lr": 1e-3},
+    "seqkd": {"epochs": 1, "lr": 1e-3},
+    "disc": {"lr": 1e-3},
+}
+
+
+@pytest.fixture
+def team(transactional_db):
+    owner = get_user_model().objects.create_user("owner", password="x")
+    team = create_team("Lab", "lab", owner=owner)
+    team.quota.max_concurrent_jobs = 5
+    team.quota.save()
+    return team
+
+
+def launch(team, student, method="gad", gpus=0, n_prompts=8, test=0, **config):
+    prompt_set = make_prompt_set(team, n=n_prompts)
+    Prompt.objects.filter(prompt_set=prompt_set).update(teacher_response="the answer is four")
+    if test:
+        ids = list(prompt_set.prompts.order_by("-index").values_list("pk", flat=True)[:test])
+        Prompt.objects.filter(pk__in=ids).update(split="test")
+        prompt_set.num_test = test
+        prompt_set.save()
+    configs, errors = build_configs(method, str(student), {**SMALL, **config})
+    assert not errors, errors
+    request = actions.LaunchRequest("job", prompt_set, None, str(student), gpus, configs)
+    return actions.launch(team, None, request)[0]
+
+
+def status(job: Job) -> str:
+    job.refresh_from_db()
+    return job.status
+
+
+def test_gad_job_runs_queued_to_succeeded_with_metrics_samples_and_checkpoints(
+    workers, team, tiny_student
+):
+    job = launch(team, tiny_student, test=2)
+    workers.start("cpu")
+    seen = set()
+
+    def finished():
+        seen.add(status(job))
+        return job.status in ("succeeded", "failed")
+
+    wait_for(finished, 240, "the job to end", workers.logs)
+    assert job.status == "succeeded", job.error + workers.logs()
+    assert "training" in seen
+    steps = list(MetricPoint.objects.filter(job=job).values_list("step", flat=True))
+    assert steps == list(range(1, len(steps) + 1)) and len(steps) == job.total_steps
+    assert {"warmup", "gad"} <= set(
+        MetricPoint.objects.filter(job=job).values_list("stage", flat=True)
+    )
+    assert Sample.objects.filter(job=job).exists()
+    assert JobAnswer.objects.filter(job=job).count() == 2
+    assert job.step == job.total_steps and job.heartbeat_at is None and job.started_at
+    checkpoint = Checkpoint.objects.filter(job=job).order_by("-step").first()
+    assert checkpoint.step == job.total_steps and checkpoint.size_bytes > 0
+    _assert_downloads_and_loads(job, checkpoint)
+
+
+def _assert_downloads_and_loads(job, checkpoint, tmp_dir=None):
+    from transformers import AutoModelForCausalLM
+
+    from webapp.jobs.archive import TarStream
+
+    data = b"".join(TarStream(checkpoint.path, "ckpt"))
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp, tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        tar.extractall(tmp, filter="data")
+        model = AutoModelForCausalLM.from_pretrained(f"{tmp}/ckpt")
+    assert model.num_parameters() > 0
+
+
+def test_seqkd_job_succeeds(workers, team, tiny_student):
+    job = launch(team, tiny_student, method="seqkd")
+    workers.start("cpu")
+    wait_for(lambda: status(job) in ("succeeded", "failed"), 180, "the job", workers.logs)
+    assert job.status == "succeeded", job.error
+    assert set(MetricPoint.objects.filter(job=job).values_list("stage", flat=True)) == {"seqkd"}
+
+
+def test_cancel_stops_a_running_job_within_seconds_keeping_a_checkpoint(
+    workers, team, tiny_student
+):
+    job = launch(team, tiny_student, n_prompts=40, save_every=100)
+    workers.start("cpu")
+    wait_for(
+        lambda: MetricPoint.objects.filter(job=job).count() >= 2, 180, "training", workers.logs
+    )
+    actions.cancel(job)
+    wait_for(lambda: status(job) == "cancelled", 60, "the cancel", workers.logs)
+    assert Checkpoint.objects.filter(job=job).exists()  # the trainer saved on SIGTERM
+    assert job.team.usage_records.filter(kind=UsageKind.GPU_SECONDS).count() == 0  # CPU job
+
+
+def test_sigkill_of_the_worker_then_a_new_worker_resumes_from_the_checkpoint(
+    workers, team, tiny_student
+):
+    job = launch(team, tiny_student, n_prompts=24)
+    first = workers.start("cpu", name="first")
+    wait_for(lambda: Checkpoint.objects.filter(job=job).exists(), 180, "a checkpoint", workers.logs)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    saved = Checkpoint.objects.filter(job=job).order_by("-step").first().step
+    # The sweep (celery beat in production) sees the stale heartbeat and re-queues.
+    wait_for(lambda: actions.requeue_stale(10, 3)[0], 60, "the heartbeat to go stale")
+    workers.start("cpu", name="second")
+    wait_for(lambda: status(job) in ("succeeded", "failed"), 240, "the resumed job", workers.logs)
+    assert job.status == "succeeded", job.error
+    assert job.attempts == 2
+    steps = list(
+        MetricPoint.objects.filter(job=job).order_by("step").values_list("step", flat=True)
+    )
+    assert steps == list(range(1, job.total_steps + 1))  # none missing, none twice
+    assert "resuming from" in (workers.logs() + job.log_tail) or saved > 0
+
+
+def test_two_jobs_on_the_only_gpu_run_one_after_the_other(workers, team, tiny_student):
+    a = launch(team, tiny_student, gpus=1)
+    b = launch(team, tiny_student, gpus=1)
+    # One node offering one GPU ("0"), two task slots: only the lease keeps them apart.
+    workers.start("gpu", gpus="0", concurrency=2)
+    wait_for(
+        lambda: all(status(j) in ("succeeded", "failed") for j in (a, b)),
+        300,
+        "both jobs",
+        workers.logs,
+    )
+    assert a.status == b.status == "succeeded", a.error + b.error
+    first, second = sorted((a, b), key=lambda j: j.started_at)
+    assert first.finished_at <= second.started_at
+    assert team.usage_records.filter(kind=UsageKind.GPU_SECONDS).count() == 2
+
+
+def test_invalid_student_path_fails_the_job_with_the_trainers_message(workers, team, tmp_path):
+    job = launch(team, tmp_path / "no-such-model")
+    workers.start("cpu")
+    wait_for(lambda: status(job) in ("succeeded", "failed"), 120, "the job", workers.logs)
+    assert job.status == "failed"
+    assert "no-such-model" in job.error
+    assert "Traceback" not in job.error

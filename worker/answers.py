@@ -1,0 +1,69 @@
+"""The teacher answer store of trainer.teacher, kept in the site's database.
+
+Shared by every job on every node: the same prompt asked of the same teacher (same
+fingerprint) is never paid for twice. ``trainer.teacher.collect`` calls the store from
+its event loop, where Django refuses ORM calls, so every call runs on one helper thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
+from typing import TypeVar
+
+from django.db import connection
+
+from trainer.teacher import Answer
+from webapp.promptsets.models import TeacherAnswer
+
+T = TypeVar("T")
+FIELDS = [f for f in Answer.__dataclass_fields__]
+
+
+class OrmThread:
+    """Runs ORM calls on a thread of its own (no event loop there), one at a time."""
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="orm")
+
+    def call(self, fn: Callable[..., T], *args, **kwargs) -> T:
+        return self._pool.submit(fn, *args, **kwargs).result()
+
+    def close(self) -> None:
+        self._pool.submit(connection.close).result()
+        self._pool.shutdown()
+
+
+class DbAnswerStore:
+    def __init__(self, orm: OrmThread):
+        self.orm = orm
+
+    def get_many(self, fingerprint: str, hashes: Iterable[str]) -> dict[str, Answer]:
+        return self.orm.call(load_answers, fingerprint, list(hashes))
+
+    def put(self, answer: Answer) -> None:
+        self.orm.call(_save, answer)
+
+    def close(self) -> None:
+        pass
+
+
+def load_answers(fingerprint: str, hashes: list[str]) -> dict[str, Answer]:
+    found: dict[str, Answer] = {}
+    for start in range(0, len(hashes), 5000):
+        rows = TeacherAnswer.objects.filter(
+            fingerprint=fingerprint, prompt_hash__in=hashes[start : start + 5000]
+        ).values_list(*FIELDS)
+        for row in rows:
+            found[row[0]] = Answer(*row)
+    return found
+
+
+def _save(answer: Answer) -> None:
+    values = asdict(answer)
+    TeacherAnswer.objects.update_or_create(
+        prompt_hash=values.pop("prompt_hash"),
+        fingerprint=values.pop("fingerprint"),
+        defaults=values,
+    )

@@ -1,0 +1,57 @@
+"""Job tasks: run a job's pipeline; sweep for dead workers and resumable paused jobs."""
+
+from __future__ import annotations
+
+import logging
+
+from celery.exceptions import SoftTimeLimitExceeded
+
+from webapp import env
+from webapp.celery import app
+from webapp.jobs import actions
+from worker import pipeline
+
+log = logging.getLogger(__name__)
+
+# A GAD run at the paper's scale takes ~30 h; the hard limit is a backstop for a hung
+# worker, not a budget (quotas are).
+JOB_SOFT_LIMIT_S = env.integer("GAD_JOB_TIME_LIMIT_S", 7 * 24 * 3600, minimum=60)
+MAX_ATTEMPTS = env.integer("GAD_JOB_MAX_ATTEMPTS", 3, minimum=1)
+GPU_RETRY_S = env.integer("GAD_GPU_RETRY_S", 15, minimum=1)
+
+
+@app.task(
+    name=actions.RUN_JOB_TASK,
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    soft_time_limit=JOB_SOFT_LIMIT_S,
+    time_limit=JOB_SOFT_LIMIT_S + 600,
+    max_retries=None,
+)
+def run_job(self, job_id: int) -> str:
+    try:
+        outcome = pipeline.run(job_id)
+    except pipeline.NoGpu as busy:
+        log.info("%s; retrying in %s s", busy, GPU_RETRY_S)
+        raise self.retry(countdown=GPU_RETRY_S) from None
+    except SoftTimeLimitExceeded:
+        log.error("job %s hit the time limit of %s s", job_id, JOB_SOFT_LIMIT_S)
+        raise
+    log.info("job %s: %s", job_id, outcome)
+    return outcome
+
+
+@app.task(name="gad.sweep", soft_time_limit=60, time_limit=90)
+def sweep() -> dict:
+    """Re-queue jobs whose worker died (stale heartbeat); resume paused jobs with quota."""
+    requeued, failed = actions.requeue_stale(pipeline.STALE_S, MAX_ATTEMPTS)
+    resumed = actions.resume_paused()
+    if requeued or failed or resumed:
+        log.warning(
+            "sweep: requeued %s, failed %s, resumed %s",
+            [j.pk for j in requeued],
+            [j.pk for j in failed],
+            [j.pk for j in resumed],
+        )
+    return {"requeued": len(requeued), "failed": len(failed), "resumed": len(resumed)}

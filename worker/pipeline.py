@@ -1,0 +1,430 @@
+"""One job, start to end: collecting → training → evaluating → succeeded.
+
+Each stage is a function; ``run`` reads top to bottom. State changes go through
+``webapp.jobs.actions`` (which refuse them once this worker has lost its claim); a
+heartbeat thread keeps the claim alive, renews GPU leases, counts GPU time and notices
+a cancel, independently of how long a teacher call or a training step takes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from django.conf import settings
+from django.db import close_old_connections, connection
+
+from trainer.metrics import truncate_after
+from trainer.teacher import Limits, TeacherError, collect
+from webapp import env
+from webapp.jobs import actions
+from webapp.jobs.models import Job, JobAnswer, Status
+from webapp.promptsets.models import Prompt, Split, TeacherAnswer
+from webapp.teams import actions as team_actions
+from webapp.teams.models import UsageKind
+from worker import leases
+from worker.answers import DbAnswerStore, OrmThread
+from worker.ingest import RunIngest, forget_after, scrub
+from worker.runner import TrainerProcess, log_tail, trainer_argv
+from worker.specs import teacher_spec
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_S = 3.0
+# A claim whose heartbeat is older than this is dead (its worker crashed or was lost).
+STALE_S = float(env.integer("GAD_HEARTBEAT_STALE_S", 45, minimum=10))
+POLL_S = 2.0
+GRACE_S = 120.0  # after SIGTERM the trainer may finish its step and save before SIGKILL
+
+
+class JobFailed(Exception):
+    """Ends the job ``failed`` with this message (shown to members on the job page)."""
+
+
+class Cancelled(Exception):
+    pass
+
+
+class Paused(Exception):
+    pass
+
+
+class NoGpu(Exception):
+    """Not enough free GPUs on this node now; the task retries later."""
+
+
+@dataclass
+class Workspace:
+    root: Path
+
+    @property
+    def run_dir(self) -> Path:
+        return self.root / "run"
+
+    @property
+    def prompts(self) -> Path:
+        return self.root / "prompts.jsonl"
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "train.log"
+
+
+def workspace(job: Job) -> Workspace:
+    root = Path(settings.GAD_DATA_DIR) / "jobs" / str(job.pk)
+    root.mkdir(parents=True, exist_ok=True)
+    return Workspace(root)
+
+
+def worker_name() -> str:
+    return f"{leases.node_name()}:{os.getpid()}"
+
+
+# ----------------------------------------------------------------------------- the job
+
+
+def run(job_id: int) -> str:
+    """Run the job if this worker can claim it; return what happened, for the task log."""
+    job = Job.objects.filter(pk=job_id).first()
+    if job is None or job.status not in actions.ACTIVE_STATUSES:
+        return "ended already"
+    devices = _lease_gpus(job)
+    job = actions.claim(job_id, worker_name(), STALE_S)
+    if job is None:
+        leases.release(Job(pk=job_id))
+        return "claimed by another worker, or cancelled"
+    beat = Heartbeat(job, gpus=len(devices))
+    beat.start()
+    space = workspace(job)
+    try:
+        collect_answers(job, beat)
+        export_prompts(job, space)
+        train(job, space, devices, beat)
+        evaluate(job, space, beat)
+        actions.finish(job, Status.SUCCEEDED, log_tail=log_tail(space.log))
+        return "succeeded"
+    except Cancelled:
+        actions.finish(job, Status.CANCELLED, log_tail=log_tail(space.log))
+        return "cancelled"
+    except Paused as paused:
+        actions.pause(job, str(paused))
+        return "paused"
+    except JobFailed as failed:
+        actions.finish(job, Status.FAILED, error=str(failed), log_tail=log_tail(space.log))
+        return "failed"
+    except Exception:
+        actions.finish(
+            job, Status.FAILED, error=traceback.format_exc(), log_tail=log_tail(space.log)
+        )
+        raise
+    finally:
+        beat.stop()
+        leases.release(job)
+
+
+def _lease_gpus(job: Job) -> list[int]:
+    if job.gpus == 0:
+        return []
+    devices = leases.acquire(job, settings.GAD_WORKER_GPUS, job.gpus)
+    if devices is None:
+        raise NoGpu(f"job {job.pk} needs {job.gpus} GPU(s); this node has none free")
+    return devices
+
+
+class Heartbeat(threading.Thread):
+    """Beats every few seconds; ``cancelled`` turns true when the user cancels."""
+
+    def __init__(self, job: Job, gpus: int):
+        super().__init__(daemon=True, name=f"heartbeat-{job.pk}")
+        self.job = job
+        self.gpus = gpus
+        self.counting_gpu_time = False
+        self.cancelled = False
+        self.progress: dict = {}
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        last = time.monotonic()
+        try:
+            while not self._halt.wait(HEARTBEAT_S):
+                now = time.monotonic()
+                gpu_s = self.gpus * (now - last) if self.counting_gpu_time else 0.0
+                last = now
+                self.cancelled = actions.beat(self.job, gpu_seconds=gpu_s, **self.progress)
+                leases.renew(self.job)
+        finally:
+            connection.close()
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(timeout=10)
+
+    def check(self) -> None:
+        if self.cancelled:
+            raise Cancelled()
+
+
+# ----------------------------------------------------------------------------- collecting
+
+
+def collect_answers(job: Job, beat: Heartbeat) -> None:
+    """Ask the teacher for the training prompts that have no answer yet."""
+    missing = Prompt.objects.filter(
+        prompt_set=job.prompt_set, split=Split.TRAIN, teacher_response__isnull=True
+    )
+    if job.prompt_set is None:
+        raise JobFailed("The job's prompt set was deleted; run the job again with another one.")
+    if not missing.exists():
+        return
+    if job.teacher is None:
+        raise JobFailed("Some training prompts have no teacher answer and the job has no teacher.")
+    actions.advance(job, Status.COLLECTING, stage="collecting")
+    spec = teacher_spec(job.teacher)
+    budget = _token_budget(job)
+    if budget <= 0:
+        raise Paused("Paused: the team's teacher tokens for this month are spent.")
+    orm = OrmThread()
+    charged = [0]
+
+    def progress(summary) -> None:
+        if beat.cancelled:
+            raise Cancelled()
+        beat.progress = {"step": summary.cached + summary.answered, "total_steps": summary.total}
+        if summary.tokens - charged[0] >= 10_000:
+            orm.call(_charge_tokens, job, summary.tokens - charged[0])
+            charged[0] = summary.tokens
+
+    messages = list(missing.values_list("messages", flat=True).iterator())
+    summary = None
+    try:
+        summary = asyncio.run(
+            collect(
+                messages,
+                spec,
+                DbAnswerStore(orm),
+                Limits(max_total_tokens=budget),
+                on_progress=progress,
+            )
+        )
+    except* TeacherError as failed:
+        raise JobFailed(f"Collecting teacher answers stopped: {failed.exceptions[0]}") from None
+    except* Cancelled:
+        raise Cancelled() from None
+    finally:
+        tokens = summary.tokens if summary else 0
+        orm.call(_charge_tokens, job, max(0, tokens - charged[0]))
+        orm.close()
+    log.info("job %s: %s", job.pk, summary.line())
+    if summary.stopped == "budget":
+        raise Paused(f"Paused: the team's teacher token budget ran out ({summary.line()}).")
+    if summary.failed:
+        raise JobFailed(
+            f"{summary.failed} prompts got no answer after retries ({summary.line()}); "
+            "run the job again to ask only for those."
+        )
+
+
+def _token_budget(job: Job) -> int:
+    usage = team_actions.month_usage(job.team)
+    return int(job.team.quota.teacher_tokens_per_month) - usage.teacher_tokens
+
+
+def _charge_tokens(job: Job, tokens: int) -> None:
+    if tokens > 0:
+        team_actions.record_usage(job.team, UsageKind.TEACHER_TOKENS, tokens, job=job)
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def export_prompts(job: Job, space: Workspace) -> int:
+    """Write the training prompts with their teacher answers; unusable ones are left out."""
+    fingerprint = teacher_spec(job.teacher).fingerprint if job.teacher else None
+    rows = Prompt.objects.filter(prompt_set=job.prompt_set, split=Split.TRAIN).order_by("index")
+    written = 0
+    tmp = space.prompts.with_suffix(".tmp")
+    with open(tmp, "w", encoding="utf-8") as out:
+        for chunk in _chunks(rows.values_list("pk", "messages", "teacher_response", "prompt_hash")):
+            collected = _collected(fingerprint, [r[3] for r in chunk if r[2] is None])
+            for pk, messages, teacher, key in chunk:
+                answer = teacher if teacher is not None else collected.get(key)
+                if answer is None:
+                    continue  # flagged (empty, cut, refused): never trained on silently
+                out.write(
+                    json.dumps({"id": str(pk), "messages": messages, "teacher_response": answer})
+                    + "\n"
+                )
+                written += 1
+    tmp.replace(space.prompts)
+    if written == 0:
+        raise JobFailed(
+            "No training prompt has a usable teacher answer (all were empty, cut or refused)."
+        )
+    return written
+
+
+def _chunks(rows, size: int = 2000):
+    chunk = []
+    for row in rows.iterator(chunk_size=size):
+        chunk.append(row)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _collected(fingerprint: str | None, hashes: list[str]) -> dict[str, str]:
+    if not fingerprint or not hashes:
+        return {}
+    return dict(
+        TeacherAnswer.objects.filter(
+            fingerprint=fingerprint, prompt_hash__in=hashes, flag="ok"
+        ).values_list("prompt_hash", "response")
+    )
+
+
+def write_config(job: Job, space: Workspace) -> None:
+    config = {**job.config, "train_file": str(space.prompts), "output_dir": str(space.run_dir)}
+    config["resume"] = "auto"
+    space.config.write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+def resume_step(run_dir: Path) -> int:
+    root = run_dir / "checkpoints"
+    steps = [int(m[1]) for p in root.glob("step-*") if (m := re.fullmatch(r"step-(\d+)", p.name))]
+    return max(steps, default=0)
+
+
+def train(job: Job, space: Workspace, devices: list[int], beat: Heartbeat) -> None:
+    write_config(job, space)
+    start = resume_step(space.run_dir)
+    # Records past the checkpoint this attempt resumes from are replayed by the trainer:
+    # drop them from the files and the database first, so nothing counts twice.
+    truncate_after(space.run_dir, start)
+    forget_after(job, start)
+    actions.advance(job, Status.TRAINING, stage=job.stage or "starting", step=start)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, devices))
+    proc = TrainerProcess(trainer_argv(space.config, len(devices)), space.root, space.log, env)
+    ingest = RunIngest(job, space.run_dir)
+    beat.counting_gpu_time = True
+    try:
+        code = _watch(job, proc, ingest, beat)
+    finally:
+        beat.counting_gpu_time = False
+        ingest.poll()
+    if beat.cancelled:
+        raise Cancelled()
+    if code == 2:
+        raise JobFailed(_bad_input_message(space.log))
+    if code != 0:
+        raise JobFailed(
+            f"The trainer exited with status {code}. Its last lines:\n{log_tail(space.log)}"
+        )
+
+
+def _watch(job: Job, proc: TrainerProcess, ingest: RunIngest, beat: Heartbeat) -> int:
+    step_times: list[tuple[float, int]] = []
+    while True:
+        code = proc.poll()
+        close_old_connections()
+        ingest.poll()
+        if ingest.last:
+            step = int(ingest.last["step"])
+            step_times = (step_times + [(time.monotonic(), step)])[-20:]
+            beat.progress = {
+                "step": step,
+                "stage": ingest.last.get("stage", ""),
+                "total_steps": ingest.total_steps,
+                "eta_seconds": _eta(step_times, ingest.total_steps),
+                "log_tail": proc.tail(),
+            }
+        if code is not None:
+            return code
+        if beat.cancelled:
+            proc.terminate()
+            if proc.kill_if_overdue(GRACE_S):
+                log.warning("job %s: trainer ignored SIGTERM for %ss; killed", job.pk, GRACE_S)
+        time.sleep(POLL_S)
+
+
+def _eta(points: list[tuple[float, int]], total: int | None) -> int | None:
+    if not total or len(points) < 2 or points[-1][1] == points[0][1]:
+        return None
+    rate = (points[-1][1] - points[0][1]) / (points[-1][0] - points[0][0])
+    return max(0, round((total - points[-1][1]) / rate))
+
+
+def _bad_input_message(log_path: Path) -> str:
+    lines = log_tail(log_path, 50).splitlines()
+    errors = [line.removeprefix("error: ") for line in lines if line.startswith("error: ")]
+    return errors[-1] if errors else "\n".join(lines[-10:])
+
+
+# ----------------------------------------------------------------------------- evaluating
+
+
+def evaluate(job: Job, space: Workspace, beat: Heartbeat) -> None:
+    """Answer the held-out prompts with the final checkpoint (greedy), if there are some."""
+    test = Prompt.objects.filter(prompt_set=job.prompt_set, split=Split.TEST).order_by("index")
+    if not test.exists():
+        return
+    actions.advance(job, Status.EVALUATING, stage="evaluating")
+    prompts, answers = space.root / "test.jsonl", space.root / "test-answers.jsonl"
+    with open(prompts, "w", encoding="utf-8") as out:
+        for pk, messages in test.values_list("pk", "messages").iterator():
+            out.write(json.dumps({"id": str(pk), "messages": messages}) + "\n")
+    max_tokens = job.config.get("max_response_tokens", 1536)
+    argv = [
+        sys.executable,
+        "-m",
+        "trainer",
+        "generate",
+        "--model",
+        str(space.run_dir / "final"),
+        "--prompts",
+        str(prompts),
+        "--out",
+        str(answers),
+        "--greedy",
+        "--max-new-tokens",
+        str(max_tokens),
+    ]
+    proc = TrainerProcess(argv, space.root, space.log, dict(os.environ))
+    while (code := proc.poll()) is None:
+        if beat.cancelled:
+            proc.kill()
+            raise Cancelled()
+        time.sleep(POLL_S)
+    if code != 0:
+        raise JobFailed(f"Generating answers on the test prompts failed:\n{log_tail(space.log)}")
+    rows = [json.loads(line) for line in answers.read_text(encoding="utf-8").splitlines() if line]
+    JobAnswer.objects.bulk_create(
+        [
+            JobAnswer(
+                job=job,
+                prompt_id=int(r["id"]),
+                response=scrub(r.get("response", "")),
+                finish_reason=r.get("finish_reason") or "",
+            )
+            for r in rows
+        ],
+        update_conflicts=True,
+        unique_fields=["job", "prompt"],
+        update_fields=["response", "finish_reason"],
+    )

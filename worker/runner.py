@@ -1,0 +1,114 @@
+"""Run a trainer command as a child process the worker can watch, stop and outlive.
+
+The child gets its own process group (``start_new_session``), so SIGTERM reaches every
+process it started (accelerate's ranks, tokenizer threads' helpers) and a Ctrl-C of the
+worker's terminal does not reach it. Output goes to a log file in the job's work dir;
+the last lines are kept for the job page.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import deque
+from pathlib import Path
+
+LOG_TAIL_LINES = 200
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: be killed if the worker dies (SIGKILL, node lost).
+
+    Otherwise an orphaned trainer would keep writing into the run directory while the
+    job's next attempt, on another worker, resumes from the same checkpoint.
+    """
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except OSError:
+        pass  # not Linux: the sweep still waits for the heartbeat to go stale
+
+
+class TrainerProcess:
+    def __init__(self, argv: list[str], cwd: Path, log_path: Path, env: dict[str, str]):
+        self.log_path = log_path
+        self._log = open(log_path, "ab")  # noqa: SIM115 - closed in wait()/kill paths
+        self.proc = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+        self.terminated_at: float | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def poll(self) -> int | None:
+        code = self.proc.poll()
+        if code is not None:
+            self._log.close()
+        return code
+
+    def terminate(self) -> None:
+        """Ask the trainer to stop: it finishes the step, saves a checkpoint, exits 0."""
+        if self.terminated_at is None:
+            self.terminated_at = time.monotonic()
+            self._signal(signal.SIGTERM)
+
+    def kill_if_overdue(self, grace_s: float) -> bool:
+        if self.terminated_at is not None and time.monotonic() - self.terminated_at > grace_s:
+            self._signal(signal.SIGKILL)
+            return True
+        return False
+
+    def kill(self) -> None:
+        self._signal(signal.SIGKILL)
+        self.proc.wait()
+        self._log.close()
+
+    def _signal(self, sig: int) -> None:
+        try:
+            os.killpg(self.proc.pid, sig)
+        except ProcessLookupError:
+            pass  # already gone
+
+    def tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        return log_tail(self.log_path, lines)
+
+
+def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    if not path.exists():
+        return ""
+    with open(path, "rb") as f:
+        # Read at most the last 256 KB: a 30 h run's log can be large.
+        f.seek(max(0, path.stat().st_size - 256 * 1024))
+        kept = deque(f.read().decode("utf-8", errors="replace").splitlines(), maxlen=lines)
+    return "\n".join(kept)
+
+
+def trainer_argv(config_path: Path, gpus: int) -> list[str]:
+    """`python -m trainer run`, or under `accelerate launch` when the job has several GPUs."""
+    if gpus > 1:
+        return [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--num_processes",
+            str(gpus),
+            "--module",
+            "trainer",
+            "run",
+            "--config",
+            str(config_path),
+        ]
+    return [sys.executable, "-m", "trainer", "run", "--config", str(config_path)]
