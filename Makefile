@@ -27,11 +27,15 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# OMP_NUM_THREADS=1: tiny models on a 2-core machine shared by the test process, the
+# trainer subprocesses and `transformers serve`; BLAS threads spinning against each
+# other made training steps 15x slower (see docs/benchmarks.md).
 test: setup services
 	$(BIN)/ruff check .
 	DATABASE_URL=$${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/gad} \
 	CELERY_BROKER_URL=$${CELERY_BROKER_URL:-redis://127.0.0.1:6379/0} \
-	DJANGO_DEBUG=1 $(BIN)/pytest $(PYTEST_ARGS)
+	DJANGO_DEBUG=1 OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} HF_HUB_OFFLINE=1 \
+	$(BIN)/pytest $(PYTEST_ARGS)
 
 demo: setup services
 	@bash scripts/demo.sh

@@ -108,7 +108,7 @@ def _messages(value: Any, name: str, csv_row: bool) -> list[dict[str, str]] | st
 def _jsonl_objects(f: io.BufferedReader) -> Iterator[tuple[int, Any | Problem]]:
     for lineno, raw in enumerate(f, start=1):
         try:
-            text = raw.decode("utf-8")
+            text = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")  # Excel writes a BOM
         except UnicodeDecodeError:
             yield lineno, Problem(lineno, "invalid UTF-8")
             continue
@@ -126,7 +126,7 @@ def _csv_objects(f: io.BufferedReader) -> Iterator[tuple[int, Any | Problem]]:
     def lines() -> Iterator[str]:
         for lineno, raw in enumerate(f, start=1):
             try:
-                yield raw.decode("utf-8")
+                yield raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
             except UnicodeDecodeError:
                 bad_lines.append(lineno)
                 yield raw.decode("utf-8", errors="replace")

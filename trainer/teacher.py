@@ -25,6 +25,7 @@ import json
 import random
 import sqlite3
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
@@ -159,6 +160,14 @@ def classify(exc: Exception, spec: TeacherSpec) -> TeacherError:
         return TeacherError(
             f"{where} is rate-limiting (HTTP 429)", "transient", status, _retry_after(exc.response)
         )
+    if 300 <= status < 400:
+        location = getattr(exc.response, "headers", {}).get("location", "elsewhere")
+        return TeacherError(
+            f"{where} redirects (HTTP {status}) to {location}; redirects are not followed: "
+            "use the final URL as the base URL",
+            "run",
+            status,
+        )
     if status >= 500 or status in (408, 409):
         return TeacherError(
             f"{where} failed (HTTP {status}: {detail})",
@@ -230,6 +239,9 @@ def make_client(spec: TeacherSpec) -> openai.AsyncOpenAI:
         api_key=spec.api_key or "no-key",
         timeout=spec.timeout,
         max_retries=0,
+        # A redirect could carry the request (and its key) to a host nobody checked
+        # against the SSRF rules: refuse it (classify() says to use the final URL).
+        http_client=openai.DefaultAsyncHttpxClient(follow_redirects=False),
     )
 
 
@@ -452,10 +464,12 @@ async def collect(
     summary = Summary(total=len(by_hash))
     have = store.get_many(fingerprint, by_hash)
     summary.cached = len(have)
-    queue: asyncio.Queue[str] = asyncio.Queue()
+    # A plain deque suffices: workers share one event loop and never await between
+    # looking at the next prompt and taking it.
+    pending: deque[str] = deque()
     for key in by_hash:
         if key not in have:
-            queue.put_nowait(key)
+            pending.append(key)
     if on_progress:
         on_progress(summary)
     client = client or make_client(spec)
@@ -466,14 +480,22 @@ async def collect(
     def counted_retry(err: TeacherError) -> None:
         summary.retries += 1
 
+    in_flight = [0]  # estimated tokens of requests sent and not answered yet
+
+    def over_budget(estimate: int) -> bool:
+        # Counting what is in flight keeps concurrent requests from overshooting.
+        cap = limits.max_total_tokens
+        return cap is not None and summary.tokens + in_flight[0] + estimate > cap
+
     async def worker() -> None:
-        while not queue.empty():
-            if limits.max_total_tokens is not None and summary.tokens >= limits.max_total_tokens:
+        while pending:
+            messages = by_hash[pending[0]]  # taken only if it fits the budget
+            estimate = estimate_tokens(messages, spec.sampling.max_tokens)
+            if over_budget(estimate):
                 summary.stopped = "budget"
                 return
-            key = queue.get_nowait()
-            messages = by_hash[key]
-            estimate = estimate_tokens(messages, spec.sampling.max_tokens)
+            key = pending.popleft()
+            in_flight[0] += estimate
             if rpm:
                 await rpm.acquire()
             if tpm:
@@ -501,13 +523,14 @@ async def collect(
                 if tpm:
                     tpm.refund(estimate - answer.prompt_tokens - answer.completion_tokens)
             finally:
+                in_flight[0] -= estimate
                 summary.wall_s = time.monotonic() - started
                 if on_progress:
                     on_progress(summary)
 
     try:
         async with asyncio.TaskGroup() as group:
-            for _ in range(max(1, min(limits.concurrency, queue.qsize()))):
+            for _ in range(max(1, min(limits.concurrency, len(pending)))):
                 group.create_task(worker())
     except* TeacherError as failed:
         summary.stopped = "error"

@@ -75,14 +75,14 @@ def build_tiny(
     seed: int = 0,
 ) -> Path:
     """Write a tiny Qwen2 model + tokenizer to `out`; return the directory."""
-    import torch
-    from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
-
     if hidden % heads:
         raise BadInput(f"--hidden {hidden} must be a multiple of --heads {heads}")
     if vocab < 260:
         raise BadInput(f"--vocab {vocab} must be at least 260 (256 bytes + special tokens)")
     corpus = _read_texts(texts) if texts else builtin_corpus(seed=seed)
+    import torch  # after the input checks: a bad --texts fails without loading torch
+    from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
+
     tokenizer = train_tokenizer(corpus, vocab)
     eos_id = tokenizer.convert_tokens_to_ids(IM_END)
     kv_heads = heads // 2 if heads % 2 == 0 else heads  # grouped-query attention, like Qwen2

@@ -31,7 +31,8 @@ class OrmThread:
         return self._pool.submit(fn, *args, **kwargs).result()
 
     def close(self) -> None:
-        self._pool.submit(connection.close).result()
+        # `connection` resolves per thread: close the helper thread's own connection.
+        self._pool.submit(lambda: connection.close()).result()
         self._pool.shutdown()
 
 

@@ -116,7 +116,11 @@ class RunIngest:
                 continue
             step = int(match[1])
             student = entry / "student"
-            stage = _checkpoint_stage(entry)
+            stage = (
+                MetricPoint.objects.filter(job=self.job, step=step)
+                .values_list("stage", flat=True)
+                .first()
+            ) or ""
             Checkpoint.objects.update_or_create(
                 job=self.job,
                 step=step,
@@ -148,16 +152,6 @@ def scrub(value):
     if isinstance(value, dict):
         return {k: scrub(v) for k, v in value.items()}
     return value
-
-
-def _checkpoint_stage(entry: Path) -> str:
-    meta = entry / "meta.json"
-    if meta.exists():
-        try:
-            return json.loads(meta.read_text()).get("stage", "")
-        except (OSError, json.JSONDecodeError):
-            return ""
-    return ""
 
 
 def _size(directory: Path) -> int:

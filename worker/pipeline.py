@@ -30,6 +30,7 @@ from webapp import env
 from webapp.jobs import actions
 from webapp.jobs.models import Job, JobAnswer, Status
 from webapp.promptsets.models import Prompt, Split, TeacherAnswer
+from webapp.teachers import crypto, ssrf
 from webapp.teams import actions as team_actions
 from webapp.teams.models import UsageKind
 from worker import leases
@@ -193,7 +194,10 @@ def collect_answers(job: Job, beat: Heartbeat) -> None:
     if job.teacher is None:
         raise JobFailed("Some training prompts have no teacher answer and the job has no teacher.")
     actions.advance(job, Status.COLLECTING, stage="collecting")
-    spec = teacher_spec(job.teacher)
+    try:
+        spec = teacher_spec(job.teacher)
+    except (ssrf.UnsafeURL, crypto.KeyUnreadable) as refused:
+        raise JobFailed(f"Teacher {job.teacher.name!r} cannot be used: {refused}") from None
     budget = _token_budget(job)
     if budget <= 0:
         raise Paused("Paused: the team's teacher tokens for this month are spent.")
@@ -253,7 +257,7 @@ def _charge_tokens(job: Job, tokens: int) -> None:
 
 def export_prompts(job: Job, space: Workspace) -> int:
     """Write the training prompts with their teacher answers; unusable ones are left out."""
-    fingerprint = teacher_spec(job.teacher).fingerprint if job.teacher else None
+    fingerprint = job.teacher.fingerprint if job.teacher else None
     rows = Prompt.objects.filter(prompt_set=job.prompt_set, split=Split.TRAIN).order_by("index")
     written = 0
     tmp = space.prompts.with_suffix(".tmp")

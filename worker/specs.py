@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
-from trainer.teacher import Sampling, TeacherSpec
-from webapp.teachers import crypto
+from trainer.teacher import TeacherSpec
+from webapp.teachers import crypto, ssrf
 from webapp.teachers.models import TeacherEndpoint
-from webapp.teachers.params import RULES
 
 
 def teacher_spec(endpoint: TeacherEndpoint, timeout: float = 120.0, **sampling) -> TeacherSpec:
-    """``sampling`` overrides the endpoint's stored parameters (e.g. max_tokens=8)."""
-    params = {name: endpoint.params.get(name) for name in RULES} | sampling
+    """``sampling`` overrides the endpoint's stored parameters (e.g. max_tokens=8).
+
+    Checks the base URL against the SSRF rules again (raises ssrf.UnsafeURL): DNS may
+    have changed since the endpoint was saved.
+    """
+    ssrf.check_base_url(endpoint.base_url)
     return TeacherSpec(
         base_url=endpoint.base_url,
         model=endpoint.model,
         api_key=crypto.decrypt(endpoint.api_key_encrypted) if endpoint.has_key else "",
-        sampling=Sampling(**params),
+        sampling=endpoint.sampling(**sampling),
         timeout=timeout,
         api_key_name=f"the API key of teacher {endpoint.name!r}",
     )

@@ -1,33 +1,25 @@
 """Teacher endpoint tasks: "Test connection" asks the teacher one short question.
 
 The task re-checks the base URL against the SSRF rules right before connecting (DNS
-may have changed since the endpoint was saved), decrypts the key only here, and
-goes through ``trainer.teacher.ask`` like every other teacher call, so its errors
-carry the same kinds: transient (try again), prompt (this request refused), run
-(the endpoint is unusable as configured).
+may have changed since the endpoint was saved), builds the spec with the decrypted
+key through ``worker.specs`` as the collection pipeline does, and calls the teacher
+through ``trainer.teacher.ask`` like every other teacher call, so its errors carry the
+same kinds: transient (try again), prompt (this request refused), run (the endpoint
+is unusable as configured).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 
-from trainer.teacher import (
-    Answer,
-    RetryPolicy,
-    Sampling,
-    TeacherError,
-    TeacherSpec,
-    ask,
-    make_client,
-)
+from trainer.teacher import Answer, RetryPolicy, TeacherError, TeacherSpec, ask, make_client
 from webapp.celery import app
 from webapp.teachers import actions, crypto, ssrf
 from webapp.teachers.models import KEY_MASK, ConnectionStatus, ErrorKind, TeacherEndpoint
-from webapp.teachers.params import RULES
+from worker.specs import teacher_spec
 
 log = logging.getLogger(__name__)
 
@@ -37,31 +29,6 @@ TEST_MAX_TOKENS = 8
 TEST_TIMEOUT_S = 30.0
 # One attempt and no back-off sleep: the person waiting wants the first answer.
 ONE_TRY = RetryPolicy(max_attempts=1, base_delay=0.0, max_delay=0.0)
-
-
-def sampling_for(params: dict[str, Any], **override: Any) -> Sampling:
-    """The trainer's Sampling for an endpoint's stored params; ``override`` wins."""
-    return Sampling(**({name: params.get(name) for name in RULES} | override))
-
-
-def teacher_spec(
-    endpoint: TeacherEndpoint, timeout: float = 120.0, **sampling_override: Any
-) -> TeacherSpec:
-    """What trainer.teacher needs to call this endpoint; for every task that calls one.
-
-    Checks the base URL again (DNS may have changed since it was saved) and decrypts
-    the key, which the spec keeps out of its repr. Raises ``ssrf.UnsafeURL`` or
-    ``crypto.KeyUnreadable``, both permanent until someone edits the endpoint.
-    """
-    ssrf.check_base_url(endpoint.base_url)
-    return TeacherSpec(
-        base_url=endpoint.base_url,
-        model=endpoint.model,
-        api_key=crypto.decrypt(endpoint.api_key_encrypted) if endpoint.has_key else "",
-        sampling=sampling_for(endpoint.params, **sampling_override),
-        timeout=timeout,
-        api_key_name=f"the API key of teacher {endpoint.name!r}",
-    )
 
 
 def without_key(message: str, endpoint: TeacherEndpoint, spec: TeacherSpec | None) -> str:
@@ -79,6 +46,7 @@ def run_teacher_test(endpoint_id: int) -> str:
         return "skipped"  # deleted, edited since, or already answered (a redelivery)
     spec = None
     try:
+        # teacher_spec checks the URL again: DNS may have changed since it was saved.
         spec = teacher_spec(endpoint, timeout=TEST_TIMEOUT_S, max_tokens=TEST_MAX_TOKENS)
         answer = asyncio.run(_ask_once(spec))
     except (ssrf.UnsafeURL, crypto.KeyUnreadable) as exc:

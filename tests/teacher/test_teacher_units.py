@@ -131,3 +131,45 @@ def test_rate_limiter_spaces_requests():
         return time.monotonic() - start
 
     assert asyncio.run(go()) >= 0.4
+
+
+def test_redirects_are_refused_not_followed(tmp_path):
+    """A teacher URL that redirects could smuggle requests past the SSRF check."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from trainer.teacher import collect
+
+    hits = []
+
+    class Target(BaseHTTPRequestHandler):
+        def do_POST(self):
+            hits.append(self.path)
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    target = ThreadingHTTPServer(("127.0.0.1", 0), Target)
+
+    class Redirect(Target):
+        def do_POST(self):
+            self.send_response(307)
+            self.send_header("Location", f"http://127.0.0.1:{target.server_port}/internal")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    redirect = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    for server in (target, redirect):
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        spec = TeacherSpec(f"http://127.0.0.1:{redirect.server_port}/v1", "m", timeout=5)
+        store = AnswerStore(tmp_path / "a.sqlite")
+        with pytest.raises(Exception) as caught:
+            asyncio.run(collect([[{"role": "user", "content": "hi"}]], spec, store))
+    finally:
+        target.shutdown()
+        redirect.shutdown()
+    assert caught.value.scope == "run" and "use the final URL" in str(caught.value)
+    assert hits == []

@@ -44,6 +44,13 @@ def test_csv_with_header(tmp_path):
     assert recs[1].teacher_response is None and recs[1].line == 3
 
 
+def test_byte_order_mark_is_ignored(tmp_path):
+    (tmp_path / "p.csv").write_bytes(b"\xef\xbb\xbfprompt\nhello\n")
+    (tmp_path / "p.jsonl").write_bytes(b'\xef\xbb\xbf{"prompt": "hello"}\n')
+    for name in ("p.csv", "p.jsonl"):
+        assert list(data.iter_records(tmp_path / name))[0].messages[0]["content"] == "hello"
+
+
 def test_csv_messages_column_holds_json(tmp_path):
     path = tmp_path / "p.csv"
     with open(path, "w", newline="", encoding="utf-8") as f:

@@ -15,7 +15,7 @@ import pytest
 from django.db import connection
 from django.urls import reverse
 
-import worker.teachers  # registers gad.test_teacher until worker/tasks.py imports it
+import worker.teachers
 from tests.conftest import free_port
 from webapp.jobs.models import Job, Status
 from webapp.teachers import actions, crypto, ssrf

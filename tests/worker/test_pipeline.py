@@ -172,3 +172,44 @@ def test_invalid_student_path_fails_the_job_with_the_trainers_message(workers, t
     assert job.status == "failed"
     assert "no-such-model" in job.error
     assert "Traceback" not in job.error
+
+
+def test_teacher_answers_are_collected_charged_paused_at_budget_and_resumed(
+    workers, team, tiny_student, teacher_server
+):
+    from webapp.promptsets.models import TeacherAnswer
+    from webapp.teachers.actions import create_endpoint
+
+    url, model = teacher_server
+    teacher = create_endpoint(team, None, name="tiny", base_url=url, model=model,
+                              params={"max_tokens": 8})
+    prompt_set = make_prompt_set(team, n=8)
+    missing = list(prompt_set.prompts.order_by("index").values_list("pk", flat=True)[4:])
+    Prompt.objects.filter(pk__in=missing).update(teacher_response=None)
+    team.quota.teacher_tokens_per_month = 40  # runs out after a few answers
+    team.quota.save()
+    configs, _ = build_configs("gad", str(tiny_student), SMALL)
+    request = actions.LaunchRequest("job", prompt_set, teacher, str(tiny_student), 0, configs)
+    job = actions.launch(team, None, request)[0]
+    workers.start("cpu")
+
+    wait_for(lambda: status(job) in ("paused", "failed", "succeeded"), 120, "the budget stop",
+             workers.logs)
+    assert job.status == "paused", job.error
+    assert "token budget" in job.log_tail
+    tokens = sum(r.amount for r in team.usage_records.filter(kind=UsageKind.TEACHER_TOKENS))
+    assert tokens >= 40
+    assert 0 < TeacherAnswer.objects.filter(fingerprint=teacher.fingerprint).count() < 4
+
+    team.quota.teacher_tokens_per_month = 1_000_000
+    team.quota.save()
+    assert actions.resume_paused() == [job]  # what the sweep does every 30 s
+    wait_for(lambda: status(job) in ("failed", "succeeded"), 240, "the resumed job", workers.logs)
+    assert job.status == "succeeded", job.error
+    answers = TeacherAnswer.objects.filter(fingerprint=teacher.fingerprint)
+    assert answers.count() == 4
+    # A random tiny teacher never stops within 8 tokens: its answers are flagged "length"
+    # and the job trained on the 4 uploaded answers only.
+    assert set(answers.values_list("flag", flat=True)) <= {"length", "empty"}
+    exported = (workers.tmp_path / "data").glob(f"jobs/{job.pk}/prompts.jsonl")
+    assert sum(1 for _ in next(exported).open()) == 4

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -13,6 +11,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from webapp.promptsets import actions
+from webapp.promptsets.answers import collected, count_collected
 from webapp.promptsets.export import jsonl_lines
 from webapp.promptsets.ingest import UploadRejected, ingest
 from webapp.promptsets.models import PromptSet
@@ -78,9 +77,12 @@ def prompt_set_detail(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     rows = prompt_set.prompts.order_by("index")
     if query:
         rows = rows.filter(text__icontains=query)
-    page = Paginator(rows.only("index", "line", "text", "teacher_response", "split"), 20).get_page(
-        request.GET.get("page")
-    )
+    page = Paginator(
+        rows.only("index", "line", "text", "teacher_response", "split", "prompt_hash"), 20
+    ).get_page(request.GET.get("page"))
+    answers = collected(team, [p.prompt_hash for p in page if p.teacher_response is None])
+    for prompt in page:
+        prompt.collected = answers.get(prompt.prompt_hash)
     histograms = {key: prompt_set.stats.get(key, {}) for key in ("prompt_chars", "answer_chars")}
     return render(
         request,
@@ -88,10 +90,11 @@ def prompt_set_detail(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
         {
             "team": team,
             "prompt_set": prompt_set,
+            "num_collected": count_collected(prompt_set),
             "page": page,
             "query": query,
             "split_form": SplitForm(initial={"num_test": prompt_set.num_test}),
-            "histograms_json": json.dumps(histograms),
+            "histograms": histograms,
             "jobs": prompt_set.jobs.order_by("-created_at")[:10],
         },
     )

@@ -68,6 +68,20 @@ class TeacherEndpoint(models.Model):
     def has_key(self) -> bool:
         return bool(self.api_key_encrypted)
 
+    def sampling(self, **override):
+        """The trainer's Sampling for the stored params; ``override`` wins (e.g. max_tokens)."""
+        from trainer.teacher import Sampling
+        from webapp.teachers.params import RULES
+
+        return Sampling(**({name: self.params.get(name) for name in RULES} | override))
+
+    @property
+    def fingerprint(self) -> str:
+        """The answer cache key's teacher half (base URL + model + sampling; not the key)."""
+        from trainer.teacher import TeacherSpec
+
+        return TeacherSpec(self.base_url, self.model, sampling=self.sampling()).fingerprint
+
     @property
     def api_key_hint(self) -> str | None:
         """What pages and the API show instead of the key: "••••abcd", or None."""
