@@ -100,3 +100,10 @@ def prompts_file(tmp_path) -> Path:
     ]
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def pytest_collection_modifyitems(config, items):
+    # Playwright's sync API keeps an event loop running in this thread for the rest of
+    # the session, after which asyncio.run() (the teacher client) refuses to start:
+    # browser tests go last.
+    items.sort(key=lambda item: "tests/e2e/" in item.nodeid)

@@ -97,18 +97,11 @@ def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
 
 
 def trainer_argv(config_path: Path, gpus: int) -> list[str]:
-    """`python -m trainer run`, or under `accelerate launch` when the job has several GPUs."""
-    if gpus > 1:
-        return [
-            sys.executable,
-            "-m",
-            "accelerate.commands.launch",
-            "--num_processes",
-            str(gpus),
-            "--module",
-            "trainer",
-            "run",
-            "--config",
-            str(config_path),
-        ]
+    """`python -m trainer run` for the job's config.
+
+    One process, whatever the number of leased GPUs: the trainer has no data-parallel
+    mode yet, and `accelerate launch` of a single-process script would start one
+    independent copy per GPU, all writing the same run directory. A job leasing k GPUs
+    sees them all in CUDA_VISIBLE_DEVICES and trains on the first (docs/deployment.md).
+    """
     return [sys.executable, "-m", "trainer", "run", "--config", str(config_path)]
