@@ -25,6 +25,14 @@ from bench.report import table, write_section  # noqa: E402
 from trainer.teacher import AnswerStore, Limits, Sampling, TeacherSpec, collect  # noqa: E402
 
 CONCURRENCY = [1, 8, 32, 64]
+NOTES = """\
+At 64 in flight one event loop is CPU-bound: about 4 ms of CPU per answer (the HTTP
+client's connection pool and request building, the store's commit), on a machine whose
+second core runs the answering server. Requests go through the `openai` client's generic
+`post` rather than `chat.completions.create`, whose typed-parameter transform and response
+models cost another ~3 ms per call (0.52 of ideal at 64 before that change, same run
+conditions). A real teacher answers from another machine, leaving both cores to the
+collector."""
 
 
 def measure(url: str, concurrency: int, latency: float, store_dir: Path) -> tuple[int, float]:
