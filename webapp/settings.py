@@ -64,6 +64,7 @@ INSTALLED_APPS = [
     "webapp.promptsets",
     "webapp.teachers",
     "webapp.jobs",
+    "webapp.evaluation",
 ]
 
 MIDDLEWARE = [

@@ -20,4 +20,5 @@ urlpatterns = [
     path("", include("webapp.promptsets.urls")),
     path("", include("webapp.teachers.urls")),
     path("", include("webapp.jobs.urls")),
+    path("", include("webapp.evaluation.urls")),
 ]

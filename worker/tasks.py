@@ -1,3 +1,3 @@
 """Imported by Celery's autodiscovery: registers every task of the worker package."""
 
-from worker import jobs, teachers  # noqa: F401
+from worker import evaluation, jobs, teachers  # noqa: F401

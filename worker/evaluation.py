@@ -1,0 +1,1 @@
+"""Evaluation tasks (answer generation for evaluations)."""
