@@ -1,0 +1,30 @@
+"""Every config file the project ships loads and validates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from trainer.config import load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = sorted(ROOT.glob("demo/*.yaml")) + sorted(ROOT.glob("configs/*.yaml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: str(p.relative_to(ROOT)))
+def test_shipped_config_loads(path, tmp_path):
+    cfg = load_config(path, [f"student={tmp_path}", f"output_dir={tmp_path / 'run'}"])
+    assert cfg.method in ("gad", "seqkd")
+
+
+def test_demo_job_config_is_valid():
+    from webapp.jobs.forms import build_configs
+    from webapp.teams.management.commands.demo_launch import DEMO_CONFIG
+
+    configs, errors = build_configs("pair", "student", DEMO_CONFIG)
+    assert errors == [] and set(configs) == {"gad", "seqkd"}
+
+
+def test_there_are_shipped_configs():
+    assert SHIPPED
