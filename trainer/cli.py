@@ -1,4 +1,5 @@
-"""`python -m trainer ...`: build-tiny, run, collect, generate, toy (DESIGN.md "Trainer CLI").
+"""`python -m trainer ...`: build-tiny, run, collect, generate, toy (DESIGN.md "Trainer CLI"),
+judge and score (evaluation).
 
 Exit status: 0 success, 2 bad input (one paragraph naming the file, line or key),
 1 internal failure (with the traceback).
@@ -61,11 +62,49 @@ def _parser() -> argparse.ArgumentParser:
     mode.add_argument("--temperature", type=float, default=None)
     mode.add_argument("--greedy", action="store_true")
 
+    _add_evaluation(sub)
+
     t = sub.add_parser("toy", help="the paper's mode-seeking toy experiment (SeqKD vs GAD)")
     t.add_argument("--plot", help="write a PNG of the distributions")
     t.add_argument("--steps", type=int, default=300)
     t.add_argument("--seed", type=int, default=0)
     return p
+
+
+def _add_evaluation(sub) -> None:
+    j = sub.add_parser("judge", help="LLM-judge scores of systems' answers on a test set")
+    j.add_argument("--prompts", required=True, help="test prompts (JSONL, CSV, Parquet) with ids")
+    j.add_argument(
+        "--answers",
+        action="append",
+        required=True,
+        metavar="[NAME=]PATH",
+        help="a system's answers (generate output, JSONL with id + response); repeatable",
+    )
+    j.add_argument("--base-url", required=True, help="judge API base, e.g. https://.../v1")
+    j.add_argument("--model", required=True, help="judge model")
+    j.add_argument("--api-key-env", help="environment variable holding the judge's API key")
+    j.add_argument("--concurrency", type=int, default=16, help="requests in flight")
+    j.add_argument("--max-total-tokens", type=int, help="stop cleanly at this token budget")
+    j.add_argument("--cache", help="answer store (SQLite); default: the teacher cache")
+    j.add_argument("--out", help="write the full report (systems and items) as JSON")
+    j.add_argument("--rpm", type=float, help="requests-per-minute limit")
+    j.add_argument("--tpm", type=float, help="tokens-per-minute limit")
+    j.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
+    j.add_argument("--max-tokens", type=int, default=1536, help="judge's reference answers")
+    j.add_argument("--verdict-max-tokens", type=int, default=512)
+    j.add_argument("--temperature", type=float, default=0.0, help="judge sampling (0: greedy)")
+    j.add_argument(
+        "--disagreement", type=float, default=10.0, help="order-disagreement threshold (points)"
+    )
+    j.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples")
+    j.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+
+    s = sub.add_parser("score", help="lengths, n-gram F1, ROUGE-L, distinct-n (no judge)")
+    s.add_argument("--answers", action="append", required=True, metavar="[NAME=]PATH")
+    s.add_argument("--reference", help="teacher answers (collect output or teacher_response)")
+    s.add_argument("--out", help="write the report as JSON")
+    s.add_argument("--tokenizer", help="count lengths in this tokenizer's tokens")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -107,6 +146,16 @@ def _run(args: argparse.Namespace) -> int:
         )
         print(f"{n} answers written to {args.out}")
         return 0
+    if args.command == "judge":
+        from trainer.judge import JudgeArgs, run_judge
+
+        fields = JudgeArgs.__dataclass_fields__
+        return run_judge(JudgeArgs(**{k: v for k, v in vars(args).items() if k in fields}))
+    if args.command == "score":
+        from trainer.score import ScoreArgs, run_score
+
+        fields = ScoreArgs.__dataclass_fields__
+        return run_score(ScoreArgs(**{k: v for k, v in vars(args).items() if k in fields}))
     if args.command == "toy":
         from trainer.toy import main as toy_main
 
