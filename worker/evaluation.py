@@ -1,1 +1,341 @@
-"""Evaluation tasks (answer generation for evaluations)."""
+"""Evaluation tasks: generate every system's answers to an evaluation's prompts.
+
+One task per evaluation (``gad.generate_answers``, by id). It claims the evaluation
+with a short lease that a thread renews, so a second delivery waits instead of
+generating the same answers twice; it then takes the evaluation's waiting systems one
+after the other:
+
+- a model (checkpoint, student before distillation, any path) answers through
+  ``python -m trainer generate`` in a child process (``worker.runner``), greedy unless
+  the evaluation sets a temperature; the final checkpoint's answers that the job's own
+  evaluating stage already wrote (``JobAnswer``) are reused when they match;
+- the teacher answers through ``trainer.teacher.collect`` with the shared answer cache
+  (``worker.answers``), its tokens charged to the team within its monthly budget.
+
+Answers are upserted per (system, prompt) and only missing ones are generated, so a
+redelivered task (worker lost, ``acks_late``) resumes where the last one stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
+from django.db import close_old_connections, connection
+
+from trainer.teacher import Limits, TeacherError, collect
+from webapp import env
+from webapp.celery import app
+from webapp.evaluation import actions
+from webapp.evaluation.models import Evaluation, System, SystemKind
+from webapp.jobs.models import JobAnswer
+from webapp.promptsets.models import Prompt, TeacherAnswer
+from webapp.teachers import crypto, ssrf
+from webapp.teams import actions as team_actions
+from webapp.teams.models import UsageKind
+from worker import leases
+from worker.answers import DbAnswerStore, OrmThread
+from worker.ingest import scrub
+from worker.runner import TrainerProcess, log_tail
+from worker.specs import teacher_spec
+from worker.teachers import without_key
+
+log = logging.getLogger(__name__)
+
+SOFT_LIMIT_S = env.integer("GAD_EVAL_TIME_LIMIT_S", 24 * 3600, minimum=60)
+# GPUs set aside for evaluation generation (GPU leases belong to jobs): blank = CPU only,
+# so that generation never lands on a GPU a training job holds.
+EVAL_GPUS = env.string("GAD_EVAL_GPUS", "") or ""
+LEASE_S = 60.0
+POLL_S = 1.0
+
+
+class LostClaim(Exception):
+    """Another worker took the evaluation over (our lease lapsed): stop, write nothing."""
+
+
+class Lease(threading.Thread):
+    """Renews the claim every few seconds, whatever the generation is doing."""
+
+    def __init__(self, evaluation_id: int, worker: str):
+        super().__init__(daemon=True, name=f"eval-lease-{evaluation_id}")
+        self.evaluation_id = evaluation_id
+        self.worker = worker
+        self.lost = False
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self._halt.wait(LEASE_S / 4):
+                if not actions.renew(self.evaluation_id, self.worker, LEASE_S):
+                    self.lost = True
+                    return
+        finally:
+            connection.close()
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(timeout=10)
+
+    def check(self) -> None:
+        if self.lost:
+            raise LostClaim()
+
+
+def worker_name() -> str:
+    return f"{leases.node_name()}:{os.getpid()}:{threading.get_ident()}"
+
+
+@app.task(
+    name=actions.GENERATE_TASK,
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    soft_time_limit=SOFT_LIMIT_S,
+    time_limit=SOFT_LIMIT_S + 300,
+    max_retries=None,
+)
+def generate_answers(self, evaluation_id: int) -> str:
+    if not Evaluation.objects.filter(pk=evaluation_id).exists():
+        return "deleted"
+    name = worker_name()
+    if not actions.claim(evaluation_id, name, LEASE_S):
+        # Held by a live worker: try again once its lease could have lapsed. It takes every
+        # waiting system, including ones queued after it started, before it lets go.
+        raise self.retry(countdown=LEASE_S)
+    lease = Lease(evaluation_id, name)
+    lease.start()
+    done = []
+    try:
+        while (system := _next_system(evaluation_id)) is not None:
+            lease.check()
+            done.append(f"{system.pk}:{generate_system(system, lease).status}")
+    except LostClaim:
+        log.warning("evaluation %s: claim lost to another worker; stopping", evaluation_id)
+        return "claim lost"
+    finally:
+        lease.stop()
+        actions.release(evaluation_id, name)
+    log.info("evaluation %s: %s", evaluation_id, ", ".join(done) or "nothing to do")
+    return ", ".join(done) or "nothing to do"
+
+
+def _next_system(evaluation_id: int) -> System | None:
+    waiting = actions.systems_to_generate(evaluation_id)
+    return waiting[0] if waiting else None
+
+
+def generate_system(system: System, lease: Lease) -> System:
+    """Generate the system's missing answers; it always ends done or failed."""
+    if not actions.start_system(system):
+        system.refresh_from_db()
+        return system
+    error = ""
+    try:
+        if system.kind == SystemKind.TEACHER:
+            error = teacher_answers(system, lease)
+        else:
+            error = model_answers(system, lease)
+    except LostClaim:
+        raise
+    except SoftTimeLimitExceeded:
+        error = f"Generation took longer than the time limit ({SOFT_LIMIT_S} s)."
+        actions.finish_system(system, error)
+        raise
+    except Exception as exc:
+        # The message of an unknown error might quote anything; the traceback is logged.
+        log.exception("evaluation %s system %s failed", system.evaluation_id, system.pk)
+        error = f"Internal error in the worker ({type(exc).__name__}); see the worker log."
+    return actions.finish_system(system, error)
+
+
+# ----------------------------------------------------------------------------- models
+
+
+def workspace(system: System) -> Path:
+    root = Path(settings.GAD_DATA_DIR) / "evaluations" / str(system.evaluation_id)
+    root = root / f"system-{system.pk}"
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def reuse_job_answers(system: System, prompts: list[Prompt]) -> list[Prompt]:
+    """Copy the job's own greedy test answers when they are this system's; return the rest.
+
+    The job's evaluating stage answers with ``run/final`` (the last checkpoint), greedy,
+    up to ``max_response_tokens``: the same answers only for that checkpoint and settings.
+    """
+    checkpoint, evaluation = system.checkpoint, system.evaluation
+    if system.kind != SystemKind.CHECKPOINT or checkpoint is None or not evaluation.greedy:
+        return prompts
+    job = checkpoint.job
+    last = job.checkpoints.order_by("-step").values_list("pk", flat=True).first()
+    if (
+        last != checkpoint.pk
+        or job.config.get("max_response_tokens", 1536) != evaluation.max_new_tokens
+    ):
+        return prompts
+    found = {
+        pk: (response, reason)
+        for pk, response, reason in JobAnswer.objects.filter(
+            job=job, prompt_id__in=[p.pk for p in prompts]
+        ).values_list("prompt_id", "response", "finish_reason")
+    }
+    if found:
+        actions.store_answers(system, [(pk, r, f) for pk, (r, f) in found.items()])
+    return [p for p in prompts if p.pk not in found]
+
+
+def model_answers(system: System, lease: Lease) -> str:
+    prompts = reuse_job_answers(system, actions.missing_prompts(system))
+    if not prompts:
+        return ""
+    evaluation = system.evaluation
+    root = workspace(system)
+    prompts_path, out = root / "prompts.jsonl", root / "answers.jsonl"
+    with open(prompts_path, "w", encoding="utf-8") as f:
+        for prompt in prompts:
+            f.write(json.dumps({"id": str(prompt.pk), "messages": prompt.messages}) + "\n")
+    out.unlink(missing_ok=True)
+    decoding = ["--greedy"] if evaluation.greedy else ["--temperature", str(evaluation.temperature)]
+    argv = [
+        sys.executable,
+        "-m",
+        "trainer",
+        "generate",
+        "--model",
+        system.path,
+        "--prompts",
+        str(prompts_path),
+        "--out",
+        str(out),
+        "--max-new-tokens",
+        str(evaluation.max_new_tokens),
+        *decoding,
+    ]
+    environ = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
+    environ["CUDA_VISIBLE_DEVICES"] = EVAL_GPUS
+    log_path = root / "generate.log"
+    proc = TrainerProcess(argv, root, log_path, environ)
+    partial = out.with_name(out.name + ".tmp")  # trainer.generate writes here, then renames
+    try:
+        while (code := proc.poll()) is None:
+            lease.check()
+            close_old_connections()
+            actions.set_progress(system.pk, _count_lines(partial))
+            time.sleep(POLL_S)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    if code == 2:
+        errors = [ln for ln in log_tail(log_path, 50).splitlines() if ln.startswith("error: ")]
+        return errors[-1].removeprefix("error: ") if errors else log_tail(log_path, 10)
+    if code != 0:
+        return f"`trainer generate` exited with status {code}. Its last lines:\n{log_tail(log_path, 20)}"
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines() if line]
+    actions.store_answers(
+        system,
+        [
+            (int(r["id"]), scrub(r.get("response") or ""), r.get("finish_reason") or "")
+            for r in rows
+        ],
+    )
+    return ""
+
+
+def _count_lines(path: Path) -> int:
+    try:
+        with open(path, "rb") as f:
+            return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 16), b""))
+    except FileNotFoundError:
+        return 0
+
+
+# ----------------------------------------------------------------------------- the teacher
+
+
+def teacher_answers(system: System, lease: Lease) -> str:
+    prompts = actions.missing_prompts(system)
+    if not prompts:
+        return ""
+    endpoint, evaluation = system.teacher, system.evaluation
+    if endpoint is None:
+        return "The teacher endpoint was deleted; add the teacher to a new evaluation."
+    team = evaluation.team
+    decoding = {"max_tokens": evaluation.max_new_tokens}
+    decoding["temperature"] = 0.0 if evaluation.greedy else evaluation.temperature
+    spec = None
+    try:
+        spec = teacher_spec(endpoint, **decoding)
+    except (ssrf.UnsafeURL, crypto.KeyUnreadable) as refused:
+        return f"Teacher {endpoint.name!r} cannot be used: {refused}"
+    budget = (
+        int(team.quota.teacher_tokens_per_month) - team_actions.month_usage(team).teacher_tokens
+    )
+    if budget <= 0:
+        return "The team's teacher tokens for this month are spent."
+    orm = OrmThread()
+    charged = [0]
+    shown = [0.0]
+
+    def progress(summary) -> None:
+        lease.check()
+        if time.monotonic() - shown[0] > POLL_S:
+            shown[0] = time.monotonic()
+            orm.call(actions.set_progress, system.pk, summary.cached + summary.answered)
+        if summary.tokens - charged[0] >= 10_000:
+            orm.call(_charge, team, summary.tokens - charged[0])
+            charged[0] = summary.tokens
+
+    summary, error = None, ""
+    try:
+        summary = asyncio.run(
+            collect(
+                [p.messages for p in prompts],
+                spec,
+                DbAnswerStore(orm),
+                Limits(max_total_tokens=budget),
+                on_progress=progress,
+            )
+        )
+    except* TeacherError as failed:
+        error = without_key(f"The teacher failed: {failed.exceptions[0]}", endpoint, spec)
+    except* LostClaim:
+        raise LostClaim() from None
+    finally:
+        orm.call(_charge, team, max(0, (summary.tokens if summary else 0) - charged[0]))
+        orm.close()
+    _store_teacher_answers(system, prompts, spec.fingerprint)
+    if summary and summary.stopped == "budget":
+        error = f"The team's teacher token budget ran out ({summary.line()})."
+    return error
+
+
+def _charge(team, tokens: int) -> None:
+    if tokens > 0:
+        team_actions.record_usage(team, UsageKind.TEACHER_TOKENS, tokens)
+
+
+def _store_teacher_answers(system: System, prompts: list[Prompt], fingerprint: str) -> None:
+    by_hash: dict[str, list[int]] = {}
+    for prompt in prompts:
+        by_hash.setdefault(prompt.prompt_hash, []).append(prompt.pk)
+    answers = TeacherAnswer.objects.filter(
+        fingerprint=fingerprint, prompt_hash__in=list(by_hash)
+    ).exclude(flag="error")
+    actions.store_answers(
+        system,
+        [
+            (pk, scrub(a.response), a.finish_reason or a.flag)
+            for a in answers
+            for pk in by_hash[a.prompt_hash]
+        ],
+    )

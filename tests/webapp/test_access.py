@@ -89,6 +89,84 @@ TEAM_URLS = [
         {"pk": "teacher"},
         {"owner": OK, "member": OK, "annotator": FORBIDDEN},
     ),
+    # Evaluations and results: members and owners; annotators never see system names.
+    ("evaluations", "get", {}, {"owner": OK, "member": OK, "annotator": FORBIDDEN}),
+    ("evaluation-create", "get", {}, {"owner": OK, "member": OK, "annotator": FORBIDDEN}),
+    ("evaluation-create", "post", {}, {"owner": 422, "member": 422, "annotator": FORBIDDEN}),
+    (
+        "evaluation",
+        "get",
+        {"pk": "evaluation"},
+        {"owner": OK, "member": OK, "annotator": FORBIDDEN},
+    ),
+    (
+        "evaluation-status",
+        "get",
+        {"pk": "evaluation"},
+        {"owner": OK, "member": OK, "annotator": FORBIDDEN},
+    ),
+    (
+        "evaluation-generate",
+        "post",
+        {"pk": "evaluation"},
+        {"owner": REDIRECT, "member": REDIRECT, "annotator": FORBIDDEN},
+    ),
+    (
+        "campaign-create",
+        "get",
+        {"pk": "evaluation"},
+        {"owner": OK, "member": OK, "annotator": FORBIDDEN},
+    ),
+    (
+        "campaign-create",
+        "post",
+        {"pk": "evaluation"},
+        {"owner": 422, "member": 422, "annotator": FORBIDDEN},
+    ),
+    ("campaign", "get", {"pk": "campaign"}, {"owner": OK, "member": OK, "annotator": FORBIDDEN}),
+    (
+        "campaign-export",
+        "get",
+        {"pk": "campaign"},
+        {"owner": OK, "member": OK, "annotator": FORBIDDEN},
+    ),
+    # Annotation: everyone in the team has a queue; an item is its assignee's alone
+    # ("assignment": carol's, so the owner and the member get 404 like strangers).
+    ("annotate", "get", {}, {"owner": OK, "member": OK, "annotator": OK}),
+    (
+        "annotate-campaign",
+        "get",
+        {"pk": "campaign"},
+        {"owner": REDIRECT, "member": REDIRECT, "annotator": REDIRECT},
+    ),
+    (
+        "annotate-undo",
+        "post",
+        {"pk": "campaign"},
+        {"owner": REDIRECT, "member": REDIRECT, "annotator": REDIRECT},
+    ),
+    (
+        "annotate-item",
+        "get",
+        {"key": "assignment"},
+        {"owner": NOT_FOUND, "member": NOT_FOUND, "annotator": OK},
+    ),
+    (
+        "annotate-vote",
+        "post",
+        {"key": "assignment"},
+        {"owner": NOT_FOUND, "member": NOT_FOUND, "annotator": 422},
+    ),
+    (
+        "annotate-skip",
+        "post",
+        {"key": "assignment"},
+        {"owner": NOT_FOUND, "member": NOT_FOUND, "annotator": REDIRECT},
+    ),
+    # Monitoring: the charts' data, the samples viewer, run comparison (members' pages).
+    ("job-metrics", "get", {"pk": "job"}, {"owner": OK, "member": OK, "annotator": FORBIDDEN}),
+    ("job-samples", "get", {"pk": "job"}, {"owner": OK, "member": OK, "annotator": FORBIDDEN}),
+    ("jobs-compare", "get", {}, {"owner": OK, "member": OK, "annotator": FORBIDDEN}),
 ]
 
 
@@ -98,8 +176,34 @@ def _teacher(personas):
     return make_endpoint(personas.team)
 
 
+def _evaluation(personas):
+    from tests.webapp.test_evaluation import make_evaluation
+
+    return make_evaluation(personas.team)
+
+
+def _campaign(personas):
+    from tests.webapp.test_evaluation import make_campaign
+
+    everyone = [personas.owner, personas.member, personas.annotator]
+    return make_campaign(_evaluation(personas), everyone)
+
+
+def _assignment(personas):
+    from types import SimpleNamespace
+
+    campaign = _campaign(personas)
+    mine = campaign.assignments.filter(annotator=personas.annotator).first()
+    return SimpleNamespace(pk=mine.key)  # items are addressed by their opaque key
+
+
 # Extra kwargs name a persona attribute or, here, a kind of team-owned object made per request.
-OBJECT_FACTORIES = {"teacher": _teacher}
+OBJECT_FACTORIES = {
+    "teacher": _teacher,
+    "evaluation": _evaluation,
+    "campaign": _campaign,
+    "assignment": _assignment,
+}
 
 
 def _named_patterns(resolver: URLResolver, prefix: str = ""):

@@ -12,7 +12,8 @@ from webapp.api.common import ApiError, team_for
 from webapp.jobs import actions
 from webapp.jobs.archive import checkpoint_response
 from webapp.jobs.forms import build_configs, teacher_problem
-from webapp.jobs.models import Checkpoint, Job, MetricPoint, Sample, Status
+from webapp.jobs.models import Checkpoint, Job, Sample, Status
+from webapp.monitoring.series import metrics_payload
 from webapp.promptsets.models import PromptSet
 from webapp.teachers.models import TeacherEndpoint
 from webapp.teams import access
@@ -174,18 +175,9 @@ def cancel_job(request, job_id: int):
 
 @router.get("/jobs/{int:job_id}/metrics", summary="Metric series since a step")
 def job_metrics(request, job_id: int, after_step: int = -1):
-    job = _job(request, job_id)
-    series: dict[str, list] = {}
-    stages: list[list] = []  # [first step, stage name] at each stage change
-    last = after_step
-    points = MetricPoint.objects.filter(job=job, step__gt=after_step).order_by("step")
-    for step, stage, values in points.values_list("step", "stage", "values").iterator():
-        for name, value in values.items():
-            series.setdefault(name, []).append([step, value])
-        if not stages or stages[-1][1] != stage:
-            stages.append([step, stage])
-        last = step
-    return {"series": series, "stages": stages, "last_step": last}
+    """Without after_step: every series down-sampled to at most ~2,000 points (min/max
+    buckets keep the extremes); with it: the raw points after that step."""
+    return metrics_payload(_job(request, job_id), after_step)
 
 
 @router.get("/jobs/{int:job_id}/samples", summary="Samples written by the trainer")

@@ -1,18 +1,33 @@
-"""Job pages: list, launch (and "run again with changes"), detail, cancel, checkpoints."""
+"""Job pages: list, launch (and "run again with changes"), detail, cancel, checkpoints;
+live monitoring: metrics.json for the charts, run comparison, the samples viewer."""
 
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 import yaml
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    JsonResponse,
+    StreamingHttpResponse,
+)
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from webapp.jobs import actions
 from webapp.jobs.archive import checkpoint_response
 from webapp.jobs.forms import LaunchForm, initial_from_config
-from webapp.jobs.models import ACTIVE_STATUSES, Checkpoint, Job, Method, Status
+from webapp.jobs.models import ACTIVE_STATUSES, Checkpoint, Job, Method, Sample, Status
+from webapp.monitoring import samples as sample_views
+from webapp.monitoring import status as monitor
+from webapp.monitoring.charts import chart_config
+from webapp.monitoring.downsample import DEFAULT_LIMIT
 from webapp.teams import access
 from webapp.teams.actions import QuotaExceeded
 
@@ -36,7 +51,7 @@ def job_list(request: HttpRequest, slug: str) -> HttpResponse:
         "jobs/list.html",
         {
             "team": team,
-            "jobs": jobs[:200],
+            "jobs": _with_alarms(list(jobs[:200])),
             "status": status,
             "method": method,
             "statuses": Status.choices,
@@ -111,6 +126,12 @@ def job_detail(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
             "config_yaml": yaml.safe_dump(job.config, sort_keys=False),
             "checkpoints": job.checkpoints.order_by("-step"),
             "progress": round(100 * job.step / job.total_steps) if job.total_steps else 0,
+            "alarms": monitor.job_alarms(job),
+            "state": monitor.job_state(job),
+            "monitor": _monitor_config(team, [job]),
+            "poll_ms": _poll_ms(),
+            "sample_steps": Sample.objects.filter(job=job).values("step").distinct().count(),
+            "compare_url": _compare_url(team, [job, job.pair] if job.pair else [job]),
         },
     )
 
@@ -150,3 +171,136 @@ def checkpoint_mark_final(request: HttpRequest, slug: str, pk: int) -> HttpRespo
     actions.mark_final(checkpoint)
     messages.success(request, f"Step {checkpoint.step} is now the job's final model.")
     return redirect("job", slug=slug, pk=checkpoint.job_id)
+
+
+# ----------------------------------------------------------------------------- monitoring
+
+
+def _is_id(text: str) -> bool:
+    return text.isdecimal() and len(text) <= 18  # fits a bigint; "²" is a digit, not decimal
+
+
+def _poll_ms() -> int:
+    """How often pages poll for new points (GAD_MONITOR_POLL_S, default 5 s)."""
+    return max(200, round(1000 * float(getattr(settings, "GAD_MONITOR_POLL_S", 5))))
+
+
+def _with_alarms(jobs: list[Job]) -> list[Job]:
+    """Each job gets ``alarms``: the health banners the list shows under its name."""
+    health = monitor.alarms_for_jobs(jobs)
+    for job in jobs:
+        job.alarms = health.get(job.pk, [])
+    return jobs
+
+
+def _compare_url(team, jobs) -> str:
+    ids = ",".join(str(j.pk) for j in jobs)
+    return f"{reverse('jobs-compare', kwargs={'slug': team.slug})}?{urlencode({'jobs': ids})}"
+
+
+def _monitor_config(team, jobs: list[Job]) -> dict:
+    """What static/js/monitor.js needs: the charts, the jobs shown, the ones it may add."""
+
+    def entry(job: Job) -> dict:
+        return {
+            "id": job.pk,
+            "name": job.name,
+            "method": job.method,
+            "url": reverse("job-metrics", kwargs={"slug": team.slug, "pk": job.pk}),
+            "page": reverse("job", kwargs={"slug": team.slug, "pk": job.pk}),
+        }
+
+    shown = {job.pk for job in jobs}
+    others = Job.objects.filter(team=team).exclude(pk__in=shown).order_by("-created_at")[:50]
+    return {
+        "charts": chart_config(),
+        "jobs": [entry(job) for job in jobs],
+        "candidates": [entry(job) for job in others],
+        "compare": reverse("jobs-compare", kwargs={"slug": team.slug}),
+        "limit": DEFAULT_LIMIT,
+    }
+
+
+@login_required
+def job_metrics(request: HttpRequest, slug: str, pk: int) -> JsonResponse:
+    """The charts' data for the page (session auth); the same payload as the REST API's
+    /api/v1/jobs/{id}/metrics, plus the job's progress and health."""
+    team = _team(request, slug)
+    job = get_object_or_404(Job, team=team, pk=pk)
+    try:
+        after_step = int(request.GET.get("after_step", -1))
+    except ValueError:
+        return JsonResponse({"error": "after_step must be an integer"}, status=400)
+    payload = monitor.live_payload(job, after_step)
+    return JsonResponse(payload, json_dumps_params={"separators": (",", ":")})
+
+
+@login_required
+def jobs_compare(request: HttpRequest, slug: str) -> HttpResponse:
+    """Several of the team's runs on the same charts: ?jobs=1,2 (a shareable URL).
+
+    A job id that is not the team's is a 404, like any other object of another team.
+    One GAD job with a SeqKD pair brings its pair along: the comparison every report shows.
+    """
+    team = _team(request, slug)
+    if "job" in request.GET:  # the page's own form: ?job=1&job=2 -> ?jobs=1,2
+        picked = [j for j in request.GET.getlist("job") if _is_id(j)]
+        return redirect(f"{request.path}?{urlencode({'jobs': ','.join(picked)})}")
+    raw = [part.strip() for part in request.GET.get("jobs", "").split(",") if part.strip()]
+    if not all(_is_id(part) for part in raw):
+        raise Http404("No such job.")
+    ids = list(dict.fromkeys(int(part) for part in raw))[:10]
+    found = Job.objects.filter(team=team, pk__in=ids).select_related("pair").in_bulk()
+    if len(found) != len(ids):
+        raise Http404("No such job.")
+    jobs = [found[i] for i in ids]
+    if len(jobs) == 1 and jobs[0].pair and jobs[0].pair.team_id == team.pk:
+        jobs.append(jobs[0].pair)
+    for job in jobs:
+        job.alarms = monitor.job_alarms(job)
+    choices = Job.objects.filter(team=team).order_by("-created_at")[:50]
+    return render(
+        request,
+        "jobs/compare.html",
+        {
+            "team": team,
+            "jobs": jobs,
+            "selected": {job.pk for job in jobs},
+            "choices": choices,
+            "monitor": _monitor_config(team, jobs),
+            "poll_ms": _poll_ms(),
+            "share_url": request.build_absolute_uri(_compare_url(team, jobs)) if jobs else "",
+        },
+    )
+
+
+@login_required
+def job_samples(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    """For one step: each prompt, the teacher's answer and the N student answers with
+    their discriminator scores and advantages."""
+    team = _team(request, slug)
+    job = get_object_or_404(Job, team=team, pk=pk)
+    steps = list(
+        Sample.objects.filter(job=job).order_by("step").values_list("step", flat=True).distinct()
+    )
+    asked = request.GET.get("step", "")
+    if asked and not (_is_id(asked) and int(asked) in steps):
+        raise Http404("No samples at that step.")
+    step = int(asked) if asked else (steps[-1] if steps else None)
+    rows = list(Sample.objects.filter(job=job, step=step).order_by("id")[:50]) if steps else []
+    prompts = [sample_views.prompt_view(row.data) for row in rows]
+    index = steps.index(step) if step is not None else 0
+    return render(
+        request,
+        "jobs/samples.html",
+        {
+            "team": team,
+            "job": job,
+            "steps": steps,
+            "step": step,
+            "stage": rows[0].stage if prompts else "",
+            "prompts": prompts,
+            "previous": steps[index - 1] if step is not None and index > 0 else None,
+            "next": steps[index + 1] if step is not None and index + 1 < len(steps) else None,
+        },
+    )

@@ -12,6 +12,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from webapp.jobs.models import Job
+from webapp.monitoring import status as monitor
 from webapp.teams import access, actions
 from webapp.teams.models import ApiToken, Membership, Role
 
@@ -35,13 +36,20 @@ def dashboard(request: HttpRequest, slug: str) -> HttpResponse:
     quota = team.quota
     usage = actions.month_usage(team)
     jobs = Job.objects.filter(team=team)
+    running = list(jobs.active().order_by("-created_at")[:20])
+    recent = list(jobs.exclude(pk__in=[j.pk for j in running])[:10])
+    health = monitor.alarms_for_jobs(running + recent)
+    for job in running + recent:
+        job.alarms = health.get(job.pk, [])
+        job.state = monitor.job_state(job)
     context = {
         "team": team,
         "role": role,
         "quota": quota,
         "usage": usage,
-        "running_jobs": jobs.active().count(),
-        "recent_jobs": jobs[:10],
+        "running_jobs": running,
+        "recent_jobs": recent,
+        "can_open_jobs": role in access.LAUNCH_ROLES,
         "bars": _quota_bars(quota, usage, jobs.active().count()),
     }
     return render(request, "teams/dashboard.html", context)

@@ -1,0 +1,168 @@
+"""Answer generation end to end: a real `celery worker` process on Redis and PostgreSQL
+runs ``gad.generate_answers`` with `python -m trainer generate` on tiny models (and the
+teacher through a real `transformers serve`)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from tests.webapp.factories import make_job, make_prompt_set
+from tests.worker.conftest import Workers, wait_for
+from webapp.evaluation import actions
+from webapp.evaluation.models import EvalStatus, Evaluation, SystemAnswer, SystemStatus
+from webapp.jobs.models import Checkpoint, JobAnswer
+from webapp.promptsets.models import Split
+from webapp.teams.models import UsageKind
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory):
+    from trainer.tiny import build_tiny
+
+    root = tmp_path_factory.mktemp("eval-models")
+    before = build_tiny(root / "before", layers=1, hidden=32, heads=4, seed=0)
+    after = build_tiny(root / "after", layers=1, hidden=32, heads=4, seed=1)
+    return before, after
+
+
+@pytest.fixture
+def workers(settings, tmp_path, transactional_db):
+    import redis
+
+    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    broker.delete("cpu")  # nothing left over from other tests' enqueues
+    pool = Workers(settings, tmp_path)
+    yield pool
+    pool.stop()
+    broker.delete("cpu")
+
+
+def _status(evaluation: Evaluation) -> str:
+    evaluation.refresh_from_db()
+    return evaluation.status
+
+
+def _setup(team, before, after, n_prompts=3, reuse_one=False):
+    prompt_set = make_prompt_set(team, n=n_prompts + 1, name="eval")
+    test = list(prompt_set.prompts.order_by("index")[:n_prompts])
+    prompt_set.prompts.filter(pk__in=[p.pk for p in test]).update(split=Split.TEST)
+    job = make_job(team, prompt_set, status="succeeded", name="distilled")
+    job.student, job.config = str(before), {"max_response_tokens": 6}
+    job.save()
+    checkpoint = Checkpoint.objects.create(job=job, step=4, path=str(after))
+    if reuse_one:
+        # The job's own evaluating stage already answered one test prompt with this
+        # (last) checkpoint, greedy, with the same token limit: reused, not regenerated.
+        JobAnswer.objects.create(job=job, prompt=test[0], response="kept from the job")
+    return prompt_set, job, checkpoint
+
+
+def test_generation_task_answers_every_prompt_for_every_system(workers, personas, tiny_models):
+    before, after = tiny_models
+    prompt_set, job, checkpoint = _setup(personas.team, before, after, reuse_one=True)
+    evaluation = actions.create_evaluation(
+        personas.team,
+        personas.member,
+        name="e2e",
+        prompt_set=prompt_set,
+        prompt_choice="test",
+        systems=[actions.checkpoint_system(checkpoint), actions.base_system(job)],
+        max_new_tokens=6,
+    )
+    workers.start("cpu")
+    wait_for(lambda: _status(evaluation) != EvalStatus.GENERATING, 180, "the answers", workers.logs)
+    systems = list(evaluation.systems.all())
+    assert evaluation.status == EvalStatus.READY, [s.error for s in systems] + [workers.logs()]
+    for system in systems:
+        assert system.status == SystemStatus.DONE and system.num_answers == 3
+        answers = SystemAnswer.objects.filter(system=system)
+        assert answers.count() == 3
+        assert {a.finish_reason for a in answers} <= {"stop", "length", ""}
+    tuned = next(s for s in systems if s.kind == "checkpoint")
+    first = prompt_set.prompts.order_by("index").first()
+    assert SystemAnswer.objects.get(system=tuned, prompt=first).response == "kept from the job"
+    # The generated prompts file held only the two missing prompts.
+    workdir = workers.env["GAD_DATA_DIR"] + f"/evaluations/{evaluation.pk}/system-{tuned.pk}"
+    with open(f"{workdir}/prompts.jsonl") as f:
+        assert len(f.read().splitlines()) == 2
+
+    # Generating again is a no-op: nothing is missing, nothing runs.
+    assert actions.request_generation(evaluation) == 0
+    campaign = actions.create_campaign(
+        evaluation,
+        None,
+        title="Round",
+        pairs=[(tuned, next(s for s in systems if s.kind == "base"))],
+        annotators=[personas.annotator],
+        overlap=1,
+    )
+    assert campaign.assignments.count() == 3
+
+
+def test_an_unloadable_model_fails_its_system_with_the_trainers_message(
+    workers, personas, tiny_models, tmp_path
+):
+    before, after = tiny_models
+    prompt_set, job, checkpoint = _setup(personas.team, before, after, n_prompts=2)
+    evaluation = actions.create_evaluation(
+        personas.team,
+        None,
+        name="broken",
+        prompt_set=prompt_set,
+        prompt_choice="test",
+        systems=[actions.base_system(job), actions.path_system(str(tmp_path / "no-such-model"))],
+        max_new_tokens=4,
+    )
+    workers.start("cpu")
+    wait_for(lambda: _status(evaluation) != EvalStatus.GENERATING, 180, "the end", workers.logs)
+    assert evaluation.status == EvalStatus.FAILED
+    broken = evaluation.systems.get(kind="path")
+    assert broken.status == SystemStatus.FAILED and "no-such-model" in broken.error
+    assert "Traceback" not in broken.error
+    assert evaluation.systems.get(kind="base").status == SystemStatus.DONE
+
+
+def test_teacher_answers_come_through_collect_and_are_charged(
+    workers, personas, tiny_models, teacher_server
+):
+    from webapp.teachers.actions import create_endpoint
+
+    url, model = teacher_server
+    before, after = tiny_models
+    prompt_set, job, _ = _setup(personas.team, before, after, n_prompts=2)
+    teacher = create_endpoint(personas.team, None, name="tiny", base_url=url, model=model)
+    evaluation = actions.create_evaluation(
+        personas.team,
+        None,
+        name="teacher",
+        prompt_set=prompt_set,
+        prompt_choice="test",
+        systems=[actions.teacher_system(teacher), actions.base_system(job)],
+        max_new_tokens=5,
+    )
+    workers.start("cpu")
+    wait_for(lambda: _status(evaluation) != EvalStatus.GENERATING, 180, "the end", workers.logs)
+    system = evaluation.systems.get(kind="teacher")
+    assert evaluation.status == EvalStatus.READY, system.error + workers.logs()
+    assert SystemAnswer.objects.filter(system=system).count() == 2
+    tokens = personas.team.usage_records.filter(kind=UsageKind.TEACHER_TOKENS)
+    assert sum(r.amount for r in tokens) > 0
+
+
+def test_a_claimed_evaluation_is_not_generated_twice(personas):
+    evaluation = Evaluation.objects.create(team=personas.team, name="x")
+    assert actions.claim(evaluation.pk, "w1", 60)
+    assert not actions.claim(evaluation.pk, "w2", 60)
+    assert actions.renew(evaluation.pk, "w1", 60) and not actions.renew(evaluation.pk, "w2", 60)
+    Evaluation.objects.filter(pk=evaluation.pk).update(
+        claimed_until=timezone.now() - timedelta(seconds=1)
+    )
+    assert actions.claim(evaluation.pk, "w2", 60)  # a lapsed claim is taken over
+    assert not actions.renew(evaluation.pk, "w1", 60)  # and the old holder learns it
+    actions.release(evaluation.pk, "w2")
+    assert actions.claim(evaluation.pk, "w3", 60)

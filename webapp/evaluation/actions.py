@@ -1,0 +1,487 @@
+"""Every change to evaluations, systems' answers, campaigns and votes goes through here.
+
+The web process enqueues the generation task by name after commit (it never imports
+worker code); the worker reports back through the functions of the second section,
+each a conditional UPDATE so that a stale or duplicate task cannot overwrite newer state.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from functools import partial
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError, transaction
+from django.db.models import Count, Q
+from django.utils import timezone
+
+from webapp.evaluation.models import (
+    Assignment,
+    Campaign,
+    Choice,
+    EvalStatus,
+    Evaluation,
+    Item,
+    Pair,
+    PromptChoice,
+    System,
+    SystemAnswer,
+    SystemKind,
+    SystemStatus,
+    Vote,
+)
+from webapp.jobs.models import Checkpoint, Job, Method
+from webapp.promptsets.models import Prompt, PromptSet, Split
+from webapp.teachers.models import TeacherEndpoint
+from webapp.teams.actions import ActionError
+from webapp.teams.models import Team
+
+GENERATE_TASK = "gad.generate_answers"
+# Workers of every node consume "cpu" (docs/deployment.md); GPU leases belong to jobs.
+GENERATE_QUEUE = "cpu"
+UNDO_WINDOW = timedelta(minutes=2)
+MAX_SYSTEMS = 12
+MAX_OVERLAP = 10
+# Words that tell an annotator which kind of system they are looking at.
+REVEALING_WORDS = ("gad", "seqkd", "teacher", "student", "distil", "baseline")
+
+
+class AlreadyVoted(ActionError):
+    """A second vote on the same assignment (double click, a second tab, a replay)."""
+
+
+# ----------------------------------------------------------------------------- evaluations
+
+
+@dataclass(frozen=True)
+class SystemSpec:
+    kind: str
+    name: str
+    path: str = ""
+    method: str = ""
+    teacher: TeacherEndpoint | None = None
+    job: Job | None = None
+    checkpoint: Checkpoint | None = None
+
+    @property
+    def identity(self) -> tuple:
+        """Two specs with the same identity would generate the same answers."""
+        if self.kind == SystemKind.TEACHER:
+            return ("teacher", self.teacher.pk if self.teacher else None)
+        return ("model", self.path)
+
+
+def teacher_system(endpoint: TeacherEndpoint) -> SystemSpec:
+    return SystemSpec(
+        SystemKind.TEACHER, f"Teacher {endpoint.name} ({endpoint.model})", teacher=endpoint
+    )
+
+
+def checkpoint_system(checkpoint: Checkpoint) -> SystemSpec:
+    job = checkpoint.job
+    return SystemSpec(
+        SystemKind.CHECKPOINT,
+        f"{job.name} · {job.get_method_display()} step {checkpoint.step}",
+        path=checkpoint.path,
+        method=job.method,
+        job=job,
+        checkpoint=checkpoint,
+    )
+
+
+def base_system(job: Job) -> SystemSpec:
+    return SystemSpec(
+        SystemKind.BASE, f"Before distillation: {job.student}", path=job.student, job=job
+    )
+
+
+def path_system(path: str) -> SystemSpec:
+    return SystemSpec(SystemKind.PATH, f"Model {path}", path=path)
+
+
+def final_checkpoint(job: Job) -> Checkpoint | None:
+    """The checkpoint marked final, else the last one saved."""
+    if job.final_checkpoint_id:
+        return job.final_checkpoint
+    return job.checkpoints.order_by("-step").first()
+
+
+def evaluation_prompts(prompt_set: PromptSet, choice: str, limit: int | None = None) -> list[int]:
+    rows = Prompt.objects.filter(prompt_set=prompt_set).order_by("index")
+    if choice == PromptChoice.TEST:
+        rows = rows.filter(split=Split.TEST)
+    ids = list(rows.values_list("pk", flat=True))
+    return ids[:limit] if limit else ids
+
+
+def create_evaluation(
+    team: Team,
+    user: AbstractBaseUser | None,
+    *,
+    name: str,
+    prompt_set: PromptSet,
+    prompt_choice: str,
+    systems: Sequence[SystemSpec],
+    max_new_tokens: int = 1536,
+    temperature: float | None = None,
+    limit: int | None = None,
+) -> Evaluation:
+    """Save the evaluation and its systems; the worker generates the answers after commit."""
+    unique: dict[tuple, SystemSpec] = {}
+    for spec in systems:
+        unique.setdefault(spec.identity, spec)
+    if len(unique) < 2:
+        raise ActionError("Choose at least two different systems to compare.")
+    if len(unique) > MAX_SYSTEMS:
+        raise ActionError(f"An evaluation compares at most {MAX_SYSTEMS} systems.")
+    prompt_ids = evaluation_prompts(prompt_set, prompt_choice, limit)
+    if not prompt_ids:
+        where = "held-out test split" if prompt_choice == PromptChoice.TEST else "set"
+        raise ActionError(
+            f"Prompt set {prompt_set.name!r} has no prompts in its {where}; hold some out "
+            "on the prompt set's page, or upload a test set and use all its prompts."
+        )
+    with transaction.atomic():
+        evaluation = Evaluation.objects.create(
+            team=team,
+            name=name,
+            created_by=user,
+            prompt_set=prompt_set,
+            prompt_choice=prompt_choice,
+            num_prompts=len(prompt_ids),
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+        )
+        through = Evaluation.prompts.through
+        through.objects.bulk_create(
+            [through(evaluation=evaluation, prompt_id=pk) for pk in prompt_ids], batch_size=5000
+        )
+        System.objects.bulk_create(
+            System(
+                evaluation=evaluation,
+                name=spec.name[:300],
+                kind=spec.kind,
+                method=spec.method,
+                teacher=spec.teacher,
+                job=spec.job,
+                checkpoint=spec.checkpoint,
+                path=spec.path,
+                position=position,
+            )
+            for position, spec in enumerate(unique.values())
+        )
+        transaction.on_commit(partial(enqueue_generation, evaluation.pk))
+    return evaluation
+
+
+def enqueue_generation(evaluation_id: int) -> None:
+    from webapp.celery import app
+
+    app.send_task(GENERATE_TASK, args=[evaluation_id], queue=GENERATE_QUEUE)
+
+
+def request_generation(evaluation: Evaluation) -> int:
+    """Try the failed systems again; returns how many will be generated."""
+    with transaction.atomic():
+        again = System.objects.filter(evaluation=evaluation, status=SystemStatus.FAILED).update(
+            status=SystemStatus.PENDING, error="", progress=0
+        )
+        waiting = System.objects.filter(
+            evaluation=evaluation, status__in=[SystemStatus.PENDING, SystemStatus.RUNNING]
+        ).count()
+        if waiting:
+            Evaluation.objects.filter(pk=evaluation.pk).update(status=EvalStatus.GENERATING)
+            transaction.on_commit(partial(enqueue_generation, evaluation.pk))
+    return again
+
+
+# ----------------------------------------------------------------------------- worker side
+
+
+def claim(evaluation_id: int, worker: str, lease_s: float) -> bool:
+    """Take the evaluation's generation for ``lease_s`` seconds unless someone holds it."""
+    now = timezone.now()
+    return bool(
+        Evaluation.objects.filter(pk=evaluation_id)
+        .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now) | Q(claimed_by=worker))
+        .update(claimed_by=worker, claimed_until=now + timedelta(seconds=lease_s))
+    )
+
+
+def renew(evaluation_id: int, worker: str, lease_s: float) -> bool:
+    """False when the claim was lost (it lapsed and another worker took it)."""
+    return bool(
+        Evaluation.objects.filter(pk=evaluation_id, claimed_by=worker).update(
+            claimed_until=timezone.now() + timedelta(seconds=lease_s)
+        )
+    )
+
+
+def release(evaluation_id: int, worker: str) -> None:
+    Evaluation.objects.filter(pk=evaluation_id, claimed_by=worker).update(
+        claimed_by="", claimed_until=None
+    )
+
+
+def systems_to_generate(evaluation_id: int) -> list[System]:
+    return list(
+        System.objects.filter(
+            evaluation_id=evaluation_id,
+            status__in=[SystemStatus.PENDING, SystemStatus.RUNNING],
+        ).select_related("teacher", "job", "checkpoint", "evaluation__team")
+    )
+
+
+def missing_prompts(system: System) -> list[Prompt]:
+    have = SystemAnswer.objects.filter(system=system).values("prompt_id")
+    return list(
+        system.evaluation.prompts.exclude(pk__in=have)
+        .order_by("index")
+        .only("pk", "messages", "prompt_hash", "index")
+    )
+
+
+def start_system(system: System) -> bool:
+    return bool(
+        System.objects.filter(
+            pk=system.pk, status__in=[SystemStatus.PENDING, SystemStatus.RUNNING]
+        ).update(status=SystemStatus.RUNNING, progress=0, error="")
+    )
+
+
+def set_progress(system_id: int, progress: int) -> None:
+    System.objects.filter(pk=system_id, status=SystemStatus.RUNNING).update(progress=progress)
+
+
+def store_answers(system: System, answers: Iterable[tuple[int, str, str]]) -> int:
+    """Upsert (prompt id, response, finish reason) rows; returns the system's answer count."""
+    rows = [
+        SystemAnswer(system=system, prompt_id=pk, response=response, finish_reason=reason[:20])
+        for pk, response, reason in answers
+    ]
+    SystemAnswer.objects.bulk_create(
+        rows,
+        batch_size=1000,
+        update_conflicts=True,
+        unique_fields=["system", "prompt"],
+        update_fields=["response", "finish_reason"],
+    )
+    count = SystemAnswer.objects.filter(system=system).count()
+    System.objects.filter(pk=system.pk).update(num_answers=count)
+    return count
+
+
+def finish_system(system: System, error: str = "") -> System:
+    """Done when every prompt has an answer; failed (with the reason) otherwise."""
+    total = Evaluation.objects.values_list("num_prompts", flat=True).get(pk=system.evaluation_id)
+    count = SystemAnswer.objects.filter(system=system).count()
+    if not error and count < total:
+        error = f"{total - count} of {total} prompts got no answer."
+    status = SystemStatus.FAILED if error else SystemStatus.DONE
+    System.objects.filter(pk=system.pk).update(
+        status=status, error=error, num_answers=count, progress=0
+    )
+    refresh_status(system.evaluation_id)
+    system.refresh_from_db()
+    return system
+
+
+def refresh_status(evaluation_id: int) -> str:
+    counts = dict(
+        System.objects.filter(evaluation_id=evaluation_id)
+        .values_list("status")
+        .annotate(n=Count("id"))
+        .values_list("status", "n")
+    )
+    if counts.get(SystemStatus.PENDING) or counts.get(SystemStatus.RUNNING):
+        status = EvalStatus.GENERATING
+    elif counts.get(SystemStatus.FAILED):
+        status = EvalStatus.FAILED
+    else:
+        status = EvalStatus.READY
+    Evaluation.objects.filter(pk=evaluation_id).update(status=status)
+    return status
+
+
+# ----------------------------------------------------------------------------- campaigns
+
+
+def default_pairs(systems: Sequence[System]) -> list[tuple[System, System]]:
+    """The paper's comparisons: each GAD checkpoint vs its student before distillation,
+    and vs the SeqKD checkpoint of its pair (or of the same student)."""
+    pairs = []
+    for gad in systems:
+        if gad.kind != SystemKind.CHECKPOINT or gad.method != Method.GAD or gad.job is None:
+            continue
+        student = gad.job.student
+        base = next((s for s in systems if s.kind == SystemKind.BASE and s.path == student), None)
+        seqkd = [s for s in systems if s.kind == SystemKind.CHECKPOINT and s.method == Method.SEQKD]
+        mate = next((s for s in seqkd if gad.job.pair_id and s.job_id == gad.job.pair_id), None)
+        mate = mate or next((s for s in seqkd if s.job and s.job.student == student), None)
+        pairs += [(gad, other) for other in (base, mate) if other is not None]
+    return pairs
+
+
+def names_in(title: str, evaluation: Evaluation) -> list[str]:
+    """Names of systems (and their jobs, models, teachers) that ``title`` would reveal."""
+    lowered = title.lower()
+    found = [w for w in REVEALING_WORDS if re.search(rf"\b{w}", lowered)]
+    for system in evaluation.systems.select_related("job", "teacher"):
+        words = [system.name, system.path]
+        if system.job:
+            words += [system.job.name, system.job.student]
+        if system.teacher:
+            words += [system.teacher.name, system.teacher.model]
+        found += [w for w in words if w and len(w) >= 3 and w.lower() in lowered]
+    return sorted(set(found))
+
+
+def balanced_sides(n: int, rng: random.Random) -> list[bool]:
+    """n left/right draws with A on the left exactly ⌊n/2⌋ or ⌈n/2⌉ times, in random order.
+
+    Balanced by construction, so a position bias of the annotators cannot favour one
+    system; still random per item, and recorded on it.
+    """
+    sides = [True] * (n // 2) + [False] * (n // 2)
+    if n % 2:
+        sides.append(rng.random() < 0.5)
+    rng.shuffle(sides)
+    return sides
+
+
+def create_campaign(
+    evaluation: Evaluation,
+    user: AbstractBaseUser | None,
+    *,
+    title: str,
+    pairs: Sequence[tuple[System, System]],
+    annotators: Sequence[AbstractBaseUser],
+    overlap: int,
+    seed: int | None = None,
+) -> Campaign:
+    """Items = prompts answered by both systems × pairs, each given to ``overlap`` people.
+
+    Each item goes to the people with the fewest items so far (ties drawn at random),
+    so the load is even; nobody gets an item twice; every queue is shuffled.
+    """
+    title = title.strip()
+    if not title:
+        raise ActionError("Give the campaign a title (annotators see it).")
+    revealing = names_in(title, evaluation)
+    if revealing:
+        raise ActionError(
+            "Annotators see the title, and it names what they must not know: "
+            f"{', '.join(revealing)}. Choose a neutral title."
+        )
+    if not pairs:
+        raise ActionError("Choose at least one pair of systems.")
+    people = list({u.pk: u for u in annotators}.values())
+    if not 1 <= overlap <= min(MAX_OVERLAP, len(people)):
+        raise ActionError(
+            f"Each item needs {overlap} different annotators, but {len(people)} were chosen; "
+            "lower the overlap or add people."
+        )
+    seed = random.SystemRandom().randrange(2**31) if seed is None else seed
+    rng = random.Random(seed)
+    answered = defaultdict(set)
+    ids = {s.pk for pair in pairs for s in pair}
+    for system_id, prompt_id in SystemAnswer.objects.filter(system_id__in=ids).values_list(
+        "system_id", "prompt_id"
+    ):
+        answered[system_id].add(prompt_id)
+    with transaction.atomic():
+        campaign = Campaign.objects.create(
+            evaluation=evaluation, title=title, overlap=overlap, seed=seed, created_by=user
+        )
+        items: list[Item] = []
+        for a, b in pairs:
+            if a.pk == b.pk or a.evaluation_id != evaluation.pk or b.evaluation_id != evaluation.pk:
+                raise ActionError("A pair needs two different systems of this evaluation.")
+            pair = Pair.objects.create(campaign=campaign, system_a=a, system_b=b)
+            prompts = sorted(answered[a.pk] & answered[b.pk])
+            if not prompts:
+                raise ActionError(f"{a.name} and {b.name} have no answers to the same prompt yet.")
+            sides = balanced_sides(len(prompts), rng)
+            items += [
+                Item(pair=pair, prompt_id=pk, a_on_left=left)
+                for pk, left in zip(prompts, sides, strict=True)
+            ]
+        Item.objects.bulk_create(items, batch_size=2000)
+        rng.shuffle(items)
+        load = {u.pk: 0 for u in people}
+        queues: dict[int, list[Item]] = defaultdict(list)
+        for item in items:
+            chosen = sorted(load, key=lambda pk: (load[pk], rng.random()))[:overlap]
+            for pk in chosen:
+                load[pk] += 1
+                queues[pk].append(item)
+        assignments = []
+        for pk, queue in queues.items():
+            rng.shuffle(queue)
+            assignments += [
+                Assignment(campaign=campaign, item=item, annotator_id=pk, position=position)
+                for position, item in enumerate(queue)
+            ]
+        Assignment.objects.bulk_create(assignments, batch_size=2000)
+    return campaign
+
+
+# ----------------------------------------------------------------------------- votes
+
+
+def record_vote(
+    assignment: Assignment, user: AbstractBaseUser, choice: str, comment: str = ""
+) -> Vote:
+    """The vote, or AlreadyVoted: the live-vote constraint refuses a second one."""
+    if assignment.annotator_id != user.pk:
+        raise ActionError("This item is not assigned to you.")
+    if choice not in Choice.values:
+        raise ActionError(f"Choose one of {', '.join(Choice.values)}.")
+    try:
+        with transaction.atomic():
+            vote = Vote.objects.create(
+                assignment=assignment,
+                annotator=user,
+                choice=choice,
+                comment=comment.strip()[:2000],
+            )
+    except IntegrityError:
+        raise AlreadyVoted("You already voted on this item.") from None
+    return vote
+
+
+def skip(assignment: Assignment) -> None:
+    """Move the item to the end of its person's queue (it comes back after the others)."""
+    Assignment.objects.filter(pk=assignment.pk).update(skipped_at=timezone.now())
+
+
+def undo_last_vote(user: AbstractBaseUser, campaign: Campaign, now=None) -> Assignment:
+    """Withdraw the person's last vote in the campaign if it is recent; return its item.
+
+    Only the very last vote, within UNDO_WINDOW: every earlier vote is final. The row
+    is locked and the update conditional, so two concurrent undos withdraw it once.
+    """
+    now = now or timezone.now()
+    with transaction.atomic():
+        last = (
+            Vote.objects.select_for_update()
+            .filter(annotator=user, assignment__campaign=campaign)
+            .order_by("-created_at", "-id")
+            .first()
+        )
+        if last is None:
+            raise ActionError("You have no vote to undo.")
+        if last.undone_at is not None:
+            raise ActionError("Your last vote is already undone; earlier votes are final.")
+        minutes = int(UNDO_WINDOW.total_seconds() // 60)
+        if last.created_at < now - UNDO_WINDOW:
+            raise ActionError(f"Votes can be undone only within {minutes} minutes.")
+        if not Vote.objects.filter(pk=last.pk, undone_at__isnull=True).update(undone_at=now):
+            raise ActionError("Your last vote is already undone.")
+        Assignment.objects.filter(pk=last.assignment_id).update(skipped_at=None)
+    return Assignment.objects.get(pk=last.assignment_id)

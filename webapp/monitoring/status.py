@@ -1,0 +1,115 @@
+"""What the job page, the job list and the dashboard show live: a job's progress and
+the health of its game, read from the database (the rules themselves are pure, in
+``health.py``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from django.conf import settings
+from django.core.cache import cache
+
+from webapp.jobs.models import ACTIVE_STATUSES, Job, MetricPoint
+from webapp.monitoring import health
+from webapp.monitoring.downsample import DEFAULT_LIMIT
+from webapp.monitoring.series import metrics_payload
+
+HEALTH_CACHE_S = 600
+HEALTH_VERSION = 1  # part of the cache key: bump when Alarm changes shape
+# The job list evaluates at most this many jobs (those with metrics, newest first).
+LIST_HEALTH_MAX = 50
+
+
+def thresholds() -> health.Thresholds:
+    return health.Thresholds.from_settings(settings)
+
+
+def job_state(job: Job) -> dict:
+    """Status, step, progress and ETA: what the page updates on each poll."""
+    progress = min(100, round(100 * job.step / job.total_steps)) if job.total_steps else None
+    return {
+        "id": job.pk,
+        "name": job.name,
+        "status": job.status,
+        "status_display": job.get_status_display(),
+        "active": job.status in ACTIVE_STATUSES,
+        "stage": job.stage,
+        "step": job.step,
+        "total_steps": job.total_steps,
+        "progress": progress,
+        "eta_seconds": job.eta_seconds,
+        "eta": eta_text(job.eta_seconds) if job.status in ACTIVE_STATUSES else "",
+    }
+
+
+def eta_text(seconds: int | None) -> str:
+    if seconds is None:
+        return ""
+    if seconds < 90:
+        return "about a minute left" if seconds >= 30 else "less than a minute left"
+    minutes = round(seconds / 60)
+    if minutes < 90:
+        return f"about {minutes} min left"
+    hours, minutes = divmod(minutes, 60)
+    return f"about {hours} h {minutes:02d} min left"
+
+
+def recent_points(job: Job, window: int) -> tuple[dict[str, list], list[list]]:
+    """The last ``window`` metric rows of the job as series, and their stage changes."""
+    rows = list(
+        MetricPoint.objects.filter(job=job)
+        .order_by("-step")
+        .values_list("step", "stage", "values")[:window]
+    )
+    rows.reverse()
+    series: dict[str, list] = {}
+    stages: list[list] = []
+    for step, stage, values in rows:
+        for name, value in values.items():
+            series.setdefault(name, []).append([step, value])
+        if not stages or stages[-1][1] != stage:
+            stages.append([step, stage])
+    return series, stages
+
+
+def job_alarms(job: Job, use_cache: bool = True) -> list[health.Alarm]:
+    """The alarms that fire on the job's recent metrics (cached until a new point arrives)."""
+    newest = MetricPoint.objects.filter(job=job).order_by("-step").values_list("id", "step").first()
+    if newest is None:
+        return []
+    t = thresholds()
+    key = (
+        f"gad:monitor:health:v{HEALTH_VERSION}:{job.pk}:{job.created_at.timestamp()}:"
+        f"{newest[0]}:{hash(t)}"
+    )
+    if use_cache:
+        cached = cache.get(key)
+        if cached is not None:
+            return cached
+    series, stages = recent_points(job, t.points_needed)
+    alarms = health.evaluate(series, stages, t)
+    cache.set(key, alarms, HEALTH_CACHE_S)
+    return alarms
+
+
+def alarms_for_jobs(jobs: Iterable[Job], limit: int = LIST_HEALTH_MAX) -> dict[int, list]:
+    """{job id: alarms} for the first ``limit`` of ``jobs`` that have metrics."""
+    out, evaluated = {}, 0
+    for job in jobs:
+        if evaluated >= limit:
+            break
+        if job.step > 0 or job.status in ACTIVE_STATUSES:
+            evaluated += 1
+            alarms = job_alarms(job)
+            if alarms:
+                out[job.pk] = alarms
+    return out
+
+
+def live_payload(job: Job, after_step: int = -1, limit: int = DEFAULT_LIMIT) -> dict:
+    """The page's metrics.json: the API's payload plus the job's state and health."""
+    return {
+        **metrics_payload(job, after_step, limit),
+        "job": job_state(job),
+        "health": [a.as_dict() for a in job_alarms(job)],
+    }
