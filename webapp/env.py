@@ -66,6 +66,14 @@ def integer(name: str, default: int, minimum: int | None = None) -> int:
     return number
 
 
+def number(name: str) -> float:
+    value = raw(name)
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ImproperlyConfigured(f"{name}={value!r} is not a number") from None
+
+
 def str_list(name: str, default: list[str]) -> list[str]:
     """Comma-separated list; blanks around items are dropped."""
     value = raw(name)

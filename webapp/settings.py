@@ -153,6 +153,19 @@ GAD_ALLOWED_TEACHER_HOSTS = env.str_list(
 # GPU indices this worker process may lease; empty means a CPU-only node.
 GAD_WORKER_GPUS = env.int_list("GAD_WORKER_GPUS", [])
 
+# Health of the adversarial game (webapp/monitoring/health.py): alarm thresholds. Only
+# the variables that are set override the defaults documented there.
+for _name in (
+    "WINDOW", "D_ACC_HIGH", "D_ACC_HIGH_STEPS", "D_CHANCE_TOL", "D_CHANCE_STEPS", "MOVING_KL",
+    "MOVING_LEN_PCT", "LEN_RATIO", "LEN_RATIO_STEPS", "LEN_GROWTH_PCT", "LEN_GROWTH_STEPS",
+):
+    if env.raw(f"GAD_HEALTH_{_name}") is not None:
+        globals()[f"GAD_HEALTH_{_name}"] = env.number(f"GAD_HEALTH_{_name}")
+# How often a running job's guard evaluates the alarms (seconds).
+GAD_GUARD_CHECK_S = env.integer("GAD_GUARD_CHECK_S", 30, minimum=1)
+# How often the job page asks for new points (seconds).
+GAD_MONITOR_POLL_S = env.integer("GAD_MONITOR_POLL_S", 5, minimum=1)
+
 # Celery. Without CELERY_BROKER_URL, development uses kombu's filesystem transport,
 # which needs no server; production must name its Redis.
 _broker_url = env.string("CELERY_BROKER_URL")

@@ -29,6 +29,7 @@ from trainer.teacher import Limits, TeacherError, collect
 from webapp import env
 from webapp.jobs import actions
 from webapp.jobs.models import Job, JobAnswer, Status
+from webapp.monitoring import guard as health_guard
 from webapp.promptsets.models import Prompt, Split, TeacherAnswer
 from webapp.teachers import crypto, ssrf
 from webapp.teams import actions as team_actions
@@ -58,6 +59,14 @@ class Cancelled(Exception):
 
 class Paused(Exception):
     pass
+
+
+class GuardTripped(Exception):
+    """The health guard fired: the trainer was stopped (after saving) on its decision."""
+
+    def __init__(self, decision):
+        super().__init__(decision.message)
+        self.decision = decision
 
 
 class NoGpu(Exception):
@@ -124,6 +133,12 @@ def run(job_id: int) -> str:
     except Paused as paused:
         actions.pause(job, str(paused))
         return "paused"
+    except GuardTripped as tripped:
+        if tripped.decision.action == "pause":
+            actions.guard_pause(job, tripped.decision.message)
+            return "paused by the health guard"
+        actions.finish(job, Status.FAILED, error=str(tripped), log_tail=log_tail(space.log))
+        return "stopped by the health guard"
     except JobFailed as failed:
         actions.finish(job, Status.FAILED, error=str(failed), log_tail=log_tail(space.log))
         return "failed"
@@ -344,6 +359,8 @@ def train(job: Job, space: Workspace, devices: list[int], beat: Heartbeat) -> No
 
 def _watch(job: Job, proc: TrainerProcess, ingest: RunIngest, beat: Heartbeat) -> int:
     step_times: list[tuple[float, int]] = []
+    tripped = None
+    next_check = time.monotonic() + settings.GAD_GUARD_CHECK_S
     while True:
         code = proc.poll()
         close_old_connections()
@@ -359,11 +376,19 @@ def _watch(job: Job, proc: TrainerProcess, ingest: RunIngest, beat: Heartbeat) -
                 "log_tail": proc.tail(),
             }
         if code is not None:
+            if tripped is not None:
+                raise GuardTripped(tripped)
             return code
-        if beat.cancelled:
-            proc.terminate()
+        if beat.cancelled or tripped is not None:
+            proc.terminate()  # the trainer finishes its step, saves, exits
             if proc.kill_if_overdue(GRACE_S):
                 log.warning("job %s: trainer ignored SIGTERM for %ss; killed", job.pk, GRACE_S)
+        elif job.guard != "off" and time.monotonic() >= next_check:
+            next_check = time.monotonic() + settings.GAD_GUARD_CHECK_S
+            tripped = health_guard.check(job, job.guard)
+            if tripped is not None:
+                with open(proc.log_path, "a", encoding="utf-8") as f:
+                    f.write(f"[health guard] {tripped.message}\n")
         time.sleep(POLL_S)
 
 

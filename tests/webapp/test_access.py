@@ -48,6 +48,12 @@ TEAM_URLS = [
     ("job-launch", "post", {}, {"owner": 422, "member": 422, "annotator": FORBIDDEN}),
     ("job", "get", {"pk": "job"}, {"owner": OK, "member": OK, "annotator": FORBIDDEN}),
     (
+        "job-resume",
+        "post",
+        {"pk": "job"},
+        {"owner": REDIRECT, "member": REDIRECT, "annotator": FORBIDDEN},
+    ),
+    (
         "job-cancel",
         "post",
         {"pk": "job"},
@@ -301,3 +307,12 @@ def test_home_redirects_to_a_team_or_shows_the_empty_state(client, personas, dja
     response = client.get("/")
     assert response.status_code == OK
     assert "You are not in a team yet" in response.content.decode()
+
+
+def test_annotator_dashboard_shows_no_job_names_and_links_the_queue(client, personas):
+    personas.job.name = "gad-vs-seqkd-secret"
+    personas.job.save()
+    client.force_login(personas.annotator)
+    body = client.get(f"/teams/{personas.team.slug}/").content.decode()
+    assert 'data-testid="annotator-home"' in body and "/annotate/" in body
+    assert personas.job.name not in body.split("<main>", 1)[1]

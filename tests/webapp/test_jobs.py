@@ -12,6 +12,7 @@ import redis
 from django.db import connection
 
 from tests.webapp.factories import make_checkpoint, make_job, make_prompt_set
+from webapp.jobs import actions
 from webapp.jobs.forms import field_name
 from webapp.jobs.models import Download, Job, MetricPoint, Sample
 from webapp.teams import actions as team_actions
@@ -383,3 +384,18 @@ def test_two_gigabyte_checkpoint_streams_with_flat_memory(member, personas, tmp_
         peak = max(peak, _rss_bytes())
     assert total == int(response["Content-Length"]) > 2 * 1024**3
     assert peak - baseline < 64 * 1024**2, f"RSS grew by {(peak - baseline) / 1024**2:.0f} MB"
+
+
+def test_launch_with_a_guard_and_resume_a_guard_paused_job(member, personas, roomy_quota):
+    member.post("/teams/acme/jobs/new/", launch_data(personas, guard="pause"))
+    job = Job.objects.exclude(pk=personas.job.pk).get()
+    assert job.guard == "pause"
+    job.status, job.worker = "training", "w:1"
+    job.save()
+    assert actions.guard_pause(job, "Paused by the health guard at step 7. Length runaway")
+    assert actions.resume_paused() == []  # quota has nothing to do with it: a person decides
+    body = member.get(f"/teams/acme/jobs/{job.pk}/").content.decode()
+    assert "Paused by the health guard at step 7" in body
+    member.post(f"/teams/acme/jobs/{job.pk}/resume/")
+    job.refresh_from_db()
+    assert job.status == "queued" and not job.guard_paused

@@ -54,7 +54,9 @@ class Workers:
         self.tmp_path = tmp_path
         self.procs: list[subprocess.Popen] = []
 
-    def start(self, queues: str = "cpu", gpus: str = "", concurrency: int = 1, name: str = "w"):
+    def start(
+        self, queues: str = "cpu", gpus: str = "", concurrency: int = 1, name: str = "w", **env
+    ):
         log = open(self.tmp_path / f"worker-{name}-{len(self.procs)}.log", "wb")  # noqa: SIM115
         proc = subprocess.Popen(
             [
@@ -79,7 +81,7 @@ class Workers:
                 "--without-heartbeat",
             ],
             cwd=ROOT,
-            env={**self.env, "GAD_WORKER_GPUS": gpus},
+            env={**self.env, "GAD_WORKER_GPUS": gpus, **env},
             stdout=log,
             stderr=subprocess.STDOUT,
         )

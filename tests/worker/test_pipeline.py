@@ -213,3 +213,21 @@ def test_teacher_answers_are_collected_charged_paused_at_budget_and_resumed(
     assert set(answers.values_list("flag", flat=True)) <= {"length", "empty"}
     exported = (workers.tmp_path / "data").glob(f"jobs/{job.pk}/prompts.jsonl")
     assert sum(1 for _ in next(exported).open()) == 4
+
+
+@pytest.mark.parametrize("guard,ends", [("stop", "failed"), ("pause", "paused")])
+def test_health_guard_stops_or_pauses_a_job_when_an_alarm_fires(
+    workers, team, tiny_student, guard, ends
+):
+    job = launch(team, tiny_student, n_prompts=40, save_every=100)
+    Job.objects.filter(pk=job.pk).update(guard=guard)
+    # Thresholds that any run trips: student answers "longer" than 1% of the teacher's.
+    workers.start("cpu", GAD_HEALTH_LEN_RATIO="0.01", GAD_HEALTH_LEN_RATIO_STEPS="1",
+                  GAD_GUARD_CHECK_S="1")
+    wait_for(lambda: status(job) in ("failed", "paused", "succeeded"), 180, "the guard",
+             workers.logs)
+    assert job.status == ends, job.error + job.log_tail
+    message = job.error if ends == "failed" else job.log_tail
+    assert "by the health guard" in message and "answers running away" in message
+    assert job.guard_paused == (ends == "paused")
+    assert Checkpoint.objects.filter(job=job).exists()  # SIGTERM: saved before stopping

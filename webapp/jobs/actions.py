@@ -25,6 +25,7 @@ class LaunchRequest:
     student: str
     gpus: int
     configs: dict[str, dict]  # method -> validated trainer config; two entries for a pair
+    guard: str = "off"  # what the health guard does when an alarm fires
 
 
 def queue_for(gpus: int) -> str:
@@ -55,6 +56,7 @@ def launch(team, user, request: LaunchRequest) -> list[Job]:
                     student=request.student,
                     gpus=request.gpus,
                     config=config,
+                    guard=request.guard,
                 )
             )
             team_actions.record_usage(team, UsageKind.JOB_LAUNCH, 1, job=jobs[-1])
@@ -164,6 +166,25 @@ def pause(job: Job, reason: str) -> bool:
     )
 
 
+def guard_pause(job: Job, reason: str) -> bool:
+    """The health guard fired: pause until a person resumes it (not when quota allows)."""
+    return bool(
+        Job.objects.filter(pk=job.pk, worker=job.worker, status__in=ACTIVE_STATUSES).update(
+            status=Status.PAUSED, worker="", heartbeat_at=None, log_tail=reason, guard_paused=True
+        )
+    )
+
+
+def resume_guarded(job: Job) -> bool:
+    """A person looked at the alarm and lets the job go on: back to the queue."""
+    resumed = Job.objects.filter(pk=job.pk, status=Status.PAUSED, guard_paused=True).update(
+        status=Status.QUEUED, guard_paused=False
+    )
+    if resumed:
+        transaction.on_commit(lambda: enqueue(job))
+    return bool(resumed)
+
+
 def requeue_stale(stale_after: float, max_attempts: int) -> tuple[list[Job], list[Job]]:
     """Jobs whose worker died: queue them again, or fail them after too many attempts."""
     cutoff = timezone.now() - timedelta(seconds=stale_after)
@@ -206,7 +227,8 @@ def requeue_stale(stale_after: float, max_attempts: int) -> tuple[list[Job], lis
 def resume_paused() -> list[Job]:
     """Paused jobs whose team has quota again go back to the queue."""
     resumed = []
-    for job in Job.objects.filter(status=Status.PAUSED, worker="").select_related("team"):
+    paused = Job.objects.filter(status=Status.PAUSED, worker="", guard_paused=False)
+    for job in paused.select_related("team"):
         try:
             team_actions.check_launch_allowed(job.team, count=0)
         except team_actions.QuotaExceeded:

@@ -32,6 +32,7 @@ class JobIn(Schema):
     student: str
     gpus: int = 1
     config: dict[str, Any] = {}
+    guard: str = "off"  # off | pause | stop: what to do when a health alarm fires
 
 
 class JobOut(Schema):
@@ -50,6 +51,8 @@ class JobOut(Schema):
     gpus: int
     pair: int | None
     cancel_requested: bool
+    guard: str
+    guard_paused: bool
     final_checkpoint: int | None
     config: dict[str, Any]
     created_at: datetime
@@ -120,6 +123,8 @@ def launch_job(request, payload: JobIn):
     team = team_for(request, payload.team, roles=ROLES)
     if payload.method not in ("gad", "seqkd", "pair"):
         raise ApiError(422, f"method: must be gad, seqkd or pair (got {payload.method!r})")
+    if payload.guard not in ("off", "pause", "stop"):
+        raise ApiError(422, f"guard: must be off, pause or stop (got {payload.guard!r})")
     if not 0 <= payload.gpus <= 64:
         raise ApiError(422, f"gpus: must be between 0 and 64 (got {payload.gpus})")
     prompt_set = PromptSet.objects.filter(team=team, pk=payload.prompt_set).first()
@@ -139,7 +144,7 @@ def launch_job(request, payload: JobIn):
     if errors:
         raise ApiError(422, "; ".join(message for _, message in errors))
     launch = actions.LaunchRequest(
-        payload.name, prompt_set, teacher, payload.student, payload.gpus, configs
+        payload.name, prompt_set, teacher, payload.student, payload.gpus, configs, payload.guard
     )
     try:
         jobs = actions.launch(team, request.user, launch)

@@ -73,6 +73,15 @@ class LaunchForm(forms.Form):
         min_value=0, max_value=64, initial=1, help_text="0 runs on a CPU worker."
     )
     use_lora = forms.BooleanField(required=False, label="Train with LoRA adapters (peft)")
+    guard = forms.ChoiceField(
+        choices=[("off", "Off: only show the alarm"), ("pause", "Pause the job"), ("stop", "Stop the job")],
+        initial="off",
+        required=False,
+        label="When a health alarm fires",
+        help_text="Discriminator winning outright or not learning, answers growing without "
+        "bound, non-finite losses: the banners on the job page. Pause keeps the job for you "
+        "to resume; both save a checkpoint first.",
+    )
 
     def __init__(self, team, *args, **kwargs):
         super().__init__(*args, **kwargs)

@@ -62,6 +62,15 @@ class Job(models.Model):
         help_text="The other job of a GAD + SeqKD pair.",
     )
     cancel_requested = models.BooleanField(default=False)
+    guard = models.CharField(
+        max_length=10,
+        default="off",
+        choices=[("off", "Off"), ("pause", "Pause the job"), ("stop", "Stop the job")],
+        help_text="What to do when a health alarm fires (webapp/monitoring/guard.py).",
+    )
+    guard_paused = models.BooleanField(
+        default=False, help_text="Paused by the health guard: waits for a person, not for quota."
+    )
     final_checkpoint = models.ForeignKey(
         "Checkpoint", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )

@@ -7,6 +7,7 @@ urlpatterns = [
     path("teams/<slug:slug>/jobs/new/", views.job_launch, name="job-launch"),
     path("teams/<slug:slug>/jobs/<int:pk>/", views.job_detail, name="job"),
     path("teams/<slug:slug>/jobs/<int:pk>/cancel/", views.job_cancel, name="job-cancel"),
+    path("teams/<slug:slug>/jobs/<int:pk>/resume/", views.job_resume, name="job-resume"),
     path("teams/<slug:slug>/jobs/<int:pk>/metrics.json", views.job_metrics, name="job-metrics"),
     path("teams/<slug:slug>/jobs/<int:pk>/samples/", views.job_samples, name="job-samples"),
     path("teams/<slug:slug>/compare/", views.jobs_compare, name="jobs-compare"),

@@ -75,6 +75,7 @@ def job_launch(request: HttpRequest, slug: str) -> HttpResponse:
                 student=data["student"],
                 gpus=data["gpus"],
                 configs=form.configs,
+                guard=data["guard"] or "off",
             )
             try:
                 jobs = actions.launch(team, request.user, launch)
@@ -106,6 +107,7 @@ def _clone_initial(request: HttpRequest, team) -> dict:
         "teacher": source.teacher_id,
         "student": source.student,
         "gpus": source.gpus,
+        "guard": source.guard,
         **initial_from_config(source.config),
     }
 
@@ -148,6 +150,19 @@ def job_cancel(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
         messages.success(request, f"Stopping {job.name}: it saves a checkpoint, then ends.")
     else:
         messages.error(request, f"{job.name} has already ended ({job.get_status_display()}).")
+    return redirect("job", slug=team.slug, pk=job.pk)
+
+
+@login_required
+@require_POST
+def job_resume(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    """Resume a job the health guard paused, after a person has looked at the alarm."""
+    team = _team(request, slug)
+    job = get_object_or_404(Job, team=team, pk=pk)
+    if actions.resume_guarded(job):
+        messages.success(request, f"{job.name} is queued again; it resumes from its checkpoint.")
+    else:
+        messages.error(request, f"{job.name} was not paused by the health guard.")
     return redirect("job", slug=team.slug, pk=job.pk)
 
 

@@ -1,7 +1,7 @@
 """The optional per-job guard: pause or stop a job when the health alarms fire.
 
 ``guard_action`` is the decision, pure. ``check`` is what the worker calls from its
-watch loop (worker/pipeline.py ``_watch``) every ``CHECK_EVERY_S`` seconds; it returns a
+watch loop (worker/pipeline.py ``_watch``) every ``GAD_GUARD_CHECK_S`` seconds; it returns a
 ``Decision`` whose ``message`` goes into the job's log, or None. Carrying the decision
 out (SIGTERM to the trainer, which saves a checkpoint; the job's new status) is the
 worker's job, through webapp.jobs.actions.
@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from webapp.monitoring.health import Alarm
 
 GUARD_CHOICES = ("off", "pause", "stop")
-CHECK_EVERY_S = 30.0
 
 
 def guard_action(guard: str | None, alarms: Sequence[Alarm]) -> str | None:

@@ -36,8 +36,10 @@ def dashboard(request: HttpRequest, slug: str) -> HttpResponse:
     quota = team.quota
     usage = actions.month_usage(team)
     jobs = Job.objects.filter(team=team)
-    running = list(jobs.active().order_by("-created_at")[:20])
-    recent = list(jobs.exclude(pk__in=[j.pk for j in running])[:10])
+    # Annotators judge answers blind: job names (often the method's) are not theirs to see.
+    shown = jobs if role in access.LAUNCH_ROLES else Job.objects.none()
+    running = list(shown.active().order_by("-created_at")[:20])
+    recent = list(shown.exclude(pk__in=[j.pk for j in running])[:10])
     health = monitor.alarms_for_jobs(running + recent)
     for job in running + recent:
         job.alarms = health.get(job.pk, [])
