@@ -29,7 +29,8 @@ lint: setup
 
 # OMP_NUM_THREADS=1: tiny models on a 2-core machine shared by the test process, the
 # trainer subprocesses and `transformers serve`; BLAS threads spinning against each
-# other made training steps 15x slower (see docs/benchmarks.md).
+# other made a tiny model's forward+backward 15x slower (4.0 s vs 0.27 s, measured once
+# on a busy 2-core machine; bench/train_step.py pins one thread for the same reason).
 test: setup services
 	$(BIN)/ruff check .
 	DATABASE_URL=$${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/gad} \
