@@ -294,6 +294,14 @@ def _screen(request: HttpRequest, slug: str, campaign: Campaign, assignment) -> 
     return context
 
 
+def _to_next(request: HttpRequest, slug: str, campaign: Campaign, error: str | None = None):
+    """After a vote, skip or refusal: the next item (JSON for the page's script, else a redirect)."""
+    if _wants_json(request):
+        nxt = queue.next_assignment(request.user, campaign)
+        return _screen_json(request, slug, campaign, nxt, **({"error": error} if error else {}))
+    return redirect("annotate-campaign", slug=slug, pk=campaign.pk)
+
+
 def _screen_json(request: HttpRequest, slug: str, campaign: Campaign, assignment, **extra):
     context = _screen(request, slug, campaign, assignment)
     return JsonResponse(
@@ -338,12 +346,9 @@ def annotate_vote(request: HttpRequest, slug: str, key: str) -> HttpResponse:
         )
     except actions.AlreadyVoted as refused:
         if _wants_json(request):
-            nxt = queue.next_assignment(request.user, campaign)
-            return _screen_json(request, slug, campaign, nxt, error=str(refused))
+            return _to_next(request, slug, campaign, error=str(refused))
         messages.info(request, str(refused))
-    if _wants_json(request):
-        return _screen_json(request, slug, campaign, queue.next_assignment(request.user, campaign))
-    return redirect("annotate-campaign", slug=slug, pk=campaign.pk)
+    return _to_next(request, slug, campaign)
 
 
 @login_required
@@ -353,9 +358,7 @@ def annotate_skip(request: HttpRequest, slug: str, key: str) -> HttpResponse:
     campaign = assignment.campaign
     if not queue.has_live_vote(assignment):
         actions.skip(assignment)
-    if _wants_json(request):
-        return _screen_json(request, slug, campaign, queue.next_assignment(request.user, campaign))
-    return redirect("annotate-campaign", slug=slug, pk=campaign.pk)
+    return _to_next(request, slug, campaign)
 
 
 @login_required
@@ -366,8 +369,7 @@ def annotate_undo(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
         assignment = actions.undo_last_vote(request.user, campaign)
     except ActionError as refused:
         if _wants_json(request):
-            nxt = queue.next_assignment(request.user, campaign)
-            return _screen_json(request, slug, campaign, nxt, error=str(refused))
+            return _to_next(request, slug, campaign, error=str(refused))
         messages.error(request, str(refused))
         return redirect("annotate-campaign", slug=slug, pk=pk)
     if _wants_json(request):
