@@ -30,12 +30,14 @@ from pathlib import Path
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import close_old_connections, connection
+from django.utils import timezone
 
+from trainer.judge import judge
 from trainer.teacher import Limits, TeacherError, collect
 from webapp import env
 from webapp.celery import app
-from webapp.evaluation import actions
-from webapp.evaluation.models import Evaluation, System, SystemKind
+from webapp.evaluation import actions, judging
+from webapp.evaluation.models import Evaluation, JudgeRun, System, SystemKind
 from webapp.jobs.models import JobAnswer
 from webapp.promptsets.models import Prompt, TeacherAnswer
 from webapp.teachers import crypto, ssrf
@@ -339,3 +341,101 @@ def _store_teacher_answers(system: System, prompts: list[Prompt], fingerprint: s
             for pk in by_hash[a.prompt_hash]
         ],
     )
+
+
+# ----------------------------------------------------------------------------- the judge
+
+JUDGE_SOFT_LIMIT_S = env.integer("GAD_JUDGE_TIME_LIMIT_S", 12 * 3600, minimum=60)
+
+
+@app.task(
+    name=judging.JUDGE_TASK,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    soft_time_limit=JUDGE_SOFT_LIMIT_S,
+    time_limit=JUDGE_SOFT_LIMIT_S + 300,
+)
+def judge_evaluation(run_id: int) -> str:
+    """Judge an evaluation's answers; the run always ends succeeded or failed.
+
+    A redelivered task (worker lost) runs again: verdicts already paid for are cached.
+    """
+    live = [JudgeRun.Status.QUEUED, JudgeRun.Status.RUNNING]
+    if not JudgeRun.objects.filter(pk=run_id, status__in=live).update(
+        status=JudgeRun.Status.RUNNING
+    ):
+        return "skipped"  # deleted or finished
+    run = JudgeRun.objects.select_related("evaluation__team", "judge").get(pk=run_id)
+    try:
+        error = run_judge(run)
+    except SoftTimeLimitExceeded:
+        _finish_judge(run, f"Judging took longer than the time limit ({JUDGE_SOFT_LIMIT_S} s).")
+        raise
+    except Exception as exc:
+        log.exception("judge run %s failed", run_id)
+        error = f"Internal error in the worker ({type(exc).__name__}); see the worker log."
+    _finish_judge(run, error)
+    return run.status
+
+
+def _finish_judge(run: JudgeRun, error: str) -> None:
+    failed = bool(error) and not run.report
+    run.status = JudgeRun.Status.FAILED if failed else JudgeRun.Status.SUCCEEDED
+    run.error = error
+    run.finished_at = timezone.now()
+    run.save(update_fields=["status", "error", "finished_at", "report", "tokens_used"])
+
+
+def run_judge(run: JudgeRun) -> str:
+    """Fill ``run.report`` and ``run.tokens_used``; return an error message or ''."""
+    endpoint, evaluation = run.judge, run.evaluation
+    if endpoint is None:
+        return "The judge endpoint was deleted; choose another judge."
+    team = evaluation.team
+    spec = None
+    try:
+        spec = teacher_spec(endpoint)
+    except (ssrf.UnsafeURL, crypto.KeyUnreadable) as refused:
+        return f"Judge {endpoint.name!r} cannot be used: {refused}"
+    budget = (
+        int(team.quota.teacher_tokens_per_month) - team_actions.month_usage(team).teacher_tokens
+    )
+    if budget <= 0:
+        return "The team's teacher tokens for this month are spent."
+    items, answers = judging.judge_inputs(evaluation)
+    orm = OrmThread()
+    charged, spent = [0], [0]
+
+    def progress(p) -> None:
+        spent[0] = max(spent[0], p.tokens)
+        if p.tokens - charged[0] >= 10_000:
+            orm.call(_charge, team, p.tokens - charged[0])
+            charged[0] = p.tokens
+
+    report, error = None, ""
+    try:
+        report = asyncio.run(
+            judge(
+                items,
+                answers,
+                spec,
+                DbAnswerStore(orm),
+                limits=Limits(max_total_tokens=budget),
+                on_progress=progress,
+            )
+        )
+    except* TeacherError as failed:
+        error = without_key(f"The judge failed: {failed.exceptions[0]}", endpoint, spec)
+    finally:
+        total = report.summary.tokens if report else spent[0]
+        orm.call(_charge, team, max(0, total - charged[0]))
+        orm.close()
+        run.tokens_used = total
+    if report is not None:
+        data = report.to_dict()
+        data["test_set"] = evaluation.prompt_set.name if evaluation.prompt_set else evaluation.name
+        data["diagnostics"] = judging.diagnostics(evaluation)
+        run.report = data
+        if report.summary.stopped == "budget":
+            error = f"The team's teacher token budget ran out ({report.summary.line()})."
+    return error

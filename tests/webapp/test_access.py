@@ -118,6 +118,12 @@ TEAM_URLS = [
         {"owner": REDIRECT, "member": REDIRECT, "annotator": FORBIDDEN},
     ),
     (
+        "evaluation-judge",
+        "post",
+        {"pk": "evaluation"},
+        {"owner": 422, "member": 422, "annotator": FORBIDDEN},
+    ),
+    (
         "campaign-create",
         "get",
         {"pk": "evaluation"},

@@ -257,3 +257,41 @@ class Vote(models.Model):
 
     def __str__(self) -> str:
         return f"{self.choice} on {self.assignment_id}"
+
+
+class JudgeRun(models.Model):
+    """One LLM-as-judge run over an evaluation's answers (trainer.judge), by a team's
+    teacher endpoint; its report (scores with 95% CIs, plus the no-judge diagnostics)
+    is kept as JSON."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Judging"
+        SUCCEEDED = "succeeded", "Done"
+        FAILED = "failed", "Failed"
+
+    evaluation = models.ForeignKey(Evaluation, on_delete=models.CASCADE, related_name="judge_runs")
+    judge = models.ForeignKey(
+        "teachers.TeacherEndpoint",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    judge_name = models.CharField(max_length=200, blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    forecast = models.JSONField(default=dict, blank=True)
+    report = models.JSONField(null=True, blank=True)
+    tokens_used = models.PositiveBigIntegerField(default=0)
+    error = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"judge run {self.pk} of evaluation {self.evaluation_id}"

@@ -17,6 +17,11 @@ urlpatterns = [
         name="evaluation-generate",
     ),
     path(
+        "teams/<slug:slug>/evaluations/<int:pk>/judge/",
+        views.evaluation_judge,
+        name="evaluation-judge",
+    ),
+    path(
         "teams/<slug:slug>/evaluations/<int:pk>/campaigns/new/",
         views.campaign_create,
         name="campaign-create",

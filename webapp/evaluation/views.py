@@ -22,7 +22,7 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
-from webapp.evaluation import actions, queue, report
+from webapp.evaluation import actions, judging, queue, report
 from webapp.evaluation.forms import CampaignForm, EvaluationForm, VoteForm
 from webapp.evaluation.markdown import render as markdown
 from webapp.evaluation.models import Assignment, Campaign, EvalStatus, Evaluation
@@ -116,6 +116,7 @@ def evaluation_detail(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
             "systems": evaluation.systems.all(),
             "campaigns": evaluation.campaigns.all(),
             "can_campaign": evaluation.status != EvalStatus.GENERATING,
+            **judging.page_context(evaluation, request.GET.get("judge")),
         },
     )
 
@@ -151,6 +152,30 @@ def evaluation_generate(request: HttpRequest, slug: str, pk: int) -> HttpRespons
     else:
         messages.info(request, "No failed system to generate again.")
     return redirect("evaluation", slug=slug, pk=pk)
+
+
+@login_required
+@require_POST
+def evaluation_judge(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    """Launch a judge run with one of the team's teacher endpoints (forecast shown first
+    on the evaluation page, ``?judge=<id>``)."""
+    evaluation = _evaluation(request, slug, pk)
+    chosen = request.POST.get("judge", "")
+    endpoint = (
+        judging.judges(evaluation).filter(pk=int(chosen)).first() if chosen.isdigit() else None
+    )
+    if endpoint is None:
+        return HttpResponse(
+            "Choose one of the team's teacher endpoints as the judge.",
+            status=422,
+            content_type="text/plain",
+        )
+    try:
+        run = judging.launch(evaluation, endpoint, request.user)
+    except ActionError as refused:
+        return HttpResponse(str(refused), status=422, content_type="text/plain")
+    messages.success(request, f"Judging with {endpoint.name} (run {run.pk}).")
+    return redirect(reverse("evaluation", kwargs={"slug": slug, "pk": pk}) + "#judge")
 
 
 @login_required

@@ -1,0 +1,207 @@
+"""LLM-as-judge runs of an evaluation (GAD.md "Evaluation", the paper's Table 2).
+
+A member picks one of the team's teacher endpoints as the judge and sees the cost
+forecast (``trainer.judge.forecast_run``: judge calls and estimated tokens, cached
+calls subtracted) before launching. Launching creates a ``JudgeRun`` and enqueues
+``gad.judge_evaluation`` (``worker.evaluation``), which judges every system's answers,
+charges the judge's tokens to the team and adds the no-judge diagnostics (n-gram F1
+against the teacher system's answers, ROUGE-L, mean length).
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+from django.db import transaction
+
+from trainer.judge import Forecast, JudgeItem, forecast_run
+from trainer.score import MAX_N, score_system
+from webapp.evaluation.models import (
+    EvalStatus,
+    Evaluation,
+    JudgeRun,
+    SystemAnswer,
+    SystemKind,
+    SystemStatus,
+)
+from webapp.teachers.models import TeacherEndpoint
+from webapp.teams.actions import ActionError
+
+JUDGE_TASK = "gad.judge_evaluation"
+JUDGE_QUEUE = "cpu"
+
+
+class SyncStore:
+    """The database answer store for synchronous code (no event loop: plain ORM calls)."""
+
+    def get_many(self, fingerprint, hashes):
+        from worker.answers import load_answers
+
+        return load_answers(fingerprint, list(hashes))
+
+    def put(self, answer) -> None:  # the forecast never writes
+        raise NotImplementedError
+
+
+def ready(evaluation: Evaluation) -> bool:
+    """Every system has its answers: the judge can run."""
+    systems = list(evaluation.systems.all())
+    return (
+        evaluation.status == EvalStatus.READY
+        and bool(systems)
+        and all(s.status == SystemStatus.DONE and s.num_answers > 0 for s in systems)
+    )
+
+
+def system_labels(evaluation: Evaluation) -> dict[int, str]:
+    """System id → a unique label (the system's name; ``#id`` added to a repeated one)."""
+    systems = list(evaluation.systems.all())
+    names = [s.name for s in systems]
+    return {s.pk: s.name if names.count(s.name) == 1 else f"{s.name} #{s.pk}" for s in systems}
+
+
+def judge_inputs(evaluation: Evaluation) -> tuple[list[JudgeItem], dict[str, dict[str, str]]]:
+    """The test prompts as judge items and every system's answers (label → prompt id → text)."""
+    items = [
+        JudgeItem(str(p.pk), p.messages)
+        for p in evaluation.prompts.order_by("prompt_set_id", "index")
+    ]
+    labels = system_labels(evaluation)
+    answers: dict[str, dict[str, str]] = {label: {} for label in labels.values()}
+    rows = SystemAnswer.objects.filter(system__evaluation=evaluation).values_list(
+        "system_id", "prompt_id", "response"
+    )
+    for system_id, prompt_id, response in rows.iterator():
+        answers[labels[system_id]][str(prompt_id)] = response
+    return items, answers
+
+
+def judges(evaluation: Evaluation):
+    return TeacherEndpoint.objects.filter(team=evaluation.team).order_by("name")
+
+
+def forecast_for(evaluation: Evaluation, endpoint: TeacherEndpoint) -> Forecast:
+    """Raises ssrf.UnsafeURL or crypto.KeyUnreadable when the endpoint cannot be used."""
+    from worker.specs import teacher_spec
+
+    items, answers = judge_inputs(evaluation)
+    return forecast_run(items, answers, teacher_spec(endpoint), SyncStore())
+
+
+def forecast_dict(forecast: Forecast) -> dict:
+    return {
+        "calls": forecast.calls,
+        "reference_calls": forecast.reference_calls,
+        "verdict_calls": forecast.verdict_calls,
+        "cached": forecast.cached,
+        "est_tokens": forecast.est_tokens,
+        "line": forecast.line(),
+    }
+
+
+def launch(evaluation: Evaluation, endpoint: TeacherEndpoint, user) -> JudgeRun:
+    from webapp.teachers import crypto, ssrf
+
+    if not ready(evaluation):
+        raise ActionError("Every system needs its answers before the judge can run.")
+    if endpoint.team_id != evaluation.team_id:
+        raise ActionError("Choose one of the team's teacher endpoints as the judge.")
+    try:
+        forecast = forecast_for(evaluation, endpoint)
+    except (ssrf.UnsafeURL, crypto.KeyUnreadable) as refused:
+        raise ActionError(f"Judge {endpoint.name!r} cannot be used: {refused}") from None
+    with transaction.atomic():
+        run = JudgeRun.objects.create(
+            evaluation=evaluation,
+            judge=endpoint,
+            judge_name=endpoint.name,
+            forecast=forecast_dict(forecast),
+            created_by=user if getattr(user, "is_authenticated", False) else None,
+        )
+        transaction.on_commit(partial(enqueue, run.pk))
+    return run
+
+
+def enqueue(run_id: int) -> None:
+    from webapp.celery import app
+
+    app.send_task(JUDGE_TASK, args=[run_id], queue=JUDGE_QUEUE)
+
+
+def diagnostics(evaluation: Evaluation) -> dict:
+    """Per system: mean length, and against the teacher system's answers (when the
+    evaluation has one) n-gram F1 for n = 1..6 and ROUGE-L."""
+    items, answers = judge_inputs(evaluation)
+    labels = system_labels(evaluation)
+    teacher = next(
+        (labels[s.pk] for s in evaluation.systems.all() if s.kind == SystemKind.TEACHER), None
+    )
+    reference = answers.get(teacher) if teacher else None
+    rows = []
+    for label, by_id in answers.items():
+        scores = score_system(label, by_id, reference)
+        rows.append(
+            {
+                "system": label,
+                "mean_length": scores.lengths.mean if scores.lengths else None,
+                "n_matched": scores.n_matched,
+                "ngram_f1": {str(n): f for n, f in scores.ngram_f1.items()},
+                "rouge_l": scores.rouge_l,
+            }
+        )
+    return {"reference": teacher, "max_n": MAX_N, "systems": rows}
+
+
+def table(run: JudgeRun) -> dict | None:
+    """The report laid out like the paper's Table 2: rows = systems, one column (this
+    evaluation's test set), cells = judge score [95% CI] and mean length."""
+    if not run.report:
+        return None
+    diag = run.report.get("diagnostics") or {}
+    by_system = {d["system"]: d for d in diag.get("systems", [])}
+    rows = []
+    for s in run.report.get("systems", []):
+        d = by_system.get(s["system"], {})
+        f1 = d.get("ngram_f1") or {}
+        rows.append(
+            {
+                **s,
+                "rouge_l": d.get("rouge_l"),
+                "f1": [f1.get(str(n)) for n in range(1, MAX_N + 1)],
+            }
+        )
+    chart = [
+        {"name": r["system"], "x": list(range(1, MAX_N + 1)), "y": r["f1"]}
+        for r in rows
+        if any(v is not None for v in r["f1"])
+    ]
+    return {
+        "rows": rows,
+        "reference": diag.get("reference"),
+        "ns": list(range(1, MAX_N + 1)),
+        "chart": chart,
+        "summary": run.report.get("summary", {}),
+    }
+
+
+def page_context(evaluation: Evaluation, chosen: str | None) -> dict:
+    """The evaluation page's judge section: endpoints, the chosen one's forecast, runs."""
+    from webapp.teachers import crypto, ssrf
+
+    context: dict = {
+        "judge_ready": ready(evaluation),
+        "judge_endpoints": list(judges(evaluation)),
+        "judge_runs": [
+            {"run": run, "table": table(run)}
+            for run in evaluation.judge_runs.select_related("judge")[:5]
+        ],
+    }
+    if chosen and context["judge_ready"]:
+        endpoint = next((e for e in context["judge_endpoints"] if str(e.pk) == chosen), None)
+        if endpoint is not None:
+            context["judge_chosen"] = endpoint
+            try:
+                context["judge_forecast"] = forecast_dict(forecast_for(evaluation, endpoint))
+            except (ssrf.UnsafeURL, crypto.KeyUnreadable) as refused:
+                context["judge_refused"] = f"Judge {endpoint.name!r} cannot be used: {refused}"
+    return context
