@@ -68,3 +68,43 @@ def _save(answer: Answer) -> None:
         fingerprint=values.pop("fingerprint"),
         defaults=values,
     )
+
+
+def remaining_tokens(team) -> int:
+    """Teacher (and judge) tokens the team may still spend this month."""
+    from webapp.teams import actions as team_actions
+
+    used = team_actions.month_usage(team).teacher_tokens
+    return int(team.quota.teacher_tokens_per_month) - used
+
+
+class TokenMeter:
+    """Charges a team for the tokens a collection or judge run spends, as it spends them.
+
+    ``update`` is called from the run's progress callback, inside its event loop, so the
+    ledger writes go through the OrmThread. Charging every ``CHARGE_EVERY`` tokens keeps
+    the usage bars current; ``settle`` charges the rest when the run ends, however it ends.
+    """
+
+    CHARGE_EVERY = 10_000
+
+    def __init__(self, orm: OrmThread, team, job=None):
+        self.orm, self.team, self.job = orm, team, job
+        self.charged = 0
+
+    def update(self, total: int) -> None:
+        if total - self.charged >= self.CHARGE_EVERY:
+            self._charge(total)
+
+    def settle(self, total: int) -> None:
+        if total > self.charged:
+            self._charge(total)
+
+    def _charge(self, total: int) -> None:
+        from webapp.teams.actions import record_usage
+        from webapp.teams.models import UsageKind
+
+        self.orm.call(
+            record_usage, self.team, UsageKind.TEACHER_TOKENS, total - self.charged, job=self.job
+        )
+        self.charged = total

@@ -41,10 +41,8 @@ from webapp.evaluation.models import Evaluation, JudgeRun, System, SystemKind
 from webapp.jobs.models import JobAnswer
 from webapp.promptsets.models import Prompt, TeacherAnswer
 from webapp.teachers import crypto, ssrf
-from webapp.teams import actions as team_actions
-from webapp.teams.models import UsageKind
 from worker import leases
-from worker.answers import DbAnswerStore, OrmThread
+from worker.answers import DbAnswerStore, OrmThread, TokenMeter, remaining_tokens
 from worker.ingest import scrub
 from worker.runner import TrainerProcess, log_tail
 from worker.specs import teacher_spec
@@ -279,13 +277,11 @@ def teacher_answers(system: System, lease: Lease) -> str:
         spec = teacher_spec(endpoint, **decoding)
     except (ssrf.UnsafeURL, crypto.KeyUnreadable) as refused:
         return f"Teacher {endpoint.name!r} cannot be used: {refused}"
-    budget = (
-        int(team.quota.teacher_tokens_per_month) - team_actions.month_usage(team).teacher_tokens
-    )
+    budget = remaining_tokens(team)
     if budget <= 0:
         return "The team's teacher tokens for this month are spent."
     orm = OrmThread()
-    charged = [0]
+    meter = TokenMeter(orm, team)
     shown = [0.0]
 
     def progress(summary) -> None:
@@ -293,9 +289,7 @@ def teacher_answers(system: System, lease: Lease) -> str:
         if time.monotonic() - shown[0] > POLL_S:
             shown[0] = time.monotonic()
             orm.call(actions.set_progress, system.pk, summary.cached + summary.answered)
-        if summary.tokens - charged[0] >= 10_000:
-            orm.call(_charge, team, summary.tokens - charged[0])
-            charged[0] = summary.tokens
+        meter.update(summary.tokens)
 
     summary, error = None, ""
     try:
@@ -313,17 +307,12 @@ def teacher_answers(system: System, lease: Lease) -> str:
     except* LostClaim:
         raise LostClaim() from None
     finally:
-        orm.call(_charge, team, max(0, (summary.tokens if summary else 0) - charged[0]))
+        meter.settle(summary.tokens if summary else 0)
         orm.close()
     _store_teacher_answers(system, prompts, spec.fingerprint)
     if summary and summary.stopped == "budget":
         error = f"The team's teacher token budget ran out ({summary.line()})."
     return error
-
-
-def _charge(team, tokens: int) -> None:
-    if tokens > 0:
-        team_actions.record_usage(team, UsageKind.TEACHER_TOKENS, tokens)
 
 
 def _store_teacher_answers(system: System, prompts: list[Prompt], fingerprint: str) -> None:
@@ -397,20 +386,17 @@ def run_judge(run: JudgeRun) -> str:
         spec = teacher_spec(endpoint)
     except (ssrf.UnsafeURL, crypto.KeyUnreadable) as refused:
         return f"Judge {endpoint.name!r} cannot be used: {refused}"
-    budget = (
-        int(team.quota.teacher_tokens_per_month) - team_actions.month_usage(team).teacher_tokens
-    )
+    budget = remaining_tokens(team)
     if budget <= 0:
         return "The team's teacher tokens for this month are spent."
     items, answers = judging.judge_inputs(evaluation)
     orm = OrmThread()
-    charged, spent = [0], [0]
+    meter = TokenMeter(orm, team)
+    spent = [0]
 
     def progress(p) -> None:
         spent[0] = max(spent[0], p.tokens)
-        if p.tokens - charged[0] >= 10_000:
-            orm.call(_charge, team, p.tokens - charged[0])
-            charged[0] = p.tokens
+        meter.update(p.tokens)
 
     report, error = None, ""
     try:
@@ -428,7 +414,7 @@ def run_judge(run: JudgeRun) -> str:
         error = without_key(f"The judge failed: {failed.exceptions[0]}", endpoint, spec)
     finally:
         total = report.summary.tokens if report else spent[0]
-        orm.call(_charge, team, max(0, total - charged[0]))
+        meter.settle(total)
         orm.close()
         run.tokens_used = total
     if report is not None:

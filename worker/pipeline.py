@@ -32,10 +32,8 @@ from webapp.jobs.models import Job, JobAnswer, Status
 from webapp.monitoring import guard as health_guard
 from webapp.promptsets.models import Prompt, Split, TeacherAnswer
 from webapp.teachers import crypto, ssrf
-from webapp.teams import actions as team_actions
-from webapp.teams.models import UsageKind
 from worker import leases
-from worker.answers import DbAnswerStore, OrmThread
+from worker.answers import DbAnswerStore, OrmThread, TokenMeter, remaining_tokens
 from worker.ingest import RunIngest, forget_after, scrub
 from worker.runner import TrainerProcess, log_tail, trainer_argv
 from worker.specs import teacher_spec
@@ -213,19 +211,17 @@ def collect_answers(job: Job, beat: Heartbeat) -> None:
         spec = teacher_spec(job.teacher)
     except (ssrf.UnsafeURL, crypto.KeyUnreadable) as refused:
         raise JobFailed(f"Teacher {job.teacher.name!r} cannot be used: {refused}") from None
-    budget = _token_budget(job)
+    budget = remaining_tokens(job.team)
     if budget <= 0:
         raise Paused("Paused: the team's teacher tokens for this month are spent.")
     orm = OrmThread()
-    charged = [0]
+    meter = TokenMeter(orm, job.team, job=job)
 
     def progress(summary) -> None:
         if beat.cancelled:
             raise Cancelled()
         beat.progress = {"step": summary.cached + summary.answered, "total_steps": summary.total}
-        if summary.tokens - charged[0] >= 10_000:
-            orm.call(_charge_tokens, job, summary.tokens - charged[0])
-            charged[0] = summary.tokens
+        meter.update(summary.tokens)
 
     messages = list(missing.values_list("messages", flat=True).iterator())
     summary = None
@@ -244,8 +240,7 @@ def collect_answers(job: Job, beat: Heartbeat) -> None:
     except* Cancelled:
         raise Cancelled() from None
     finally:
-        tokens = summary.tokens if summary else 0
-        orm.call(_charge_tokens, job, max(0, tokens - charged[0]))
+        meter.settle(summary.tokens if summary else 0)
         orm.close()
     log.info("job %s: %s", job.pk, summary.line())
     if summary.stopped == "budget":
@@ -255,16 +250,6 @@ def collect_answers(job: Job, beat: Heartbeat) -> None:
             f"{summary.failed} prompts got no answer after retries ({summary.line()}); "
             "run the job again to ask only for those."
         )
-
-
-def _token_budget(job: Job) -> int:
-    usage = team_actions.month_usage(job.team)
-    return int(job.team.quota.teacher_tokens_per_month) - usage.teacher_tokens
-
-
-def _charge_tokens(job: Job, tokens: int) -> None:
-    if tokens > 0:
-        team_actions.record_usage(job.team, UsageKind.TEACHER_TOKENS, tokens, job=job)
 
 
 # ----------------------------------------------------------------------------- training
