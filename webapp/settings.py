@@ -156,8 +156,17 @@ GAD_WORKER_GPUS = env.int_list("GAD_WORKER_GPUS", [])
 # Health of the adversarial game (webapp/monitoring/health.py): alarm thresholds. Only
 # the variables that are set override the defaults documented there.
 for _name in (
-    "WINDOW", "D_ACC_HIGH", "D_ACC_HIGH_STEPS", "D_CHANCE_TOL", "D_CHANCE_STEPS", "MOVING_KL",
-    "MOVING_LEN_PCT", "LEN_RATIO", "LEN_RATIO_STEPS", "LEN_GROWTH_PCT", "LEN_GROWTH_STEPS",
+    "WINDOW",
+    "D_ACC_HIGH",
+    "D_ACC_HIGH_STEPS",
+    "D_CHANCE_TOL",
+    "D_CHANCE_STEPS",
+    "MOVING_KL",
+    "MOVING_LEN_PCT",
+    "LEN_RATIO",
+    "LEN_RATIO_STEPS",
+    "LEN_GROWTH_PCT",
+    "LEN_GROWTH_STEPS",
 ):
     if env.raw(f"GAD_HEALTH_{_name}") is not None:
         globals()[f"GAD_HEALTH_{_name}"] = env.number(f"GAD_HEALTH_{_name}")

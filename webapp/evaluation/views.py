@@ -30,21 +30,18 @@ from webapp.teams import access
 from webapp.teams.actions import ActionError
 
 
-def _team(request: HttpRequest, slug: str):
-    team, _ = access.get_team(request.user, slug, roles=access.LAUNCH_ROLES)
-    return team
-
-
 def _evaluation(request: HttpRequest, slug: str, pk: int) -> Evaluation:
     return get_object_or_404(
-        Evaluation.objects.select_related("team", "prompt_set"), team=_team(request, slug), pk=pk
+        Evaluation.objects.select_related("team", "prompt_set"),
+        team=access.working_team(request, slug),
+        pk=pk,
     )
 
 
 def _campaign(request: HttpRequest, slug: str, pk: int) -> Campaign:
     return get_object_or_404(
         Campaign.objects.select_related("evaluation__team"),
-        evaluation__team=_team(request, slug),
+        evaluation__team=access.working_team(request, slug),
         pk=pk,
     )
 
@@ -58,7 +55,7 @@ def _wants_json(request: HttpRequest) -> bool:
 
 @login_required
 def evaluation_list(request: HttpRequest, slug: str) -> HttpResponse:
-    team = _team(request, slug)
+    team = access.working_team(request, slug)
     evaluations = Evaluation.objects.filter(team=team).select_related("prompt_set", "created_by")
     return render(
         request,
@@ -73,7 +70,7 @@ def evaluation_list(request: HttpRequest, slug: str) -> HttpResponse:
 
 @login_required
 def evaluation_create(request: HttpRequest, slug: str) -> HttpResponse:
-    team = _team(request, slug)
+    team = access.working_team(request, slug)
     status = 200
     if request.method == "POST":
         form = EvaluationForm(team, request.POST)

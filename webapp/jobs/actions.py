@@ -244,6 +244,9 @@ def resume_paused() -> list[Job]:
 def abandon_active(team, reason: str) -> int:
     """Cancel every active job of a team at once (the demo's restart: its workers are gone)."""
     return Job.objects.filter(team=team, status__in=ACTIVE_STATUSES).update(
-        status=Status.CANCELLED, error=reason, finished_at=timezone.now(), worker="",
+        status=Status.CANCELLED,
+        error=reason,
+        finished_at=timezone.now(),
+        worker="",
         heartbeat_at=None,
     )

@@ -74,7 +74,11 @@ class LaunchForm(forms.Form):
     )
     use_lora = forms.BooleanField(required=False, label="Train with LoRA adapters (peft)")
     guard = forms.ChoiceField(
-        choices=[("off", "Off: only show the alarm"), ("pause", "Pause the job"), ("stop", "Stop the job")],
+        choices=[
+            ("off", "Off: only show the alarm"),
+            ("pause", "Pause the job"),
+            ("stop", "Stop the job"),
+        ],
         initial="off",
         required=False,
         label="When a health alarm fires",

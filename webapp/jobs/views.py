@@ -32,14 +32,9 @@ from webapp.teams import access
 from webapp.teams.actions import QuotaExceeded
 
 
-def _team(request: HttpRequest, slug: str):
-    team, _ = access.get_team(request.user, slug, roles=access.LAUNCH_ROLES)
-    return team
-
-
 @login_required
 def job_list(request: HttpRequest, slug: str) -> HttpResponse:
-    team = _team(request, slug)
+    team = access.working_team(request, slug)
     jobs = Job.objects.filter(team=team).select_related("prompt_set", "created_by")
     status, method = request.GET.get("status", ""), request.GET.get("method", "")
     if status in Status.values:
@@ -62,7 +57,7 @@ def job_list(request: HttpRequest, slug: str) -> HttpResponse:
 
 @login_required
 def job_launch(request: HttpRequest, slug: str) -> HttpResponse:
-    team = _team(request, slug)
+    team = access.working_team(request, slug)
     status = 200
     if request.method == "POST":
         form = LaunchForm(team, request.POST)
@@ -114,7 +109,7 @@ def _clone_initial(request: HttpRequest, team) -> dict:
 
 @login_required
 def job_detail(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
-    team = _team(request, slug)
+    team = access.working_team(request, slug)
     job = get_object_or_404(
         Job.objects.select_related("prompt_set", "teacher", "pair", "created_by"), team=team, pk=pk
     )
@@ -141,7 +136,7 @@ def job_detail(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 @login_required
 @require_POST
 def job_cancel(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
-    team = _team(request, slug)
+    team = access.working_team(request, slug)
     job = get_object_or_404(Job, team=team, pk=pk)
     job = actions.cancel(job)
     if job.status == Status.CANCELLED:
@@ -157,7 +152,7 @@ def job_cancel(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 @require_POST
 def job_resume(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     """Resume a job the health guard paused, after a person has looked at the alarm."""
-    team = _team(request, slug)
+    team = access.working_team(request, slug)
     job = get_object_or_404(Job, team=team, pk=pk)
     if actions.resume_guarded(job):
         messages.success(request, f"{job.name} is queued again; it resumes from its checkpoint.")
@@ -167,7 +162,7 @@ def job_resume(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 
 
 def _checkpoint(request: HttpRequest, slug: str, pk: int) -> Checkpoint:
-    team = _team(request, slug)
+    team = access.working_team(request, slug)
     return get_object_or_404(Checkpoint.objects.select_related("job"), job__team=team, pk=pk)
 
 
@@ -240,7 +235,7 @@ def _monitor_config(team, jobs: list[Job]) -> dict:
 def job_metrics(request: HttpRequest, slug: str, pk: int) -> JsonResponse:
     """The charts' data for the page (session auth); the same payload as the REST API's
     /api/v1/jobs/{id}/metrics, plus the job's progress and health."""
-    team = _team(request, slug)
+    team = access.working_team(request, slug)
     job = get_object_or_404(Job, team=team, pk=pk)
     try:
         after_step = int(request.GET.get("after_step", -1))
@@ -257,7 +252,7 @@ def jobs_compare(request: HttpRequest, slug: str) -> HttpResponse:
     A job id that is not the team's is a 404, like any other object of another team.
     One GAD job with a SeqKD pair brings its pair along: the comparison every report shows.
     """
-    team = _team(request, slug)
+    team = access.working_team(request, slug)
     if "job" in request.GET:  # the page's own form: ?job=1&job=2 -> ?jobs=1,2
         picked = [j for j in request.GET.getlist("job") if _is_id(j)]
         return redirect(f"{request.path}?{urlencode({'jobs': ','.join(picked)})}")
@@ -293,7 +288,7 @@ def jobs_compare(request: HttpRequest, slug: str) -> HttpResponse:
 def job_samples(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     """For one step: each prompt, the teacher's answer and the N student answers with
     their discriminator scores and advantages."""
-    team = _team(request, slug)
+    team = access.working_team(request, slug)
     job = get_object_or_404(Job, team=team, pk=pk)
     steps = list(
         Sample.objects.filter(job=job).order_by("step").values_list("step", flat=True).distinct()

@@ -81,7 +81,9 @@ class TeacherAnswer(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["prompt_hash", "fingerprint"], name="one_answer_per_key")
+            models.UniqueConstraint(
+                fields=["prompt_hash", "fingerprint"], name="one_answer_per_key"
+            )
         ]
 
     def __str__(self) -> str:

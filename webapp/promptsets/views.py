@@ -30,14 +30,9 @@ class SplitForm(forms.Form):
     seed = forms.IntegerField(min_value=0, initial=0, required=False)
 
 
-def _team(request: HttpRequest, slug: str):
-    team, _ = access.get_team(request.user, slug, roles=access.LAUNCH_ROLES)
-    return team
-
-
 @login_required
 def prompt_sets(request: HttpRequest, slug: str) -> HttpResponse:
-    team = _team(request, slug)
+    team = access.working_team(request, slug)
     form = UploadForm()
     status = 200
     problems: list[str] = []
@@ -71,7 +66,7 @@ def prompt_sets(request: HttpRequest, slug: str) -> HttpResponse:
 
 @login_required
 def prompt_set_detail(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
-    team = _team(request, slug)
+    team = access.working_team(request, slug)
     prompt_set = get_object_or_404(PromptSet, team=team, pk=pk)
     query = request.GET.get("q", "").strip()
     rows = prompt_set.prompts.order_by("index")
@@ -103,7 +98,7 @@ def prompt_set_detail(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 @login_required
 @require_POST
 def prompt_set_split(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
-    team = _team(request, slug)
+    team = access.working_team(request, slug)
     prompt_set = get_object_or_404(PromptSet, team=team, pk=pk)
     form = SplitForm(request.POST)
     if not form.is_valid():
@@ -126,7 +121,7 @@ def prompt_set_split(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 
 @login_required
 def prompt_set_download(request: HttpRequest, slug: str, pk: int) -> StreamingHttpResponse:
-    team = _team(request, slug)
+    team = access.working_team(request, slug)
     prompt_set = get_object_or_404(PromptSet, team=team, pk=pk)
     split = request.GET.get("split") if request.GET.get("split") in ("train", "test") else None
     response = StreamingHttpResponse(
@@ -142,7 +137,7 @@ def prompt_set_download(request: HttpRequest, slug: str, pk: int) -> StreamingHt
 @login_required
 @require_POST
 def prompt_set_delete(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
-    team = _team(request, slug)
+    team = access.working_team(request, slug)
     prompt_set = get_object_or_404(PromptSet, team=team, pk=pk)
     try:
         actions.delete_prompt_set(prompt_set)

@@ -17,7 +17,6 @@ from webapp.teachers import actions, crypto
 from webapp.teachers.models import TeacherEndpoint
 from webapp.teachers.params import RULES
 from webapp.teams import access
-from webapp.teams.models import Team
 
 PARAM_HELP = {
     name: f"Blank: the server's default. Otherwise {rule[3]}." for name, rule in RULES.items()
@@ -97,13 +96,8 @@ def _posts_a_key(view: Callable[..., HttpResponse]) -> Callable[..., HttpRespons
     return wrapper
 
 
-def _team(request: HttpRequest, slug: str) -> Team:
-    team, _ = access.get_team(request.user, slug, roles=access.LAUNCH_ROLES)
-    return team
-
-
 def _endpoint(request: HttpRequest, slug: str, pk: int) -> TeacherEndpoint:
-    team = _team(request, slug)
+    team = access.working_team(request, slug)
     return get_object_or_404(
         TeacherEndpoint.objects.select_related("team", "created_by"), team=team, pk=pk
     )
@@ -112,7 +106,7 @@ def _endpoint(request: HttpRequest, slug: str, pk: int) -> TeacherEndpoint:
 @login_required
 @require_GET
 def teachers(request: HttpRequest, slug: str) -> HttpResponse:
-    team = _team(request, slug)
+    team = access.working_team(request, slug)
     rows = TeacherEndpoint.objects.filter(team=team).order_by("name")
     return render(request, "teachers/list.html", {"team": team, "teachers": rows})
 
@@ -121,7 +115,7 @@ def teachers(request: HttpRequest, slug: str) -> HttpResponse:
 @_posts_a_key
 @sensitive_variables("data")
 def teacher_create(request: HttpRequest, slug: str) -> HttpResponse:
-    team = _team(request, slug)
+    team = access.working_team(request, slug)
     form = TeacherForm(request.POST if request.method == "POST" else None)
     if form.is_bound and form.is_valid():
         data = form.cleaned_data

@@ -69,6 +69,12 @@ def get_team(user: AnyUser, slug: str, roles: Iterable[str] = ALL_ROLES) -> tupl
     return member.team, member.role
 
 
+def working_team(request, slug: str) -> Team:
+    """The team of a page that launches or changes things: members and owners only."""
+    team, _ = get_team(request.user, slug, roles=LAUNCH_ROLES)
+    return team
+
+
 def for_user(
     queryset: models.QuerySet[M],
     user: AnyUser,
@@ -121,4 +127,5 @@ __all__ = [
     "get_team",
     "membership",
     "user_teams",
+    "working_team",
 ]
