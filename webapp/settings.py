@@ -8,6 +8,7 @@ without its secrets and says which one is missing.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from webapp import env
+from webapp.monitoring.health import Thresholds
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -155,21 +157,10 @@ GAD_WORKER_GPUS = env.int_list("GAD_WORKER_GPUS", [])
 
 # Health of the adversarial game (webapp/monitoring/health.py): alarm thresholds. Only
 # the variables that are set override the defaults documented there.
-for _name in (
-    "WINDOW",
-    "D_ACC_HIGH",
-    "D_ACC_HIGH_STEPS",
-    "D_CHANCE_TOL",
-    "D_CHANCE_STEPS",
-    "MOVING_KL",
-    "MOVING_LEN_PCT",
-    "LEN_RATIO",
-    "LEN_RATIO_STEPS",
-    "LEN_GROWTH_PCT",
-    "LEN_GROWTH_STEPS",
-):
-    if env.raw(f"GAD_HEALTH_{_name}") is not None:
-        globals()[f"GAD_HEALTH_{_name}"] = env.number(f"GAD_HEALTH_{_name}")
+for _field in dataclasses.fields(Thresholds):  # the names come from the thresholds
+    _name = f"GAD_HEALTH_{_field.name.upper()}"
+    if env.raw(_name) is not None:
+        globals()[_name] = env.number(_name)
 # How often a running job's guard evaluates the alarms (seconds).
 GAD_GUARD_CHECK_S = env.integer("GAD_GUARD_CHECK_S", 30, minimum=1)
 # How often the job page asks for new points (seconds).

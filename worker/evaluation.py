@@ -19,10 +19,8 @@ redelivered task (worker lost, ``acks_late``) resumes where the last one stopped
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
-import sys
 import threading
 import time
 from pathlib import Path
@@ -44,7 +42,14 @@ from webapp.teachers import crypto, ssrf
 from worker import leases
 from worker.answers import DbAnswerStore, OrmThread, TokenMeter, remaining_tokens
 from worker.ingest import scrub
-from worker.runner import TrainerProcess, log_tail
+from worker.runner import (
+    TrainerProcess,
+    bad_input_message,
+    generate_argv,
+    log_tail,
+    read_answers,
+    write_prompts,
+)
 from worker.specs import teacher_spec
 from worker.teachers import without_key
 
@@ -201,26 +206,10 @@ def model_answers(system: System, lease: Lease) -> str:
     evaluation = system.evaluation
     root = workspace(system)
     prompts_path, out = root / "prompts.jsonl", root / "answers.jsonl"
-    with open(prompts_path, "w", encoding="utf-8") as f:
-        for prompt in prompts:
-            f.write(json.dumps({"id": str(prompt.pk), "messages": prompt.messages}) + "\n")
+    write_prompts(prompts_path, ((p.pk, p.messages) for p in prompts))
     out.unlink(missing_ok=True)
-    decoding = ["--greedy"] if evaluation.greedy else ["--temperature", str(evaluation.temperature)]
-    argv = [
-        sys.executable,
-        "-m",
-        "trainer",
-        "generate",
-        "--model",
-        system.path,
-        "--prompts",
-        str(prompts_path),
-        "--out",
-        str(out),
-        "--max-new-tokens",
-        str(evaluation.max_new_tokens),
-        *decoding,
-    ]
+    temperature = None if evaluation.greedy else evaluation.temperature
+    argv = generate_argv(system.path, prompts_path, out, evaluation.max_new_tokens, temperature)
     environ = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
     environ["CUDA_VISIBLE_DEVICES"] = EVAL_GPUS
     log_path = root / "generate.log"
@@ -236,18 +225,10 @@ def model_answers(system: System, lease: Lease) -> str:
         if proc.poll() is None:
             proc.kill()
     if code == 2:
-        errors = [ln for ln in log_tail(log_path, 50).splitlines() if ln.startswith("error: ")]
-        return errors[-1].removeprefix("error: ") if errors else log_tail(log_path, 10)
+        return bad_input_message(log_path)
     if code != 0:
         return f"`trainer generate` exited with status {code}. Its last lines:\n{log_tail(log_path, 20)}"
-    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines() if line]
-    actions.store_answers(
-        system,
-        [
-            (int(r["id"]), scrub(r.get("response") or ""), r.get("finish_reason") or "")
-            for r in rows
-        ],
-    )
+    actions.store_answers(system, read_answers(out))
     return ""
 
 

@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import re
-import sys
 import threading
 import time
 import traceback
@@ -34,8 +33,16 @@ from webapp.promptsets.models import Prompt, Split, TeacherAnswer
 from webapp.teachers import crypto, ssrf
 from worker import leases
 from worker.answers import DbAnswerStore, OrmThread, TokenMeter, remaining_tokens
-from worker.ingest import RunIngest, forget_after, scrub
-from worker.runner import TrainerProcess, log_tail, trainer_argv
+from worker.ingest import RunIngest, forget_after
+from worker.runner import (
+    TrainerProcess,
+    bad_input_message,
+    generate_argv,
+    log_tail,
+    read_answers,
+    trainer_argv,
+    write_prompts,
+)
 from worker.specs import teacher_spec
 
 log = logging.getLogger(__name__)
@@ -335,7 +342,7 @@ def train(job: Job, space: Workspace, devices: list[int], beat: Heartbeat) -> No
     if beat.cancelled:
         raise Cancelled()
     if code == 2:
-        raise JobFailed(_bad_input_message(space.log))
+        raise JobFailed(bad_input_message(space.log))
     if code != 0:
         raise JobFailed(
             f"The trainer exited with status {code}. Its last lines:\n{log_tail(space.log)}"
@@ -384,12 +391,6 @@ def _eta(points: list[tuple[float, int]], total: int | None) -> int | None:
     return max(0, round((total - points[-1][1]) / rate))
 
 
-def _bad_input_message(log_path: Path) -> str:
-    lines = log_tail(log_path, 50).splitlines()
-    errors = [line.removeprefix("error: ") for line in lines if line.startswith("error: ")]
-    return errors[-1] if errors else "\n".join(lines[-10:])
-
-
 # ----------------------------------------------------------------------------- evaluating
 
 
@@ -400,25 +401,9 @@ def evaluate(job: Job, space: Workspace, beat: Heartbeat) -> None:
         return
     actions.advance(job, Status.EVALUATING, stage="evaluating")
     prompts, answers = space.root / "test.jsonl", space.root / "test-answers.jsonl"
-    with open(prompts, "w", encoding="utf-8") as out:
-        for pk, messages in test.values_list("pk", "messages").iterator():
-            out.write(json.dumps({"id": str(pk), "messages": messages}) + "\n")
+    write_prompts(prompts, test.values_list("pk", "messages").iterator())
     max_tokens = job.config.get("max_response_tokens", 1536)
-    argv = [
-        sys.executable,
-        "-m",
-        "trainer",
-        "generate",
-        "--model",
-        str(space.run_dir / "final"),
-        "--prompts",
-        str(prompts),
-        "--out",
-        str(answers),
-        "--greedy",
-        "--max-new-tokens",
-        str(max_tokens),
-    ]
+    argv = generate_argv(space.run_dir / "final", prompts, answers, max_tokens)
     proc = TrainerProcess(argv, space.root, space.log, dict(os.environ))
     while (code := proc.poll()) is None:
         if beat.cancelled:
@@ -427,16 +412,10 @@ def evaluate(job: Job, space: Workspace, beat: Heartbeat) -> None:
         time.sleep(POLL_S)
     if code != 0:
         raise JobFailed(f"Generating answers on the test prompts failed:\n{log_tail(space.log)}")
-    rows = [json.loads(line) for line in answers.read_text(encoding="utf-8").splitlines() if line]
     JobAnswer.objects.bulk_create(
         [
-            JobAnswer(
-                job=job,
-                prompt_id=int(r["id"]),
-                response=scrub(r.get("response", "")),
-                finish_reason=r.get("finish_reason") or "",
-            )
-            for r in rows
+            JobAnswer(job=job, prompt_id=pk, response=text, finish_reason=finish)
+            for pk, text, finish in read_answers(answers)
         ],
         update_conflicts=True,
         unique_fields=["job", "prompt"],

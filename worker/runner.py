@@ -9,6 +9,7 @@ the last lines are kept for the job page.
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import signal
 import subprocess
@@ -105,3 +106,39 @@ def trainer_argv(config_path: Path, gpus: int) -> list[str]:
     sees them all in CUDA_VISIBLE_DEVICES and trains on the first (docs/deployment.md).
     """
     return [sys.executable, "-m", "trainer", "run", "--config", str(config_path)]
+
+
+def write_prompts(path: Path, rows) -> None:
+    """A prompt file for `trainer generate`: ``rows`` of (prompt id, messages)."""
+    with open(path, "w", encoding="utf-8") as f:
+        for pk, messages in rows:
+            f.write(json.dumps({"id": str(pk), "messages": messages}) + "\n")
+
+
+def generate_argv(
+    model: str, prompts: Path, out: Path, max_new_tokens: int, temperature: float | None = None
+) -> list[str]:
+    """`python -m trainer generate`: greedy unless a temperature is given."""
+    decoding = ["--greedy"] if temperature is None else ["--temperature", str(temperature)]
+    return [
+        sys.executable, "-m", "trainer", "generate", "--model", str(model),
+        "--prompts", str(prompts), "--out", str(out),
+        "--max-new-tokens", str(max_new_tokens), *decoding,
+    ]  # fmt: skip
+
+
+def read_answers(path: Path) -> list[tuple[int, str, str]]:
+    """(prompt id, answer, finish reason) from a `trainer generate` output file."""
+    from worker.ingest import scrub
+
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    return [
+        (int(r["id"]), scrub(r.get("response") or ""), r.get("finish_reason") or "") for r in rows
+    ]
+
+
+def bad_input_message(log_path: Path) -> str:
+    """The trainer's own one-paragraph message after an exit with status 2."""
+    lines = log_tail(log_path, 50).splitlines()
+    errors = [line.removeprefix("error: ") for line in lines if line.startswith("error: ")]
+    return errors[-1] if errors else "\n".join(lines[-10:])
