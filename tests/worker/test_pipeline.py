@@ -115,13 +115,16 @@ def test_seqkd_job_succeeds(workers, team, tiny_student):
 def test_cancel_stops_a_running_job_within_seconds_keeping_a_checkpoint(
     workers, team, tiny_student
 ):
-    job = launch(team, tiny_student, n_prompts=40, save_every=100)
+    # Many epochs, so that the cancel always lands while the trainer runs, however fast
+    # the machine: the test must not race the end of the job.
+    job = launch(team, tiny_student, n_prompts=40, save_every=100, gad={"epochs": 200, "lr": 1e-3})
     workers.start("cpu")
     wait_for(
         lambda: MetricPoint.objects.filter(job=job).count() >= 2, 180, "training", workers.logs
     )
     actions.cancel(job)
     wait_for(lambda: status(job) == "cancelled", 60, "the cancel", workers.logs)
+    assert job.step < job.total_steps
     assert Checkpoint.objects.filter(job=job).exists()  # the trainer saved on SIGTERM
     assert job.team.usage_records.filter(kind=UsageKind.GPU_SECONDS).count() == 0  # CPU job
 
@@ -181,8 +184,9 @@ def test_teacher_answers_are_collected_charged_paused_at_budget_and_resumed(
     from webapp.teachers.actions import create_endpoint
 
     url, model = teacher_server
-    teacher = create_endpoint(team, None, name="tiny", base_url=url, model=model,
-                              params={"max_tokens": 8})
+    teacher = create_endpoint(
+        team, None, name="tiny", base_url=url, model=model, params={"max_tokens": 8}
+    )
     prompt_set = make_prompt_set(team, n=8)
     missing = list(prompt_set.prompts.order_by("index").values_list("pk", flat=True)[4:])
     Prompt.objects.filter(pk__in=missing).update(teacher_response=None)
@@ -193,8 +197,12 @@ def test_teacher_answers_are_collected_charged_paused_at_budget_and_resumed(
     job = actions.launch(team, None, request)[0]
     workers.start("cpu")
 
-    wait_for(lambda: status(job) in ("paused", "failed", "succeeded"), 120, "the budget stop",
-             workers.logs)
+    wait_for(
+        lambda: status(job) in ("paused", "failed", "succeeded"),
+        120,
+        "the budget stop",
+        workers.logs,
+    )
     assert job.status == "paused", job.error
     assert "token budget" in job.log_tail
     tokens = sum(r.amount for r in team.usage_records.filter(kind=UsageKind.TEACHER_TOKENS))
@@ -222,10 +230,12 @@ def test_health_guard_stops_or_pauses_a_job_when_an_alarm_fires(
     job = launch(team, tiny_student, n_prompts=40, save_every=100)
     Job.objects.filter(pk=job.pk).update(guard=guard)
     # Thresholds that any run trips: student answers "longer" than 1% of the teacher's.
-    workers.start("cpu", GAD_HEALTH_LEN_RATIO="0.01", GAD_HEALTH_LEN_RATIO_STEPS="1",
-                  GAD_GUARD_CHECK_S="1")
-    wait_for(lambda: status(job) in ("failed", "paused", "succeeded"), 180, "the guard",
-             workers.logs)
+    workers.start(
+        "cpu", GAD_HEALTH_LEN_RATIO="0.01", GAD_HEALTH_LEN_RATIO_STEPS="1", GAD_GUARD_CHECK_S="1"
+    )
+    wait_for(
+        lambda: status(job) in ("failed", "paused", "succeeded"), 180, "the guard", workers.logs
+    )
     assert job.status == ends, job.error + job.log_tail
     message = job.error if ends == "failed" else job.log_tail
     assert "by the health guard" in message and "answers running away" in message
