@@ -32,7 +32,6 @@ def pytest_report_header(config):
     ]
 
 
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -677,6 +677,31 @@ def _system_report(
     )
 
 
+def reports_by_group(
+    report: JudgeReport, group_of: Mapping[str, str], n_prompts: Mapping[str, int]
+) -> dict[str, list[SystemReport]]:
+    """Each system's report over the items of each group (e.g. test set): the columns
+    of the paper's Table 2 from one run over the union of the test sets.
+
+    ``group_of`` maps item id → group, ``n_prompts`` group → its number of prompts;
+    groups come out in ``n_prompts``'s order, systems in the report's. The scores and
+    their bootstrap intervals are computed per group, never pooled across groups.
+    """
+    systems = [s.system for s in report.systems]
+    by_key: dict[tuple[str, str], list[ItemResult]] = {}
+    for r in report.items:
+        group = group_of.get(r.item_id)
+        if group is not None:
+            by_key.setdefault((group, r.system), []).append(r)
+    return {
+        group: [
+            _system_report(name, n, by_key.get((group, name), []), report.config)
+            for name in systems
+        ]
+        for group, n in n_prompts.items()
+    }
+
+
 # ---------------------------------------------------------------------------- the CLI
 
 

@@ -264,7 +264,11 @@ async def ask(
             # requests in flight; see docs/benchmarks.md).
             completion = await client.post(
                 "/chat/completions",
-                body={"model": spec.model, "messages": list(messages), **spec.sampling.request_kwargs},
+                body={
+                    "model": spec.model,
+                    "messages": list(messages),
+                    **spec.sampling.request_kwargs,
+                },
                 cast_to=object,
             )
         except openai.OpenAIError as exc:

@@ -23,6 +23,7 @@ import logging
 import os
 import threading
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 from celery.exceptions import SoftTimeLimitExceeded
@@ -30,7 +31,7 @@ from django.conf import settings
 from django.db import close_old_connections, connection
 from django.utils import timezone
 
-from trainer.judge import judge
+from trainer.judge import judge, reports_by_group
 from trainer.teacher import Limits, TeacherError, collect
 from webapp import env
 from webapp.celery import app
@@ -130,6 +131,8 @@ def generate_answers(self, evaluation_id: int) -> str:
         lease.stop()
         actions.release(evaluation_id, name)
     log.info("evaluation %s: %s", evaluation_id, ", ".join(done) or "nothing to do")
+    if (run := judging.launch_auto(evaluation_id)) is not None:
+        log.info("evaluation %s: judge run %s %s", evaluation_id, run.pk, run.status)
     return ", ".join(done) or "nothing to do"
 
 
@@ -348,6 +351,12 @@ def judge_evaluation(run_id: int) -> str:
     return run.status
 
 
+def _judge_progress(run_id: int, state: dict, tokens: int) -> None:
+    JudgeRun.objects.filter(pk=run_id, status=JudgeRun.Status.RUNNING).update(
+        progress=state, tokens_used=tokens
+    )
+
+
 def _finish_judge(run: JudgeRun, error: str) -> None:
     failed = bool(error) and not run.report
     run.status = JudgeRun.Status.FAILED if failed else JudgeRun.Status.SUCCEEDED
@@ -374,10 +383,16 @@ def run_judge(run: JudgeRun) -> str:
     orm = OrmThread()
     meter = TokenMeter(orm, team)
     spent = [0]
+    shown = {"at": 0.0, "phase": ""}
 
     def progress(p) -> None:
         spent[0] = max(spent[0], p.tokens)
         meter.update(p.tokens)
+        now = time.monotonic()
+        if p.phase != shown["phase"] or now - shown["at"] > POLL_S or p.done == p.total:
+            shown.update(at=now, phase=p.phase)
+            state = {"phase": p.phase, "done": p.done, "total": p.total}
+            orm.call(_judge_progress, run.pk, state, p.tokens)
 
     report, error = None, ""
     try:
@@ -400,7 +415,12 @@ def run_judge(run: JudgeRun) -> str:
         run.tokens_used = total
     if report is not None:
         data = report.to_dict()
-        data["test_set"] = evaluation.prompt_set.name if evaluation.prompt_set else evaluation.name
+        group_of, sizes = judging.test_sets(evaluation)
+        data["test_set"] = ", ".join(sizes)
+        data["test_sets"] = [
+            {"name": name, "n_prompts": sizes[name], "systems": [asdict(r) for r in reports]}
+            for name, reports in reports_by_group(report, group_of, sizes).items()
+        ]
         data["diagnostics"] = judging.diagnostics(evaluation)
         run.report = data
         if report.summary.stopped == "budget":

@@ -15,6 +15,7 @@ from trainer.judge import (
     forecast_run,
     judge,
     render_question,
+    reports_by_group,
     verdict_messages,
 )
 from trainer.teacher import AnswerStore, Limits, RetryPolicy, TeacherError, TeacherSpec, prompt_hash
@@ -265,3 +266,20 @@ def test_progress_reports_each_round_with_the_run_s_tokens_so_far(store):
     assert [(p.done, p.total) for p in seen if p.phase == "retries"] == [(0, 2), (1, 2), (2, 2)]
     tokens = [p.tokens for p in seen]
     assert tokens == sorted(tokens) and tokens[-1] == report.summary.tokens == 14 * 13
+
+
+def test_reports_by_group_score_each_test_set_on_its_own_items(store):
+    # p0, p1 form test set "in"; p2, p3 set "out", where the system answers better.
+    answers = {"sys": {"p0": "a q=5", "p1": "a q=5", "p2": "a longer answer q=7", "p3": "q=7"}}
+    with ScriptedJudge(QualityJudge()) as server:
+        report = run(server, make_items(), answers, store)
+    group_of = {"p0": "in", "p1": "in", "p2": "out", "p3": "out"}
+    grouped = reports_by_group(report, group_of, {"in": 2, "out": 2, "empty": 0})
+    assert list(grouped) == ["in", "out", "empty"]
+    (inside,), (outside,), (empty,) = grouped.values()
+    assert inside.mean == pytest.approx(50.0) and inside.n_scored == 2
+    assert outside.mean == pytest.approx(100 * 7 / 12) and outside.n_prompts == 2
+    assert inside.mean_length == 2.0 and outside.mean_length == 2.5
+    assert empty.mean is None and empty.n_answers == 0 and empty.ci_low is None
+    # The pooled report averages over all four items.
+    assert report.systems[0].mean == pytest.approx((50 + 100 * 7 / 12) / 2)

@@ -24,7 +24,12 @@ TEAM_URLS = [
     # Prompt sets, jobs and checkpoints: members work with them, annotators only vote.
     ("prompt-sets", "get", {}, {"owner": OK, "member": OK, "annotator": FORBIDDEN}),
     ("prompt-sets", "post", {}, {"owner": 422, "member": 422, "annotator": FORBIDDEN}),
-    ("prompt-set", "get", {"pk": "prompt_set"}, {"owner": OK, "member": OK, "annotator": FORBIDDEN}),
+    (
+        "prompt-set",
+        "get",
+        {"pk": "prompt_set"},
+        {"owner": OK, "member": OK, "annotator": FORBIDDEN},
+    ),
     (
         "prompt-set-split",
         "post",
@@ -179,6 +184,9 @@ TEAM_URLS = [
     ("job-metrics", "get", {"pk": "job"}, {"owner": OK, "member": OK, "annotator": FORBIDDEN}),
     ("job-samples", "get", {"pk": "job"}, {"owner": OK, "member": OK, "annotator": FORBIDDEN}),
     ("jobs-compare", "get", {}, {"owner": OK, "member": OK, "annotator": FORBIDDEN}),
+    # Checkpoint sweeps start from a job (members); a bogus POST is a form error, not a sweep.
+    ("job-sweep", "get", {"pk": "job"}, {"owner": OK, "member": OK, "annotator": FORBIDDEN}),
+    ("job-sweep", "post", {"pk": "job"}, {"owner": 422, "member": 422, "annotator": FORBIDDEN}),
 ]
 
 

@@ -119,6 +119,12 @@ def evaluation_prompts(prompt_set: PromptSet, choice: str, limit: int | None = N
     return ids[:limit] if limit else ids
 
 
+def other_set_prompts(prompt_set: PromptSet, limit: int | None = None) -> list[int]:
+    """A further test set's prompts: its held-out split when it has one, else all."""
+    held_out = evaluation_prompts(prompt_set, PromptChoice.TEST, limit)
+    return held_out or evaluation_prompts(prompt_set, PromptChoice.ALL, limit)
+
+
 def create_evaluation(
     team: Team,
     user: AbstractBaseUser | None,
@@ -130,8 +136,15 @@ def create_evaluation(
     max_new_tokens: int = 1536,
     temperature: float | None = None,
     limit: int | None = None,
+    other_sets: Sequence[PromptSet] = (),
+    auto_judge: TeacherEndpoint | None = None,
 ) -> Evaluation:
-    """Save the evaluation and its systems; the worker generates the answers after commit."""
+    """Save the evaluation and its systems; the worker generates the answers after commit.
+
+    ``other_sets`` adds further test sets (the columns of the judge's table), each with
+    ``limit`` prompts at most; ``auto_judge`` judges the answers as soon as they are all
+    there (``judging.launch_auto``).
+    """
     unique: dict[tuple, SystemSpec] = {}
     for spec in systems:
         unique.setdefault(spec.identity, spec)
@@ -146,6 +159,15 @@ def create_evaluation(
             f"Prompt set {prompt_set.name!r} has no prompts in its {where}; hold some out "
             "on the prompt set's page, or upload a test set and use all its prompts."
         )
+    for other in other_sets:
+        if other.pk == prompt_set.pk:
+            continue
+        more = other_set_prompts(other, limit)
+        if not more:
+            raise ActionError(f"Test set {other.name!r} has no prompts; upload some first.")
+        prompt_ids += more
+    if auto_judge is not None and auto_judge.team_id != team.pk:
+        raise ActionError("Choose one of the team's teacher endpoints as the judge.")
     with transaction.atomic():
         evaluation = Evaluation.objects.create(
             team=team,
@@ -156,6 +178,7 @@ def create_evaluation(
             num_prompts=len(prompt_ids),
             max_new_tokens=max_new_tokens,
             temperature=temperature,
+            auto_judge=auto_judge,
         )
         through = Evaluation.prompts.through
         through.objects.bulk_create(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from django import forms
 from django.contrib.auth import get_user_model
 from django.db.models import Exists, OuterRef
@@ -37,6 +39,13 @@ class EvaluationForm(forms.Form):
         required=False,
         min_value=1,
         help_text="Blank: all of them. The first ones in the file's order.",
+    )
+    other_sets = forms.ModelMultipleChoiceField(
+        queryset=PromptSet.objects.none(),
+        required=False,
+        label="Other test sets",
+        help_text="Each one a column of the judge's table: its held-out split if it has "
+        "one, else all its prompts (at most the limit above). Ctrl/⌘-click for several.",
     )
     jobs = JobChoices(
         queryset=Job.objects.none(),
@@ -74,6 +83,14 @@ class EvaluationForm(forms.Form):
     max_new_tokens = forms.IntegerField(
         label="Max new tokens", initial=1536, min_value=1, max_value=32768
     )
+    auto_judge = forms.ModelChoiceField(
+        queryset=TeacherEndpoint.objects.none(),
+        required=False,
+        label="Judge when ready",
+        empty_label="(later, by hand)",
+        help_text="This endpoint judges the answers as soon as they are all generated; "
+        "its tokens count against the team's quota.",
+    )
     temperature = forms.FloatField(
         required=False,
         min_value=0.0,
@@ -84,6 +101,7 @@ class EvaluationForm(forms.Form):
     def __init__(self, team, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["prompt_set"].queryset = PromptSet.objects.filter(team=team)
+        self.fields["other_sets"].queryset = PromptSet.objects.filter(team=team)
         with_checkpoints = Exists(Checkpoint.objects.filter(job=OuterRef("pk")))
         self.fields["jobs"].queryset = Job.objects.filter(team=team).filter(with_checkpoints)
         self.fields["checkpoints"].queryset = (
@@ -92,6 +110,7 @@ class EvaluationForm(forms.Form):
             .order_by("-job__created_at", "-step")
         )
         self.fields["teacher"].queryset = TeacherEndpoint.objects.filter(team=team)
+        self.fields["auto_judge"].queryset = TeacherEndpoint.objects.filter(team=team)
 
     def clean_model_paths(self) -> list[str]:
         paths = [p.strip() for p in self.cleaned_data["model_paths"].splitlines() if p.strip()]
@@ -194,3 +213,49 @@ class CampaignForm(forms.Form):
 class VoteForm(forms.Form):
     choice = forms.ChoiceField(choices=Choice.choices)
     comment = forms.CharField(required=False, max_length=2000)
+
+
+class SweepForm(forms.Form):
+    every = forms.IntegerField(
+        label="Every k-th checkpoint",
+        min_value=1,
+        help_text="The k-th, 2k-th, … checkpoints by step, and always the last one.",
+    )
+    prompt_set = forms.ModelChoiceField(queryset=PromptSet.objects.none(), label="Test prompts")
+    prompt_choice = forms.ChoiceField(
+        label="Which prompts", choices=PromptChoice.choices, initial=PromptChoice.TEST
+    )
+    limit = forms.IntegerField(
+        label="At most this many prompts",
+        required=False,
+        min_value=1,
+        max_value=5000,
+        help_text="A small set keeps the sweep cheap: every point costs 2 judge calls a prompt.",
+    )
+    judge = forms.ModelChoiceField(
+        queryset=TeacherEndpoint.objects.none(),
+        help_text="Judges the answers as soon as they are generated; its tokens count "
+        "against the team's quota.",
+    )
+    length_bound = forms.FloatField(
+        label="Length bound (words)",
+        required=False,
+        min_value=1.0,
+        help_text="The longest acceptable mean answer length; blank: no bound. You can "
+        "try other bounds on the results without judging again.",
+    )
+
+    def __init__(self, job: Job, *args, **kwargs):
+        from webapp.evaluation import sweep
+
+        super().__init__(*args, **kwargs)
+        team = job.team
+        self.fields["prompt_set"].queryset = PromptSet.objects.filter(team=team)
+        self.fields["judge"].queryset = TeacherEndpoint.objects.filter(team=team)
+        self.fields["prompt_set"].initial = job.prompt_set_id
+        self.fields["limit"].initial = sweep.DEFAULT_PROMPTS
+        self.fields["every"].initial = max(
+            sweep.smallest_every(job), math.ceil(job.checkpoints.count() / 6)
+        )
+        self.fields["judge"].initial = job.teacher_id
+        self.fields["length_bound"].initial = sweep.default_bound(job)

@@ -76,6 +76,30 @@ def judge_inputs(evaluation: Evaluation) -> tuple[list[JudgeItem], dict[str, dic
     return items, answers
 
 
+def test_sets(evaluation: Evaluation) -> tuple[dict[str, str], dict[str, int]]:
+    """The evaluation's test sets (its prompts grouped by prompt set): prompt id → set
+    label, and set label → number of prompts, in the order the sets were chosen."""
+    rows = (
+        evaluation.prompts.order_by("prompt_set_id", "index")
+        .values_list("pk", "prompt_set_id", "prompt_set__name")
+        .iterator()
+    )
+    group_of, sizes, names = {}, {}, {}
+    for pk, set_id, name in rows:
+        names.setdefault(set_id, name)
+        group_of[str(pk)] = set_id
+        sizes[set_id] = sizes.get(set_id, 0) + 1
+    order = sorted(sizes, key=lambda set_id: evaluation_set_order(evaluation, set_id))
+    taken = [names[i] for i in order]
+    label = {i: names[i] if taken.count(names[i]) == 1 else f"{names[i]} #{i}" for i in order}
+    return {pk: label[i] for pk, i in group_of.items()}, {label[i]: sizes[i] for i in order}
+
+
+def evaluation_set_order(evaluation: Evaluation, set_id: int) -> tuple[int, int]:
+    """The evaluation's main prompt set first, then the others by id."""
+    return (0 if set_id == evaluation.prompt_set_id else 1, set_id)
+
+
 def judges(evaluation: Evaluation):
     return TeacherEndpoint.objects.filter(team=evaluation.team).order_by("name")
 
@@ -97,6 +121,29 @@ def forecast_dict(forecast: Forecast) -> dict:
         "est_tokens": forecast.est_tokens,
         "line": forecast.line(),
     }
+
+
+def launch_auto(evaluation_id: int) -> JudgeRun | None:
+    """Start the evaluation's automatic judge once every system has its answers (called
+    by the worker when generation ends). At most one automatic run per evaluation; a
+    refusal (no longer usable endpoint) is recorded as a failed run, so the page says why.
+    """
+    with transaction.atomic():
+        # Row lock: a redelivered generation task cannot start a second automatic run.
+        evaluation = Evaluation.objects.select_for_update(of=("self",)).get(pk=evaluation_id)
+        endpoint = evaluation.auto_judge
+        if endpoint is None or evaluation.judge_runs.exists() or not ready(evaluation):
+            return None
+        try:
+            return launch(evaluation, endpoint, None)
+        except ActionError as refused:
+            return JudgeRun.objects.create(
+                evaluation=evaluation,
+                judge=endpoint,
+                judge_name=endpoint.name,
+                status=JudgeRun.Status.FAILED,
+                error=str(refused),
+            )
 
 
 def launch(evaluation: Evaluation, endpoint: TeacherEndpoint, user) -> JudgeRun:
@@ -153,19 +200,26 @@ def diagnostics(evaluation: Evaluation) -> dict:
 
 
 def table(run: JudgeRun) -> dict | None:
-    """The report laid out like the paper's Table 2: rows = systems, one column (this
-    evaluation's test set), cells = judge score [95% CI] and mean length."""
+    """The report laid out like the paper's Table 2: rows = systems, columns = test sets,
+    cells = judge score [95% CI] and mean length; plus the pooled counts and the
+    no-judge overlap diagnostics of each system."""
     if not run.report:
         return None
-    diag = run.report.get("diagnostics") or {}
+    report = run.report
+    sets = report.get("test_sets") or [  # reports written before test sets were split
+        {"name": report.get("test_set", ""), "n_prompts": None, "systems": report["systems"]}
+    ]
+    cells = {(t["name"], c["system"]): c for t in sets for c in t["systems"]}
+    diag = report.get("diagnostics") or {}
     by_system = {d["system"]: d for d in diag.get("systems", [])}
     rows = []
-    for s in run.report.get("systems", []):
+    for s in report.get("systems", []):
         d = by_system.get(s["system"], {})
         f1 = d.get("ngram_f1") or {}
         rows.append(
             {
                 **s,
+                "cells": [cells.get((t["name"], s["system"])) for t in sets],
                 "rouge_l": d.get("rouge_l"),
                 "f1": [f1.get(str(n)) for n in range(1, MAX_N + 1)],
             }
@@ -176,12 +230,52 @@ def table(run: JudgeRun) -> dict | None:
         if any(v is not None for v in r["f1"])
     ]
     return {
+        "columns": [{"name": t["name"], "n_prompts": t.get("n_prompts")} for t in sets],
         "rows": rows,
         "reference": diag.get("reference"),
         "ns": list(range(1, MAX_N + 1)),
         "chart": chart,
-        "summary": run.report.get("summary", {}),
+        "summary": report.get("summary", {}),
     }
+
+
+def progress_line(run: JudgeRun) -> str:
+    """ "Verdicts: 120 / 400 calls" while running; '' otherwise."""
+    p = run.progress or {}
+    if run.status != JudgeRun.Status.RUNNING or not p.get("total"):
+        return ""
+    return f"{PHASES.get(p['phase'], p['phase'])}: {p['done']} / {p['total']} calls"
+
+
+PHASES = {
+    "references": "The judge's own answers",
+    "verdicts": "Verdicts",
+    "retries": "Retries of unreadable verdicts",
+}
+
+
+def run_status(run: JudgeRun) -> dict:
+    """A judge run's state for the evaluation page's polling."""
+    p = run.progress or {}
+    return {
+        "id": run.pk,
+        "status": run.status,
+        "status_label": run.get_status_display(),
+        "progress": progress_line(run),
+        "done": p.get("done", 0),
+        "total": p.get("total", 0),
+        "tokens": run.tokens_used,
+    }
+
+
+def live(evaluation: Evaluation) -> bool:
+    """Something is still moving: answers generated, or a judge run queued or running."""
+    return (
+        evaluation.status == EvalStatus.GENERATING
+        or evaluation.judge_runs.filter(
+            status__in=[JudgeRun.Status.QUEUED, JudgeRun.Status.RUNNING]
+        ).exists()
+    )
 
 
 def page_context(evaluation: Evaluation, chosen: str | None) -> dict:
@@ -192,9 +286,11 @@ def page_context(evaluation: Evaluation, chosen: str | None) -> dict:
         "judge_ready": ready(evaluation),
         "judge_endpoints": list(judges(evaluation)),
         "judge_runs": [
-            {"run": run, "table": table(run)}
+            {"run": run, "table": table(run), "progress": progress_line(run)}
             for run in evaluation.judge_runs.select_related("judge")[:5]
         ],
+        "live": live(evaluation),
+        "test_set_sizes": test_sets(evaluation)[1],
     }
     if chosen and context["judge_ready"]:
         endpoint = next((e for e in context["judge_endpoints"] if str(e.pk) == chosen), None)

@@ -57,6 +57,14 @@ class Evaluation(models.Model):
     status = models.CharField(
         max_length=12, choices=EvalStatus.choices, default=EvalStatus.GENERATING
     )
+    auto_judge = models.ForeignKey(
+        "teachers.TeacherEndpoint",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="Judged by this endpoint as soon as every system has its answers.",
+    )
     # The generation task's claim: a second delivery of the task waits until it lapses.
     claimed_by = models.CharField(max_length=200, blank=True)
     claimed_until = models.DateTimeField(null=True, blank=True)
@@ -283,6 +291,8 @@ class JudgeRun(models.Model):
     forecast = models.JSONField(default=dict, blank=True)
     report = models.JSONField(null=True, blank=True)
     tokens_used = models.PositiveBigIntegerField(default=0)
+    # While running: {"phase": references | verdicts | retries, "done": n, "total": n}.
+    progress = models.JSONField(default=dict, blank=True)
     error = models.TextField(blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
@@ -295,3 +305,29 @@ class JudgeRun(models.Model):
 
     def __str__(self) -> str:
         return f"judge run {self.pk} of evaluation {self.evaluation_id}"
+
+
+class Sweep(models.Model):
+    """A checkpoint sweep: every k-th checkpoint of a job (and the student before
+    distillation, as step 0) answers a small test set and is judged, to pick the
+    checkpoint with the best judge score whose answers stay under a length bound.
+
+    The sweep is an evaluation (its systems, answers and judge runs) plus this row.
+    """
+
+    evaluation = models.OneToOneField(Evaluation, on_delete=models.CASCADE, related_name="sweep")
+    job = models.ForeignKey("jobs.Job", on_delete=models.CASCADE, related_name="sweeps")
+    every = models.PositiveIntegerField(
+        default=1, help_text="Every k-th checkpoint (and the last)."
+    )
+    length_bound = models.FloatField(
+        null=True,
+        blank=True,
+        help_text="Longest acceptable mean answer length, in words; blank: no bound.",
+    )
+
+    class Meta:
+        ordering = ["-evaluation__created_at"]
+
+    def __str__(self) -> str:
+        return f"sweep of job {self.job_id}"

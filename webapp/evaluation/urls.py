@@ -26,6 +26,7 @@ urlpatterns = [
         views.campaign_create,
         name="campaign-create",
     ),
+    path("teams/<slug:slug>/jobs/<int:pk>/sweep/", views.job_sweep, name="job-sweep"),
     path("teams/<slug:slug>/campaigns/<int:pk>/", views.campaign_results, name="campaign"),
     path(
         "teams/<slug:slug>/campaigns/<int:pk>/export/",

@@ -22,10 +22,18 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
-from webapp.evaluation import actions, judging, queue, report
-from webapp.evaluation.forms import CampaignForm, EvaluationForm, VoteForm
+from webapp.evaluation import actions, judging, queue, report, sweep
+from webapp.evaluation.forms import CampaignForm, EvaluationForm, SweepForm, VoteForm
 from webapp.evaluation.markdown import render as markdown
-from webapp.evaluation.models import Assignment, Campaign, EvalStatus, Evaluation
+from webapp.evaluation.models import (
+    Assignment,
+    Campaign,
+    EvalStatus,
+    Evaluation,
+    PromptChoice,
+    Sweep,
+)
+from webapp.jobs.models import Job
 from webapp.teams import access
 from webapp.teams.actions import ActionError
 
@@ -87,6 +95,8 @@ def evaluation_create(request: HttpRequest, slug: str) -> HttpResponse:
                     max_new_tokens=data["max_new_tokens"],
                     temperature=data["temperature"],
                     limit=data["limit"],
+                    other_sets=data["other_sets"],
+                    auto_judge=data["auto_judge"],
                 )
             except ActionError as refused:
                 form.add_error(None, str(refused))
@@ -114,8 +124,70 @@ def evaluation_detail(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
             "campaigns": evaluation.campaigns.all(),
             "can_campaign": evaluation.status != EvalStatus.GENERATING,
             **judging.page_context(evaluation, request.GET.get("judge")),
+            **_sweep_context(evaluation, request.GET.get("bound")),
         },
     )
+
+
+@login_required
+def job_sweep(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    """Start a checkpoint sweep of a job (its earlier sweeps are listed on the same page)."""
+    team = access.working_team(request, slug)
+    job = get_object_or_404(Job.objects.select_related("prompt_set", "team"), team=team, pk=pk)
+    status = 200
+    form = SweepForm(job, request.POST if request.method == "POST" else None)
+    if request.method == "POST":
+        if form.is_valid():
+            data = form.cleaned_data
+            try:
+                created = sweep.create_sweep(
+                    job,
+                    request.user,
+                    every=data["every"],
+                    judge=data["judge"],
+                    prompt_set=data["prompt_set"],
+                    prompt_choice=data["prompt_choice"],
+                    limit=data["limit"],
+                    length_bound=data["length_bound"],
+                )
+            except ActionError as refused:
+                form.add_error(None, str(refused))
+                status = 422
+            else:
+                messages.success(request, "Generating the checkpoints' answers; the judge follows.")
+                return redirect("evaluation", slug=team.slug, pk=created.evaluation_id)
+        else:
+            status = 422
+    values = form.cleaned_data if form.is_bound and form.is_valid() else None
+    every = values["every"] if values else form["every"].initial
+    prompt_set = values["prompt_set"] if values else job.prompt_set
+    chosen = sweep.checkpoints_to_sweep(job, every)
+    estimate = (
+        sweep.sweep_forecast(
+            job,
+            every,
+            prompt_set,
+            values["prompt_choice"] if values else PromptChoice.TEST,
+            values["limit"] if values else sweep.DEFAULT_PROMPTS,
+        )
+        if prompt_set is not None
+        else None
+    )
+    context = {
+        "team": team,
+        "job": job,
+        "form": form,
+        "chosen": chosen,
+        "estimate": estimate,
+        "teacher_words": sweep.teacher_mean_words(job.prompt_set),
+        "sweeps": job.sweeps.select_related("evaluation").order_by("-evaluation__created_at"),
+    }
+    return render(request, "evaluation/sweep_create.html", context, status=status)
+
+
+def _sweep_context(evaluation: Evaluation, bound: str | None) -> dict:
+    found = Sweep.objects.filter(evaluation=evaluation).select_related("job").first()
+    return sweep.page_context(found, bound) if found else {}
 
 
 @login_required
@@ -134,8 +206,15 @@ def evaluation_status(request: HttpRequest, slug: str, pk: int) -> JsonResponse:
         }
         for s in evaluation.systems.all()
     ]
+    runs = [judging.run_status(run) for run in evaluation.judge_runs.all()[:5]]
     return JsonResponse(
-        {"status": evaluation.status, "num_prompts": evaluation.num_prompts, "systems": systems}
+        {
+            "status": evaluation.status,
+            "num_prompts": evaluation.num_prompts,
+            "systems": systems,
+            "judge_runs": runs,
+            "live": judging.live(evaluation),
+        }
     )
 
 

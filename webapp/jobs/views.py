@@ -18,6 +18,7 @@ from django.http import (
 )
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from webapp.jobs import actions
@@ -180,6 +181,9 @@ def checkpoint_mark_final(request: HttpRequest, slug: str, pk: int) -> HttpRespo
     checkpoint = _checkpoint(request, slug, pk)
     actions.mark_final(checkpoint)
     messages.success(request, f"Step {checkpoint.step} is now the job's final model.")
+    back = request.POST.get("next", "")  # e.g. the checkpoint sweep it was chosen on
+    if back and url_has_allowed_host_and_scheme(back, {request.get_host()}, request.is_secure()):
+        return redirect(back)
     return redirect("job", slug=slug, pk=checkpoint.job_id)
 
 
