@@ -166,3 +166,53 @@ def test_a_claimed_evaluation_is_not_generated_twice(personas):
     assert not actions.renew(evaluation.pk, "w1", 60)  # and the old holder learns it
     actions.release(evaluation.pk, "w2")
     assert actions.claim(evaluation.pk, "w3", 60)
+
+
+def test_a_sweep_is_generated_then_judged_by_the_worker_without_a_click(
+    workers, personas, tiny_models, tmp_path
+):
+    """The checkpoints answer through `trainer generate` in a real worker, which then
+    starts the sweep's judge by itself; the page proposes a checkpoint."""
+    from tests.judge.scripted import REFERENCE, ScriptedJudge, is_verdict, shown_answers
+    from trainer.tiny import build_tiny
+    from webapp.evaluation import sweep
+    from webapp.evaluation.models import JudgeRun
+    from webapp.teachers.actions import create_endpoint
+
+    def by_length(messages):  # a judge that likes longer answers, within 1..10
+        if not is_verdict(messages):
+            return REFERENCE
+        first, second = (min(10, 1 + len(a.split())) for a in shown_answers(messages))
+        return f"{first} {second}\nLonger is better, says this judge."
+
+    before, after = tiny_models
+    prompt_set, job, _ = _setup(personas.team, before, after, n_prompts=2)
+    middle = build_tiny(tmp_path / "middle", layers=1, hidden=32, heads=4, seed=2)
+    Checkpoint.objects.create(job=job, step=2, path=str(middle))
+    with ScriptedJudge(by_length) as server:
+        judge = create_endpoint(personas.team, None, name="J", base_url=server.url, model="m")
+        created = sweep.create_sweep(
+            job, personas.member, every=1, judge=judge, prompt_set=prompt_set, max_new_tokens=6
+        )
+        evaluation = created.evaluation
+        workers.start("cpu")
+
+        def judged():
+            run = evaluation.judge_runs.first()
+            return run is not None and run.status in ("succeeded", "failed") and run
+
+        run = wait_for(judged, 240, "the sweep's judge run", workers.logs)
+        requests = server.requests
+    assert run.status == JudgeRun.Status.SUCCEEDED, run.error + workers.logs()
+    # 2 references + 2 orders x 3 systems x 2 prompts, less the verdict prompts that
+    # repeat (tiny random models can give the same answer: asked and paid once).
+    distinct = run.report["summary"]["verdicts"]
+    assert 0 < distinct <= 12 and requests == 2 + distinct
+    assert run.tokens_used == requests * 13
+    assert run.progress["phase"] == "verdicts" and run.progress["done"] == run.progress["total"]
+    found = sweep.points(created, sweep.latest_run(created))
+    assert [p.step for p in found] == [0, 2, 4]
+    assert all(p.n_scored == 2 and p.mean is not None for p in found)
+    proposal = sweep.propose(found, None)
+    best = max((p for p in found if p.checkpoint_id), key=lambda p: (p.mean, -p.mean_length))
+    assert proposal.point.step == best.step
