@@ -364,6 +364,36 @@ def test_member_creates_an_evaluation_from_jobs_and_it_is_enqueued(
     assert "Before distillation: tiny-student" in page
 
 
+def test_the_form_adds_other_test_sets_and_an_automatic_judge(login, personas):
+    from tests.webapp.factories import make_prompt_set
+    from tests.webapp.test_teachers import make_endpoint
+
+    personas.prompt_set.prompts.update(split="test")
+    ood = make_prompt_set(personas.team, n=4, name="ood")
+    judge = make_endpoint(personas.team, name="J")
+    client = login(personas.member)
+    url = reverse("evaluation-create", kwargs={"slug": personas.team.slug})
+    response = client.post(
+        url,
+        {
+            "name": "Two sets",
+            "prompt_set": personas.prompt_set.pk,
+            "prompt_choice": "test",
+            "other_sets": [ood.pk],
+            "limit": 2,
+            "model_paths": "/models/a\n/models/b",
+            "max_new_tokens": 8,
+            "auto_judge": judge.pk,
+        },
+    )
+    assert response.status_code == 302, response.content.decode()
+    evaluation = Evaluation.objects.get()
+    assert evaluation.num_prompts == 4 and evaluation.auto_judge == judge  # 2 from each set
+    page = client.get(response["Location"]).content.decode()
+    assert 'data-testid="test-sets"' in page and "ood (2)" in page
+    assert "J, as soon as the answers are ready" in page
+
+
 def test_evaluation_form_needs_two_systems(login, personas):
     client = login(personas.member)
     url = reverse("evaluation-create", kwargs={"slug": personas.team.slug})
