@@ -124,7 +124,12 @@ def _run(args: argparse.Namespace) -> int:
             from trainer.recipes.gad import run_gad as train
         else:
             from trainer.recipes.seqkd import run_seqkd as train
-        reason = train(cfg)
+        from trainer import distributed
+
+        try:
+            reason = train(cfg)  # one of torchrun's processes joins its group in train
+        finally:
+            distributed.shutdown()
         print(f"{cfg.method} run {reason}; outputs in {cfg.output_dir}")
         return 0
     if args.command == "collect":

@@ -34,6 +34,19 @@ def _clean(value: Any) -> Any:
     return value
 
 
+class NullSink:
+    """Writes nothing: the sink of data-parallel ranks other than 0 (trainer.distributed)."""
+
+    def metrics(self, record: dict[str, Any]) -> None:
+        pass
+
+    def samples(self, record: dict[str, Any]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 class JsonlSink:
     """Appends one JSON object per line and flushes, so a tailing reader sees whole lines."""
 

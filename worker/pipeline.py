@@ -331,7 +331,8 @@ def train(job: Job, space: Workspace, devices: list[int], beat: Heartbeat) -> No
     actions.advance(job, Status.TRAINING, stage=job.stage or "starting", step=start)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
     env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, devices))
-    proc = TrainerProcess(trainer_argv(space.config, len(devices)), space.root, space.log, env)
+    argv = trainer_argv(space.config, len(devices))
+    proc = TrainerProcess(argv, space.root, space.log, env, launcher=len(devices) > 1)
     ingest = RunIngest(job, space.run_dir)
     beat.counting_gpu_time = True
     try:

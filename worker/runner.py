@@ -1,7 +1,7 @@
 """Run a trainer command as a child process the worker can watch, stop and outlive.
 
-The child gets its own process group (``start_new_session``), so SIGTERM reaches every
-process it started (accelerate's ranks, tokenizer threads' helpers) and a Ctrl-C of the
+The child gets its own process group (``start_new_session``), so a signal reaches every
+process it started (torchrun's ranks, tokenizer threads' helpers) and a Ctrl-C of the
 worker's terminal does not reach it. Output goes to a log file in the job's work dir;
 the last lines are kept for the job page.
 """
@@ -35,8 +35,17 @@ def _die_with_parent() -> None:
 
 
 class TrainerProcess:
-    def __init__(self, argv: list[str], cwd: Path, log_path: Path, env: dict[str, str]):
+    def __init__(
+        self,
+        argv: list[str],
+        cwd: Path,
+        log_path: Path,
+        env: dict[str, str],
+        launcher: bool = False,
+    ):
+        """``launcher``: argv is torchrun, whose ranks (not torchrun itself) get SIGTERM."""
         self.log_path = log_path
+        self.launcher = launcher
         self._log = open(log_path, "ab")  # noqa: SIM115 - closed in wait()/kill paths
         self.proc = subprocess.Popen(
             argv,
@@ -61,10 +70,25 @@ class TrainerProcess:
         return code
 
     def terminate(self) -> None:
-        """Ask the trainer to stop: it finishes the step, saves a checkpoint, exits 0."""
-        if self.terminated_at is None:
-            self.terminated_at = time.monotonic()
+        """Ask the trainer to stop: it finishes the step, saves a checkpoint, exits 0.
+
+        Under torchrun only the ranks are asked (they run in sessions of their own, its
+        children): torchrun answers a SIGTERM by killing its ranks 30 s later, which
+        could cut a large model's last save; left alone, it exits 0 once they have
+        stopped. The grace period's SIGKILL still ends everything (ranks die with
+        torchrun: trainer.distributed sets their parent-death signal).
+        """
+        if self.terminated_at is not None:
+            return
+        self.terminated_at = time.monotonic()
+        ranks = children(self.proc.pid) if self.launcher else set()
+        if not ranks:
             self._signal(signal.SIGTERM)
+        for pid in ranks:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
 
     def kill_if_overdue(self, grace_s: float) -> bool:
         if self.terminated_at is not None and time.monotonic() - self.terminated_at > grace_s:
@@ -87,6 +111,21 @@ class TrainerProcess:
         return log_tail(self.log_path, lines)
 
 
+def children(pid: int) -> set[int]:
+    """The pids of a process's children (from /proc; empty where there is none)."""
+    found = set()
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # gone meanwhile
+        # pid (comm) state ppid ...: comm may hold spaces and parentheses.
+        fields = stat[stat.rfind(")") + 2 :].split()
+        if len(fields) > 1 and int(fields[1]) == pid:
+            found.add(int(entry.name))
+    return found
+
+
 def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     if not path.exists():
         return ""
@@ -98,14 +137,18 @@ def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
 
 
 def trainer_argv(config_path: Path, gpus: int) -> list[str]:
-    """`python -m trainer run` for the job's config.
+    """`python -m trainer run` for the job's config; with k > 1 GPUs, k data-parallel
+    processes under torchrun (trainer.distributed), one per leased GPU.
 
-    One process, whatever the number of leased GPUs: the trainer has no data-parallel
-    mode yet, and `accelerate launch` of a single-process script would start one
-    independent copy per GPU, all writing the same run directory. A job leasing k GPUs
-    sees them all in CUDA_VISIBLE_DEVICES and trains on the first (docs/deployment.md).
+    torchrun rather than `accelerate launch`: the same elastic launcher underneath, with
+    no accelerate config file to write per job; ``--standalone`` picks a free rendezvous
+    port, so jobs sharing a node do not collide.
     """
-    return [sys.executable, "-m", "trainer", "run", "--config", str(config_path)]
+    run = ["-m", "trainer", "run", "--config", str(config_path)]
+    if gpus <= 1:
+        return [sys.executable, *run]
+    launch = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(gpus)]
+    return [sys.executable, *launch, *run]
 
 
 def write_prompts(path: Path, rows) -> None:

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from trainer import checkpoint as ckpt_io
+from trainer import distributed
 from trainer.config import TrainConfig, save_config, to_dict
 from trainer.data import Example
 from trainer.metrics import MetricsSink, Progress
@@ -67,8 +68,15 @@ class Run:
     def stage(self) -> str:
         return self.plan[min(self.pos.stage, len(self.plan) - 1)][0]
 
+    def epoch_examples(self) -> int:
+        """Examples used per epoch. With data parallelism a batch must split evenly over
+        the ranks, so a short last batch is cut to a multiple of the world size (at most
+        world size - 1 examples, different ones each epoch, since the order is shuffled)."""
+        n, world = len(self.examples), distributed.world().size
+        return n - (n % self.cfg.batch_size) % world
+
     def steps_per_epoch(self) -> int:
-        return math.ceil(len(self.examples) / self.cfg.batch_size)
+        return math.ceil(self.epoch_examples() / self.cfg.batch_size)
 
     def total_steps(self) -> int:
         total = sum(epochs for _, epochs in self.plan) * self.steps_per_epoch()
@@ -121,6 +129,7 @@ def write_run_files(cfg: TrainConfig, stats_summary: dict[str, Any]) -> None:
 def clip_and_step(model: nn.Module, opt: torch.optim.Optimizer, grad_clip: float) -> float:
     """Clip the global grad norm, step, zero grads; return the norm before clipping."""
     params = [p for p in model.parameters() if p.requires_grad]
+    distributed.sum_grads(params)  # data parallel: the whole batch's gradient on every rank
     max_norm = grad_clip if grad_clip > 0 else float("inf")
     norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
     opt.step()
@@ -145,9 +154,13 @@ def trainer_state(run: Run) -> dict[str, Any]:
 
 
 def save(run: Run) -> Path:
-    path = ckpt_io.save_checkpoint(
-        run.out_dir, run.step, run.student, run.tokenizer, run.disc, trainer_state(run)
-    )
+    """Rank 0 writes the checkpoint (every rank holds the same weights); the others wait."""
+    path = ckpt_io.checkpoints_dir(run.out_dir) / f"step-{run.step}"
+    if distributed.world().main:
+        path = ckpt_io.save_checkpoint(
+            run.out_dir, run.step, run.student, run.tokenizer, run.disc, trainer_state(run)
+        )
+    distributed.barrier()
     run.last_saved_step = run.step
     if run.progress:
         run.progress.log(f"saved checkpoint {path}")
@@ -221,14 +234,15 @@ def train_loop(
             on_stage_start(run, stage)
         order = epoch_order(len(run.examples), cfg.seed, run.pos.stage, run.pos.epoch)
         start = run.pos.batch * cfg.batch_size
-        batch = [run.examples[i] for i in order[start : start + cfg.batch_size]]
+        end = min(start + cfg.batch_size, run.epoch_examples())
+        batch = [run.examples[i] for i in order[start:end]]
         t0 = time.perf_counter()
-        record = steps[stage](run, batch)
+        record = steps[stage](run, distributed.shard(batch))
         run.step += 1
         _advance(run)
         _skip_empty_stages(run)
         record["perf/step_s"] = time.perf_counter() - t0
-        tokens = record.pop("_tokens", 0)
+        tokens = distributed.all_sum(torch.tensor(float(record.pop("_tokens", 0)))).item()
         record["perf/tokens_per_s"] = tokens / max(record["perf/step_s"], 1e-9)
         full = {"step": run.step, "stage": stage, "time": time.time(), **record}
         run.sink.metrics(full)
@@ -236,7 +250,9 @@ def train_loop(
             run.progress.update(full)
         if run.step % cfg.save_every == 0:
             save(run)
-        if run.stop_requested:
+        # A SIGTERM reaches every rank, not always between the same two steps: stop together.
+        if distributed.all_max(float(run.stop_requested)):
+            run.stop_requested = True
             return "stopped"
     return "finished"
 

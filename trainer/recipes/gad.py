@@ -17,6 +17,7 @@ from typing import Any
 
 from torch import Tensor
 
+from trainer import distributed
 from trainer.checkpoint import set_rng_state
 from trainer.config import TrainConfig
 from trainer.data import Example
@@ -70,6 +71,11 @@ def _sample_and_score(run: Run, batch: list[Example]) -> Scored:
     return Scored(rollout, rollout_s, prompts, responses, scores, teacher, student)
 
 
+def _gathered(s: Scored) -> tuple[Tensor, Tensor]:
+    """Teacher [B] and student [B, N] scores of the whole batch (all data-parallel ranks)."""
+    return distributed.gather(s.teacher), distributed.gather(s.student)
+
+
 def _update_disc(run: Run, s: Scored) -> dict[str, Any]:
     return disc_update(run, s.prompts, s.responses, s.scores, n_prompts=len(s.teacher))
 
@@ -93,7 +99,7 @@ def warmup_step(run: Run, batch: list[Example]) -> dict[str, Any]:
         s = _sample_and_score(run, batch)
         rollout = s.rollout
         record |= {"perf/rollout_s": s.rollout_s, **student_length_metrics(rollout)}
-        record |= disc_metrics(s.teacher, s.student, cfg.disc.loss)
+        record |= disc_metrics(*_gathered(s), cfg.disc.loss)
         if samples.due(run):
             samples.log_samples(run, "warmup", batch, rollout, s.teacher, s.student)
         record |= _update_disc(run, s)
@@ -111,8 +117,9 @@ def adversarial_step(run: Run, batch: list[Example]) -> dict[str, Any]:
     advantages = grpo_advantages(rewards, std_norm=cfg.gad.std_norm)
     record = teacher_length_metrics(batch) | student_length_metrics(s.rollout)
     record |= {"perf/rollout_s": s.rollout_s}
-    record |= disc_metrics(s.teacher, s.student, cfg.disc.loss)
-    record |= {"reward/mean": rewards.mean().item(), "reward/std": rewards.std().item()}
+    teacher, student = _gathered(s)  # the whole batch's scores, for metrics only
+    record |= disc_metrics(teacher, student, cfg.disc.loss)
+    record |= {"reward/mean": student.mean().item(), "reward/std": student.std().item()}
     if samples.due(run):
         samples.log_samples(run, "gad", batch, s.rollout, s.teacher, s.student, rewards, advantages)
     if cfg.disc.update == "on_policy":
@@ -157,6 +164,7 @@ def run_gad(cfg: TrainConfig, sink: MetricsSink | None = None) -> str:
                 _load_saved_reference(run)
             if state is not None:
                 set_rng_state(state["rng"])  # last: loading models must not shift it
+            distributed.reseed(cfg.seed, run.step)
 
             def on_stage_start(run: Run, stage: str) -> None:
                 if stage == "gad":
@@ -167,5 +175,6 @@ def run_gad(cfg: TrainConfig, sink: MetricsSink | None = None) -> str:
             finish(run, reason)
     finally:
         run.sink.close()
-        run.progress.close()
+        if run.progress:
+            run.progress.close()
     return reason

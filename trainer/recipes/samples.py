@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from trainer import distributed
 from trainer.data import Example
 from trainer.recipes.common import Run
 from trainer.rollout import Rollout
@@ -12,8 +13,9 @@ PROMPTS_PER_RECORD_STEP = 2
 
 
 def due(run: Run) -> bool:
-    """Whether the step being computed (run.step + 1) writes samples."""
-    return (run.step + 1) % run.cfg.sample_every == 0
+    """Whether the step being computed (run.step + 1) writes samples (rank 0 writes them,
+    from its own share of the batch)."""
+    return distributed.world().main and (run.step + 1) % run.cfg.sample_every == 0
 
 
 def log_samples(

@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from trainer import distributed
 from trainer.checkpoint import set_rng_state
 from trainer.config import TrainConfig
 from trainer.data import Example
@@ -37,9 +38,11 @@ def run_seqkd(cfg: TrainConfig, sink: MetricsSink | None = None) -> str:
         with StopOnSigterm(run):
             if state is not None:
                 set_rng_state(state["rng"])  # last: loading models must not shift it
+            distributed.reseed(cfg.seed, run.step)
             reason = train_loop(run, {"seqkd": seqkd_step})
             finish(run, reason)
     finally:
         run.sink.close()
-        run.progress.close()
+        if run.progress:
+            run.progress.close()
     return reason

@@ -11,11 +11,12 @@ from typing import Any
 import torch
 
 from trainer import checkpoint as ckpt_io
+from trainer import distributed
 from trainer.config import TrainConfig
 from trainer.data import load_examples
 from trainer.discriminator import build_discriminator
 from trainer.errors import BadInput
-from trainer.metrics import JsonlSink, MetricsSink, Progress, truncate_after
+from trainer.metrics import JsonlSink, MetricsSink, NullSink, Progress, truncate_after
 from trainer.models import load_student, load_tokenizer, resolve_device, resolve_dtype
 from trainer.recipes.common import Run, make_optimizer, restore, seed_everything, write_run_files
 from trainer.rollout import make_backend
@@ -55,6 +56,22 @@ def _discriminator(cfg: TrainConfig, ckpt: Path | None, device: torch.device):
     )
 
 
+def check_parallel(cfg: TrainConfig, world: distributed.World) -> None:
+    """What data parallelism needs of a config; names the key and what to do."""
+    if not world.parallel:
+        return
+    if cfg.batch_size % world.size:
+        raise BadInput(
+            f"batch_size: {cfg.batch_size} prompts do not split over {world.size} processes; "
+            f"use a multiple of {world.size} (each process takes an equal share)"
+        )
+    if cfg.rollout.backend != "hf":
+        raise BadInput(
+            f"rollout.backend: {cfg.rollout.backend} does not run data parallel yet; use hf "
+            "with several processes, or one process"
+        )
+
+
 def build_run(
     cfg: TrainConfig, sink: MetricsSink | None, with_disc: bool
 ) -> tuple[Run, dict[str, Any] | None]:
@@ -66,14 +83,17 @@ def build_run(
             f"resume: checkpoint {ckpt} is from a {state['config'].get('method')} run, this "
             f"config is method: {cfg.method}; use another output_dir or resume: never"
         )
+    world = distributed.init(cfg.device)
+    check_parallel(cfg, world)
     seed_everything(cfg.seed)
-    device = resolve_device(cfg.device)
+    device = distributed.device_for(resolve_device(cfg.device))
     dtype = resolve_dtype(cfg.dtype, device)
     tokenizer = load_tokenizer(cfg.student)
     examples, stats = load_examples(
         cfg.train_file, tokenizer, cfg.max_prompt_tokens, cfg.max_response_tokens
     )
-    write_run_files(cfg, dataclasses.asdict(stats))
+    if world.main:
+        write_run_files(cfg, dataclasses.asdict(stats))
     student = load_student(
         device=device,
         gradient_checkpointing=cfg.gradient_checkpointing,
@@ -97,9 +117,14 @@ def build_run(
         seed=cfg.seed,
         gpu_memory_utilization=cfg.rollout.gpu_memory_utilization,
     )
+    distributed.broadcast_params(student)  # identical already; made certain
+    if disc is not None:
+        distributed.broadcast_params(disc)
     rollout = make_backend(cfg.rollout.backend, student, tokenizer, settings)
-    if state is not None:  # records written after the checkpoint are replayed, not kept
+    if state is not None and world.main:  # records after the checkpoint are replayed
         truncate_after(cfg.output_dir, state["step"])
+    if not world.main:
+        sink = NullSink()
     run = Run(
         cfg=cfg,
         device=device,
@@ -116,12 +141,19 @@ def build_run(
     )
     if state is not None:
         restore(run, state)
+    if not world.main:
+        return run, state  # rank 0 reports for everyone
     run.progress = Progress(run.total_steps(), initial=run.step)
     # Tells a reader of the run directory (the worker) where this attempt starts and ends.
     (Path(cfg.output_dir) / "progress.json").write_text(
         json.dumps({"start_step": run.step, "total_steps": run.total_steps(), "time": time.time()})
     )
     run.progress.log(f"data: {stats.summary()}")
+    if world.parallel:
+        run.progress.log(
+            f"data parallel: {world.size} processes, {cfg.batch_size // world.size} prompts "
+            f"each per step, {run.epoch_examples()} of {len(examples)} examples per epoch"
+        )
     if ckpt is not None:
         run.progress.log(f"resuming from {ckpt} at step {run.step}")
     return run, state

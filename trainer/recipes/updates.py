@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from trainer import losses
+from trainer import distributed, losses
 from trainer.data import Example, token_budget_batches
 from trainer.models import autocast, response_logprobs
 from trainer.recipes.common import Run, clip_and_step
@@ -50,7 +50,7 @@ def sft_update(run: Run, batch: list[Example]) -> dict[str, Any]:
     """One G step on teacher answers: token-mean NLL, prompt tokens masked out."""
     prompts = [ex.prompt_ids for ex in batch]
     answers = [ex.teacher_ids for ex in batch]
-    total = sum(len(a) for a in answers)
+    total = _global_count(sum(len(a) for a in answers))
     loss_sum = torch.zeros((), device=run.device)
     for _, mb, n_tokens in _micro_batches(run, prompts, answers):
         with autocast(run.device, run.dtype):
@@ -60,7 +60,14 @@ def sft_update(run: Run, batch: list[Example]) -> dict[str, Any]:
         loss_sum += loss.detach()
     grad_norm = clip_and_step(run.student, run.g_opt, run.cfg.optim.grad_clip)
     run.rollout.sync_weights(run.student)
-    return {"g/sft_loss": loss_sum.item(), "g/grad_norm": grad_norm, "g/lr": _lr(run.g_opt)}
+    loss = distributed.all_sum(loss_sum).item()
+    return {"g/sft_loss": loss, "g/grad_norm": grad_norm, "g/lr": _lr(run.g_opt)}
+
+
+def _global_count(local: int) -> int:
+    """A count summed over data-parallel ranks (the local count for one process): losses
+    are scaled by their share of the global batch, so summed gradients are exact."""
+    return int(distributed.all_sum(torch.tensor(float(local), dtype=torch.float64)).item())
 
 
 def policy_update(
@@ -72,7 +79,7 @@ def policy_update(
     the ratio is 1 and no second forward is spent on it. advantages: [rows].
     """
     g = run.cfg.gad
-    total = sum(len(r) for r in responses)
+    total = _global_count(sum(len(r) for r in responses))
     names = ["g/pg_loss", "g/entropy", "g/clip_frac"] + (["g/kl"] if g.kl_coef > 0 else [])
     # accumulated on the device: one host sync per step, not one per micro-batch
     sums = {k: torch.zeros((), device=run.device) for k in names}
@@ -97,7 +104,8 @@ def policy_update(
         sums["g/clip_frac"] += stats["clip_frac"] * share
     grad_norm = clip_and_step(run.student, run.g_opt, run.cfg.optim.grad_clip)
     run.rollout.sync_weights(run.student)
-    metrics = {k: v.item() for k, v in sums.items()}
+    summed = distributed.all_sum(torch.stack(list(sums.values()))).tolist()
+    metrics = dict(zip(sums, summed, strict=True))
     return {**metrics, "g/grad_norm": grad_norm, "g/lr": _lr(run.g_opt)}
 
 
@@ -153,7 +161,9 @@ def disc_update(
     teacher = cached[:n_prompts].clone().requires_grad_(True)
     student = cached[n_prompts:].view(n_prompts, -1).clone().requires_grad_(True)
     disc_loss_fn(run.cfg.disc.loss)(teacher, student).backward()
-    score_grads = torch.cat([teacher.grad, student.grad.reshape(-1)])
+    # Data parallel: the global loss is the mean of the ranks' equal-sized shares.
+    world = distributed.world().size
+    score_grads = torch.cat([teacher.grad, student.grad.reshape(-1)]) / world
     for idx, mb, _ in _micro_batches(run, prompts, responses):
         with autocast(run.device, run.dtype):
             scores = run.disc(mb)
@@ -166,14 +176,15 @@ def disc_update(
 
 
 def teacher_length_metrics(batch: list[Example]) -> dict[str, Any]:
-    lengths = [len(ex.teacher_ids) for ex in batch]
+    lengths = distributed.gather_list([len(ex.teacher_ids) for ex in batch])
     return {"len/teacher_mean": sum(lengths) / len(lengths)}
 
 
 def student_length_metrics(rollout: Rollout) -> dict[str, Any]:
-    lengths = rollout.lengths
+    pairs = distributed.gather_list(list(zip(rollout.lengths, rollout.terminated, strict=True)))
+    lengths = [n for n, _ in pairs]
     return {
         "len/student_mean": sum(lengths) / len(lengths),
         "len/student_max": max(lengths),
-        "len/truncated_frac": 1.0 - sum(rollout.terminated) / len(lengths),
+        "len/truncated_frac": 1.0 - sum(t for _, t in pairs) / len(lengths),
     }
