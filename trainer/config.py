@@ -350,3 +350,28 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainCo
 
 def save_config(cfg: TrainConfig, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False), encoding="utf-8")
+
+
+def parallel_problems(cfg: TrainConfig, processes: int) -> list[tuple[str, str]]:
+    """What data parallelism over ``processes`` (one per GPU) needs of a config, as
+    (key, message) pairs; empty when it can run (always for one process)."""
+    if processes <= 1:
+        return []
+    problems = []
+    if cfg.batch_size % processes:
+        problems.append(
+            (
+                "batch_size",
+                f"batch_size: {cfg.batch_size} prompts do not split over {processes} "
+                f"processes (one per GPU); use a multiple of {processes}",
+            )
+        )
+    if cfg.rollout.backend != "hf":
+        problems.append(
+            (
+                "rollout.backend",
+                f"rollout.backend: {cfg.rollout.backend} does not run data parallel yet; "
+                "use hf with several GPUs, or one GPU",
+            )
+        )
+    return problems

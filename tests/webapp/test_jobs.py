@@ -194,6 +194,30 @@ def test_outsider_cannot_download_a_checkpoint_by_api(client, personas):
 # ----------------------------------------------------------------------------- API
 
 
+def test_a_multi_gpu_job_needs_a_batch_that_splits_over_its_gpus(
+    member, client, personas, auth, roomy_quota
+):
+    data = launch_data(personas, gpus=4, **{field_name("batch_size"): 6})
+    response = member.post("/teams/acme/jobs/new/", data)
+    assert response.status_code == 422
+    assert "batch_size: 6 prompts do not split over 4 processes" in response.content.decode()
+    payload = {
+        "team": "acme",
+        "name": "api",
+        "method": "gad",
+        "prompt_set": personas.prompt_set.pk,
+        "student": "s",
+        "gpus": 2,
+        "config": {"batch_size": 3},
+    }
+    response = client.post("/api/v1/jobs", payload, content_type="application/json", **auth)
+    assert response.status_code == 422
+    assert "batch_size: 3 prompts do not split over 2" in response.json()["detail"]
+    assert not Job.objects.exclude(pk=personas.job.pk).exists()
+    data = launch_data(personas, gpus=4, **{field_name("batch_size"): 8})
+    assert member.post("/teams/acme/jobs/new/", data).status_code == 302
+
+
 def test_api_launch_and_read(client, personas, auth, roomy_quota):
     payload = {
         "team": "acme",

@@ -12,7 +12,7 @@ import torch
 
 from trainer import checkpoint as ckpt_io
 from trainer import distributed
-from trainer.config import TrainConfig
+from trainer.config import TrainConfig, parallel_problems
 from trainer.data import load_examples
 from trainer.discriminator import build_discriminator
 from trainer.errors import BadInput
@@ -58,18 +58,9 @@ def _discriminator(cfg: TrainConfig, ckpt: Path | None, device: torch.device):
 
 def check_parallel(cfg: TrainConfig, world: distributed.World) -> None:
     """What data parallelism needs of a config; names the key and what to do."""
-    if not world.parallel:
-        return
-    if cfg.batch_size % world.size:
-        raise BadInput(
-            f"batch_size: {cfg.batch_size} prompts do not split over {world.size} processes; "
-            f"use a multiple of {world.size} (each process takes an equal share)"
-        )
-    if cfg.rollout.backend != "hf":
-        raise BadInput(
-            f"rollout.backend: {cfg.rollout.backend} does not run data parallel yet; use hf "
-            "with several processes, or one process"
-        )
+    problems = parallel_problems(cfg, world.size)
+    if problems:
+        raise BadInput(problems[0][1])
 
 
 def build_run(

@@ -140,7 +140,7 @@ def launch_job(request, payload: JobIn):
     problem = teacher_problem(prompt_set, teacher)
     if problem:
         raise ApiError(422, f"teacher: {problem}")
-    configs, errors = build_configs(payload.method, payload.student, payload.config)
+    configs, errors = build_configs(payload.method, payload.student, payload.config, payload.gpus)
     if errors:
         raise ApiError(422, "; ".join(message for _, message in errors))
     launch = actions.LaunchRequest(

@@ -70,7 +70,11 @@ class LaunchForm(forms.Form):
         help_text="A Hugging Face id (e.g. Qwen/Qwen2.5-3B-Instruct) or a path on the workers.",
     )
     gpus = forms.IntegerField(
-        min_value=0, max_value=64, initial=1, help_text="0 runs on a CPU worker."
+        min_value=0,
+        max_value=64,
+        initial=1,
+        help_text="0 runs on a CPU worker. More than 1: one data-parallel process per GPU "
+        "(the batch size must be a multiple of the GPUs).",
     )
     use_lora = forms.BooleanField(required=False, label="Train with LoRA adapters (peft)")
     guard = forms.ChoiceField(
@@ -108,7 +112,8 @@ class LaunchForm(forms.Form):
             self.add_error("teacher", problem)
         if data.get("student") and data.get("method"):
             nested = config_from_fields(data, self.advanced, data.get("use_lora", False))
-            self.configs, errors = build_configs(data["method"], data["student"], nested)
+            gpus = data.get("gpus") or 0
+            self.configs, errors = build_configs(data["method"], data["student"], nested, gpus)
             for key, message in errors:
                 self.add_error(field_name(key) if field_name(key) in self.fields else None, message)
         return data
@@ -128,11 +133,13 @@ def teacher_problem(prompt_set: PromptSet | None, teacher: TeacherEndpoint | Non
 
 
 def build_configs(
-    method: str, student: str, overrides: dict[str, Any]
+    method: str, student: str, overrides: dict[str, Any], gpus: int = 0
 ) -> tuple[dict[str, dict], list[tuple[str, str]]]:
     """The validated trainer config of each job to create (two for a pair), or the errors.
 
     ``overrides`` is a nested mapping of config keys; the managed keys are set here.
+    With ``gpus`` > 1 the job trains data parallel, one process per GPU, which the
+    config must allow (``trainer.config.parallel_problems``).
     """
     managed = sorted(MANAGED_KEYS & set(overrides))
     if managed:
@@ -143,6 +150,8 @@ def build_configs(
     for one in methods:
         raw = {**overrides, **PLACEHOLDERS, "method": one, "student": student}
         cfg, problems = trainer_config.validate_dict(raw)
+        if cfg is not None:
+            problems += trainer_config.parallel_problems(cfg, gpus)
         errors += [p for p in problems if p not in errors]
         if cfg is not None:
             configs[one] = trainer_config.to_dict(cfg)
