@@ -166,6 +166,23 @@ GAD_GUARD_CHECK_S = env.integer("GAD_GUARD_CHECK_S", 30, minimum=1)
 # How often the job page asks for new points (seconds).
 GAD_MONITOR_POLL_S = env.integer("GAD_MONITOR_POLL_S", 5, minimum=1)
 
+# Cache: the monitoring charts keep each job's down-sampled series here. A Redis URL
+# shares it between web processes and the workers, whose ingestion keeps it current, so
+# even a job's first chart request is answered from it (docs/benchmarks.md); without
+# one, each process has its own local-memory cache and pays the first read itself.
+_cache_url = env.string("GAD_CACHE_URL")
+if _cache_url:
+    if not _cache_url.startswith(("redis://", "rediss://", "unix://")):
+        raise ImproperlyConfigured(
+            f"GAD_CACHE_URL must be a Redis URL (redis://HOST:6379/1), not {_cache_url[:40]!r}"
+        )
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": _cache_url,
+        }
+    }
+
 # Celery. Without CELERY_BROKER_URL, development uses kombu's filesystem transport,
 # which needs no server; production must name its Redis.
 _broker_url = env.string("CELERY_BROKER_URL")

@@ -15,6 +15,7 @@ from pathlib import Path
 from django.db import transaction
 
 from webapp.jobs.models import Checkpoint, Job, MetricPoint, Sample
+from webapp.monitoring import series
 
 STEP_DIR = re.compile(r"^step-(\d+)$")
 CONTEXT_KEYS = {"step", "stage", "time"}
@@ -69,6 +70,11 @@ class RunIngest:
         with transaction.atomic():
             self._upsert_metrics(points)
             self._add_samples(samples)
+        if points:
+            # Keep the charts' down-sampled summary current as the points arrive: with a
+            # shared cache (GAD_CACHE_URL) the page's first full request then reads
+            # nothing but what came after this batch.
+            series.job_summary(self.job)
         added = self._register_checkpoints()
         if points:
             self.last = points[-1]

@@ -381,3 +381,49 @@ def test_markdown_fences_split_into_prose_and_code():
         ("code", "open to the end", ""),
     ]
     assert split_fences("plain") == [Segment("text", "plain")] and split_fences("\n") == []
+
+
+def test_ingestion_keeps_the_shared_summary_current_so_the_first_request_reads_no_rows(
+    client, personas, settings, tmp_path, django_assert_max_num_queries
+):
+    """With a Redis cache (GAD_CACHE_URL) the worker's ingestion and the web share the
+    down-sampled summary: the page's first full request reads no metric rows."""
+    import json
+
+    import redis
+    from django.core.cache import caches
+
+    from worker.ingest import RunIngest
+
+    location = settings.CELERY_BROKER_URL.rsplit("/", 1)[0] + "/9"
+    redis.Redis.from_url(location).flushdb()
+    settings.CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": location}
+    }
+    job = personas.job
+    with open(tmp_path / "metrics.jsonl", "w") as f:
+        for step in range(1, 301):
+            f.write(json.dumps({"step": step, "stage": "gad", "time": step, "d/loss": 1 / step}))
+            f.write("\n")
+    assert RunIngest(job, tmp_path).poll() == 300
+    cached = caches["default"].get(f"gad:monitor:summary:v1:{job.pk}:2000")
+    assert cached.through_step == 300
+    client.force_login(personas.member)
+    reads = []
+
+    def spy(execute, sql, params, many, context):
+        reads.append((sql, params))
+        return execute(sql, params, many, context)
+
+    from django.db import connection
+
+    with connection.execute_wrapper(spy):
+        body = client.get(metrics_url(job)).json()
+    assert body["last_step"] == 300 and body["series"]["d/loss"][-1] == [300, 1 / 300]
+    # Every read of the metric rows is bounded: the summary's check of the row at step
+    # 300, the rows after 300 (none), the health rules' last 150. None reads all 300.
+    metric_reads = [(sql, params) for sql, params in reads if '"jobs_metricpoint"' in sql]
+    assert metric_reads
+    for sql, params in metric_reads:
+        assert "LIMIT" in sql or 300 in params, sql
+    redis.Redis.from_url(location).flushdb()

@@ -61,6 +61,7 @@ def test_full_production_environment_passes_check_deploy_without_warnings():
         ("GAD_WORKER_GPUS", "0,one"),
         ("GAD_MAX_UPLOAD_MB", "lots"),
         ("DATABASE_URL", "nosuchdb://x"),
+        ("GAD_CACHE_URL", "memcached://cache:11211"),
     ],
 )
 def test_malformed_value_is_an_error_naming_the_variable(name, value):
