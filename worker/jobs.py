@@ -8,6 +8,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from webapp import env
 from webapp.celery import app
+from webapp.evaluation import actions as evaluation_actions
 from webapp.jobs import actions
 from worker import pipeline
 
@@ -44,14 +45,22 @@ def run_job(self, job_id: int) -> str:
 
 @app.task(name="gad.sweep", soft_time_limit=60, time_limit=90)
 def sweep() -> dict:
-    """Re-queue jobs whose worker died (stale heartbeat); resume paused jobs with quota."""
+    """Re-queue jobs whose worker died (stale heartbeat); resume paused jobs with quota;
+    re-queue evaluations whose generating worker died (lapsed claim)."""
     requeued, failed = actions.requeue_stale(pipeline.STALE_S, MAX_ATTEMPTS)
     resumed = actions.resume_paused()
-    if requeued or failed or resumed:
+    evaluations = evaluation_actions.requeue_lost_generation()
+    if requeued or failed or resumed or evaluations:
         log.warning(
-            "sweep: requeued %s, failed %s, resumed %s",
+            "sweep: requeued %s, failed %s, resumed %s, evaluations requeued %s",
             [j.pk for j in requeued],
             [j.pk for j in failed],
             [j.pk for j in resumed],
+            evaluations,
         )
-    return {"requeued": len(requeued), "failed": len(failed), "resumed": len(resumed)}
+    return {
+        "requeued": len(requeued),
+        "failed": len(failed),
+        "resumed": len(resumed),
+        "evaluations": len(evaluations),
+    }

@@ -168,6 +168,39 @@ def test_a_claimed_evaluation_is_not_generated_twice(personas):
     assert actions.claim(evaluation.pk, "w3", 60)
 
 
+def test_the_beat_sweep_requeues_an_evaluation_whose_worker_died(workers, personas, tiny_models):
+    """A worker died holding the evaluation (its task gone with it, the claim lapsed,
+    a system left "running"): the sweep enqueues generation again and a new worker
+    finishes it."""
+    from worker.jobs import sweep
+
+    before, after = tiny_models
+    prompt_set, job, checkpoint = _setup(personas.team, before, after, n_prompts=2)
+    evaluation = actions.create_evaluation(
+        personas.team,
+        None,
+        name="orphaned",
+        prompt_set=prompt_set,
+        prompt_choice="test",
+        systems=[actions.checkpoint_system(checkpoint), actions.base_system(job)],
+        max_new_tokens=4,
+    )
+    import redis
+    from django.conf import settings
+
+    redis.Redis.from_url(settings.CELERY_BROKER_URL).delete("cpu")  # the task is lost
+    Evaluation.objects.filter(pk=evaluation.pk).update(
+        claimed_by="dead:1", claimed_until=timezone.now() - timedelta(seconds=5)
+    )
+    evaluation.systems.filter(kind="base").update(status=SystemStatus.RUNNING)
+    assert sweep()["evaluations"] == 1
+    assert sweep()["evaluations"] == 0  # once: the claim is cleared
+    workers.start("cpu")
+    wait_for(lambda: _status(evaluation) != EvalStatus.GENERATING, 180, "the answers", workers.logs)
+    assert evaluation.status == EvalStatus.READY, workers.logs()
+    assert SystemAnswer.objects.filter(system__evaluation=evaluation).count() == 4
+
+
 def test_a_sweep_is_generated_then_judged_by_the_worker_without_a_click(
     workers, personas, tiny_models, tmp_path
 ):

@@ -245,6 +245,24 @@ def renew(evaluation_id: int, worker: str, lease_s: float) -> bool:
     )
 
 
+def requeue_lost_generation() -> list[int]:
+    """Evaluations still generating whose worker's claim lapsed (the worker died, its
+    task went with it): their claim is cleared and generation enqueued again; the new
+    task resumes where the answers stop. Run by the sweep (celery beat)."""
+    lost = Evaluation.objects.filter(
+        status=EvalStatus.GENERATING, claimed_until__lt=timezone.now()
+    ).values_list("pk", flat=True)
+    requeued = []
+    for pk in lost:
+        with transaction.atomic():
+            if Evaluation.objects.filter(pk=pk, claimed_until__lt=timezone.now()).update(
+                claimed_by="", claimed_until=None
+            ):
+                transaction.on_commit(partial(enqueue_generation, pk))
+                requeued.append(pk)
+    return requeued
+
+
 def release(evaluation_id: int, worker: str) -> None:
     Evaluation.objects.filter(pk=evaluation_id, claimed_by=worker).update(
         claimed_by="", claimed_until=None
