@@ -123,6 +123,12 @@ TEAM_URLS = [
         {"owner": REDIRECT, "member": REDIRECT, "annotator": FORBIDDEN},
     ),
     (
+        "evaluation-delete",
+        "post",
+        {"pk": "evaluation"},
+        {"owner": REDIRECT, "member": REDIRECT, "annotator": FORBIDDEN},
+    ),
+    (
         "evaluation-judge",
         "post",
         {"pk": "evaluation"},

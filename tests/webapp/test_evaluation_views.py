@@ -456,3 +456,44 @@ def test_status_json_reports_each_systems_progress(login, personas):
     ).json()
     assert data["status"] == "ready" and data["num_prompts"] == 2
     assert [s["answers"] for s in data["systems"]] == [2, 2, 2]
+
+
+def test_delete_needs_the_name_and_an_idle_evaluation_then_takes_everything(
+    login, personas, settings, tmp_path, django_capture_on_commit_callbacks
+):
+    from tests.webapp.test_evaluation import make_campaign, make_evaluation
+    from webapp.evaluation.models import Campaign, EvalStatus, JudgeRun, SystemAnswer, Vote
+
+    settings.GAD_DATA_DIR = tmp_path
+    evaluation = make_evaluation(personas.team, n_prompts=2)
+    campaign = make_campaign(evaluation, [personas.annotator])
+    assignment = campaign.assignments.first()
+    Vote.objects.create(assignment=assignment, annotator=personas.annotator, choice="tie")
+    work = tmp_path / "evaluations" / str(evaluation.pk)
+    work.mkdir(parents=True)
+    client = login(personas.member)
+    url = reverse("evaluation-delete", kwargs={"slug": personas.team.slug, "pk": evaluation.pk})
+    page = reverse("evaluation", kwargs={"slug": personas.team.slug, "pk": evaluation.pk})
+    assert 'data-testid="delete-confirm"' in client.get(page).content.decode()
+
+    response = client.post(url, {"confirm": "wrong name"}, follow=True)
+    assert "Type the evaluation&#x27;s name to confirm" in response.content.decode()
+    Evaluation.objects.filter(pk=evaluation.pk).update(status=EvalStatus.GENERATING)
+    response = client.post(url, {"confirm": evaluation.name}, follow=True)
+    assert "still being generated" in response.content.decode()
+    Evaluation.objects.filter(pk=evaluation.pk).update(status=EvalStatus.READY)
+    run = JudgeRun.objects.create(evaluation=evaluation, status=JudgeRun.Status.RUNNING)
+    response = client.post(url, {"confirm": evaluation.name}, follow=True)
+    assert "A judge run is in progress" in response.content.decode()
+    assert Evaluation.objects.filter(pk=evaluation.pk).exists() and work.exists()
+
+    JudgeRun.objects.filter(pk=run.pk).update(status=JudgeRun.Status.SUCCEEDED)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(url, {"confirm": evaluation.name})
+    assert response.status_code == 302
+    assert response["Location"] == reverse("evaluations", kwargs={"slug": personas.team.slug})
+    assert not Evaluation.objects.filter(pk=evaluation.pk).exists()
+    assert not Campaign.objects.exists() and not Vote.objects.exists()
+    assert not SystemAnswer.objects.exists() and not JudgeRun.objects.exists()
+    assert not work.exists()
+    assert personas.job.__class__.objects.filter(pk=personas.job.pk).exists()  # jobs stay

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
+from pathlib import Path
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
@@ -200,6 +201,33 @@ def create_evaluation(
         )
         transaction.on_commit(partial(enqueue_generation, evaluation.pk))
     return evaluation
+
+
+def delete_evaluation(evaluation: Evaluation) -> None:
+    """Delete an evaluation with its answers, campaigns, votes, judge runs and sweep, and
+    its generation work dir. Refused while a worker is writing to it."""
+    from webapp.evaluation.models import JudgeRun
+
+    with transaction.atomic():
+        locked = Evaluation.objects.select_for_update().get(pk=evaluation.pk)
+        if locked.status == EvalStatus.GENERATING:
+            raise ActionError(
+                "The answers are still being generated; delete the evaluation once they "
+                "are done (or failed)."
+            )
+        live = [JudgeRun.Status.QUEUED, JudgeRun.Status.RUNNING]
+        if locked.judge_runs.filter(status__in=live).exists():
+            raise ActionError("A judge run is in progress; delete the evaluation once it ends.")
+        locked.delete()
+        transaction.on_commit(partial(_remove_work_dir, evaluation.pk))
+
+
+def _remove_work_dir(evaluation_id: int) -> None:
+    import shutil
+
+    from django.conf import settings
+
+    shutil.rmtree(Path(settings.GAD_DATA_DIR) / "evaluations" / str(evaluation_id), True)
 
 
 def enqueue_generation(evaluation_id: int) -> None:

@@ -17,6 +17,11 @@ urlpatterns = [
         name="evaluation-generate",
     ),
     path(
+        "teams/<slug:slug>/evaluations/<int:pk>/delete/",
+        views.evaluation_delete,
+        name="evaluation-delete",
+    ),
+    path(
         "teams/<slug:slug>/evaluations/<int:pk>/judge/",
         views.evaluation_judge,
         name="evaluation-judge",

@@ -232,6 +232,22 @@ def evaluation_generate(request: HttpRequest, slug: str, pk: int) -> HttpRespons
 
 @login_required
 @require_POST
+def evaluation_delete(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    evaluation = _evaluation(request, slug, pk)
+    if request.POST.get("confirm") != evaluation.name:
+        messages.error(request, "Type the evaluation's name to confirm the deletion.")
+        return redirect(reverse("evaluation", kwargs={"slug": slug, "pk": pk}) + "#delete")
+    try:
+        actions.delete_evaluation(evaluation)
+    except ActionError as refused:
+        messages.error(request, str(refused))
+        return redirect(reverse("evaluation", kwargs={"slug": slug, "pk": pk}) + "#delete")
+    messages.success(request, f"Deleted {evaluation.name} with its answers and votes.")
+    return redirect("evaluations", slug=slug)
+
+
+@login_required
+@require_POST
 def evaluation_judge(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     """Launch a judge run with one of the team's teacher endpoints (forecast shown first
     on the evaluation page, ``?judge=<id>``)."""
