@@ -288,3 +288,62 @@ def test_status_json_reports_judge_progress_while_running(login, personas, enque
     run.save()
     assert client.get(url).json()["live"] is False
     assert 'data-live="1"' not in client.get(page).content.decode()
+
+
+@pytest.fixture
+def auth(personas):
+    from webapp.teams.actions import create_api_token
+
+    _, token = create_api_token(personas.member, "t")
+    return {"HTTP_AUTHORIZATION": f"Bearer {token}"}
+
+
+def test_a_script_sweeps_a_job_reads_the_proposal_and_marks_it_final_over_the_api(
+    transactional_db, client, personas, auth, enqueued
+):
+    job = job_with_checkpoints(personas.team, steps=(10, 20))
+    with ScriptedJudge(QualityJudge()) as server:
+        judge = make_endpoint(personas.team, name="J", base_url=server.url, model="m")
+        url = f"/api/v1/jobs/{job.pk}/sweeps"
+        post = lambda url, body: client.post(  # noqa: E731
+            url, body, content_type="application/json", **auth
+        )
+        response = post(url, {"every": 1, "judge": judge.pk, "length_bound": 0})
+        assert response.status_code == 422 and "length_bound" in response.json()["detail"]
+        response = post(url, {"every": 1, "judge": 10**9})
+        assert response.status_code == 422 and "judge: no teacher endpoint" in response.text
+        response = post(url, {"every": 1, "judge": judge.pk, "length_bound": 10, "limit": 2})
+        assert response.status_code == 201, response.text
+        ids = response.json()
+        evaluation = Sweep.objects.get(pk=ids["id"]).evaluation
+        state = client.get(f"/api/v1/sweeps/{ids['id']}", **auth).json()
+        assert state["judged"] is False and state["proposal"]["step"] is None
+        assert state["status"] == "generating"
+        answer_sweep(evaluation, {0: (3, 5), 10: (6, 8), 20: (8, 30)})
+        run = judging.launch_auto(evaluation.pk)
+        assert judge_evaluation(run.pk) == "succeeded"
+
+    detail = client.get(f"/api/v1/evaluations/{ids['evaluation']}", **auth).json()
+    assert detail["sweep"] == ids["id"] and detail["test_sets"] == {"train": 2}
+    assert sorted(s["step"] or 0 for s in detail["systems"]) == [0, 10, 20]
+    runs = client.get(f"/api/v1/evaluations/{ids['evaluation']}/judge-runs", **auth).json()
+    assert runs[0]["status"] == "succeeded" and runs[0]["table"]["columns"][0]["name"] == "train"
+    state = client.get(f"/api/v1/sweeps/{ids['id']}", **auth).json()
+    assert [p["step"] for p in state["points"]] == [0, 10, 20]
+    assert state["proposal"]["step"] == 10 and state["length_bound"] == 10
+    wider = client.get(f"/api/v1/sweeps/{ids['id']}?bound=100", **auth).json()
+    assert wider["proposal"]["step"] == 20
+    final = post(f"/api/v1/checkpoints/{state['proposal']['checkpoint']}/final", {})
+    assert final.status_code == 200 and final.json()["step"] == 10
+    # Another team's member, or an annotator, cannot read it.
+    from webapp.teams.actions import create_api_token
+
+    for user, status in ((personas.outsider, 404), (personas.annotator, 403)):
+        _, token = create_api_token(user, "x")
+        other = {"HTTP_AUTHORIZATION": f"Bearer {token}"}
+        assert client.get(f"/api/v1/sweeps/{ids['id']}", **other).status_code == status
+        evaluation_url = f"/api/v1/evaluations/{ids['evaluation']}"
+        assert client.get(evaluation_url, **other).status_code == status
+    _, token = create_api_token(personas.outsider, "y")
+    listed = client.get("/api/v1/evaluations", HTTP_AUTHORIZATION=f"Bearer {token}").json()
+    assert listed == []

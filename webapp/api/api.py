@@ -132,6 +132,7 @@ def me(request):
 
 def _add_routers() -> None:
     # Imported here so that each app's router module can import this one's helpers.
+    from webapp.evaluation.api import router as evaluations
     from webapp.jobs.api import router as jobs
     from webapp.promptsets.api import router as prompt_sets
     from webapp.teachers.api import router as teachers
@@ -139,6 +140,7 @@ def _add_routers() -> None:
     api.add_router("/prompt-sets", prompt_sets)
     api.add_router("/teachers", teachers)
     api.add_router("/", jobs)
+    api.add_router("/", evaluations)
 
 
 _add_routers()

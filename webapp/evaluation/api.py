@@ -1,0 +1,226 @@
+"""/api/v1/evaluations and checkpoint sweeps: read the judge's Table 2 and a sweep's
+proposal from a script, start a judge run or a sweep.
+
+Members and owners only (like the pages): an evaluation names its systems, which
+annotators must never see. Objects of another team are 404.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from ninja import Router, Schema
+from ninja import Status as HttpStatus
+
+from webapp.api.common import ApiError
+from webapp.evaluation import judging, sweep
+from webapp.evaluation.models import Evaluation, PromptChoice, Sweep
+from webapp.jobs.models import Job
+from webapp.promptsets.models import PromptSet
+from webapp.teachers.models import TeacherEndpoint
+from webapp.teams import access
+from webapp.teams.actions import ActionError
+
+router = Router(tags=["evaluations"])
+ROLES = access.LAUNCH_ROLES
+
+
+class SystemOut(Schema):
+    id: int
+    name: str
+    kind: str
+    status: str
+    num_answers: int
+    checkpoint: int | None
+    step: int | None
+    error: str
+
+    @staticmethod
+    def resolve_checkpoint(obj) -> int | None:
+        return obj.checkpoint_id
+
+    @staticmethod
+    def resolve_step(obj) -> int | None:
+        return obj.checkpoint.step if obj.checkpoint_id else None
+
+
+class EvaluationOut(Schema):
+    id: int
+    team: str
+    name: str
+    status: str
+    num_prompts: int
+    test_sets: dict[str, int]
+    created_at: datetime
+    systems: list[SystemOut]
+    sweep: int | None
+
+    @staticmethod
+    def resolve_team(obj: Evaluation) -> str:
+        return obj.team.slug
+
+    @staticmethod
+    def resolve_test_sets(obj: Evaluation) -> dict[str, int]:
+        return judging.test_sets(obj)[1]
+
+    @staticmethod
+    def resolve_systems(obj: Evaluation):
+        return list(obj.systems.select_related("checkpoint"))
+
+    @staticmethod
+    def resolve_sweep(obj: Evaluation) -> int | None:
+        return Sweep.objects.filter(evaluation=obj).values_list("pk", flat=True).first()
+
+
+class JudgeRunOut(Schema):
+    id: int
+    judge: str
+    status: str
+    progress: dict[str, Any]
+    forecast: dict[str, Any]
+    tokens_used: int
+    error: str
+    table: dict[str, Any] | None
+    created_at: datetime
+    finished_at: datetime | None
+
+    @staticmethod
+    def resolve_judge(obj) -> str:
+        return obj.judge_name
+
+    @staticmethod
+    def resolve_table(obj) -> dict[str, Any] | None:
+        return judging.table(obj)
+
+
+class JudgeIn(Schema):
+    judge: int
+
+
+class SweepIn(Schema):
+    every: int = 1
+    judge: int
+    prompt_set: int | None = None  # default: the job's prompt set
+    prompt_choice: str = PromptChoice.TEST
+    limit: int | None = sweep.DEFAULT_PROMPTS
+    length_bound: float | None = None
+
+
+def _evaluation(request, evaluation_id: int) -> Evaluation:
+    rows = Evaluation.objects.select_related("team")
+    return access.get_object(rows, request.user, evaluation_id, ROLES)
+
+
+def _endpoint(team, pk: int, field: str) -> TeacherEndpoint:
+    endpoint = TeacherEndpoint.objects.filter(team=team, pk=pk).first()
+    if endpoint is None:
+        raise ApiError(422, f"{field}: no teacher endpoint {pk} in team {team.slug}")
+    return endpoint
+
+
+@router.get("/evaluations", response=list[EvaluationOut], summary="Evaluations, newest first")
+def list_evaluations(request, team: str | None = None):
+    rows = access.for_user(Evaluation.objects.select_related("team"), request.user, roles=ROLES)
+    if team:
+        rows = rows.filter(team__slug=team)
+    return rows.order_by("-created_at")[:200]
+
+
+@router.get("/evaluations/{int:evaluation_id}", response=EvaluationOut)
+def get_evaluation(request, evaluation_id: int):
+    return _evaluation(request, evaluation_id)
+
+
+@router.get(
+    "/evaluations/{int:evaluation_id}/judge-runs",
+    response=list[JudgeRunOut],
+    summary="Judge runs, newest first, each with its Table 2 (columns = test sets)",
+)
+def list_judge_runs(request, evaluation_id: int):
+    return list(_evaluation(request, evaluation_id).judge_runs.all()[:20])
+
+
+@router.post(
+    "/evaluations/{int:evaluation_id}/judge-runs",
+    response={201: JudgeRunOut},
+    summary="Judge the answers with one of the team's endpoints (cost as forecast in the run)",
+)
+def start_judge_run(request, evaluation_id: int, payload: JudgeIn):
+    evaluation = _evaluation(request, evaluation_id)
+    endpoint = _endpoint(evaluation.team, payload.judge, "judge")
+    try:
+        run = judging.launch(evaluation, endpoint, request.user)
+    except ActionError as refused:
+        raise ApiError(422, str(refused)) from None
+    return HttpStatus(201, run)
+
+
+@router.get(
+    "/sweeps/{int:sweep_id}",
+    summary="A checkpoint sweep: score and length per step, and the proposed checkpoint",
+)
+def get_sweep(request, sweep_id: int, bound: float | None = None) -> dict[str, Any]:
+    found = access.get_object(
+        Sweep.objects.select_related("evaluation__team", "job"),
+        request.user,
+        sweep_id,
+        ROLES,
+        team_field="evaluation__team",
+    )
+    if bound is not None and bound <= 0:
+        raise ApiError(422, "bound: must be a positive number of words")
+    context = sweep.page_context(found, None if bound is None else str(bound))
+    proposal = context["sweep_proposal"]
+    return {
+        "id": found.pk,
+        "job": found.job_id,
+        "evaluation": found.evaluation_id,
+        "every": found.every,
+        "length_bound": context["sweep_bound"],
+        "status": found.evaluation.status,
+        "judged": context["sweep_run"] is not None,
+        "points": context["sweep_points"],
+        "proposal": {
+            "step": proposal.point.step if proposal.point else None,
+            "checkpoint": proposal.point.checkpoint_id if proposal.point else None,
+            "message": proposal.message,
+        },
+    }
+
+
+@router.post(
+    "/jobs/{int:job_id}/sweeps",
+    response={201: dict[str, int]},
+    summary="Sweep a job's checkpoints: every k-th one answers a small test set, judged",
+)
+def start_sweep(request, job_id: int, payload: SweepIn):
+    job = access.get_object(Job.objects.select_related("team"), request.user, job_id, ROLES)
+    judge = _endpoint(job.team, payload.judge, "judge")
+    prompt_set = job.prompt_set
+    if payload.prompt_set is not None:
+        prompt_set = PromptSet.objects.filter(team=job.team, pk=payload.prompt_set).first()
+        if prompt_set is None:
+            raise ApiError(422, f"prompt_set: no prompt set {payload.prompt_set} in the team")
+    if prompt_set is None:
+        raise ApiError(422, "prompt_set: the job's prompt set was deleted; name another")
+    if payload.prompt_choice not in PromptChoice.values:
+        raise ApiError(422, f"prompt_choice: must be one of {', '.join(PromptChoice.values)}")
+    if payload.limit is not None and payload.limit < 1:
+        raise ApiError(422, "limit: must be at least 1 (or null for every prompt)")
+    if payload.length_bound is not None and payload.length_bound <= 0:
+        raise ApiError(422, "length_bound: must be a positive number of words (or null)")
+    try:
+        created = sweep.create_sweep(
+            job,
+            request.user,
+            every=payload.every,
+            judge=judge,
+            prompt_set=prompt_set,
+            prompt_choice=payload.prompt_choice,
+            limit=payload.limit,
+            length_bound=payload.length_bound,
+        )
+    except ActionError as refused:
+        raise ApiError(422, str(refused)) from None
+    return HttpStatus(201, {"id": created.pk, "evaluation": created.evaluation_id})
