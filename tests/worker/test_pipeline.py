@@ -135,11 +135,29 @@ def test_sigkill_of_the_worker_then_a_new_worker_resumes_from_the_checkpoint(
     job = launch(team, tiny_student, n_prompts=24)
     first = workers.start("cpu", name="first")
     wait_for(lambda: Checkpoint.objects.filter(job=job).exists(), 180, "a checkpoint", workers.logs)
+    job.refresh_from_db()
+    # The job must be this worker's (a stray worker on the queue would make this moot).
+    assert job.worker.endswith(f":{first.pid}"), (job.worker, first.pid)
     first.send_signal(signal.SIGKILL)
     first.wait()
     saved = Checkpoint.objects.filter(job=job).order_by("-step").first().step
+
+    def requeued():
+        found = actions.requeue_stale(10, 3)[0]
+        job.refresh_from_db()
+        assert job.status in ("collecting", "training", "evaluating", "queued"), job.status
+        return found
+
     # The sweep (celery beat in production) sees the stale heartbeat and re-queues.
-    wait_for(lambda: actions.requeue_stale(10, 3)[0], 60, "the heartbeat to go stale")
+    wait_for(
+        requeued,
+        60,
+        "the heartbeat to go stale",
+        lambda: (
+            f"job {job.status}, heartbeat {job.heartbeat_at}, worker {job.worker}\n"
+            + workers.logs()
+        ),
+    )
     workers.start("cpu", name="second")
     wait_for(lambda: status(job) in ("succeeded", "failed"), 240, "the resumed job", workers.logs)
     assert job.status == "succeeded", job.error
