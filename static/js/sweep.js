@@ -28,9 +28,12 @@
     line: { dash: "dash", width: 1, color: "#c92a2a" },
   }];
   Plotly.newPlot("sweep-chart", traces, {
-    xaxis: { title: "step" },
-    yaxis: { title: "judge score" },
-    yaxis2: { title: "mean length (words)", overlaying: "y", side: "right", rangemode: "tozero" },
+    xaxis: { title: { text: "step" } },
+    yaxis: { title: { text: "judge score" } },
+    yaxis2: {
+      title: { text: "mean length (words)" },
+      overlaying: "y", side: "right", rangemode: "tozero",
+    },
     shapes, margin: { t: 20 }, legend: { orientation: "h", y: -0.2 },
   }, { displayModeBar: false, responsive: true });
 })();

@@ -131,6 +131,14 @@ def test_sweep_end_to_end_from_the_form_to_the_final_model(
         judge = make_endpoint(personas.team, name="Judge-J", base_url=server.url, model="m")
         body = client.get(url).content.decode()
         assert 'data-testid="sweep-form"' in body and 'data-testid="sweep-forecast"' in body
+        assert f'<option value="{judge.pk}" selected>' in body  # the only endpoint
+        # "Update the steps and the cost" (GET): the plan for those values, nothing saved.
+        plan = client.get(url, {"every": 3, "prompt_set": job.prompt_set.pk,
+                                "prompt_choice": "test", "limit": 2, "judge": judge.pk})  # fmt: skip
+        assert plan.status_code == 200 and not Sweep.objects.exists()
+        text = plan.content.decode()
+        assert "this sweep takes steps 30, 40" in text
+        assert "about <strong>14 judge calls</strong>" in text  # 2 + 2 x 2 prompts x 3 systems
         response = client.post(
             url,
             {

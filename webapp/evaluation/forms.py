@@ -257,5 +257,8 @@ class SweepForm(forms.Form):
         self.fields["every"].initial = max(
             sweep.smallest_every(job), math.ceil(job.checkpoints.count() / 6)
         )
-        self.fields["judge"].initial = job.teacher_id
+        endpoints = self.fields["judge"].queryset
+        self.fields["judge"].initial = (
+            job.teacher_id or endpoints.values_list("pk", flat=True).first()
+        )
         self.fields["length_bound"].initial = sweep.default_bound(job)

@@ -135,7 +135,10 @@ def job_sweep(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     team = access.working_team(request, slug)
     job = get_object_or_404(Job.objects.select_related("prompt_set", "team"), team=team, pk=pk)
     status = 200
-    form = SweepForm(job, request.POST if request.method == "POST" else None)
+    if request.method == "POST":
+        form = SweepForm(job, request.POST)
+    else:  # "Update the plan" submits the form by GET: the steps and cost for its values
+        form = SweepForm(job, request.GET if "every" in request.GET else None)
     if request.method == "POST":
         if form.is_valid():
             data = form.cleaned_data
