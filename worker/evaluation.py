@@ -24,6 +24,7 @@ import os
 import threading
 import time
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 
 from celery.exceptions import SoftTimeLimitExceeded
@@ -69,19 +70,21 @@ class LostClaim(Exception):
 
 
 class Lease(threading.Thread):
-    """Renews the claim every few seconds, whatever the generation is doing."""
+    """Renews a claim every few seconds, whatever the generation or judging is doing.
 
-    def __init__(self, evaluation_id: int, worker: str):
-        super().__init__(daemon=True, name=f"eval-lease-{evaluation_id}")
-        self.evaluation_id = evaluation_id
-        self.worker = worker
+    ``renew()`` extends the claim by LEASE_S and says False once another worker holds it.
+    """
+
+    def __init__(self, renew, name: str):
+        super().__init__(daemon=True, name=name)
+        self.renew = renew
         self.lost = False
         self._halt = threading.Event()
 
     def run(self) -> None:
         try:
             while not self._halt.wait(LEASE_S / 4):
-                if not actions.renew(self.evaluation_id, self.worker, LEASE_S):
+                if not self.renew():
                     self.lost = True
                     return
         finally:
@@ -117,7 +120,9 @@ def generate_answers(self, evaluation_id: int) -> str:
         # Held by a live worker: try again once its lease could have lapsed. It takes every
         # waiting system, including ones queued after it started, before it lets go.
         raise self.retry(countdown=LEASE_S)
-    lease = Lease(evaluation_id, name)
+    lease = Lease(
+        partial(actions.renew, evaluation_id, name, LEASE_S), f"eval-lease-{evaluation_id}"
+    )
     lease.start()
     done = []
     try:
@@ -333,20 +338,25 @@ def judge_evaluation(run_id: int) -> str:
 
     A redelivered task (worker lost) runs again: verdicts already paid for are cached.
     """
-    live = [JudgeRun.Status.QUEUED, JudgeRun.Status.RUNNING]
-    if not JudgeRun.objects.filter(pk=run_id, status__in=live).update(
-        status=JudgeRun.Status.RUNNING
-    ):
-        return "skipped"  # deleted or finished
+    name = worker_name()
+    if not judging.claim(run_id, name, LEASE_S):
+        return "skipped"  # deleted, finished, or running on a live worker
     run = JudgeRun.objects.select_related("evaluation__team", "judge").get(pk=run_id)
+    lease = Lease(partial(judging.renew, run_id, name, LEASE_S), f"judge-lease-{run_id}")
+    lease.start()
     try:
-        error = run_judge(run)
+        error = run_judge(run, lease)
+    except LostClaim:
+        log.warning("judge run %s: claim lost to another worker; stopping", run_id)
+        return "claim lost"
     except SoftTimeLimitExceeded:
         _finish_judge(run, f"Judging took longer than the time limit ({JUDGE_SOFT_LIMIT_S} s).")
         raise
     except Exception as exc:
         log.exception("judge run %s failed", run_id)
         error = f"Internal error in the worker ({type(exc).__name__}); see the worker log."
+    finally:
+        lease.stop()
     _finish_judge(run, error)
     return run.status
 
@@ -362,10 +372,12 @@ def _finish_judge(run: JudgeRun, error: str) -> None:
     run.status = JudgeRun.Status.FAILED if failed else JudgeRun.Status.SUCCEEDED
     run.error = error
     run.finished_at = timezone.now()
-    run.save(update_fields=["status", "error", "finished_at", "report", "tokens_used"])
+    run.claimed_by, run.claimed_until = "", None
+    fields = ["status", "error", "finished_at", "report", "tokens_used"]
+    run.save(update_fields=[*fields, "claimed_by", "claimed_until"])
 
 
-def run_judge(run: JudgeRun) -> str:
+def run_judge(run: JudgeRun, lease: Lease | None = None) -> str:
     """Fill ``run.report`` and ``run.tokens_used``; return an error message or ''."""
     endpoint, evaluation = run.judge, run.evaluation
     if endpoint is None:
@@ -386,6 +398,8 @@ def run_judge(run: JudgeRun) -> str:
     shown = {"at": 0.0, "phase": ""}
 
     def progress(p) -> None:
+        if lease is not None:
+            lease.check()  # another worker took the run over: stop asking the judge
         spent[0] = max(spent[0], p.tokens)
         meter.update(p.tokens)
         now = time.monotonic()
@@ -408,6 +422,8 @@ def run_judge(run: JudgeRun) -> str:
         )
     except* TeacherError as failed:
         error = without_key(f"The judge failed: {failed.exceptions[0]}", endpoint, spec)
+    except* LostClaim:
+        raise LostClaim() from None
     finally:
         total = report.summary.tokens if report else spent[0]
         meter.settle(total)

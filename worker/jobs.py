@@ -9,6 +9,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from webapp import env
 from webapp.celery import app
 from webapp.evaluation import actions as evaluation_actions
+from webapp.evaluation import judging
 from webapp.jobs import actions
 from worker import pipeline
 
@@ -50,17 +51,21 @@ def sweep() -> dict:
     requeued, failed = actions.requeue_stale(pipeline.STALE_S, MAX_ATTEMPTS)
     resumed = actions.resume_paused()
     evaluations = evaluation_actions.requeue_lost_generation()
-    if requeued or failed or resumed or evaluations:
+    judge_runs = judging.requeue_lost_runs()
+    if requeued or failed or resumed or evaluations or judge_runs:
         log.warning(
-            "sweep: requeued %s, failed %s, resumed %s, evaluations requeued %s",
+            "sweep: requeued %s, failed %s, resumed %s, evaluations requeued %s, "
+            "judge runs requeued %s",
             [j.pk for j in requeued],
             [j.pk for j in failed],
             [j.pk for j in resumed],
             evaluations,
+            judge_runs,
         )
     return {
         "requeued": len(requeued),
         "failed": len(failed),
         "resumed": len(resumed),
         "evaluations": len(evaluations),
+        "judge_runs": len(judge_runs),
     }

@@ -157,3 +157,56 @@ def test_persona_access_to_the_judge(login, personas, enqueued, role, status):
     expected_post = 302 if status == 200 else status
     assert launch(client, evaluation, judge).status_code == expected_post
     assert JudgeRun.objects.count() == (1 if status == 200 else 0)
+
+
+def test_a_run_held_by_a_live_worker_is_left_alone_and_a_lost_one_is_requeued(
+    transactional_db, personas, enqueued
+):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from worker.jobs import sweep
+
+    evaluation = scored_evaluation(personas.team, n_prompts=2)
+    with ScriptedJudge(QualityJudge()) as server:
+        judge = make_endpoint(personas.team, name="Judge-J", base_url=server.url, model="m")
+        run = judging.launch(evaluation, judge, None)
+        # A live worker holds it: a second delivery of the task asks the judge nothing.
+        soon = timezone.now() + timedelta(seconds=60)
+        JudgeRun.objects.filter(pk=run.pk).update(
+            status="running", claimed_by="other:1:1", claimed_until=soon
+        )
+        assert judge_evaluation(run.pk) == "skipped" and server.requests == 0
+        assert sweep()["judge_runs"] == 0
+        # That worker died: its claim lapses, the sweep queues the run again, once.
+        JudgeRun.objects.filter(pk=run.pk).update(
+            claimed_until=timezone.now() - timedelta(seconds=1)
+        )
+        assert sweep()["judge_runs"] == 1 and sweep()["judge_runs"] == 0
+        assert enqueued[-1] == run.pk
+        run.refresh_from_db()
+        assert run.status == "queued" and run.claimed_by == ""
+        assert judge_evaluation(run.pk) == "succeeded"
+    run.refresh_from_db()
+    assert run.claimed_until is None and run.report["systems"]
+
+
+def test_a_run_whose_claim_was_taken_over_stops_asking_the_judge(
+    transactional_db, personas, enqueued
+):
+    from worker.evaluation import LostClaim, run_judge
+
+    class TakenOver:
+        def check(self):
+            raise LostClaim()
+
+    evaluation = scored_evaluation(personas.team, n_prompts=4)
+    with ScriptedJudge(QualityJudge()) as server:
+        judge = make_endpoint(personas.team, name="Judge-J", base_url=server.url, model="m")
+        run = judging.launch(evaluation, judge, None)
+        run = JudgeRun.objects.select_related("evaluation__team", "judge").get(pk=run.pk)
+        with pytest.raises(LostClaim):
+            run_judge(run, TakenOver())
+        asked = server.requests
+    assert asked < 36  # stopped at the first progress report, not after all 36 calls

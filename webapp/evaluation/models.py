@@ -293,6 +293,10 @@ class JudgeRun(models.Model):
     tokens_used = models.PositiveBigIntegerField(default=0)
     # While running: {"phase": references | verdicts | retries, "done": n, "total": n}.
     progress = models.JSONField(default=dict, blank=True)
+    # The running task's claim, renewed while it runs: a second delivery of the task
+    # leaves a held run alone; the sweep re-queues a run whose claim lapsed (worker lost).
+    claimed_by = models.CharField(max_length=200, blank=True)
+    claimed_until = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
