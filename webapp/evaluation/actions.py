@@ -18,9 +18,10 @@ from pathlib import Path
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
-from django.db.models import Count, Q
+from django.db.models import Count
 from django.utils import timezone
 
+from webapp.evaluation import claims
 from webapp.evaluation.models import (
     Assignment,
     Campaign,
@@ -256,45 +257,24 @@ def request_generation(evaluation: Evaluation) -> int:
 
 def claim(evaluation_id: int, worker: str, lease_s: float) -> bool:
     """Take the evaluation's generation for ``lease_s`` seconds unless someone holds it."""
-    now = timezone.now()
-    return bool(
-        Evaluation.objects.filter(pk=evaluation_id)
-        .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now) | Q(claimed_by=worker))
-        .update(claimed_by=worker, claimed_until=now + timedelta(seconds=lease_s))
-    )
+    return claims.take(Evaluation.objects.all(), evaluation_id, worker, lease_s)
 
 
 def renew(evaluation_id: int, worker: str, lease_s: float) -> bool:
     """False when the claim was lost (it lapsed and another worker took it)."""
-    return bool(
-        Evaluation.objects.filter(pk=evaluation_id, claimed_by=worker).update(
-            claimed_until=timezone.now() + timedelta(seconds=lease_s)
-        )
-    )
+    return claims.renew(Evaluation, evaluation_id, worker, lease_s)
 
 
 def requeue_lost_generation() -> list[int]:
     """Evaluations still generating whose worker's claim lapsed (the worker died, its
-    task went with it): their claim is cleared and generation enqueued again; the new
-    task resumes where the answers stop. Run by the sweep (celery beat)."""
-    lost = Evaluation.objects.filter(
-        status=EvalStatus.GENERATING, claimed_until__lt=timezone.now()
-    ).values_list("pk", flat=True)
-    requeued = []
-    for pk in lost:
-        with transaction.atomic():
-            if Evaluation.objects.filter(pk=pk, claimed_until__lt=timezone.now()).update(
-                claimed_by="", claimed_until=None
-            ):
-                transaction.on_commit(partial(enqueue_generation, pk))
-                requeued.append(pk)
-    return requeued
+    task went with it): generation is enqueued again and resumes where the answers
+    stop. Run by the sweep (celery beat)."""
+    generating = Evaluation.objects.filter(status=EvalStatus.GENERATING)
+    return claims.requeue_lapsed(generating, enqueue_generation)
 
 
 def release(evaluation_id: int, worker: str) -> None:
-    Evaluation.objects.filter(pk=evaluation_id, claimed_by=worker).update(
-        claimed_by="", claimed_until=None
-    )
+    claims.release(Evaluation, evaluation_id, worker)
 
 
 def systems_to_generate(evaluation_id: int) -> list[System]:

@@ -10,15 +10,13 @@ against the teacher system's answers, ROUGE-L, mean length).
 
 from __future__ import annotations
 
-from datetime import timedelta
 from functools import partial
 
 from django.db import transaction
-from django.db.models import Q
-from django.utils import timezone
 
 from trainer.judge import Forecast, JudgeItem, forecast_run
 from trainer.score import MAX_N, score_system
+from webapp.evaluation import claims
 from webapp.evaluation.models import (
     EvalStatus,
     Evaluation,
@@ -174,43 +172,21 @@ def launch(evaluation: Evaluation, endpoint: TeacherEndpoint, user) -> JudgeRun:
 
 def claim(run_id: int, worker: str, lease_s: float) -> bool:
     """Take a queued run, or a running one whose claim lapsed, for ``lease_s`` seconds."""
-    now = timezone.now()
-    live = [JudgeRun.Status.QUEUED, JudgeRun.Status.RUNNING]
-    free = Q(claimed_until__isnull=True) | Q(claimed_until__lt=now) | Q(claimed_by=worker)
-    return bool(
-        JudgeRun.objects.filter(free, pk=run_id, status__in=live).update(
-            status=JudgeRun.Status.RUNNING,
-            claimed_by=worker,
-            claimed_until=now + timedelta(seconds=lease_s),
-        )
-    )
+    live = JudgeRun.objects.filter(status__in=[JudgeRun.Status.QUEUED, JudgeRun.Status.RUNNING])
+    return claims.take(live, run_id, worker, lease_s, status=JudgeRun.Status.RUNNING)
 
 
 def renew(run_id: int, worker: str, lease_s: float) -> bool:
     """False when the claim was lost (it lapsed and another worker took the run)."""
-    return bool(
-        JudgeRun.objects.filter(pk=run_id, claimed_by=worker).update(
-            claimed_until=timezone.now() + timedelta(seconds=lease_s)
-        )
-    )
+    return claims.renew(JudgeRun, run_id, worker, lease_s)
 
 
 def requeue_lost_runs() -> list[int]:
     """Running judge runs whose worker died (the claim lapsed): queued again. Verdicts
     already paid for are in the answer store, so the new task asks only for the rest.
     Run by the sweep (celery beat)."""
-    requeued = []
-    lapsed = JudgeRun.objects.filter(
-        status=JudgeRun.Status.RUNNING, claimed_until__lt=timezone.now()
-    ).values_list("pk", flat=True)
-    for pk in lapsed:
-        with transaction.atomic():
-            if JudgeRun.objects.filter(pk=pk, claimed_until__lt=timezone.now()).update(
-                status=JudgeRun.Status.QUEUED, claimed_by="", claimed_until=None
-            ):
-                transaction.on_commit(partial(enqueue, pk))
-                requeued.append(pk)
-    return requeued
+    running = JudgeRun.objects.filter(status=JudgeRun.Status.RUNNING)
+    return claims.requeue_lapsed(running, enqueue, status=JudgeRun.Status.QUEUED)
 
 
 def enqueue(run_id: int) -> None:

@@ -1,0 +1,49 @@
+"""Worker claims on rows with ``claimed_by`` / ``claimed_until`` (evaluations being
+generated, judge runs being judged).
+
+A task takes the row for a short lease, which a thread renews while it works; a second
+delivery of the task finds the claim held and leaves the row alone; a worker that dies
+lets the lease lapse, and the sweep (celery beat) queues the row's task again. Each is
+one conditional UPDATE, so two workers can never both hold a row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+
+from django.db import models, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+
+def take(rows: models.QuerySet, pk: int, worker: str, lease_s: float, **changes) -> bool:
+    """Claim row ``pk`` of ``rows`` for ``lease_s`` seconds unless another worker holds
+    it (``changes`` are written in the same UPDATE)."""
+    now = timezone.now()
+    free = Q(claimed_until__isnull=True) | Q(claimed_until__lt=now) | Q(claimed_by=worker)
+    until = now + timedelta(seconds=lease_s)
+    return bool(rows.filter(free, pk=pk).update(claimed_by=worker, claimed_until=until, **changes))
+
+
+def renew(model: type[models.Model], pk: int, worker: str, lease_s: float) -> bool:
+    """False when the claim was lost (it lapsed and another worker took the row)."""
+    until = timezone.now() + timedelta(seconds=lease_s)
+    return bool(model.objects.filter(pk=pk, claimed_by=worker).update(claimed_until=until))
+
+
+def release(model: type[models.Model], pk: int, worker: str) -> None:
+    model.objects.filter(pk=pk, claimed_by=worker).update(claimed_by="", claimed_until=None)
+
+
+def requeue_lapsed(rows: models.QuerySet, enqueue: Callable[[int], None], **changes) -> list[int]:
+    """Rows of ``rows`` whose claim lapsed: claim cleared (plus ``changes``), their task
+    enqueued after commit. Returns their ids."""
+    requeued = []
+    for pk in rows.filter(claimed_until__lt=timezone.now()).values_list("pk", flat=True):
+        with transaction.atomic():
+            lapsed = rows.filter(pk=pk, claimed_until__lt=timezone.now())
+            if lapsed.update(claimed_by="", claimed_until=None, **changes):
+                transaction.on_commit(lambda pk=pk: enqueue(pk))
+                requeued.append(pk)
+    return requeued
