@@ -117,15 +117,16 @@ def _run(args: argparse.Namespace) -> int:
         print(f"tiny model written to {out}")
         return 0
     if args.command == "run":
+        from trainer import distributed
         from trainer.config import load_config
+
+        distributed.die_with_launcher()  # a torchrun rank: before anything slow
 
         cfg = load_config(args.config, args.set)
         if cfg.method == "gad":
             from trainer.recipes.gad import run_gad as train
         else:
             from trainer.recipes.seqkd import run_seqkd as train
-        from trainer import distributed
-
         try:
             reason = train(cfg)  # one of torchrun's processes joins its group in train
         finally:

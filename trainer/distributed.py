@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TypeVar
 
 import torch
@@ -52,6 +53,7 @@ class World:
 
 
 _world = World()
+BUCKET = 25_000_000  # gradient elements per all-reduce
 
 
 def world() -> World:
@@ -67,7 +69,7 @@ def init(device_name: str) -> World:
         _world = World()
         return _world
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    _die_with_launcher()
+    die_with_launcher()
     use_cuda = device_name != "cpu" and torch.cuda.is_available()
     if use_cuda:
         if local >= torch.cuda.device_count():
@@ -77,23 +79,27 @@ def init(device_name: str) -> World:
             )
         torch.cuda.set_device(local)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo")
+        # Rank 0 saves checkpoints alone while the others wait at a barrier: a large
+        # model's save on slow storage outlasts the 10-minute default.
+        timeout = timedelta(seconds=int(os.environ.get("GAD_DIST_TIMEOUT_S", "7200")))
+        dist.init_process_group("nccl" if use_cuda else "gloo", timeout=timeout)
     _world = World(rank, size, local)
     return _world
 
 
-def _die_with_launcher() -> None:
+def die_with_launcher() -> None:
     """A rank whose launcher is gone (its worker killed, the node lost) must not keep
-    writing into a run directory that another attempt resumes: be killed with it."""
+    writing into a run directory that another attempt resumes: be killed with it.
+    Called as early as possible in a torchrun rank (the CLI), again by ``init``."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return
     try:
         import ctypes
         import signal
 
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except OSError:
-        return  # not Linux
-    if os.getppid() == 1:  # the launcher died before the line above
-        os._exit(1)
+        pass  # not Linux
 
 
 def shutdown() -> None:
@@ -175,9 +181,12 @@ def sum_grads(params: Sequence[nn.Parameter]) -> None:
     for p in params:
         if p.grad is None:
             p.grad = torch.zeros_like(p)
+        if p.numel() >= BUCKET:  # large (an embedding): in place, no copy into a bucket
+            dist.all_reduce(p.grad)
+            continue
         bucket.append(p)
         size += p.numel()
-        if size >= 25_000_000:
+        if size >= BUCKET:
             _reduce_bucket(bucket)
             bucket, size = [], 0
     if bucket:

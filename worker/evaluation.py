@@ -350,14 +350,16 @@ def judge_evaluation(run_id: int) -> str:
         log.warning("judge run %s: claim lost to another worker; stopping", run_id)
         return "claim lost"
     except SoftTimeLimitExceeded:
-        _finish_judge(run, f"Judging took longer than the time limit ({JUDGE_SOFT_LIMIT_S} s).")
+        limit = f"Judging took longer than the time limit ({JUDGE_SOFT_LIMIT_S} s)."
+        _finish_judge(run, limit, name)
         raise
     except Exception as exc:
         log.exception("judge run %s failed", run_id)
         error = f"Internal error in the worker ({type(exc).__name__}); see the worker log."
     finally:
         lease.stop()
-    _finish_judge(run, error)
+    if not _finish_judge(run, error, name):
+        return "claim lost"
     return run.status
 
 
@@ -367,14 +369,23 @@ def _judge_progress(run_id: int, state: dict, tokens: int) -> None:
     )
 
 
-def _finish_judge(run: JudgeRun, error: str) -> None:
+def _finish_judge(run: JudgeRun, error: str, worker: str) -> bool:
+    """Write the outcome, only while this worker still holds the run (False if not)."""
     failed = bool(error) and not run.report
     run.status = JudgeRun.Status.FAILED if failed else JudgeRun.Status.SUCCEEDED
     run.error = error
     run.finished_at = timezone.now()
-    run.claimed_by, run.claimed_until = "", None
-    fields = ["status", "error", "finished_at", "report", "tokens_used"]
-    run.save(update_fields=[*fields, "claimed_by", "claimed_until"])
+    return bool(
+        JudgeRun.objects.filter(pk=run.pk, claimed_by=worker).update(
+            status=run.status,
+            error=error,
+            finished_at=run.finished_at,
+            report=run.report,
+            tokens_used=run.tokens_used,
+            claimed_by="",
+            claimed_until=None,
+        )
+    )
 
 
 def run_judge(run: JudgeRun, lease: Lease | None = None) -> str:

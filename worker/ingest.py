@@ -9,6 +9,7 @@ so a resumed run that rewrites steps after its checkpoint simply replaces them.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from pathlib import Path
 
@@ -16,6 +17,8 @@ from django.db import transaction
 
 from webapp.jobs.models import Checkpoint, Job, MetricPoint, Sample
 from webapp.monitoring import series
+
+log = logging.getLogger(__name__)
 
 STEP_DIR = re.compile(r"^step-(\d+)$")
 CONTEXT_KEYS = {"step", "stage", "time"}
@@ -73,8 +76,14 @@ class RunIngest:
         if points:
             # Keep the charts' down-sampled summary current as the points arrive: with a
             # shared cache (GAD_CACHE_URL) the page's first full request then reads
-            # nothing but what came after this batch.
-            series.job_summary(self.job)
+            # nothing but what came after this batch. Only an optimization: a cache
+            # outage must not fail the job.
+            try:
+                series.job_summary(self.job)
+            except Exception:
+                log.warning(
+                    "job %s: could not update the charts' summary", self.job.pk, exc_info=True
+                )
         added = self._register_checkpoints()
         if points:
             self.last = points[-1]

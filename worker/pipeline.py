@@ -38,6 +38,7 @@ from worker.runner import (
     TrainerProcess,
     bad_input_message,
     generate_argv,
+    has_bad_input,
     log_tail,
     read_answers,
     trainer_argv,
@@ -337,12 +338,19 @@ def train(job: Job, space: Workspace, devices: list[int], beat: Heartbeat) -> No
     beat.counting_gpu_time = True
     try:
         code = _watch(job, proc, ingest, beat)
+    except BaseException:
+        # Whatever stopped the watch (a database error, the time limit), the trainer must
+        # not keep training on GPUs whose lease the job is about to release.
+        if proc.poll() is None:
+            proc.kill()
+        raise
     finally:
         beat.counting_gpu_time = False
         ingest.poll()
     if beat.cancelled:
         raise Cancelled()
-    if code == 2:
+    if code == 2 or (code == 1 and proc.launcher and has_bad_input(space.log)):
+        # torchrun exits 1 when a rank exits 2 (bad input): the rank's message is the point.
         raise JobFailed(bad_input_message(space.log))
     if code != 0:
         raise JobFailed(

@@ -180,6 +180,11 @@ def read_answers(path: Path) -> list[tuple[int, str, str]]:
     ]
 
 
+def has_bad_input(log_path: Path) -> bool:
+    """The trainer (or one of torchrun's ranks) stopped on bad input: an ``error:`` line."""
+    return any(line.startswith("error: ") for line in log_tail(log_path, 50).splitlines())
+
+
 def bad_input_message(log_path: Path) -> str:
     """The trainer's own one-paragraph message after an exit with status 2."""
     lines = log_tail(log_path, 50).splitlines()

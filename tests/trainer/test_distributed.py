@@ -178,6 +178,22 @@ def test_a_short_last_batch_is_cut_to_a_multiple_of_the_processes(tmp_path, tiny
         for size, kept, steps in ((1, 11, 3), (2, 10, 3), (4, 8, 2), (3, 11, 3)):
             distributed._world = distributed.World(0, size, 0)
             assert (run.epoch_examples(), run.steps_per_epoch()) == (kept, steps), size
+        # A one-process checkpoint saved before the short third batch, resumed on 4
+        # processes (2 batches an epoch): that epoch is over, the next one starts.
+        from trainer.recipes.common import Position, restore
+
+        distributed._world = distributed.World(0, 4, 0)
+        run.plan = [("warmup", 2), ("gad", 1)]
+        run.g_opt, run.d_opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1), None
+        state = {"step": 2, "position": {"stage": 0, "epoch": 0, "batch": 2}}
+        restore(run, state | {"g_opt": run.g_opt.state_dict()})
+        assert run.pos == Position(stage=0, epoch=1, batch=0)
+        restore(
+            run,
+            state
+            | {"position": {"stage": 0, "epoch": 1, "batch": 2}, "g_opt": run.g_opt.state_dict()},
+        )
+        assert run.pos == Position(stage=1, epoch=0, batch=0)
     finally:
         distributed._world = distributed.World()
 

@@ -190,6 +190,9 @@ def test_a_run_held_by_a_live_worker_is_left_alone_and_a_lost_one_is_requeued(
         assert judge_evaluation(run.pk) == "succeeded"
     run.refresh_from_db()
     assert run.claimed_until is None and run.report["systems"]
+    # A run left "running" with no claim at all (its task predates claims) is requeued.
+    stuck = JudgeRun.objects.create(evaluation=evaluation, judge=judge, status="running")
+    assert sweep()["judge_runs"] == 1 and enqueued[-1] == stuck.pk
 
 
 def test_a_run_whose_claim_was_taken_over_stops_asking_the_judge(

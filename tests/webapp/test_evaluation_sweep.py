@@ -165,6 +165,7 @@ def test_sweep_end_to_end_from_the_form_to_the_final_model(
         assert judging.launch_auto(evaluation.pk) is None
         # Step 40 scores best but writes 30 words; step 20 scores well in 8.
         answer_sweep(evaluation, {0: (3, 5), 20: (6, 8), 40: (8, 30)})
+        assert judging.live(evaluation)  # the page keeps polling until the judge starts
         run = judging.launch_auto(evaluation.pk)
         assert run is not None and ("judge", run.pk) in enqueued
         assert judging.launch_auto(evaluation.pk) is None  # once per evaluation

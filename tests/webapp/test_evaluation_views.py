@@ -482,7 +482,16 @@ def test_delete_needs_the_name_and_an_idle_evaluation_then_takes_everything(
     response = client.post(url, {"confirm": evaluation.name}, follow=True)
     assert "still being generated" in response.content.decode()
     Evaluation.objects.filter(pk=evaluation.pk).update(status=EvalStatus.READY)
-    run = JudgeRun.objects.create(evaluation=evaluation, status=JudgeRun.Status.RUNNING)
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    run = JudgeRun.objects.create(
+        evaluation=evaluation,
+        status=JudgeRun.Status.RUNNING,
+        claimed_by="w:1:1",
+        claimed_until=timezone.now() + timedelta(seconds=60),
+    )
     response = client.post(url, {"confirm": evaluation.name}, follow=True)
     assert "A judge run is in progress" in response.content.decode()
     assert Evaluation.objects.filter(pk=evaluation.pk).exists() and work.exists()

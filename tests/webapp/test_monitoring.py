@@ -427,3 +427,20 @@ def test_ingestion_keeps_the_shared_summary_current_so_the_first_request_reads_n
     for sql, params in metric_reads:
         assert "LIMIT" in sql or 300 in params, sql
     redis.Redis.from_url(location).flushdb()
+
+
+def test_a_cache_outage_does_not_stop_the_ingestion(personas, tmp_path, monkeypatch):
+    import json
+
+    from webapp.monitoring import series
+    from worker.ingest import RunIngest
+
+    def down(job):
+        raise ConnectionError("redis is down")
+
+    monkeypatch.setattr(series, "job_summary", down)
+    (tmp_path / "metrics.jsonl").write_text(
+        json.dumps({"step": 1, "stage": "gad", "time": 1.0, "d/loss": 0.5}) + "\n"
+    )
+    assert RunIngest(personas.job, tmp_path).poll() == 1
+    assert MetricPoint.objects.filter(job=personas.job).count() == 1

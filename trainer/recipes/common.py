@@ -176,6 +176,11 @@ def restore(run: Run, state: dict[str, Any]) -> None:
     if run.d_opt is not None and state.get("d_opt") is not None:
         run.d_opt.load_state_dict(state["d_opt"])
     run.last_saved_step = run.step
+    if run.pos.batch >= run.steps_per_epoch():
+        # Saved at an epoch's short last batch, which this number of processes cuts
+        # (trainer.distributed): that epoch is over; go on with the next.
+        run.pos.batch = run.steps_per_epoch() - 1
+        _advance(run)
 
 
 # ---------------------------------------------------------------------------- the loop

@@ -132,6 +132,11 @@ def build_run(
     )
     if state is not None:
         restore(run, state)
+    if world.parallel and run.epoch_examples() == 0:
+        raise BadInput(
+            f"train_file: {len(examples)} examples cannot be shared over {world.size} "
+            "processes (each needs at least one per batch); train on fewer GPUs"
+        )
     if not world.main:
         return run, state  # rank 0 reports for everyone
     run.progress = Progress(run.total_steps(), initial=run.step)

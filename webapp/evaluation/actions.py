@@ -216,8 +216,8 @@ def delete_evaluation(evaluation: Evaluation) -> None:
                 "The answers are still being generated; delete the evaluation once they "
                 "are done (or failed)."
             )
-        live = [JudgeRun.Status.QUEUED, JudgeRun.Status.RUNNING]
-        if locked.judge_runs.filter(status__in=live).exists():
+        # A run a live worker holds; a queued one whose task comes later finds it gone.
+        if claims.held(locked.judge_runs.filter(status=JudgeRun.Status.RUNNING)).exists():
             raise ActionError("A judge run is in progress; delete the evaluation once it ends.")
         locked.delete()
         transaction.on_commit(partial(_remove_work_dir, evaluation.pk))
@@ -269,7 +269,8 @@ def requeue_lost_generation() -> list[int]:
     """Evaluations still generating whose worker's claim lapsed (the worker died, its
     task went with it): generation is enqueued again and resumes where the answers
     stop. Run by the sweep (celery beat)."""
-    generating = Evaluation.objects.filter(status=EvalStatus.GENERATING)
+    # Only evaluations a worker once claimed: an unclaimed one is still in the queue.
+    generating = Evaluation.objects.filter(status=EvalStatus.GENERATING).exclude(claimed_by="")
     return claims.requeue_lapsed(generating, enqueue_generation)
 
 

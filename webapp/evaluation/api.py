@@ -206,6 +206,8 @@ def start_sweep(request, job_id: int, payload: SweepIn):
         raise ApiError(422, "prompt_set: the job's prompt set was deleted; name another")
     if payload.prompt_choice not in PromptChoice.values:
         raise ApiError(422, f"prompt_choice: must be one of {', '.join(PromptChoice.values)}")
+    if not 1 <= payload.every <= 100_000:
+        raise ApiError(422, "every: must be between 1 and 100000")
     if payload.limit is not None and payload.limit < 1:
         raise ApiError(422, "limit: must be at least 1 (or null for every prompt)")
     if payload.length_bound is not None and payload.length_bound <= 0:

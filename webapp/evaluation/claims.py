@@ -36,14 +36,23 @@ def release(model: type[models.Model], pk: int, worker: str) -> None:
     model.objects.filter(pk=pk, claimed_by=worker).update(claimed_by="", claimed_until=None)
 
 
+def held(rows: models.QuerySet) -> models.QuerySet:
+    """Rows a live worker holds now."""
+    return rows.filter(claimed_until__gte=timezone.now())
+
+
 def requeue_lapsed(rows: models.QuerySet, enqueue: Callable[[int], None], **changes) -> list[int]:
-    """Rows of ``rows`` whose claim lapsed: claim cleared (plus ``changes``), their task
-    enqueued after commit. Returns their ids."""
+    """Rows of ``rows`` whose claim lapsed, or that have none (``rows`` says which states
+    need a holder): claim cleared (plus ``changes``), their task enqueued after commit.
+    Returns their ids."""
+
+    def lapsed() -> models.QuerySet:
+        return rows.filter(Q(claimed_until__lt=timezone.now()) | Q(claimed_until__isnull=True))
+
     requeued = []
-    for pk in rows.filter(claimed_until__lt=timezone.now()).values_list("pk", flat=True):
+    for pk in lapsed().values_list("pk", flat=True):
         with transaction.atomic():
-            lapsed = rows.filter(pk=pk, claimed_until__lt=timezone.now())
-            if lapsed.update(claimed_by="", claimed_until=None, **changes):
+            if lapsed().filter(pk=pk).update(claimed_by="", claimed_until=None, **changes):
                 transaction.on_commit(lambda pk=pk: enqueue(pk))
                 requeued.append(pk)
     return requeued

@@ -219,6 +219,7 @@ class SweepForm(forms.Form):
     every = forms.IntegerField(
         label="Every k-th checkpoint",
         min_value=1,
+        max_value=100_000,
         help_text="The k-th, 2k-th, … checkpoints by step, and always the last one.",
     )
     prompt_set = forms.ModelChoiceField(queryset=PromptSet.objects.none(), label="Test prompts")

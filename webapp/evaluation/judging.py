@@ -289,13 +289,14 @@ def run_status(run: JudgeRun) -> dict:
 
 
 def live(evaluation: Evaluation) -> bool:
-    """Something is still moving: answers generated, or a judge run queued or running."""
-    return (
-        evaluation.status == EvalStatus.GENERATING
-        or evaluation.judge_runs.filter(
-            status__in=[JudgeRun.Status.QUEUED, JudgeRun.Status.RUNNING]
-        ).exists()
-    )
+    """Something is still moving: answers generated, a judge run queued or running, or
+    the automatic judge about to start (the answers are ready, its run not yet made)."""
+    runs = evaluation.judge_runs
+    if evaluation.status == EvalStatus.GENERATING:
+        return True
+    if evaluation.auto_judge_id and evaluation.status == EvalStatus.READY and not runs.exists():
+        return True
+    return runs.filter(status__in=[JudgeRun.Status.QUEUED, JudgeRun.Status.RUNNING]).exists()
 
 
 def page_context(evaluation: Evaluation, chosen: str | None) -> dict:
