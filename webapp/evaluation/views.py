@@ -8,6 +8,9 @@ system, job or model name reaches an annotator (not in the HTML, not in a URL).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import (
@@ -37,6 +40,8 @@ from webapp.jobs.models import Job
 from webapp.teams import access
 from webapp.teams.actions import ActionError
 
+T = TypeVar("T")
+
 
 def _evaluation(request: HttpRequest, slug: str, pk: int) -> Evaluation:
     return get_object_or_404(
@@ -52,6 +57,18 @@ def _campaign(request: HttpRequest, slug: str, pk: int) -> Campaign:
         evaluation__team=access.working_team(request, slug),
         pk=pk,
     )
+
+
+def _submit(form, create: Callable[[dict], T]) -> tuple[T | None, int]:
+    """``create(cleaned_data)`` for a valid form: (what it made, 200). An invalid form,
+    or an ActionError (shown as the form's error), gives (None, 422)."""
+    if not form.is_valid():
+        return None, 422
+    try:
+        return create(form.cleaned_data), 200
+    except ActionError as refused:
+        form.add_error(None, str(refused))
+        return None, 422
 
 
 def _wants_json(request: HttpRequest) -> bool:
@@ -80,34 +97,27 @@ def evaluation_list(request: HttpRequest, slug: str) -> HttpResponse:
 def evaluation_create(request: HttpRequest, slug: str) -> HttpResponse:
     team = access.working_team(request, slug)
     status = 200
+    form = EvaluationForm(team, request.POST or None)
     if request.method == "POST":
-        form = EvaluationForm(team, request.POST)
-        if form.is_valid():
-            data = form.cleaned_data
-            try:
-                evaluation = actions.create_evaluation(
-                    team,
-                    request.user,
-                    name=data["name"],
-                    prompt_set=data["prompt_set"],
-                    prompt_choice=data["prompt_choice"],
-                    systems=form.systems,
-                    max_new_tokens=data["max_new_tokens"],
-                    temperature=data["temperature"],
-                    limit=data["limit"],
-                    other_sets=data["other_sets"],
-                    auto_judge=data["auto_judge"],
-                )
-            except ActionError as refused:
-                form.add_error(None, str(refused))
-                status = 422
-            else:
-                messages.success(request, f"Generating the answers of {evaluation.name}.")
-                return redirect("evaluation", slug=team.slug, pk=evaluation.pk)
-        else:
-            status = 422
-    else:
-        form = EvaluationForm(team)
+        evaluation, status = _submit(
+            form,
+            lambda data: actions.create_evaluation(
+                team,
+                request.user,
+                name=data["name"],
+                prompt_set=data["prompt_set"],
+                prompt_choice=data["prompt_choice"],
+                systems=form.systems,
+                max_new_tokens=data["max_new_tokens"],
+                temperature=data["temperature"],
+                limit=data["limit"],
+                other_sets=data["other_sets"],
+                auto_judge=data["auto_judge"],
+            ),
+        )
+        if evaluation is not None:
+            messages.success(request, f"Generating the answers of {evaluation.name}.")
+            return redirect("evaluation", slug=team.slug, pk=evaluation.pk)
     return render(request, "evaluation/create.html", {"team": team, "form": form}, status=status)
 
 
@@ -137,30 +147,24 @@ def job_sweep(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     status = 200
     if request.method == "POST":
         form = SweepForm(job, request.POST)
+        created, status = _submit(
+            form,
+            lambda data: sweep.create_sweep(
+                job,
+                request.user,
+                every=data["every"],
+                judge=data["judge"],
+                prompt_set=data["prompt_set"],
+                prompt_choice=data["prompt_choice"],
+                limit=data["limit"],
+                length_bound=data["length_bound"],
+            ),
+        )
+        if created is not None:
+            messages.success(request, "Generating the checkpoints' answers; the judge follows.")
+            return redirect("evaluation", slug=team.slug, pk=created.evaluation_id)
     else:  # "Update the plan" submits the form by GET: the steps and cost for its values
         form = SweepForm(job, request.GET if "every" in request.GET else None)
-    if request.method == "POST":
-        if form.is_valid():
-            data = form.cleaned_data
-            try:
-                created = sweep.create_sweep(
-                    job,
-                    request.user,
-                    every=data["every"],
-                    judge=data["judge"],
-                    prompt_set=data["prompt_set"],
-                    prompt_choice=data["prompt_choice"],
-                    limit=data["limit"],
-                    length_bound=data["length_bound"],
-                )
-            except ActionError as refused:
-                form.add_error(None, str(refused))
-                status = 422
-            else:
-                messages.success(request, "Generating the checkpoints' answers; the judge follows.")
-                return redirect("evaluation", slug=team.slug, pk=created.evaluation_id)
-        else:
-            status = 422
     values = form.cleaned_data if form.is_bound and form.is_valid() else None
     every = values["every"] if values else form["every"].initial
     prompt_set = values["prompt_set"] if values else job.prompt_set
@@ -279,26 +283,21 @@ def campaign_create(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     status = 200
     form = CampaignForm(evaluation, request.POST or None)
     if request.method == "POST":
-        if form.is_valid():
-            data = form.cleaned_data
-            try:
-                campaign = actions.create_campaign(
-                    evaluation,
-                    request.user,
-                    title=data["title"],
-                    pairs=data["pairs"],
-                    annotators=list(data["annotators"]),
-                    overlap=data["overlap"],
-                    seed=data["seed"],
-                )
-            except ActionError as refused:
-                form.add_error(None, str(refused))
-                status = 422
-            else:
-                messages.success(request, f"Campaign {campaign.title!r} is open to its annotators.")
-                return redirect("campaign", slug=slug, pk=campaign.pk)
-        else:
-            status = 422
+        campaign, status = _submit(
+            form,
+            lambda data: actions.create_campaign(
+                evaluation,
+                request.user,
+                title=data["title"],
+                pairs=data["pairs"],
+                annotators=list(data["annotators"]),
+                overlap=data["overlap"],
+                seed=data["seed"],
+            ),
+        )
+        if campaign is not None:
+            messages.success(request, f"Campaign {campaign.title!r} is open to its annotators.")
+            return redirect("campaign", slug=slug, pk=campaign.pk)
     return render(
         request,
         "evaluation/campaign_create.html",
