@@ -62,15 +62,18 @@ class EvaluationOut(Schema):
 
     @staticmethod
     def resolve_test_sets(obj: Evaluation) -> dict[str, int]:
-        return judging.test_sets(obj)[1]
+        return judging.test_set_sizes(obj)
 
     @staticmethod
     def resolve_systems(obj: Evaluation):
-        return list(obj.systems.select_related("checkpoint"))
+        return list(obj.systems.all())  # prefetched with their checkpoints (EVALUATIONS)
 
     @staticmethod
     def resolve_sweep(obj: Evaluation) -> int | None:
-        return Sweep.objects.filter(evaluation=obj).values_list("pk", flat=True).first()
+        try:
+            return obj.sweep.pk
+        except Sweep.DoesNotExist:
+            return None
 
 
 class JudgeRunOut(Schema):
@@ -107,9 +110,15 @@ class SweepIn(Schema):
     length_bound: float | None = None
 
 
+def _evaluations():
+    """What EvaluationOut reads, in a fixed number of queries however many are listed."""
+    return Evaluation.objects.select_related("team", "sweep").prefetch_related(
+        "systems__checkpoint"
+    )
+
+
 def _evaluation(request, evaluation_id: int) -> Evaluation:
-    rows = Evaluation.objects.select_related("team")
-    return access.get_object(rows, request.user, evaluation_id, ROLES)
+    return access.get_object(_evaluations(), request.user, evaluation_id, ROLES)
 
 
 def _endpoint(team, pk: int, field: str) -> TeacherEndpoint:
@@ -121,7 +130,7 @@ def _endpoint(team, pk: int, field: str) -> TeacherEndpoint:
 
 @router.get("/evaluations", response=list[EvaluationOut], summary="Evaluations, newest first")
 def list_evaluations(request, team: str | None = None):
-    rows = access.for_user(Evaluation.objects.select_related("team"), request.user, roles=ROLES)
+    rows = access.for_user(_evaluations(), request.user, roles=ROLES)
     if team:
         rows = rows.filter(team__slug=team)
     return rows.order_by("-created_at")[:200]

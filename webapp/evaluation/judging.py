@@ -13,6 +13,7 @@ from __future__ import annotations
 from functools import partial
 
 from django.db import transaction
+from django.db.models import Count
 
 from trainer.judge import Forecast, JudgeItem, forecast_run
 from trainer.score import MAX_N, score_system
@@ -54,11 +55,16 @@ def ready(evaluation: Evaluation) -> bool:
     )
 
 
+def unique_labels(named: list[tuple[int, str]]) -> dict[int, str]:
+    """id → its name, with ``#id`` added to a name that repeats (labels must be unique:
+    they key the judge's report)."""
+    names = [name for _, name in named]
+    return {pk: name if names.count(name) == 1 else f"{name} #{pk}" for pk, name in named}
+
+
 def system_labels(evaluation: Evaluation) -> dict[int, str]:
-    """System id → a unique label (the system's name; ``#id`` added to a repeated one)."""
-    systems = list(evaluation.systems.all())
-    names = [s.name for s in systems]
-    return {s.pk: s.name if names.count(s.name) == 1 else f"{s.name} #{s.pk}" for s in systems}
+    """System id → a unique label (the system's name)."""
+    return unique_labels([(s.pk, s.name) for s in evaluation.systems.all()])
 
 
 def judge_inputs(evaluation: Evaluation) -> tuple[list[JudgeItem], dict[str, dict[str, str]]]:
@@ -77,28 +83,33 @@ def judge_inputs(evaluation: Evaluation) -> tuple[list[JudgeItem], dict[str, dic
     return items, answers
 
 
-def test_sets(evaluation: Evaluation) -> tuple[dict[str, str], dict[str, int]]:
-    """The evaluation's test sets (its prompts grouped by prompt set): prompt id → set
-    label, and set label → number of prompts, in the order the sets were chosen."""
+def test_set_sizes(evaluation: Evaluation) -> dict[str, int]:
+    """Set label → number of prompts, the evaluation's main prompt set first (one
+    aggregate query: the pages and the API need no more)."""
     rows = (
-        evaluation.prompts.order_by("prompt_set_id", "index")
-        .values_list("pk", "prompt_set_id", "prompt_set__name")
-        .iterator()
+        evaluation.prompts.order_by()  # no ordering columns in the GROUP BY
+        .values("prompt_set_id", "prompt_set__name")
+        .annotate(n=Count("pk"))
+        .values_list("prompt_set_id", "prompt_set__name", "n")
     )
-    group_of, sizes, names = {}, {}, {}
-    for pk, set_id, name in rows:
-        names.setdefault(set_id, name)
-        group_of[str(pk)] = set_id
-        sizes[set_id] = sizes.get(set_id, 0) + 1
-    order = sorted(sizes, key=lambda set_id: evaluation_set_order(evaluation, set_id))
-    taken = [names[i] for i in order]
-    label = {i: names[i] if taken.count(names[i]) == 1 else f"{names[i]} #{i}" for i in order}
-    return {pk: label[i] for pk, i in group_of.items()}, {label[i]: sizes[i] for i in order}
+    ordered = sorted(rows, key=lambda row: (row[0] != evaluation.prompt_set_id, row[0]))
+    labels = unique_labels([(set_id, name) for set_id, name, _ in ordered])
+    return {labels[set_id]: n for set_id, _, n in ordered}
 
 
-def evaluation_set_order(evaluation: Evaluation, set_id: int) -> tuple[int, int]:
-    """The evaluation's main prompt set first, then the others by id."""
-    return (0 if set_id == evaluation.prompt_set_id else 1, set_id)
+def test_sets(evaluation: Evaluation) -> tuple[dict[str, str], dict[str, int]]:
+    """The evaluation's test sets: prompt id → set label (for the judge's per-set
+    report), and ``test_set_sizes``."""
+    sizes = test_set_sizes(evaluation)
+    labels = unique_labels(
+        list(
+            evaluation.prompts.order_by()
+            .values_list("prompt_set_id", "prompt_set__name")
+            .distinct()
+        )
+    )
+    rows = evaluation.prompts.values_list("pk", "prompt_set_id").iterator()
+    return {str(pk): labels[set_id] for pk, set_id in rows}, sizes
 
 
 def judges(evaluation: Evaluation):
@@ -311,7 +322,7 @@ def page_context(evaluation: Evaluation, chosen: str | None) -> dict:
             for run in evaluation.judge_runs.select_related("judge")[:5]
         ],
         "live": live(evaluation),
-        "test_set_sizes": test_sets(evaluation)[1],
+        "test_set_sizes": test_set_sizes(evaluation),
     }
     if chosen and context["judge_ready"]:
         endpoint = next((e for e in context["judge_endpoints"] if str(e.pk) == chosen), None)
