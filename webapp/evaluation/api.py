@@ -7,6 +7,7 @@ annotators must never see. Objects of another team are 404.
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
@@ -179,21 +180,21 @@ def get_sweep(request, sweep_id: int, bound: float | None = None) -> dict[str, A
     )
     if bound is not None and bound <= 0:
         raise ApiError(422, "bound: must be a positive number of words")
-    context = sweep.page_context(found, None if bound is None else str(bound))
-    proposal = context["sweep_proposal"]
+    r = sweep.result(found, found.length_bound if bound is None else bound)
+    best = r.proposal.point
     return {
         "id": found.pk,
         "job": found.job_id,
         "evaluation": found.evaluation_id,
         "every": found.every,
-        "length_bound": context["sweep_bound"],
+        "length_bound": r.bound,
         "status": found.evaluation.status,
-        "judged": context["sweep_run"] is not None,
-        "points": context["sweep_points"],
+        "judged": r.run is not None,
+        "points": [asdict(p) for p in r.points],
         "proposal": {
-            "step": proposal.point.step if proposal.point else None,
-            "checkpoint": proposal.point.checkpoint_id if proposal.point else None,
-            "message": proposal.message,
+            "step": best.step if best else None,
+            "checkpoint": best.checkpoint_id if best else None,
+            "message": r.proposal.message,
         },
     }
 

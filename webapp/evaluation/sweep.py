@@ -221,37 +221,57 @@ def propose(found: list[Point], bound: float | None) -> Proposal:
     )
 
 
+@dataclass(frozen=True)
+class Result:
+    bound: float | None
+    run: JudgeRun | None  # the latest succeeded judge run, None before one
+    points: list[Point]
+    proposal: Proposal
+
+
+def result(sweep: Sweep, bound: float | None) -> Result:
+    """The sweep judged so far, and its proposal under ``bound`` (words)."""
+    run = latest_run(sweep)
+    found = points(sweep, run)
+    return Result(bound, run, found, propose(found, bound))
+
+
+def parse_bound(text: str | None, saved: float | None) -> tuple[float | None, str]:
+    """A length bound typed on the page: (bound, error). Absent: the saved one; empty:
+    no bound; not a positive number: the saved one and an error to show."""
+    if text is None:
+        return saved, ""
+    if not text.strip():
+        return None, ""
+    try:
+        bound = float(text)
+    except ValueError:
+        bound = math.nan
+    if not math.isfinite(bound) or bound <= 0:
+        return saved, "The length bound must be a positive number."
+    return bound, ""
+
+
 def page_context(sweep: Sweep, bound_text: str | None) -> dict:
     """The sweep section of the evaluation page; ``bound_text`` (from the query string)
     tries another length bound without changing the saved one."""
-    bound, bound_error = sweep.length_bound, ""
-    if bound_text is not None and bound_text.strip():
-        try:
-            bound = float(bound_text)
-            if not math.isfinite(bound) or bound <= 0:
-                raise ValueError
-        except ValueError:
-            bound, bound_error = sweep.length_bound, "The length bound must be a positive number."
-    elif bound_text is not None:
-        bound = None  # the field was emptied: no bound
-    run = latest_run(sweep)
-    found = points(sweep, run)
-    proposal = propose(found, bound)
+    bound, bound_error = parse_bound(bound_text, sweep.length_bound)
+    r = result(sweep, bound)
     chart = {
-        "steps": [p.step for p in found],
-        "score": [p.mean for p in found],
-        "ci_low": [p.ci_low for p in found],
-        "ci_high": [p.ci_high for p in found],
-        "length": [p.mean_length for p in found],
+        "steps": [p.step for p in r.points],
+        "score": [p.mean for p in r.points],
+        "ci_low": [p.ci_low for p in r.points],
+        "ci_high": [p.ci_high for p in r.points],
+        "length": [p.mean_length for p in r.points],
         "bound": bound,
-        "proposed": proposal.point.step if proposal.point else None,
+        "proposed": r.proposal.point.step if r.proposal.point else None,
     }
     return {
         "sweep": sweep,
         "sweep_bound": bound,
         "sweep_bound_error": bound_error,
-        "sweep_points": [asdict(p) for p in found],
-        "sweep_proposal": proposal,
-        "sweep_chart": chart if found else None,
-        "sweep_run": run,
+        "sweep_points": [asdict(p) for p in r.points],
+        "sweep_proposal": r.proposal,
+        "sweep_chart": chart if r.points else None,
+        "sweep_run": r.run,
     }
