@@ -132,10 +132,13 @@ def test_cancel_stops_a_running_job_within_seconds_keeping_a_checkpoint(
 def test_sigkill_of_the_worker_then_a_new_worker_resumes_from_the_checkpoint(
     workers, team, tiny_student
 ):
-    job = launch(team, tiny_student, n_prompts=24)
+    # Several adversarial epochs, so that the kill always lands while the trainer runs,
+    # however fast the machine: the test must not race the end of the job.
+    job = launch(team, tiny_student, n_prompts=24, gad={"epochs": 6, "lr": 1e-3})
     first = workers.start("cpu", name="first")
     wait_for(lambda: Checkpoint.objects.filter(job=job).exists(), 180, "a checkpoint", workers.logs)
     job.refresh_from_db()
+    assert job.status == "training", job.status
     # The job must be this worker's (a stray worker on the queue would make this moot).
     assert job.worker.endswith(f":{first.pid}"), (job.worker, first.pid)
     first.send_signal(signal.SIGKILL)
@@ -245,7 +248,9 @@ def test_teacher_answers_are_collected_charged_paused_at_budget_and_resumed(
 def test_health_guard_stops_or_pauses_a_job_when_an_alarm_fires(
     workers, team, tiny_student, guard, ends
 ):
-    job = launch(team, tiny_student, n_prompts=40, save_every=100)
+    # Many epochs, so that the guard always fires before the job ends, however fast the
+    # machine.
+    job = launch(team, tiny_student, n_prompts=40, save_every=100, gad={"epochs": 100, "lr": 1e-3})
     Job.objects.filter(pk=job.pk).update(guard=guard)
     # Thresholds that any run trips: student answers "longer" than 1% of the teacher's.
     workers.start(
