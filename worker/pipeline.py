@@ -16,6 +16,8 @@ import re
 import threading
 import time
 import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,7 +132,7 @@ def run(job_id: int) -> str:
         collect_answers(job, beat)
         export_prompts(job, space)
         train(job, space, devices, beat)
-        evaluate(job, space, beat)
+        evaluate(job, space, devices, beat)
         actions.finish(job, Status.SUCCEEDED, log_tail=log_tail(space.log))
         return "succeeded"
     except Cancelled:
@@ -168,28 +170,55 @@ def _lease_gpus(job: Job) -> list[int]:
 
 
 class Heartbeat(threading.Thread):
-    """Beats every few seconds; ``cancelled`` turns true when the user cancels."""
+    """Beats every few seconds; ``cancelled`` turns true when the user cancels.
 
-    def __init__(self, job: Job, gpus: int):
+    It also keeps the job's GPU time: the seconds spent inside ``gpu_time()`` times the
+    job's GPUs, added to the job at each beat and, for the last part, when the block
+    ends, so that a job shorter than one beat is charged too.
+    """
+
+    def __init__(self, job: Job, gpus: int, clock: Callable[[], float] = time.monotonic):
         super().__init__(daemon=True, name=f"heartbeat-{job.pk}")
         self.job = job
         self.gpus = gpus
-        self.counting_gpu_time = False
+        self.clock = clock
         self.cancelled = False
         self.progress: dict = {}
         self._halt = threading.Event()
+        self._lock = threading.Lock()
+        self._counting_since: float | None = None
+        self._uncharged_s = 0.0
 
     def run(self) -> None:
-        last = time.monotonic()
         try:
             while not self._halt.wait(HEARTBEAT_S):
-                now = time.monotonic()
-                gpu_s = self.gpus * (now - last) if self.counting_gpu_time else 0.0
-                last = now
+                gpu_s = self._take_gpu_seconds()
                 self.cancelled = actions.beat(self.job, gpu_seconds=gpu_s, **self.progress)
                 leases.renew(self.job)
         finally:
             connection.close()
+
+    @contextmanager
+    def gpu_time(self) -> Iterator[None]:
+        """Count the job's GPUs as busy for the duration of the block."""
+        with self._lock:
+            self._counting_since = self.clock()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._uncharged_s += self.clock() - self._counting_since
+                self._counting_since = None
+            actions.beat(self.job, gpu_seconds=self._take_gpu_seconds())
+
+    def _take_gpu_seconds(self) -> float:
+        with self._lock:
+            now = self.clock()
+            if self._counting_since is not None:
+                self._uncharged_s += now - self._counting_since
+                self._counting_since = now
+            seconds, self._uncharged_s = self._uncharged_s, 0.0
+        return self.gpus * seconds
 
     def stop(self) -> None:
         self._halt.set()
@@ -335,9 +364,9 @@ def train(job: Job, space: Workspace, devices: list[int], beat: Heartbeat) -> No
     argv = trainer_argv(space.config, len(devices))
     proc = TrainerProcess(argv, space.root, space.log, env, launcher=len(devices) > 1)
     ingest = RunIngest(job, space.run_dir)
-    beat.counting_gpu_time = True
     try:
-        code = _watch(job, proc, ingest, beat)
+        with beat.gpu_time():
+            code = _watch(job, proc, ingest, beat)
     except BaseException:
         # Whatever stopped the watch (a database error, the time limit), the trainer must
         # not keep training on GPUs whose lease the job is about to release.
@@ -345,7 +374,6 @@ def train(job: Job, space: Workspace, devices: list[int], beat: Heartbeat) -> No
             proc.kill()
         raise
     finally:
-        beat.counting_gpu_time = False
         ingest.poll()
     if beat.cancelled:
         raise Cancelled()
@@ -403,8 +431,9 @@ def _eta(points: list[tuple[float, int]], total: int | None) -> int | None:
 # ----------------------------------------------------------------------------- evaluating
 
 
-def evaluate(job: Job, space: Workspace, beat: Heartbeat) -> None:
-    """Answer the held-out prompts with the final checkpoint (greedy), if there are some."""
+def evaluate(job: Job, space: Workspace, devices: list[int], beat: Heartbeat) -> None:
+    """Answer the held-out prompts with the final checkpoint (greedy), if there are some,
+    on the job's GPUs."""
     test = Prompt.objects.filter(prompt_set=job.prompt_set, split=Split.TEST).order_by("index")
     if not test.exists():
         return
@@ -413,12 +442,15 @@ def evaluate(job: Job, space: Workspace, beat: Heartbeat) -> None:
     write_prompts(prompts, test.values_list("pk", "messages").iterator())
     max_tokens = job.config.get("max_response_tokens", 1536)
     argv = generate_argv(space.run_dir / "final", prompts, answers, max_tokens)
-    proc = TrainerProcess(argv, space.root, space.log, dict(os.environ))
-    while (code := proc.poll()) is None:
-        if beat.cancelled:
-            proc.kill()
-            raise Cancelled()
-        time.sleep(POLL_S)
+    # On the job's own GPUs (none for a CPU job), never on one another job holds.
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ",".join(map(str, devices))}
+    proc = TrainerProcess(argv, space.root, space.log, env)
+    with beat.gpu_time():
+        while (code := proc.poll()) is None:
+            if beat.cancelled:
+                proc.kill()
+                raise Cancelled()
+            time.sleep(POLL_S)
     if code != 0:
         raise JobFailed(f"Generating answers on the test prompts failed:\n{log_tail(space.log)}")
     JobAnswer.objects.bulk_create(

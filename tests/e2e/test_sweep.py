@@ -60,7 +60,7 @@ def test_live_judge_progress_then_the_chart_and_one_click_final(live_server, pag
             pool.submit(lambda: connection.close()).result()  # that thread's own
 
     proposal = page.get_by_test_id("sweep-proposal")
-    expect(proposal).to_contain_text("Step 10 has the best judge score", timeout=10_000)
+    expect(proposal).to_contain_text("Step 10 has the best judge score", timeout=30_000)
     expect(page.locator("#sweep-chart .main-svg").first).to_be_visible()
     expect(page.locator("#sweep-chart .scatterlayer .trace")).to_have_count(3)  # + proposed
     page.get_by_test_id("sweep-mark-final").click()

@@ -55,9 +55,11 @@ def run_cli(
 def test_faults_are_retried_and_every_prompt_is_answered_once(teacher_server, tmp_path):
     url, model = teacher_server
     pattern = {2: "429", 4: "500", 7: "drop", 9: "stall", 12: "500", 15: "429"}
-    with FaultProxy(url, schedule=lambda n, h: pattern.get(n, "pass"), stall_s=3.0) as proxy:
+    with FaultProxy(url, schedule=lambda n, h: pattern.get(n, "pass"), stall_s=12.0) as proxy:
         store = AnswerStore(tmp_path / "a.sqlite")
-        spec = spec_for(proxy.url, model, timeout=1.5)
+        # Long enough that no answered request times out on a loaded machine; the
+        # stalled one always does.
+        spec = spec_for(proxy.url, model, timeout=5.0)
         prompts = chats(12)
         summary = asyncio.run(collect(prompts, spec, store, Limits(concurrency=4), FAST_RETRY))
 
@@ -167,7 +169,6 @@ def test_cli_collects_writes_outputs_and_flags_cut_answers(teacher_server, promp
 def test_cli_401_stops_within_seconds_naming_the_key(teacher_server, prompts_file, tmp_path):
     url, model = teacher_server
     with FaultProxy(url, schedule=lambda n, h: "401") as proxy:
-        started = time.monotonic()
         result = run_cli(
             "--prompts",
             str(prompts_file),
@@ -183,9 +184,11 @@ def test_cli_401_stops_within_seconds_naming_the_key(teacher_server, prompts_fil
             str(tmp_path / "c.sqlite"),
             env={"TEACHER_KEY": "sk-leak-me"},
         )
-        elapsed = time.monotonic() - started
+        ended = time.monotonic()
     assert result.returncode == 2
-    assert elapsed < 5
+    # From the first 401 to the exit: no back-off (the start-up and imports before it
+    # depend on how loaded the machine is, so they are not counted).
+    assert ended - proxy.times[0][0] < 5
     assert "$TEACHER_KEY" in result.stderr and "401" in result.stderr
     assert "sk-leak-me" not in result.stderr + result.stdout
     assert proxy.requests <= 16  # at most one wave of in-flight requests
@@ -243,6 +246,7 @@ def test_sigkill_halfway_then_rerun_pays_for_no_answer_twice(
         # still inside the proxy's latency: its answer is never delivered.
         if n == 7 and not killed.is_set():
             holder["proc"].send_signal(signal.SIGKILL)
+            holder["proc"].wait()  # dead, its socket closed, before the answer is sent
             killed.set()
 
     args = [

@@ -136,6 +136,15 @@ def test_cancel_queued_job_ends_it_and_running_job_is_asked_to_stop(member, pers
     assert running.status == "training" and running.cancel_requested
 
 
+def test_cancelling_a_paused_job_charges_the_gpu_time_it_already_used(member, personas):
+    paused = make_job(personas.team, personas.prompt_set, status="paused", gpu_seconds=120.5)
+    member.post(f"/teams/acme/jobs/{paused.pk}/cancel/")
+    paused.refresh_from_db()
+    assert paused.status == "cancelled"
+    [usage] = personas.team.usage_records.filter(kind="gpu_seconds")
+    assert usage.amount == 120.5 and usage.job == paused
+
+
 @pytest.mark.parametrize(
     "status",
     [

@@ -82,9 +82,13 @@ def cancel(job: Job) -> Job:
     """
     now = timezone.now()
     waiting = [Status.QUEUED, Status.PAUSED]
-    cancelled_now = Job.objects.filter(pk=job.pk, status__in=waiting).update(
-        status=Status.CANCELLED, cancel_requested=True, finished_at=now
-    )
+    with transaction.atomic():
+        cancelled_now = Job.objects.filter(pk=job.pk, status__in=waiting).update(
+            status=Status.CANCELLED, cancel_requested=True, finished_at=now
+        )
+        if cancelled_now:
+            # A paused or re-queued job may have trained already: its GPU time is due.
+            charge_gpu_time(Job.objects.get(pk=job.pk))
     if not cancelled_now:
         Job.objects.filter(pk=job.pk, status__in=ACTIVE_STATUSES).update(cancel_requested=True)
     job.refresh_from_db()
