@@ -8,6 +8,7 @@ import json
 import re
 
 import pytest
+from django.test import Client
 from django.urls import reverse
 
 from tests.webapp.test_evaluation import (
@@ -186,6 +187,53 @@ def test_a_vote_returns_the_next_item_and_the_progress_at_once(login, personas, 
     assert f"1 / {total}" in data["html"] and second.key in data["html"]
     vote = Vote.objects.get()
     assert (vote.choice, vote.comment, vote.annotator) == ("left", "clearer", personas.annotator)
+
+
+def _client(user) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def test_a_closed_campaign_takes_no_vote_skip_or_undo_until_it_is_reopened(personas, campaign):
+    annotator, member = _client(personas.annotator), _client(personas.member)
+    slug = personas.team.slug
+    voted = queue.next_assignment(personas.annotator, campaign)
+    assert annotator.post(item_url(slug, voted.key, "vote"), {"choice": "tie"}).status_code == 302
+    waiting = queue.next_assignment(personas.annotator, campaign)
+    close_url = reverse("campaign-close", kwargs={"slug": slug, "pk": campaign.pk})
+    # Annotators cannot close it; another team cannot see it.
+    assert annotator.post(close_url, {"action": "close"}).status_code == 403
+    outsider = _client(personas.outsider)
+    assert outsider.post(close_url, {"action": "close"}).status_code == 404
+
+    page = member.post(close_url, {"action": "close"}, follow=True).content.decode()
+    assert "no more votes are taken, the results below are final" in page
+    campaign.refresh_from_db()
+    assert campaign.is_closed
+
+    vote = annotator.post(item_url(slug, waiting.key, "vote"), {"choice": "left"}, **JSON).json()
+    assert "closed" in vote["error"] and "This campaign is closed" in vote["html"]
+    assert vote["done"] == 1
+    skip = annotator.post(item_url(slug, waiting.key, "skip"), **JSON).json()
+    assert "closed" in skip["error"]
+    undo = annotator.post(
+        reverse("annotate-undo", kwargs={"slug": slug, "pk": campaign.pk}), **JSON
+    ).json()
+    assert "closed" in undo["error"]
+    assert Vote.objects.filter(undone_at__isnull=True).count() == 1  # the vote before
+    # The item's page and the queue send the annotator to the closed notice.
+    assert annotator.get(item_url(slug, waiting.key)).status_code == 302
+    notice = annotator.get(
+        reverse("annotate-campaign", kwargs={"slug": slug, "pk": campaign.pk})
+    ).content.decode()
+    assert "This campaign is closed" in notice and waiting.key not in notice
+    home = annotator.get(reverse("annotate", kwargs={"slug": slug})).content.decode()
+    assert "Closed" in home
+
+    member.post(close_url, {"action": "reopen"})
+    again = annotator.post(item_url(slug, waiting.key, "vote"), {"choice": "left"}, **JSON)
+    assert "error" not in again.json() and Vote.objects.count() == 2
 
 
 def test_double_submission_records_one_vote(login, personas, campaign):

@@ -57,6 +57,10 @@ class AlreadyVoted(ActionError):
     """A second vote on the same assignment (double click, a second tab, a replay)."""
 
 
+class CampaignClosed(ActionError):
+    """A vote, skip or undo in a campaign that was closed."""
+
+
 # ----------------------------------------------------------------------------- evaluations
 
 
@@ -481,19 +485,53 @@ def create_campaign(
     return campaign
 
 
+def close_campaign(campaign: Campaign) -> bool:
+    """Take no more votes: the results are final. False when it was closed already."""
+    return bool(
+        Campaign.objects.filter(pk=campaign.pk, closed_at__isnull=True).update(
+            closed_at=timezone.now()
+        )
+    )
+
+
+def reopen_campaign(campaign: Campaign) -> bool:
+    """Take votes again, on the items still without one. False when it was open."""
+    return bool(
+        Campaign.objects.filter(pk=campaign.pk, closed_at__isnull=False).update(closed_at=None)
+    )
+
+
+def _refuse_if_closed(campaign_id: int) -> None:
+    """Lock the campaign's row until the transaction ends and refuse when it is closed,
+    so that a vote racing a close either lands before it or is refused."""
+    closed_at = (
+        Campaign.objects.select_for_update()
+        .filter(pk=campaign_id)
+        .values_list("closed_at", flat=True)
+        .first()
+    )
+    if closed_at is not None:
+        raise CampaignClosed(
+            f"This campaign was closed on {closed_at:%Y-%m-%d %H:%M} UTC and takes no more "
+            "votes. Thank you for your work!"
+        )
+
+
 # ----------------------------------------------------------------------------- votes
 
 
 def record_vote(
     assignment: Assignment, user: AbstractBaseUser, choice: str, comment: str = ""
 ) -> Vote:
-    """The vote, or AlreadyVoted: the live-vote constraint refuses a second one."""
+    """The vote, or AlreadyVoted (the live-vote constraint refuses a second one), or
+    CampaignClosed."""
     if assignment.annotator_id != user.pk:
         raise ActionError("This item is not assigned to you.")
     if choice not in Choice.values:
         raise ActionError(f"Choose one of {', '.join(Choice.values)}.")
     try:
         with transaction.atomic():
+            _refuse_if_closed(assignment.campaign_id)
             vote = Vote.objects.create(
                 assignment=assignment,
                 annotator=user,
@@ -507,7 +545,9 @@ def record_vote(
 
 def skip(assignment: Assignment) -> None:
     """Move the item to the end of its person's queue (it comes back after the others)."""
-    Assignment.objects.filter(pk=assignment.pk).update(skipped_at=timezone.now())
+    with transaction.atomic():
+        _refuse_if_closed(assignment.campaign_id)
+        Assignment.objects.filter(pk=assignment.pk).update(skipped_at=timezone.now())
 
 
 def undo_last_vote(user: AbstractBaseUser, campaign: Campaign, now=None) -> Assignment:
@@ -518,6 +558,7 @@ def undo_last_vote(user: AbstractBaseUser, campaign: Campaign, now=None) -> Assi
     """
     now = now or timezone.now()
     with transaction.atomic():
+        _refuse_if_closed(campaign.pk)
         last = (
             Vote.objects.select_for_update()
             .filter(annotator=user, assignment__campaign=campaign)

@@ -27,7 +27,10 @@ def mine(user: AbstractBaseUser, campaign: Campaign) -> QuerySet[Assignment]:
 
 
 def next_assignment(user: AbstractBaseUser, campaign: Campaign) -> Assignment | None:
-    """The first item without a live vote; skipped ones come after the others."""
+    """The first item without a live vote; skipped ones come after the others. None
+    once the campaign is closed."""
+    if campaign.is_closed:
+        return None
     return (
         mine(user, campaign)
         .filter(~Exists(_live_vote()))

@@ -34,6 +34,11 @@ urlpatterns = [
     path("teams/<slug:slug>/jobs/<int:pk>/sweep/", views.job_sweep, name="job-sweep"),
     path("teams/<slug:slug>/campaigns/<int:pk>/", views.campaign_results, name="campaign"),
     path(
+        "teams/<slug:slug>/campaigns/<int:pk>/close/",
+        views.campaign_close,
+        name="campaign-close",
+    ),
+    path(
         "teams/<slug:slug>/campaigns/<int:pk>/export/",
         views.campaign_export,
         name="campaign-export",

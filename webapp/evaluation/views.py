@@ -330,6 +330,27 @@ def campaign_results(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 
 
 @login_required
+@require_POST
+def campaign_close(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    """Close the campaign (no more votes; results final), or reopen it."""
+    campaign = _campaign(request, slug, pk)
+    action = request.POST.get("action")
+    if action == "close":
+        if actions.close_campaign(campaign):
+            messages.success(
+                request, "Closed: annotators can no longer vote; the results are final."
+            )
+    elif action == "reopen":
+        if actions.reopen_campaign(campaign):
+            messages.success(
+                request, "Reopened: annotators can vote on their remaining items again."
+            )
+    else:
+        messages.error(request, "Choose close or reopen.")
+    return redirect("campaign", slug=slug, pk=pk)
+
+
+@login_required
 @require_GET
 def campaign_export(request: HttpRequest, slug: str, pk: int) -> StreamingHttpResponse:
     campaign = _campaign(request, slug, pk)
@@ -439,8 +460,9 @@ def _screen_json(request: HttpRequest, slug: str, campaign: Campaign, assignment
 @require_GET
 def annotate_item(request: HttpRequest, slug: str, key: str) -> HttpResponse:
     assignment = _my_assignment(request, slug, key)
-    if queue.has_live_vote(assignment):
-        # Voted already (back button, an old tab): votes are final, go on to the next item.
+    if queue.has_live_vote(assignment) or assignment.campaign.is_closed:
+        # Voted already (back button, an old tab): votes are final, go on to the next item
+        # (or to the closed campaign's notice).
         return redirect("annotate-campaign", slug=slug, pk=assignment.campaign_id)
     return render(
         request, "evaluation/annotate.html", _screen(request, slug, assignment.campaign, assignment)
@@ -463,7 +485,8 @@ def annotate_vote(request: HttpRequest, slug: str, key: str) -> HttpResponse:
         actions.record_vote(
             assignment, request.user, form.cleaned_data["choice"], form.cleaned_data["comment"]
         )
-    except actions.AlreadyVoted as refused:
+    except (actions.AlreadyVoted, actions.CampaignClosed) as refused:
+        campaign.refresh_from_db(fields=["closed_at"])  # closed while the vote was on its way
         if _wants_json(request):
             return _to_next(request, slug, campaign, error=str(refused))
         messages.info(request, str(refused))
@@ -476,7 +499,12 @@ def annotate_skip(request: HttpRequest, slug: str, key: str) -> HttpResponse:
     assignment = _my_assignment(request, slug, key)
     campaign = assignment.campaign
     if not queue.has_live_vote(assignment):
-        actions.skip(assignment)
+        try:
+            actions.skip(assignment)
+        except actions.CampaignClosed as refused:
+            if _wants_json(request):
+                return _to_next(request, slug, campaign, error=str(refused))
+            messages.info(request, str(refused))
     return _to_next(request, slug, campaign)
 
 
