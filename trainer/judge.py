@@ -805,6 +805,7 @@ def run_judge(args: JudgeArgs) -> int:
         api_key=key,
         api_key_name=key_name,
         timeout=args.timeout,
+        role="judge",
     )
     config = JudgeConfig(
         reference_max_tokens=args.max_tokens,

@@ -63,6 +63,7 @@ class TeacherSpec:
     sampling: Sampling = Sampling()
     timeout: float = 120.0
     api_key_name: str = "the API key"  # how to tell the user where the key came from
+    role: str = "teacher"  # what the endpoint is to the user, in messages ("judge")
 
     @cached_property
     def fingerprint(self) -> str:
@@ -127,7 +128,7 @@ def _retry_after(response: Any) -> float | None:
 
 def classify(exc: Exception, spec: TeacherSpec) -> TeacherError:
     """Map an ``openai`` exception to a TeacherError with a message a user can act on."""
-    where = f"teacher {spec.model!r} at {spec.base_url}"
+    where = f"{spec.role} {spec.model!r} at {spec.base_url}"
     if isinstance(exc, openai.APITimeoutError):
         return TeacherError(f"{where} did not answer within {spec.timeout:g} s", "transient")
     if isinstance(exc, openai.APIConnectionError):

@@ -396,7 +396,7 @@ def run_judge(run: JudgeRun, lease: Lease | None = None) -> str:
     team = evaluation.team
     spec = None
     try:
-        spec = teacher_spec(endpoint)
+        spec = teacher_spec(endpoint, role="judge")
     except (ssrf.UnsafeURL, crypto.KeyUnreadable) as refused:
         return f"Judge {endpoint.name!r} cannot be used: {refused}"
     budget = remaining_tokens(team)

@@ -7,8 +7,11 @@ from webapp.teachers import crypto, ssrf
 from webapp.teachers.models import TeacherEndpoint
 
 
-def teacher_spec(endpoint: TeacherEndpoint, timeout: float = 120.0, **sampling) -> TeacherSpec:
-    """``sampling`` overrides the endpoint's stored parameters (e.g. max_tokens=8).
+def teacher_spec(
+    endpoint: TeacherEndpoint, timeout: float = 120.0, role: str = "teacher", **sampling
+) -> TeacherSpec:
+    """``sampling`` overrides the endpoint's stored parameters (e.g. max_tokens=8);
+    ``role`` is what the endpoint is in error messages ("teacher" or "judge").
 
     Checks the base URL against the SSRF rules again (raises ssrf.UnsafeURL): DNS may
     have changed since the endpoint was saved.
@@ -20,5 +23,6 @@ def teacher_spec(endpoint: TeacherEndpoint, timeout: float = 120.0, **sampling) 
         api_key=crypto.decrypt(endpoint.api_key_encrypted) if endpoint.has_key else "",
         sampling=endpoint.sampling(**sampling),
         timeout=timeout,
-        api_key_name=f"the API key of teacher {endpoint.name!r}",
+        api_key_name=f"the API key of endpoint {endpoint.name!r}",
+        role=role,
     )

@@ -140,6 +140,8 @@ def test_a_judge_refusing_the_key_fails_the_run_with_the_message(
     run.refresh_from_db()
     assert run.status == "failed" and run.report is None
     assert run.error.startswith("The judge failed:") and "401" in run.error
+    assert "judge 'm' at" in run.error and "API key of endpoint 'Judge-J'" in run.error
+    assert "teacher" not in run.error
     assert "sk-leak-me" not in run.error
     body = page(client, evaluation).content.decode()
     assert 'data-testid="judge-error"' in body and "401" in body
