@@ -154,6 +154,9 @@ GAD_ALLOWED_TEACHER_HOSTS = env.str_list(
 )
 # GPU indices this worker process may lease; empty means a CPU-only node.
 GAD_WORKER_GPUS = env.int_list("GAD_WORKER_GPUS", [])
+# The queue evaluations' answer generation goes to: "gpu" on a site whose GPU nodes
+# should generate every model's answers (on a leased GPU), "cpu" to let any node take it.
+GAD_EVAL_QUEUE = env.string("GAD_EVAL_QUEUE") or "cpu"
 
 # Health of the adversarial game (webapp/monitoring/health.py): alarm thresholds. Only
 # the variables that are set override the defaults documented there.

@@ -23,6 +23,8 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from functools import partial
 from pathlib import Path
@@ -58,8 +60,9 @@ from worker.teachers import without_key
 log = logging.getLogger(__name__)
 
 SOFT_LIMIT_S = env.integer("GAD_EVAL_TIME_LIMIT_S", 24 * 3600, minimum=60)
-# GPUs set aside for evaluation generation (GPU leases belong to jobs): blank = CPU only,
-# so that generation never lands on a GPU a training job holds.
+# GPUs set aside for evaluation generation, outside the leased pool. Blank: a model's
+# answers are generated on one GPU leased from the node's pool (GAD_WORKER_GPUS) like a
+# job's, or on the CPU on a node without GPUs.
 EVAL_GPUS = env.string("GAD_EVAL_GPUS", "") or ""
 LEASE_S = 60.0
 POLL_S = 1.0
@@ -120,11 +123,14 @@ def generate_answers(self, evaluation_id: int) -> str:
         # Held by a live worker: try again once its lease could have lapsed. It takes every
         # waiting system, including ones queued after it started, before it lets go.
         raise self.retry(countdown=LEASE_S)
-    lease = Lease(
-        partial(actions.renew, evaluation_id, name, LEASE_S), f"eval-lease-{evaluation_id}"
-    )
+
+    def renew() -> bool:
+        leases.renew(Evaluation(pk=evaluation_id))  # the GPU a model's generation holds
+        return actions.renew(evaluation_id, name, LEASE_S)
+
+    lease = Lease(renew, f"eval-lease-{evaluation_id}")
     lease.start()
-    done = []
+    done, busy = [], None
     try:
         while (system := _next_system(evaluation_id)) is not None:
             lease.check()
@@ -132,9 +138,15 @@ def generate_answers(self, evaluation_id: int) -> str:
     except LostClaim:
         log.warning("evaluation %s: claim lost to another worker; stopping", evaluation_id)
         return "claim lost"
+    except leases.NoGpu as no_gpu:
+        busy = no_gpu
     finally:
         lease.stop()
         actions.release(evaluation_id, name)
+    if busy is not None:
+        # Let go of the evaluation first, so that any worker may take it up again.
+        log.info("%s; retrying in %s s", busy, leases.GPU_RETRY_S)
+        raise self.retry(countdown=leases.GPU_RETRY_S)
     log.info("evaluation %s: %s", evaluation_id, ", ".join(done) or "nothing to do")
     if (run := judging.launch_auto(evaluation_id)) is not None:
         log.info("evaluation %s: judge run %s %s", evaluation_id, run.pk, run.status)
@@ -158,6 +170,9 @@ def generate_system(system: System, lease: Lease) -> System:
         else:
             error = model_answers(system, lease)
     except LostClaim:
+        raise
+    except leases.NoGpu:
+        actions.wait_for_gpu(system)
         raise
     except SoftTimeLimitExceeded:
         error = f"Generation took longer than the time limit ({SOFT_LIMIT_S} s)."
@@ -219,25 +234,45 @@ def model_answers(system: System, lease: Lease) -> str:
     temperature = None if evaluation.greedy else evaluation.temperature
     argv = generate_argv(system.path, prompts_path, out, evaluation.max_new_tokens, temperature)
     environ = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
-    environ["CUDA_VISIBLE_DEVICES"] = EVAL_GPUS
     log_path = root / "generate.log"
-    proc = TrainerProcess(argv, root, log_path, environ)
     partial = out.with_name(out.name + ".tmp")  # trainer.generate writes here, then renames
-    try:
-        while (code := proc.poll()) is None:
-            lease.check()
-            close_old_connections()
-            actions.set_progress(system.pk, _count_lines(partial))
-            time.sleep(POLL_S)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    with generation_gpus(evaluation) as visible:
+        environ["CUDA_VISIBLE_DEVICES"] = visible
+        proc = TrainerProcess(argv, root, log_path, environ)
+        try:
+            while (code := proc.poll()) is None:
+                lease.check()
+                close_old_connections()
+                actions.set_progress(system.pk, _count_lines(partial))
+                time.sleep(POLL_S)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
     if code == 2:
         return bad_input_message(log_path)
     if code != 0:
         return f"`trainer generate` exited with status {code}. Its last lines:\n{log_tail(log_path, 20)}"
     actions.store_answers(system, read_answers(out))
     return ""
+
+
+@contextmanager
+def generation_gpus(evaluation: Evaluation) -> Iterator[str]:
+    """CUDA_VISIBLE_DEVICES for a model's generation: the GPUs set aside for evaluation
+    (GAD_EVAL_GPUS) when there are some; else, on a GPU node, one GPU leased from the
+    pool the jobs lease from, held for the block (leases.NoGpu when none is free: the
+    task retries later, its system back to waiting); else "" (the CPU)."""
+    if EVAL_GPUS or not settings.GAD_WORKER_GPUS:
+        yield EVAL_GPUS
+        return
+    devices = leases.acquire(evaluation, settings.GAD_WORKER_GPUS, 1)
+    if devices is None:
+        raise leases.NoGpu(f"evaluation {evaluation.pk} needs a GPU; this node has none free")
+    log.info("evaluation %s: generating on leased GPU %s", evaluation.pk, devices[0])
+    try:
+        yield ",".join(map(str, devices))
+    finally:
+        leases.release(evaluation)
 
 
 def _count_lines(path: Path) -> int:

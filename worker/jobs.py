@@ -11,7 +11,7 @@ from webapp.celery import app
 from webapp.evaluation import actions as evaluation_actions
 from webapp.evaluation import judging
 from webapp.jobs import actions
-from worker import pipeline
+from worker import leases, pipeline
 
 log = logging.getLogger(__name__)
 
@@ -19,7 +19,6 @@ log = logging.getLogger(__name__)
 # worker, not a budget (quotas are).
 JOB_SOFT_LIMIT_S = env.integer("GAD_JOB_TIME_LIMIT_S", 7 * 24 * 3600, minimum=60)
 MAX_ATTEMPTS = env.integer("GAD_JOB_MAX_ATTEMPTS", 3, minimum=1)
-GPU_RETRY_S = env.integer("GAD_GPU_RETRY_S", 15, minimum=1)
 
 
 @app.task(
@@ -34,9 +33,9 @@ GPU_RETRY_S = env.integer("GAD_GPU_RETRY_S", 15, minimum=1)
 def run_job(self, job_id: int) -> str:
     try:
         outcome = pipeline.run(job_id)
-    except pipeline.NoGpu as busy:
-        log.info("%s; retrying in %s s", busy, GPU_RETRY_S)
-        raise self.retry(countdown=GPU_RETRY_S) from None
+    except leases.NoGpu as busy:
+        log.info("%s; retrying in %s s", busy, leases.GPU_RETRY_S)
+        raise self.retry(countdown=leases.GPU_RETRY_S) from None
     except SoftTimeLimitExceeded:
         log.error("job %s hit the time limit of %s s", job_id, JOB_SOFT_LIMIT_S)
         raise

@@ -1,4 +1,5 @@
-"""GPU leases: a job asking for k GPUs gets k GPUs of this node that no other job holds."""
+"""GPU leases: a holder (a job, or an evaluation generating a model's answers) asking for
+k GPUs gets k GPUs of this node that no other holder has."""
 
 from __future__ import annotations
 
@@ -8,17 +9,32 @@ from datetime import timedelta
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from webapp import env
+from webapp.evaluation.models import Evaluation
 from webapp.jobs.models import GpuLease, Job
 
 LEASE_S = 30  # renewed with every heartbeat (every few seconds)
+# How long a task that found no free GPU waits before it asks again.
+GPU_RETRY_S = env.integer("GAD_GPU_RETRY_S", 15, minimum=1)
+
+Holder = Job | Evaluation
+
+
+class NoGpu(Exception):
+    """Not enough free GPUs on this node now; the task retries later."""
 
 
 def node_name() -> str:
     return socket.gethostname()
 
 
-def acquire(job: Job, gpus: list[int], count: int) -> list[int] | None:
-    """Lease ``count`` of this node's ``gpus`` for the job, or None if not enough are free."""
+def _of(holder: Holder) -> dict:
+    return {"evaluation": holder} if isinstance(holder, Evaluation) else {"job": holder}
+
+
+def acquire(holder: Holder, gpus: list[int], count: int) -> list[int] | None:
+    """Lease ``count`` of this node's ``gpus`` for the holder, or None if not enough are
+    free."""
     node = node_name()
     now = timezone.now()
     try:
@@ -33,22 +49,20 @@ def acquire(job: Job, gpus: list[int], count: int) -> list[int] | None:
             if len(free) < count:
                 return None
             chosen = free[:count]
+            until = now + timedelta(seconds=LEASE_S)
             GpuLease.objects.bulk_create(
-                GpuLease(
-                    node=node, gpu_index=g, job=job, expires_at=now + timedelta(seconds=LEASE_S)
-                )
-                for g in chosen
+                GpuLease(node=node, gpu_index=g, expires_at=until, **_of(holder)) for g in chosen
             )
             return chosen
     except IntegrityError:
         return None  # another worker took one of them at the same moment
 
 
-def renew(job: Job) -> None:
-    GpuLease.objects.filter(job=job, node=node_name()).update(
+def renew(holder: Holder) -> None:
+    GpuLease.objects.filter(node=node_name(), **_of(holder)).update(
         expires_at=timezone.now() + timedelta(seconds=LEASE_S)
     )
 
 
-def release(job: Job) -> None:
-    GpuLease.objects.filter(job=job, node=node_name()).delete()
+def release(holder: Holder) -> None:
+    GpuLease.objects.filter(node=node_name(), **_of(holder)).delete()

@@ -36,6 +36,7 @@ from webapp.teachers import crypto, ssrf
 from worker import leases
 from worker.answers import DbAnswerStore, OrmThread, TokenMeter, remaining_tokens
 from worker.ingest import RunIngest, forget_after
+from worker.leases import NoGpu
 from worker.runner import (
     TrainerProcess,
     bad_input_message,
@@ -75,10 +76,6 @@ class GuardTripped(Exception):
     def __init__(self, decision):
         super().__init__(decision.message)
         self.decision = decision
-
-
-class NoGpu(Exception):
-    """Not enough free GPUs on this node now; the task retries later."""
 
 
 @dataclass

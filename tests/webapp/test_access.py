@@ -153,6 +153,12 @@ TEAM_URLS = [
         {"pk": "campaign"},
         {"owner": OK, "member": OK, "annotator": FORBIDDEN},
     ),
+    (
+        "campaign-close",
+        "post",
+        {"pk": "campaign"},
+        {"owner": REDIRECT, "member": REDIRECT, "annotator": FORBIDDEN},
+    ),
     # Annotation: everyone in the team has a queue; an item is its assignee's alone
     # ("assignment": carol's, so the owner and the member get 404 like strangers).
     ("annotate", "get", {}, {"owner": OK, "member": OK, "annotator": OK}),

@@ -249,3 +249,43 @@ def test_a_sweep_is_generated_then_judged_by_the_worker_without_a_click(
     proposal = sweep.propose(found, None)
     best = max((p for p in found if p.checkpoint_id), key=lambda p: (p.mean, -p.mean_length))
     assert proposal.point.step == best.step
+
+
+def test_on_a_gpu_node_generation_waits_for_a_free_gpu_and_leases_it(
+    workers, personas, tiny_models
+):
+    import socket
+
+    from webapp.jobs.models import GpuLease
+
+    before, after = tiny_models
+    prompt_set, job, checkpoint = _setup(personas.team, before, after, n_prompts=2)
+    # A training job holds the node's only GPU.
+    training = make_job(personas.team, prompt_set, status="training", name="busy")
+    GpuLease.objects.create(
+        node=socket.gethostname(),
+        gpu_index=0,
+        job=training,
+        expires_at=timezone.now() + timedelta(minutes=10),
+    )
+    evaluation = actions.create_evaluation(
+        personas.team,
+        personas.member,
+        name="on-gpu",
+        prompt_set=prompt_set,
+        prompt_choice="test",
+        systems=[actions.checkpoint_system(checkpoint), actions.base_system(job)],
+        max_new_tokens=6,
+    )
+    workers.start("cpu", gpus="0")  # a GPU node (CUDA_VISIBLE_DEVICES=0 on a CPU is the CPU)
+    wait_for(lambda: "needs a GPU" in workers.logs(), 120, "the wait for a GPU", workers.logs)
+    assert _status(evaluation) == EvalStatus.GENERATING
+    assert not SystemAnswer.objects.filter(system__evaluation=evaluation).exists()
+    assert {s.status for s in evaluation.systems.all()} == {SystemStatus.PENDING}
+
+    GpuLease.objects.filter(job=training).delete()  # the job ends
+    wait_for(lambda: _status(evaluation) != EvalStatus.GENERATING, 180, "the answers", workers.logs)
+    assert evaluation.status == EvalStatus.READY, workers.logs()
+    full_log = "".join(p.read_text() for p in workers.tmp_path.glob("worker-*.log"))
+    assert full_log.count(f"evaluation {evaluation.pk}: generating on leased GPU 0") == 2
+    assert not GpuLease.objects.exists()  # released after each system

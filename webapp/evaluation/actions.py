@@ -16,6 +16,7 @@ from datetime import timedelta
 from functools import partial
 from pathlib import Path
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.db.models import Count
@@ -45,7 +46,6 @@ from webapp.teams.models import Team
 
 GENERATE_TASK = "gad.generate_answers"
 # Workers of every node consume "cpu" (docs/deployment.md); GPU leases belong to jobs.
-GENERATE_QUEUE = "cpu"
 UNDO_WINDOW = timedelta(minutes=2)
 MAX_SYSTEMS = 12
 MAX_OVERLAP = 10
@@ -238,7 +238,7 @@ def _remove_work_dir(evaluation_id: int) -> None:
 def enqueue_generation(evaluation_id: int) -> None:
     from webapp.celery import app
 
-    app.send_task(GENERATE_TASK, args=[evaluation_id], queue=GENERATE_QUEUE)
+    app.send_task(GENERATE_TASK, args=[evaluation_id], queue=settings.GAD_EVAL_QUEUE)
 
 
 def request_generation(evaluation: Evaluation) -> int:
@@ -305,6 +305,13 @@ def start_system(system: System) -> bool:
         System.objects.filter(
             pk=system.pk, status__in=[SystemStatus.PENDING, SystemStatus.RUNNING]
         ).update(status=SystemStatus.RUNNING, progress=0, error="")
+    )
+
+
+def wait_for_gpu(system: System) -> None:
+    """No GPU is free for the system's generation now: it goes back to waiting."""
+    System.objects.filter(pk=system.pk, status=SystemStatus.RUNNING).update(
+        status=SystemStatus.PENDING, progress=0
     )
 
 
