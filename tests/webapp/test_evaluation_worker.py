@@ -62,17 +62,29 @@ def _setup(team, before, after, n_prompts=3, reuse_one=False):
     return prompt_set, job, checkpoint
 
 
+def _evaluation(personas, prompt_set, name, systems, max_new_tokens, user=None) -> Evaluation:
+    """An evaluation of the set's held-out prompts by these systems."""
+    return actions.create_evaluation(
+        personas.team,
+        user,
+        name=name,
+        prompt_set=prompt_set,
+        prompt_choice="test",
+        systems=systems,
+        max_new_tokens=max_new_tokens,
+    )
+
+
 def test_generation_task_answers_every_prompt_for_every_system(workers, personas, tiny_models):
     before, after = tiny_models
     prompt_set, job, checkpoint = _setup(personas.team, before, after, reuse_one=True)
-    evaluation = actions.create_evaluation(
-        personas.team,
-        personas.member,
-        name="e2e",
-        prompt_set=prompt_set,
-        prompt_choice="test",
-        systems=[actions.checkpoint_system(checkpoint), actions.base_system(job)],
-        max_new_tokens=6,
+    evaluation = _evaluation(
+        personas,
+        prompt_set,
+        "e2e",
+        [actions.checkpoint_system(checkpoint), actions.base_system(job)],
+        6,
+        user=personas.member,
     )
     workers.start("cpu")
     wait_for(lambda: _status(evaluation) != EvalStatus.GENERATING, 180, "the answers", workers.logs)
@@ -109,14 +121,12 @@ def test_an_unloadable_model_fails_its_system_with_the_trainers_message(
 ):
     before, after = tiny_models
     prompt_set, job, checkpoint = _setup(personas.team, before, after, n_prompts=2)
-    evaluation = actions.create_evaluation(
-        personas.team,
-        None,
-        name="broken",
-        prompt_set=prompt_set,
-        prompt_choice="test",
-        systems=[actions.base_system(job), actions.path_system(str(tmp_path / "no-such-model"))],
-        max_new_tokens=4,
+    evaluation = _evaluation(
+        personas,
+        prompt_set,
+        "broken",
+        [actions.base_system(job), actions.path_system(str(tmp_path / "no-such-model"))],
+        4,
     )
     workers.start("cpu")
     wait_for(lambda: _status(evaluation) != EvalStatus.GENERATING, 180, "the end", workers.logs)
@@ -136,14 +146,12 @@ def test_teacher_answers_come_through_collect_and_are_charged(
     before, after = tiny_models
     prompt_set, job, _ = _setup(personas.team, before, after, n_prompts=2)
     teacher = create_endpoint(personas.team, None, name="tiny", base_url=url, model=model)
-    evaluation = actions.create_evaluation(
-        personas.team,
-        None,
-        name="teacher",
-        prompt_set=prompt_set,
-        prompt_choice="test",
-        systems=[actions.teacher_system(teacher), actions.base_system(job)],
-        max_new_tokens=5,
+    evaluation = _evaluation(
+        personas,
+        prompt_set,
+        "teacher",
+        [actions.teacher_system(teacher), actions.base_system(job)],
+        5,
     )
     workers.start("cpu")
     wait_for(lambda: _status(evaluation) != EvalStatus.GENERATING, 180, "the end", workers.logs)
@@ -176,14 +184,12 @@ def test_the_beat_sweep_requeues_an_evaluation_whose_worker_died(workers, person
 
     before, after = tiny_models
     prompt_set, job, checkpoint = _setup(personas.team, before, after, n_prompts=2)
-    evaluation = actions.create_evaluation(
-        personas.team,
-        None,
-        name="orphaned",
-        prompt_set=prompt_set,
-        prompt_choice="test",
-        systems=[actions.checkpoint_system(checkpoint), actions.base_system(job)],
-        max_new_tokens=4,
+    evaluation = _evaluation(
+        personas,
+        prompt_set,
+        "orphaned",
+        [actions.checkpoint_system(checkpoint), actions.base_system(job)],
+        4,
     )
     import redis
     from django.conf import settings
@@ -268,14 +274,13 @@ def test_on_a_gpu_node_generation_waits_for_a_free_gpu_and_leases_it(
         job=training,
         expires_at=timezone.now() + timedelta(minutes=10),
     )
-    evaluation = actions.create_evaluation(
-        personas.team,
-        personas.member,
-        name="on-gpu",
-        prompt_set=prompt_set,
-        prompt_choice="test",
-        systems=[actions.checkpoint_system(checkpoint), actions.base_system(job)],
-        max_new_tokens=6,
+    evaluation = _evaluation(
+        personas,
+        prompt_set,
+        "on-gpu",
+        [actions.checkpoint_system(checkpoint), actions.base_system(job)],
+        6,
+        user=personas.member,
     )
     workers.start("cpu", gpus="0")  # a GPU node (CUDA_VISIBLE_DEVICES=0 on a CPU is the CPU)
     wait_for(lambda: "needs a GPU" in workers.logs(), 120, "the wait for a GPU", workers.logs)
