@@ -118,3 +118,38 @@ def test_annotator_votes_with_the_keyboard_undoes_one_and_results_show_the_count
     expect(counts).to_contain_text(f"Tie {expected['tie']} · 40.0 %")
     expect(page.get_by_test_id("total-votes")).to_have_text("5")
     expect(page.get_by_test_id("annotators")).to_contain_text("carol")
+
+
+def test_a_member_closes_the_campaign_while_an_annotator_is_voting(
+    live_server, browser, team_with_campaign
+):
+    from webapp.evaluation.models import Vote
+
+    team, campaign, _ = team_with_campaign
+    contexts = [browser.new_context(), browser.new_context()]
+    try:
+        _close_while_voting(live_server.url, team, campaign, *(c.new_page() for c in contexts))
+    finally:
+        for context in contexts:
+            context.close()
+    assert Vote.objects.count() == 1
+
+
+def _close_while_voting(base_url: str, team, campaign, annotator, member) -> None:
+    login(annotator, base_url, "carol", f"/teams/{team.slug}/annotate/{campaign.pk}/")
+    annotator.wait_for_url("**/annotate/items/**")
+    annotator.keyboard.press("1")
+    expect(annotator.get_by_test_id("progress")).to_have_text("1 / 5")
+
+    results = f"/teams/{team.slug}/campaigns/{campaign.pk}/"
+    login(member, base_url, "bob", results)
+    member.wait_for_url(f"**{results}")
+    member.get_by_test_id("campaign-close").click()
+    expect(member.get_by_test_id("campaign-state")).to_contain_text("the results below are final")
+    expect(member.get_by_test_id("campaign-reopen")).to_be_visible()
+
+    # The annotator's open page still shows an item; the vote is refused, and the screen
+    # turns into the closed notice.
+    annotator.keyboard.press("3")
+    expect(annotator.get_by_test_id("closed")).to_contain_text("This campaign is closed")
+    expect(annotator.get_by_test_id("closed")).to_contain_text("You voted on 1 of the 5")
