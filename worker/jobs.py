@@ -46,20 +46,23 @@ def run_job(self, job_id: int) -> str:
 @app.task(name="gad.sweep", soft_time_limit=60, time_limit=90)
 def sweep() -> dict:
     """Re-queue jobs whose worker died (stale heartbeat); resume paused jobs with quota;
-    re-queue evaluations whose generating worker died (lapsed claim)."""
+    re-queue evaluations whose generating worker died (lapsed claim); send again the
+    tasks that never reached the broker."""
     requeued, failed = actions.requeue_stale(pipeline.STALE_S, MAX_ATTEMPTS)
     resumed = actions.resume_paused()
     evaluations = evaluation_actions.requeue_lost_generation()
     judge_runs = judging.requeue_lost_runs()
-    if requeued or failed or resumed or evaluations or judge_runs:
+    resent = actions.resend_unsent() + evaluation_actions.resend_unsent() + judging.resend_unsent()
+    if requeued or failed or resumed or evaluations or judge_runs or resent:
         log.warning(
             "sweep: requeued %s, failed %s, resumed %s, evaluations requeued %s, "
-            "judge runs requeued %s",
+            "judge runs requeued %s, unsent tasks sent %s",
             [j.pk for j in requeued],
             [j.pk for j in failed],
             [j.pk for j in resumed],
             evaluations,
             judge_runs,
+            len(resent),
         )
     return {
         "requeued": len(requeued),
@@ -67,4 +70,5 @@ def sweep() -> dict:
         "resumed": len(resumed),
         "evaluations": len(evaluations),
         "judge_runs": len(judge_runs),
+        "resent": len(resent),
     }

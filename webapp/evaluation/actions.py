@@ -22,6 +22,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Count
 from django.utils import timezone
 
+from webapp import dispatch
 from webapp.evaluation import claims
 from webapp.evaluation.models import (
     Assignment,
@@ -235,10 +236,18 @@ def _remove_work_dir(evaluation_id: int) -> None:
     shutil.rmtree(Path(settings.GAD_DATA_DIR) / "evaluations" / str(evaluation_id), True)
 
 
-def enqueue_generation(evaluation_id: int) -> None:
-    from webapp.celery import app
+def enqueue_generation(evaluation_id: int) -> bool:
+    """Send the generation task; False (and the evaluation flagged unsent) if the broker
+    is down."""
+    rows = Evaluation.objects.filter(pk=evaluation_id)
+    return dispatch.send_for(rows, GENERATE_TASK, [evaluation_id], settings.GAD_EVAL_QUEUE)
 
-    app.send_task(GENERATE_TASK, args=[evaluation_id], queue=settings.GAD_EVAL_QUEUE)
+
+def resend_unsent() -> list[int]:
+    """Evaluations whose generation task never reached the broker: sent again. Run by
+    the sweep."""
+    waiting = Evaluation.objects.filter(unsent=True, status=EvalStatus.GENERATING)
+    return [pk for pk in waiting.values_list("pk", flat=True) if enqueue_generation(pk)]
 
 
 def request_generation(evaluation: Evaluation) -> int:

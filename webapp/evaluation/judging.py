@@ -17,6 +17,7 @@ from django.db.models import Count
 
 from trainer.judge import Forecast, JudgeItem, forecast_run
 from trainer.score import MAX_N, score_system
+from webapp import dispatch
 from webapp.evaluation import claims
 from webapp.evaluation.models import (
     EvalStatus,
@@ -200,10 +201,16 @@ def requeue_lost_runs() -> list[int]:
     return claims.requeue_lapsed(running, enqueue, status=JudgeRun.Status.QUEUED)
 
 
-def enqueue(run_id: int) -> None:
-    from webapp.celery import app
+def enqueue(run_id: int) -> bool:
+    """Send the judge task; False (and the run flagged unsent) if the broker is down."""
+    return dispatch.send_for(JudgeRun.objects.filter(pk=run_id), JUDGE_TASK, [run_id], JUDGE_QUEUE)
 
-    app.send_task(JUDGE_TASK, args=[run_id], queue=JUDGE_QUEUE)
+
+def resend_unsent() -> list[int]:
+    """Queued judge runs whose task never reached the broker: sent again. Run by the
+    sweep."""
+    waiting = JudgeRun.objects.filter(unsent=True, status=JudgeRun.Status.QUEUED)
+    return [pk for pk in waiting.values_list("pk", flat=True) if enqueue(pk)]
 
 
 def diagnostics(evaluation: Evaluation) -> dict:

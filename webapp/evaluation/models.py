@@ -68,6 +68,8 @@ class Evaluation(models.Model):
     # The generation task's claim: a second delivery of the task waits until it lapses.
     claimed_by = models.CharField(max_length=200, blank=True)
     claimed_until = models.DateTimeField(null=True, blank=True)
+    # The task could not be sent (broker unreachable); the sweep sends it again.
+    unsent = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["-created_at"]
@@ -304,6 +306,8 @@ class JudgeRun(models.Model):
     # leaves a held run alone; the sweep re-queues a run whose claim lapsed (worker lost).
     claimed_by = models.CharField(max_length=200, blank=True)
     claimed_until = models.DateTimeField(null=True, blank=True)
+    # The task could not be sent (broker unreachable); the sweep sends it again.
+    unsent = models.BooleanField(default=False)
     error = models.TextField(blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"

@@ -9,7 +9,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from webapp.celery import app
+from webapp import dispatch
 from webapp.jobs.models import ACTIVE_STATUSES, Checkpoint, Download, Job, Status
 from webapp.teams import actions as team_actions
 from webapp.teams.models import UsageKind
@@ -69,9 +69,16 @@ def launch(team, user, request: LaunchRequest) -> list[Job]:
     return jobs
 
 
-def enqueue(job: Job) -> None:
-    # By name: the web process does not import the worker's code.
-    app.send_task(RUN_JOB_TASK, args=[job.pk], queue=queue_for(job.gpus))
+def enqueue(job: Job) -> bool:
+    """Send the job to its queue; False (and the job flagged unsent) if the broker is down."""
+    rows = Job.objects.filter(pk=job.pk)
+    return dispatch.send_for(rows, RUN_JOB_TASK, [job.pk], queue_for(job.gpus))
+
+
+def resend_unsent() -> list[int]:
+    """Queued jobs whose task never reached the broker: sent again. Run by the sweep."""
+    waiting = Job.objects.filter(unsent=True, status=Status.QUEUED)
+    return [job.pk for job in waiting if enqueue(job)]
 
 
 def cancel(job: Job) -> Job:

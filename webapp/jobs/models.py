@@ -80,6 +80,8 @@ class Job(models.Model):
     worker = models.CharField(max_length=200, blank=True, help_text="host:pid of the runner.")
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
+    # The task could not be sent (broker unreachable); the sweep sends it again.
+    unsent = models.BooleanField(default=False)
     gpu_seconds = models.FloatField(default=0.0, help_text="GPU time used so far, all attempts.")
     eta_seconds = models.PositiveIntegerField(null=True, blank=True)
     status = models.CharField(

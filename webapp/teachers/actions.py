@@ -17,6 +17,7 @@ from django.db.models import ProtectedError
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
+from webapp import dispatch
 from webapp.jobs.models import ACTIVE_STATUSES
 from webapp.teachers import crypto, ssrf
 from webapp.teachers.models import ConnectionStatus, TeacherEndpoint
@@ -217,10 +218,13 @@ def request_test(endpoint: TeacherEndpoint) -> bool:
 
 
 def _enqueue_test(endpoint_id: int) -> None:
-    # By name: the web process does not import worker code (worker/teachers.py).
-    from webapp.celery import app
-
-    app.send_task(TEST_TASK, args=[endpoint_id])
+    if not dispatch.send(TEST_TASK, [endpoint_id]):
+        record_test_error(
+            endpoint_id,
+            "transient",
+            "The workers' task queue cannot be reached, so no worker could run the test; "
+            "try again in a minute.",
+        )
 
 
 def record_test_ok(endpoint_id: int, latency_ms: int) -> bool:

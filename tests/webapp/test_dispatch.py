@@ -1,0 +1,101 @@
+"""A broker that cannot be reached when a task is sent: the request still succeeds, the
+row says it is waiting for the queue, and the sweep sends it once the broker is back.
+
+The broker outage is injected at the one wrapper the web side sends through
+(``app.send_task``), raising what kombu raises when Redis refuses the connection.
+"""
+
+from __future__ import annotations
+
+import pytest
+from kombu.exceptions import OperationalError
+
+from tests.webapp.test_evaluation import make_evaluation
+from tests.webapp.test_jobs import launch_data
+from tests.webapp.test_teachers import make_endpoint, url
+from webapp.celery import app
+from webapp.evaluation import actions as evaluation_actions
+from webapp.evaluation import judging
+from webapp.evaluation.models import EvalStatus, JudgeRun
+from webapp.jobs.actions import RUN_JOB_TASK
+from webapp.jobs.models import Job
+from webapp.teachers.models import TeacherEndpoint
+from worker.jobs import sweep
+
+
+class Broker:
+    """``app.send_task`` as a broker that is down until ``up`` is set, recording sends."""
+
+    def __init__(self) -> None:
+        self.up = False
+        self.sent: list[tuple[str, list, str | None]] = []
+
+    def __call__(self, name, args=None, queue=None, **_):
+        if not self.up:
+            raise OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+        self.sent.append((name, list(args), queue))
+
+
+@pytest.fixture
+def broker(monkeypatch):
+    fake = Broker()
+    monkeypatch.setattr(app, "send_task", fake)
+    return fake
+
+
+def test_a_launch_while_the_broker_is_down_succeeds_and_the_sweep_sends_it_later(
+    client, personas, broker, django_capture_on_commit_callbacks
+):
+    personas.team.quota.max_concurrent_jobs = 10
+    personas.team.quota.save()
+    client.force_login(personas.member)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post("/teams/acme/jobs/new/", launch_data(personas, name="offline"))
+    assert response.status_code == 302  # not a 500: the job is saved
+    job = Job.objects.get(name="offline")
+    assert job.status == "queued" and job.unsent
+    page = client.get(f"/teams/acme/jobs/{job.pk}/").content.decode()
+    assert "their task queue could not be reached" in page
+
+    assert sweep()["resent"] == 0  # still down: the job stays flagged
+    broker.up = True
+    assert sweep()["resent"] == 1
+    job.refresh_from_db()
+    assert not job.unsent and broker.sent == [(RUN_JOB_TASK, [job.pk], "gpu")]
+    assert sweep()["resent"] == 0  # sent once
+    assert "their task queue" not in client.get(f"/teams/acme/jobs/{job.pk}/").content.decode()
+
+
+def test_evaluation_and_judge_tasks_are_flagged_then_resent(personas, broker):
+    evaluation = make_evaluation(personas.team, n_prompts=2)
+    evaluation.status = EvalStatus.GENERATING
+    evaluation.save()
+    run = JudgeRun.objects.create(evaluation=evaluation, judge_name="j")
+    assert not evaluation_actions.enqueue_generation(evaluation.pk)
+    assert not judging.enqueue(run.pk)
+    evaluation.refresh_from_db()
+    run.refresh_from_db()
+    assert evaluation.unsent and run.unsent
+
+    broker.up = True
+    assert sweep()["resent"] == 2
+    assert {(name, args[0]) for name, args, _ in broker.sent} == {
+        (evaluation_actions.GENERATE_TASK, evaluation.pk),
+        (judging.JUDGE_TASK, run.pk),
+    }
+    evaluation.refresh_from_db()
+    run.refresh_from_db()
+    assert not evaluation.unsent and not run.unsent
+
+
+def test_a_connection_test_that_cannot_be_queued_says_so_at_once(
+    login, personas, broker, django_capture_on_commit_callbacks
+):
+    endpoint = make_endpoint(personas.team)
+    client = login(personas.member)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(url("teacher-test", personas.team, endpoint))
+    assert response.status_code == 302
+    endpoint = TeacherEndpoint.objects.get(pk=endpoint.pk)
+    assert endpoint.test_status == "error"
+    assert "task queue cannot be reached" in endpoint.test_error
