@@ -157,6 +157,8 @@ GAD_WORKER_GPUS = env.int_list("GAD_WORKER_GPUS", [])
 # The queue evaluations' answer generation goes to: "gpu" on a site whose GPU nodes
 # should generate every model's answers (on a leased GPU), "cpu" to let any node take it.
 GAD_EVAL_QUEUE = env.string("GAD_EVAL_QUEUE") or "cpu"
+if GAD_EVAL_QUEUE not in ("cpu", "gpu"):
+    raise ImproperlyConfigured(f"GAD_EVAL_QUEUE must be cpu or gpu, not {GAD_EVAL_QUEUE!r}")
 
 # Health of the adversarial game (webapp/monitoring/health.py): alarm thresholds. Only
 # the variables that are set override the defaults documented there.

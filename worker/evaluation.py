@@ -146,7 +146,7 @@ def generate_answers(self, evaluation_id: int) -> str:
     if busy is not None:
         # Let go of the evaluation first, so that any worker may take it up again.
         log.info("%s; retrying in %s s", busy, leases.GPU_RETRY_S)
-        raise self.retry(countdown=leases.GPU_RETRY_S)
+        leases.retry_later(self, Evaluation.objects.filter(pk=evaluation_id))
     log.info("evaluation %s: %s", evaluation_id, ", ".join(done) or "nothing to do")
     if (run := judging.launch_auto(evaluation_id)) is not None:
         log.info("evaluation %s: judge run %s %s", evaluation_id, run.pk, run.status)
@@ -154,7 +154,9 @@ def generate_answers(self, evaluation_id: int) -> str:
 
 
 def _next_system(evaluation_id: int) -> System | None:
+    """The teacher first: it needs no GPU, so it never waits behind a model that does."""
     waiting = actions.systems_to_generate(evaluation_id)
+    waiting.sort(key=lambda s: s.kind != SystemKind.TEACHER)
     return waiting[0] if waiting else None
 
 
@@ -265,14 +267,14 @@ def generation_gpus(evaluation: Evaluation) -> Iterator[str]:
     if EVAL_GPUS or not settings.GAD_WORKER_GPUS:
         yield EVAL_GPUS
         return
-    devices = leases.acquire(evaluation, settings.GAD_WORKER_GPUS, 1)
-    if devices is None:
+    rows = leases.take(evaluation, settings.GAD_WORKER_GPUS, 1)
+    if rows is None:
         raise leases.NoGpu(f"evaluation {evaluation.pk} needs a GPU; this node has none free")
-    log.info("evaluation %s: generating on leased GPU %s", evaluation.pk, devices[0])
+    log.info("evaluation %s: generating on leased GPU %s", evaluation.pk, rows[0].gpu_index)
     try:
-        yield ",".join(map(str, devices))
+        yield str(rows[0].gpu_index)
     finally:
-        leases.release(evaluation)
+        leases.give_back(rows)
 
 
 def _count_lines(path: Path) -> int:

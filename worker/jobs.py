@@ -11,6 +11,7 @@ from webapp.celery import app
 from webapp.evaluation import actions as evaluation_actions
 from webapp.evaluation import judging
 from webapp.jobs import actions
+from webapp.jobs.models import Job
 from worker import leases, pipeline
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ def run_job(self, job_id: int) -> str:
         outcome = pipeline.run(job_id)
     except leases.NoGpu as busy:
         log.info("%s; retrying in %s s", busy, leases.GPU_RETRY_S)
-        raise self.retry(countdown=leases.GPU_RETRY_S) from None
+        leases.retry_later(self, Job.objects.filter(pk=job_id))
     except SoftTimeLimitExceeded:
         log.error("job %s hit the time limit of %s s", job_id, JOB_SOFT_LIMIT_S)
         raise

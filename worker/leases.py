@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import socket
 from datetime import timedelta
+from typing import NoReturn
 
+from celery import Task
+from celery.exceptions import Reject
 from django.db import IntegrityError, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from webapp import env
@@ -24,6 +28,18 @@ class NoGpu(Exception):
     """Not enough free GPUs on this node now; the task retries later."""
 
 
+def retry_later(task: Task, rows: QuerySet) -> NoReturn:
+    """Retry ``task`` after GPU_RETRY_S. When the retry cannot be sent (the broker is
+    down: Celery rejects the message instead), flag ``rows`` unsent, so that the sweep
+    sends their task again rather than leaving them waiting for nobody."""
+    try:
+        task.retry(countdown=GPU_RETRY_S)  # raises Retry once the retry is sent
+    except Reject:
+        rows.update(unsent=True)
+        raise
+    raise AssertionError("Task.retry returned")  # pragma: no cover
+
+
 def node_name() -> str:
     return socket.gethostname()
 
@@ -35,6 +51,12 @@ def _of(holder: Holder) -> dict:
 def acquire(holder: Holder, gpus: list[int], count: int) -> list[int] | None:
     """Lease ``count`` of this node's ``gpus`` for the holder, or None if not enough are
     free."""
+    rows = take(holder, gpus, count)
+    return None if rows is None else [row.gpu_index for row in rows]
+
+
+def take(holder: Holder, gpus: list[int], count: int) -> list[GpuLease] | None:
+    """``acquire``, returning the lease rows (to be given back with ``give_back``)."""
     node = node_name()
     now = timezone.now()
     try:
@@ -50,10 +72,9 @@ def acquire(holder: Holder, gpus: list[int], count: int) -> list[int] | None:
                 return None
             chosen = free[:count]
             until = now + timedelta(seconds=LEASE_S)
-            GpuLease.objects.bulk_create(
+            return GpuLease.objects.bulk_create(
                 GpuLease(node=node, gpu_index=g, expires_at=until, **_of(holder)) for g in chosen
             )
-            return chosen
     except IntegrityError:
         return None  # another worker took one of them at the same moment
 
@@ -66,3 +87,9 @@ def renew(holder: Holder) -> None:
 
 def release(holder: Holder) -> None:
     GpuLease.objects.filter(node=node_name(), **_of(holder)).delete()
+
+
+def give_back(rows: list[GpuLease]) -> None:
+    """Release exactly these leases: never one another worker has taken since (after a
+    lost claim, the same holder's GPU may be leased again by the worker taking over)."""
+    GpuLease.objects.filter(pk__in=[row.pk for row in rows]).delete()

@@ -442,12 +442,17 @@ def evaluate(job: Job, space: Workspace, devices: list[int], beat: Heartbeat) ->
     # On the job's own GPUs (none for a CPU job), never on one another job holds.
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ",".join(map(str, devices))}
     proc = TrainerProcess(argv, space.root, space.log, env)
-    with beat.gpu_time():
-        while (code := proc.poll()) is None:
-            if beat.cancelled:
-                proc.kill()
-                raise Cancelled()
-            time.sleep(POLL_S)
+    try:
+        with beat.gpu_time():
+            while (code := proc.poll()) is None:
+                if beat.cancelled:
+                    raise Cancelled()
+                time.sleep(POLL_S)
+    except BaseException:
+        # Cancelled, the time limit, a database error: the GPUs are about to be released.
+        if proc.poll() is None:
+            proc.kill()
+        raise
     if code != 0:
         raise JobFailed(f"Generating answers on the test prompts failed:\n{log_tail(space.log)}")
     JobAnswer.objects.bulk_create(

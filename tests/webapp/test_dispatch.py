@@ -88,6 +88,25 @@ def test_evaluation_and_judge_tasks_are_flagged_then_resent(personas, broker):
     assert not evaluation.unsent and not run.unsent
 
 
+def test_a_gpu_retry_that_cannot_be_sent_flags_the_job_for_the_sweep(personas, broker):
+    from celery.exceptions import Reject
+
+    from worker import leases
+
+    class Task:
+        def retry(self, countdown):
+            # What Celery does when the retry message cannot be published.
+            raise Reject("Connection refused", requeue=False)
+
+    job = personas.job
+    with pytest.raises(Reject):
+        leases.retry_later(Task(), Job.objects.filter(pk=job.pk))
+    job.refresh_from_db()
+    assert job.unsent and job.status == "queued"
+    broker.up = True
+    assert sweep()["resent"] == 1 and broker.sent[0][1] == [job.pk]
+
+
 def test_a_connection_test_that_cannot_be_queued_says_so_at_once(
     login, personas, broker, django_capture_on_commit_callbacks
 ):

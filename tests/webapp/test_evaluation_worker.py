@@ -286,7 +286,8 @@ def test_on_a_gpu_node_generation_waits_for_a_free_gpu_and_leases_it(
     wait_for(lambda: "needs a GPU" in workers.logs(), 120, "the wait for a GPU", workers.logs)
     assert _status(evaluation) == EvalStatus.GENERATING
     assert not SystemAnswer.objects.filter(system__evaluation=evaluation).exists()
-    assert {s.status for s in evaluation.systems.all()} == {SystemStatus.PENDING}
+    # Each retry takes a system up and puts it back to waiting when the GPU is still held.
+    assert not {s.status for s in evaluation.systems.all()} & {"done", "failed"}
 
     GpuLease.objects.filter(job=training).delete()  # the job ends
     wait_for(lambda: _status(evaluation) != EvalStatus.GENERATING, 180, "the answers", workers.logs)

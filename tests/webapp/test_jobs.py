@@ -432,3 +432,15 @@ def test_launch_with_a_guard_and_resume_a_guard_paused_job(member, personas, roo
     member.post(f"/teams/acme/jobs/{job.pk}/resume/")
     job.refresh_from_db()
     assert job.status == "queued" and not job.guard_paused
+
+
+def test_abandoning_a_teams_active_jobs_cancels_them_and_charges_their_gpu_time(personas):
+    training = make_job(personas.team, personas.prompt_set, status="training", gpu_seconds=30.0)
+    done = make_job(personas.team, personas.prompt_set, status="succeeded", gpu_seconds=99.0)
+    assert actions.abandon_active(personas.team, "the demo restarted") == 2  # + the queued one
+    training.refresh_from_db()
+    done.refresh_from_db()
+    assert training.status == "cancelled" and training.error == "the demo restarted"
+    assert done.status == "succeeded"
+    [usage] = personas.team.usage_records.filter(kind="gpu_seconds")
+    assert usage.amount == 30.0 and usage.job == training

@@ -46,7 +46,8 @@ from webapp.teams.actions import ActionError
 from webapp.teams.models import Team
 
 GENERATE_TASK = "gad.generate_answers"
-# Workers of every node consume "cpu" (docs/deployment.md); GPU leases belong to jobs.
+# Generation goes to settings.GAD_EVAL_QUEUE; on a GPU node a model's generation leases
+# a GPU from the pool the jobs lease from (worker/evaluation.py).
 UNDO_WINDOW = timedelta(minutes=2)
 MAX_SYSTEMS = 12
 MAX_OVERLAP = 10

@@ -502,6 +502,7 @@ def annotate_skip(request: HttpRequest, slug: str, key: str) -> HttpResponse:
         try:
             actions.skip(assignment)
         except actions.CampaignClosed as refused:
+            campaign.refresh_from_db(fields=["closed_at"])  # closed after the page loaded
             if _wants_json(request):
                 return _to_next(request, slug, campaign, error=str(refused))
             messages.info(request, str(refused))

@@ -253,11 +253,18 @@ def resume_paused() -> list[Job]:
 
 
 def abandon_active(team, reason: str) -> int:
-    """Cancel every active job of a team at once (the demo's restart: its workers are gone)."""
-    return Job.objects.filter(team=team, status__in=ACTIVE_STATUSES).update(
-        status=Status.CANCELLED,
-        error=reason,
-        finished_at=timezone.now(),
-        worker="",
-        heartbeat_at=None,
-    )
+    """Cancel every active job of a team at once (the demo's restart: its workers are
+    gone), charging the GPU time each one used."""
+    abandoned = 0
+    for job in Job.objects.filter(team=team, status__in=ACTIVE_STATUSES):
+        with transaction.atomic():
+            if Job.objects.filter(pk=job.pk, status__in=ACTIVE_STATUSES).update(
+                status=Status.CANCELLED,
+                error=reason,
+                finished_at=timezone.now(),
+                worker="",
+                heartbeat_at=None,
+            ):
+                charge_gpu_time(Job.objects.get(pk=job.pk))
+                abandoned += 1
+    return abandoned
