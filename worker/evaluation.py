@@ -43,6 +43,8 @@ from webapp.evaluation.models import Evaluation, JudgeRun, System, SystemKind
 from webapp.jobs.models import JobAnswer
 from webapp.promptsets.models import Prompt, TeacherAnswer
 from webapp.teachers import crypto, ssrf
+from webapp.teams.actions import record_usage
+from webapp.teams.models import UsageKind
 from worker import leases
 from worker.answers import DbAnswerStore, OrmThread, TokenMeter, remaining_tokens
 from worker.ingest import scrub
@@ -262,8 +264,9 @@ def model_answers(system: System, lease: Lease) -> str:
 def generation_gpus(evaluation: Evaluation) -> Iterator[str]:
     """CUDA_VISIBLE_DEVICES for a model's generation: the GPUs set aside for evaluation
     (GAD_EVAL_GPUS) when there are some; else, on a GPU node, one GPU leased from the
-    pool the jobs lease from, held for the block (leases.NoGpu when none is free: the
-    task retries later, its system back to waiting); else "" (the CPU)."""
+    pool the jobs lease from, held for the block and charged to the team as GPU time
+    (leases.NoGpu when none is free: the task retries later, its system back to
+    waiting); else "" (the CPU)."""
     if EVAL_GPUS or not settings.GAD_WORKER_GPUS:
         yield EVAL_GPUS
         return
@@ -271,10 +274,13 @@ def generation_gpus(evaluation: Evaluation) -> Iterator[str]:
     if rows is None:
         raise leases.NoGpu(f"evaluation {evaluation.pk} needs a GPU; this node has none free")
     log.info("evaluation %s: generating on leased GPU %s", evaluation.pk, rows[0].gpu_index)
+    started = time.monotonic()
     try:
         yield str(rows[0].gpu_index)
     finally:
         leases.give_back(rows)
+        seconds = round(time.monotonic() - started, 3)
+        record_usage(evaluation.team, UsageKind.GPU_SECONDS, seconds)
 
 
 def _count_lines(path: Path) -> int:

@@ -295,3 +295,5 @@ def test_on_a_gpu_node_generation_waits_for_a_free_gpu_and_leases_it(
     full_log = "".join(p.read_text() for p in workers.tmp_path.glob("worker-*.log"))
     assert full_log.count(f"evaluation {evaluation.pk}: generating on leased GPU 0") == 2
     assert not GpuLease.objects.exists()  # released after each system
+    charged = personas.team.usage_records.filter(kind=UsageKind.GPU_SECONDS)
+    assert charged.count() == 2 and all(u.amount > 0 and u.job is None for u in charged)
