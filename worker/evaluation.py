@@ -270,7 +270,7 @@ def generation_gpus(evaluation: Evaluation) -> Iterator[str]:
     if EVAL_GPUS or not settings.GAD_WORKER_GPUS:
         yield EVAL_GPUS
         return
-    rows = leases.take(evaluation, settings.GAD_WORKER_GPUS, 1)
+    rows = leases.acquire(evaluation, settings.GAD_WORKER_GPUS, 1)
     if rows is None:
         raise leases.NoGpu(f"evaluation {evaluation.pk} needs a GPU; this node has none free")
     log.info("evaluation %s: generating on leased GPU %s", evaluation.pk, rows[0].gpu_index)
@@ -278,7 +278,7 @@ def generation_gpus(evaluation: Evaluation) -> Iterator[str]:
     try:
         yield str(rows[0].gpu_index)
     finally:
-        leases.give_back(rows)
+        leases.release(rows)
         seconds = round(time.monotonic() - started, 3)
         record_usage(evaluation.team, UsageKind.GPU_SECONDS, seconds)
 

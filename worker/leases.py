@@ -48,15 +48,9 @@ def _of(holder: Holder) -> dict:
     return {"evaluation": holder} if isinstance(holder, Evaluation) else {"job": holder}
 
 
-def acquire(holder: Holder, gpus: list[int], count: int) -> list[int] | None:
+def acquire(holder: Holder, gpus: list[int], count: int) -> list[GpuLease] | None:
     """Lease ``count`` of this node's ``gpus`` for the holder, or None if not enough are
-    free."""
-    rows = take(holder, gpus, count)
-    return None if rows is None else [row.gpu_index for row in rows]
-
-
-def take(holder: Holder, gpus: list[int], count: int) -> list[GpuLease] | None:
-    """``acquire``, returning the lease rows (to be given back with ``give_back``)."""
+    free. The rows are what ``release`` gives back."""
     node = node_name()
     now = timezone.now()
     try:
@@ -85,11 +79,7 @@ def renew(holder: Holder) -> None:
     )
 
 
-def release(holder: Holder) -> None:
-    GpuLease.objects.filter(node=node_name(), **_of(holder)).delete()
-
-
-def give_back(rows: list[GpuLease]) -> None:
+def release(rows: list[GpuLease]) -> None:
     """Release exactly these leases: never one another worker has taken since (after a
-    lost claim, the same holder's GPU may be leased again by the worker taking over)."""
+    lost claim, the worker taking the holder over may lease the same GPU again)."""
     GpuLease.objects.filter(pk__in=[row.pk for row in rows]).delete()

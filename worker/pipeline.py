@@ -29,7 +29,7 @@ from trainer.metrics import truncate_after
 from trainer.teacher import Limits, TeacherError, collect
 from webapp import env
 from webapp.jobs import actions
-from webapp.jobs.models import Job, JobAnswer, Status
+from webapp.jobs.models import GpuLease, Job, JobAnswer, Status
 from webapp.monitoring import guard as health_guard
 from webapp.promptsets.models import Prompt, Split, TeacherAnswer
 from webapp.teachers import crypto, ssrf
@@ -117,10 +117,11 @@ def run(job_id: int) -> str:
     job = Job.objects.filter(pk=job_id).first()
     if job is None or job.status not in actions.ACTIVE_STATUSES:
         return "ended already"
-    devices = _lease_gpus(job)
+    held = _lease_gpus(job)
+    devices = [lease.gpu_index for lease in held]
     job = actions.claim(job_id, worker_name(), STALE_S)
     if job is None:
-        leases.release(Job(pk=job_id))
+        leases.release(held)
         return "claimed by another worker, or cancelled"
     beat = Heartbeat(job, gpus=len(devices))
     beat.start()
@@ -154,16 +155,16 @@ def run(job_id: int) -> str:
         raise
     finally:
         beat.stop()
-        leases.release(job)
+        leases.release(held)
 
 
-def _lease_gpus(job: Job) -> list[int]:
+def _lease_gpus(job: Job) -> list[GpuLease]:
     if job.gpus == 0:
         return []
-    devices = leases.acquire(job, settings.GAD_WORKER_GPUS, job.gpus)
-    if devices is None:
+    held = leases.acquire(job, settings.GAD_WORKER_GPUS, job.gpus)
+    if held is None:
         raise NoGpu(f"job {job.pk} needs {job.gpus} GPU(s); this node has none free")
-    return devices
+    return held
 
 
 class Heartbeat(threading.Thread):
