@@ -26,6 +26,7 @@ services:
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	DJANGO_DEBUG=1 $(BIN)/mypy
 
 # OMP_NUM_THREADS=1: tiny models on a 2-core machine shared by the test process, the
 # trainer subprocesses and `transformers serve`; BLAS threads spinning against each
@@ -33,6 +34,7 @@ lint: setup
 # on a busy 2-core machine; bench/train_step.py pins one thread for the same reason).
 test: setup services
 	$(BIN)/ruff check .
+	DJANGO_DEBUG=1 $(BIN)/mypy
 	DATABASE_URL=$${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/gad} \
 	CELERY_BROKER_URL=$${CELERY_BROKER_URL:-redis://127.0.0.1:6379/0} \
 	DJANGO_DEBUG=1 OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} HF_HUB_OFFLINE=1 \

@@ -19,7 +19,7 @@ def test_shipped_config_loads(path, tmp_path):
 
 
 def test_demo_job_config_is_valid():
-    from webapp.jobs.forms import build_configs
+    from webapp.jobs.configs import build_configs
     from webapp.teams.management.commands.demo_launch import DEMO_CONFIG
 
     configs, errors = build_configs("pair", "student", DEMO_CONFIG)

@@ -10,12 +10,17 @@ import os
 import random
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 import yaml
 
 from trainer.errors import BadInput
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from trainer.discriminator import Discriminator
 
 STATE_FILE = "trainer_state.pt"
 
@@ -49,7 +54,12 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(
-    out_dir: str | Path, step: int, student, tokenizer, disc, state: dict[str, Any]
+    out_dir: str | Path,
+    step: int,
+    student: nn.Module,
+    tokenizer: Any,
+    disc: Discriminator | None,
+    state: dict[str, Any],
 ) -> Path:
     """Write step-`step` atomically; replace an existing one of the same step."""
     root = checkpoints_dir(out_dir)
@@ -57,7 +67,7 @@ def save_checkpoint(
     final = root / f"step-{step}"
     tmp = root / f".tmp-step-{step}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    student.save_pretrained(tmp / "student")
+    cast(Any, student).save_pretrained(tmp / "student")  # transformers/peft API (models.py)
     tokenizer.save_pretrained(tmp / "student")
     if disc is not None:
         disc.save(tmp / "discriminator")
@@ -113,4 +123,6 @@ def resolve_resume(resume: str, out_dir: str | Path) -> Path | None:
 
 def load_state(ckpt: Path) -> dict[str, Any]:
     # weights_only=False: the state holds python RNG tuples and numpy arrays, and we wrote it.
-    return torch.load(ckpt / STATE_FILE, map_location="cpu", weights_only=False)
+    return cast(
+        "dict[str, Any]", torch.load(ckpt / STATE_FILE, map_location="cpu", weights_only=False)
+    )

@@ -35,21 +35,17 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("collect", help="collect teacher answers from an OpenAI-compatible API")
     c.add_argument("--prompts", required=True, help="prompt file (JSONL, CSV, Parquet)")
     c.add_argument("--out", required=True, help="JSONL of answers (flagged ones go beside it)")
-    c.add_argument("--base-url", required=True, help="API base, e.g. http://127.0.0.1:8000/v1")
-    c.add_argument("--model", required=True)
-    c.add_argument("--api-key-env", help="environment variable holding the API key")
-    c.add_argument("--concurrency", type=int, default=16, help="requests in flight")
+    _add_endpoint(
+        c,
+        base_url="API base, e.g. http://127.0.0.1:8000/v1",
+        model=None,
+        api_key="environment variable holding the API key",
+        cache="answer store (SQLite); default ~/.cache/gad-studio/teacher.sqlite",
+    )
     c.add_argument("--max-tokens", type=int, default=1536)
     c.add_argument("--temperature", type=float)
     c.add_argument("--top-p", type=float)
     c.add_argument("--seed", type=int, help="sent where the API supports it")
-    c.add_argument("--rpm", type=float, help="requests-per-minute limit")
-    c.add_argument("--tpm", type=float, help="tokens-per-minute limit")
-    c.add_argument("--max-total-tokens", type=int, help="stop cleanly at this token budget")
-    c.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
-    c.add_argument(
-        "--cache", help="answer store (SQLite); default ~/.cache/gad-studio/teacher.sqlite"
-    )
 
     g = sub.add_parser("generate", help="answer prompts with a model")
     g.add_argument("--model", required=True)
@@ -71,7 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _add_evaluation(sub) -> None:
+def _add_evaluation(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     j = sub.add_parser("judge", help="LLM-judge scores of systems' answers on a test set")
     j.add_argument("--prompts", required=True, help="test prompts (JSONL, CSV, Parquet) with ids")
     j.add_argument(
@@ -81,16 +77,14 @@ def _add_evaluation(sub) -> None:
         metavar="[NAME=]PATH",
         help="a system's answers (generate output, JSONL with id + response); repeatable",
     )
-    j.add_argument("--base-url", required=True, help="judge API base, e.g. https://.../v1")
-    j.add_argument("--model", required=True, help="judge model")
-    j.add_argument("--api-key-env", help="environment variable holding the judge's API key")
-    j.add_argument("--concurrency", type=int, default=16, help="requests in flight")
-    j.add_argument("--max-total-tokens", type=int, help="stop cleanly at this token budget")
-    j.add_argument("--cache", help="answer store (SQLite); default: the teacher cache")
+    _add_endpoint(
+        j,
+        base_url="judge API base, e.g. https://.../v1",
+        model="judge model",
+        api_key="environment variable holding the judge's API key",
+        cache="answer store (SQLite); default: the teacher cache",
+    )
     j.add_argument("--out", help="write the full report (systems and items) as JSON")
-    j.add_argument("--rpm", type=float, help="requests-per-minute limit")
-    j.add_argument("--tpm", type=float, help="tokens-per-minute limit")
-    j.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
     j.add_argument("--max-tokens", type=int, default=1536, help="judge's reference answers")
     j.add_argument("--verdict-max-tokens", type=int, default=512)
     j.add_argument("--temperature", type=float, default=0.0, help="judge sampling (0: greedy)")
@@ -105,6 +99,21 @@ def _add_evaluation(sub) -> None:
     s.add_argument("--reference", help="teacher answers (collect output or teacher_response)")
     s.add_argument("--out", help="write the report as JSON")
     s.add_argument("--tokenizer", help="count lengths in this tokenizer's tokens")
+
+
+def _add_endpoint(
+    p: argparse.ArgumentParser, *, base_url: str, model: str | None, api_key: str, cache: str
+) -> None:
+    """The flags of an OpenAI-compatible endpoint and its limits (collect, judge)."""
+    p.add_argument("--base-url", required=True, help=base_url)
+    p.add_argument("--model", required=True, help=model)
+    p.add_argument("--api-key-env", help=api_key)
+    p.add_argument("--concurrency", type=int, default=16, help="requests in flight")
+    p.add_argument("--max-total-tokens", type=int, help="stop cleanly at this token budget")
+    p.add_argument("--rpm", type=float, help="requests-per-minute limit")
+    p.add_argument("--tpm", type=float, help="tokens-per-minute limit")
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
+    p.add_argument("--cache", help=cache)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -134,10 +143,9 @@ def _run(args: argparse.Namespace) -> int:
         print(f"{cfg.method} run {reason}; outputs in {cfg.output_dir}")
         return 0
     if args.command == "collect":
-        from trainer.collect import CollectArgs, run_collect
+        from trainer.cli_eval import run_collect
 
-        fields = CollectArgs.__dataclass_fields__
-        return run_collect(CollectArgs(**{k: v for k, v in vars(args).items() if k in fields}))
+        return run_collect(args)
     if args.command == "generate":
         from trainer.generate import generate_file
 
@@ -153,15 +161,13 @@ def _run(args: argparse.Namespace) -> int:
         print(f"{n} answers written to {args.out}")
         return 0
     if args.command == "judge":
-        from trainer.judge import JudgeArgs, run_judge
+        from trainer.cli_eval import run_judge
 
-        fields = JudgeArgs.__dataclass_fields__
-        return run_judge(JudgeArgs(**{k: v for k, v in vars(args).items() if k in fields}))
+        return run_judge(args)
     if args.command == "score":
-        from trainer.score import ScoreArgs, run_score
+        from trainer.cli_eval import run_score
 
-        fields = ScoreArgs.__dataclass_fields__
-        return run_score(ScoreArgs(**{k: v for k, v in vars(args).items() if k in fields}))
+        return run_score(args)
     if args.command == "toy":
         from trainer.toy import main as toy_main
 

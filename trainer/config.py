@@ -171,7 +171,11 @@ def field_specs(cls: type = TrainConfig, prefix: str = "") -> list[dict[str, Any
         if sub is not None:
             specs.extend(field_specs(sub, key + "."))
             continue
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        else:
+            assert f.default_factory is not dataclasses.MISSING  # every field has a default
+            default = f.default_factory()
         specs.append({"key": key, "type": hints[f.name], "default": default, **f.metadata})
     return specs
 

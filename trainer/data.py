@@ -254,7 +254,8 @@ def render_prompts(tokenizer: Any, chats: list[list[dict[str, str]]]) -> list[li
     texts = [
         tokenizer.apply_chat_template(m, add_generation_prompt=True, tokenize=False) for m in chats
     ]
-    return tokenizer(texts, add_special_tokens=False)["input_ids"]
+    ids: list[list[int]] = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    return ids
 
 
 def left_cut(ids: list[int], max_tokens: int) -> tuple[list[int], bool]:
@@ -297,10 +298,10 @@ def load_examples(
     def flush() -> None:
         prompts = render_prompts(tokenizer, [r.messages for r in pending])
         teachers: list[tuple[list[int], bool] | None] = [None] * len(pending)
-        with_teacher = [i for i, r in enumerate(pending) if r.teacher_response is not None]
-        encoded = encode_teacher(
-            tokenizer, [pending[i].teacher_response for i in with_teacher], max_response_tokens
-        )
+        with_teacher = {
+            i: r.teacher_response for i, r in enumerate(pending) if r.teacher_response is not None
+        }
+        encoded = encode_teacher(tokenizer, list(with_teacher.values()), max_response_tokens)
         for i, enc in zip(with_teacher, encoded, strict=True):
             teachers[i] = enc
         for rec, ids, teacher in zip(pending, prompts, teachers, strict=True):

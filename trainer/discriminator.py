@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -37,8 +38,9 @@ class Discriminator(nn.Module):
             self.head.bias.zero_()
 
     @property
-    def config(self):
-        return self.backbone.config
+    def config(self) -> Any:
+        """The backbone's transformers config."""
+        return cast(Any, self.backbone).config
 
     def forward(self, batch: SeqBatch) -> Tensor:
         """Scores [R] (float32) of the R sequences, read at `batch.last_index`."""
@@ -49,12 +51,13 @@ class Discriminator(nn.Module):
         last = hidden[rows, batch.last_index]  # [R, H]
         # fp32 head even under bf16 autocast: rewards differ by less than bf16's 1/128 step
         with torch.autocast(device_type=last.device.type, enabled=False):
-            return self.head(last.float()).squeeze(-1)
+            scores: Tensor = self.head(last.float())
+            return scores.squeeze(-1)
 
     def save(self, out: str | Path) -> None:
         """HF-format backbone (or its LoRA adapter) + the head in safetensors."""
         out = Path(out)
-        self.backbone.save_pretrained(out)
+        cast(Any, self.backbone).save_pretrained(out)  # transformers/peft API (models.py)
         save_file(
             {k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()},
             str(out / HEAD_FILE),
@@ -68,9 +71,10 @@ def _load_backbone(name_or_path: str) -> nn.Module:
 
     check_model_ref(name_or_path, "discriminator")
     try:
-        return AutoModel.from_pretrained(name_or_path, **dtype_kwarg(torch.float32))
+        backbone: nn.Module = AutoModel.from_pretrained(name_or_path, **dtype_kwarg(torch.float32))
     except (OSError, ValueError) as e:
         raise load_error(name_or_path, "discriminator", e) from e
+    return backbone
 
 
 def build_discriminator(
@@ -88,6 +92,7 @@ def build_discriminator(
     """
     saved = Path(init_from, HEAD_FILE).exists()
     meta = json.loads(Path(init_from, META_FILE).read_text()) if saved else {}
+    backbone: nn.Module
     if meta.get("lora"):
         from peft import PeftModel
 
@@ -102,7 +107,7 @@ def build_discriminator(
             from trainer.models import apply_lora
 
             backbone = apply_lora(backbone, lora)
-    disc = Discriminator(backbone, backbone.config.hidden_size, seed=seed)
+    disc = Discriminator(backbone, cast(Any, backbone).config.hidden_size, seed=seed)
     if saved:
         disc.head.load_state_dict(load_file(str(Path(init_from, HEAD_FILE))))
     prepare_trainable(backbone, device, gradient_checkpointing)

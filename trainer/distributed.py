@@ -26,7 +26,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import torch
 import torch.distributed as dist
@@ -167,7 +167,8 @@ def gather_list(values: Sequence[T]) -> list[T]:
         return list(values)
     parts: list[list[T] | None] = [None] * _world.size
     dist.all_gather_object(parts, list(values))
-    return [v for part in parts for v in part]
+    filled = cast("list[list[T]]", parts)  # all_gather_object filled every slot
+    return [v for part in filled for v in part]
 
 
 def sum_grads(params: Sequence[nn.Parameter]) -> None:
@@ -194,12 +195,13 @@ def sum_grads(params: Sequence[nn.Parameter]) -> None:
 
 
 def _reduce_bucket(params: list[nn.Parameter]) -> None:
-    flat = torch.cat([p.grad.reshape(-1) for p in params])
+    grads = [cast(Tensor, p.grad) for p in params]  # sum_grads gave every parameter one
+    flat = torch.cat([g.reshape(-1) for g in grads])
     dist.all_reduce(flat)
     offset = 0
-    for p in params:
+    for p, g in zip(params, grads, strict=True):
         n = p.numel()
-        p.grad.copy_(flat[offset : offset + n].view_as(p.grad))
+        g.copy_(flat[offset : offset + n].view_as(g))
         offset += n
 
 

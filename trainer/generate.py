@@ -9,10 +9,17 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any, TextIO
 
 import torch
 
-from trainer.data import iter_records, left_cut, render_prompts, require_chat_template
+from trainer.data import (
+    PromptRecord,
+    iter_records,
+    left_cut,
+    render_prompts,
+    require_chat_template,
+)
 from trainer.models import load_causal_lm, load_tokenizer, resolve_device, resolve_dtype
 from trainer.rollout import Rollout
 from trainer.rollout.hf import HFRollout, SamplingSettings
@@ -61,7 +68,9 @@ def generate_file(
     return count
 
 
-def _answer(records, tokenizer, sampler: HFRollout, greedy: bool, f) -> int:
+def _answer(
+    records: list[PromptRecord], tokenizer: Any, sampler: HFRollout, greedy: bool, f: TextIO
+) -> int:
     prompts = [
         left_cut(ids, MAX_PROMPT_TOKENS)[0]
         for ids in render_prompts(tokenizer, [r.messages for r in records])
@@ -72,7 +81,7 @@ def _answer(records, tokenizer, sampler: HFRollout, greedy: bool, f) -> int:
         records, prompts, rollout.responses, rollout.terminated, strict=True
     ):
         answer_ids = ids[:-1] if done and ids and ids[-1] == eos else ids
-        row = {"id": rec.id, "messages": rec.messages}
+        row: dict[str, Any] = {"id": rec.id, "messages": rec.messages}
         if rec.teacher_response is not None:
             row["teacher_response"] = rec.teacher_response
         row |= {

@@ -11,7 +11,7 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Any, Protocol
+from typing import IO, Any, Protocol, TextIO
 
 METRICS_FILE = "metrics.jsonl"
 SAMPLES_FILE = "samples.jsonl"
@@ -63,7 +63,7 @@ class JsonlSink:
         self._write(self._samples, record)
 
     @staticmethod
-    def _write(f, record: dict[str, Any]) -> None:
+    def _write(f: IO[str], record: dict[str, Any]) -> None:
         f.write(json.dumps(record, ensure_ascii=False) + "\n")
         f.flush()
 
@@ -97,10 +97,10 @@ class Progress:
 
     SHOWN = ("d/loss", "d/acc", "g/sft_loss", "g/pg_loss", "reward/mean", "len/student_mean")
 
-    def __init__(self, total: int, initial: int = 0, stream=None):
+    def __init__(self, total: int, initial: int = 0, stream: TextIO | None = None):
         self.stream = stream or sys.stderr
         self.total = total
-        self.bar = None
+        self.bar: Any = None  # a tqdm bar (tqdm ships no type information)
         if getattr(self.stream, "isatty", lambda: False)():
             from tqdm import tqdm
 

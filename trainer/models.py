@@ -12,7 +12,7 @@ import contextlib
 import copy
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -21,6 +21,13 @@ from torch.utils.checkpoint import checkpoint
 from trainer.config import LoraConfig
 from trainer.errors import BadInput
 from trainer.sequences import SeqBatch
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+# The transformers/peft API of a model (config, generate, save_pretrained,
+# merge_and_unload, ...) is reached through nn.Module.__getattr__, which torch types as
+# `Tensor | Module`; code calling that API goes through `cast(Any, model)`.
 
 HEAD_CHUNK_TOKENS = 2048  # rows of the vocab projection materialized at once
 
@@ -41,7 +48,7 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
 
-def autocast(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractContextManager:
+def autocast(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractContextManager[None]:
     """Mixed precision for forwards when the compute dtype is below fp32."""
     if dtype == torch.float32:
         return contextlib.nullcontext()
@@ -66,7 +73,7 @@ def load_error(name_or_path: str, what: str, err: Exception) -> BadInput:
     )
 
 
-def load_tokenizer(name_or_path: str, what: str = "student"):
+def load_tokenizer(name_or_path: str, what: str = "student") -> PreTrainedTokenizerBase:
     from transformers import AutoTokenizer
 
     check_model_ref(name_or_path, what)
@@ -106,7 +113,7 @@ def disable_dropout(model: nn.Module) -> None:
             module.p = 0.0
         # HF attention layers keep their dropout as a float passed to the kernel
         if isinstance(getattr(module, "attention_dropout", None), float):
-            module.attention_dropout = 0.0
+            cast(Any, module).attention_dropout = 0.0
     config = getattr(model, "config", None)
     if config is not None and hasattr(config, "attention_dropout"):
         config.attention_dropout = 0.0
@@ -135,10 +142,10 @@ def prepare_trainable(
         # Non-reentrant: works with LoRA (frozen inputs) without enable_input_require_grads.
         kwargs = {"use_reentrant": False}
         if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x name
-            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+            cast(Any, model).activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
         else:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
-    model.config.use_cache = False
+            cast(Any, model).gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    cast(Any, model).config.use_cache = False
     model.train()
     return model
 
@@ -165,14 +172,14 @@ def frozen_copy(model: nn.Module, dtype: torch.dtype) -> nn.Module:
     """A frozen snapshot (LoRA merged) in the compute dtype: the KL reference."""
     ref = copy.deepcopy(model)
     if hasattr(ref, "merge_and_unload"):
-        ref = ref.merge_and_unload()
+        ref = cast(Any, ref).merge_and_unload()
     ref.to(dtype=dtype)
     ref.eval()
     ref.requires_grad_(False)
     if hasattr(ref, "activation_checkpointing_disable"):  # transformers >= 5.x name
-        ref.activation_checkpointing_disable()
+        cast(Any, ref).activation_checkpointing_disable()
     elif getattr(ref, "is_gradient_checkpointing", False):
-        ref.gradient_checkpointing_disable()
+        cast(Any, ref).gradient_checkpointing_disable()
     return ref
 
 
@@ -181,6 +188,7 @@ def load_reference(
 ) -> nn.Module:
     """A saved student (full weights, or a LoRA adapter over `base_model`) as a frozen
     reference in the compute dtype."""
+    model: nn.Module
     if Path(path, "adapter_config.json").exists():
         from peft import PeftModel
 
@@ -196,7 +204,8 @@ def load_reference(
 
 def backbone_and_head(model: nn.Module) -> tuple[nn.Module, nn.Module]:
     """The transformer body and the vocab projection of a causal LM (LoRA-wrapped or not)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    hf = cast(Any, model)
+    base = hf.get_base_model() if hasattr(model, "get_base_model") else hf
     return getattr(base, base.base_model_prefix), base.get_output_embeddings()
 
 

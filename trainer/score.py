@@ -10,7 +10,8 @@ Lengths count whitespace-separated tokens, or a given tokenizer's tokens; overla
 distinct-n use `metrics_text.words` (lowercased words and punctuation marks) whatever
 the tokenizer, so they compare across students with different vocabularies.
 
-The answers-file readers here are shared with `trainer.judge`.
+The answers-file readers here are shared with `trainer.judge`; the command itself
+(flags to calls, the printed report) is in `trainer.cli_eval`.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ import json
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from trainer.errors import BadInput
 from trainer.metrics_text import (
@@ -43,7 +45,7 @@ MAX_N = 6
 class AnswerRow:
     text: str
     line: int
-    messages: list | None = None
+    messages: list[Any] | None = None  # as read from the file, not validated
 
 
 def system_arg(value: str) -> tuple[str, str]:
@@ -205,9 +207,9 @@ def format_report(rows: Sequence[SystemScores], unit: str, reference: str | None
             [
                 s.system,
                 str(st.n if st else 0),
-                _num(st and st.mean, ".1f"),
-                _num(st and st.median, ".1f"),
-                _num(st and st.p95, ".1f"),
+                _num(st.mean if st else None, ".1f"),
+                _num(st.median if st else None, ".1f"),
+                _num(st.p95 if st else None, ".1f"),
                 _num(s.distinct[1]),
                 _num(s.distinct[2]),
             ]
@@ -222,49 +224,3 @@ def format_report(rows: Sequence[SystemScores], unit: str, reference: str | None
             overlap.append([s.system, str(s.n_matched), *f1s, _num(s.rouge_l)])
         out += f"\n\noverlap with {reference} (n-gram F1, ROUGE-L)\n{format_table(overlap)}"
     return out
-
-
-# ---------------------------------------------------------------------------- the CLI
-
-
-@dataclass
-class ScoreArgs:
-    answers: list[str]
-    reference: str | None = None
-    out: str | None = None
-    tokenizer: str | None = None
-
-
-def run_score(args: ScoreArgs) -> int:
-    systems = load_systems(args.answers)
-    count, unit = (lambda text: len(whitespace_tokens(text))), "whitespace tokens"
-    if args.tokenizer:
-        from trainer.models import load_tokenizer
-
-        tok = load_tokenizer(args.tokenizer, what="tokenizer")
-        count, unit = (lambda text: len(tok(text, add_special_tokens=False)["input_ids"])), "tokens"
-    reference = ref_name = None
-    rows: list[SystemScores] = []
-    if args.reference:
-        ref_rows = read_answers(args.reference, ("teacher_response", "response"))
-        reference = {rid: row.text for rid, row in ref_rows.items()}
-        ref_name = f"reference ({Path(args.reference).stem})"
-        rows.append(score_system(ref_name, reference, None, count))
-    for name, (path, answer_rows) in systems.items():
-        answers = {rid: row.text for rid, row in answer_rows.items()}
-        if reference is not None:
-            match_ids(answers, ref_rows, f"reference file {args.reference}", f"answers file {path}")
-        rows.append(score_system(name, answers, reference, count))
-    print(format_report(rows, unit, ref_name))
-    if args.out:
-        write_json(Path(args.out), {"unit": unit, "reference": args.reference,
-                                     "systems": [asdict(r) for r in rows]})  # fmt: skip
-        print(f"score: report written to {args.out}")
-    return 0
-
-
-def write_json(out: Path, payload: dict) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, out)  # readers never see a half-written report

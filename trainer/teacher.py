@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import openai
 
@@ -209,7 +209,7 @@ class RetryPolicy:
         if retry_after is not None:
             return min(self.max_delay, retry_after)
         # Exponential backoff with jitter, so many workers don't retry in lockstep.
-        return min(self.max_delay, self.base_delay * 2**attempt) * random.uniform(0.5, 1.0)
+        return min(self.max_delay, self.base_delay * 2.0**attempt) * random.uniform(0.5, 1.0)
 
 
 @dataclass
@@ -316,6 +316,15 @@ def _answer(key: str, spec: TeacherSpec, completion: Any, latency: float) -> Ans
 
 
 # ---------------------------------------------------------------------------- the store
+
+
+class Store(Protocol):
+    """Where `collect` keeps answers: an `AnswerStore`, or the web app's database-backed
+    equivalent."""
+
+    def get_many(self, fingerprint: str, hashes: Iterable[str]) -> dict[str, Answer]: ...
+
+    def put(self, answer: Answer) -> None: ...
 
 
 class AnswerStore:
@@ -462,7 +471,7 @@ class Limits:
 async def collect(
     prompts: Sequence[Sequence[dict[str, str]]],
     spec: TeacherSpec,
-    store: AnswerStore,
+    store: Store,
     limits: Limits = Limits(),
     retry: RetryPolicy = RetryPolicy(),
     on_progress: Callable[[Summary], None] | None = None,

@@ -12,8 +12,12 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 from trainer.errors import BadInput
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerFast
 
 END_OF_TEXT, IM_START, IM_END = "<|endoftext|>", "<|im_start|>", "<|im_end|>"
 
@@ -41,7 +45,7 @@ def builtin_corpus(n_lines: int = 2000, seed: int = 0) -> list[str]:
     return [" ".join(rng.choices(_WORDS, k=rng.randint(4, 16))) for _ in range(n_lines)]
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int):
+def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
     """Byte-level BPE (GPT-2/Qwen style) with the chat special tokens; any text encodes."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -95,7 +99,7 @@ def build_tiny(
         num_key_value_heads=kv_heads,
         max_position_embeddings=8192,
         tie_word_embeddings=True,
-        bos_token_id=tokenizer.convert_tokens_to_ids(END_OF_TEXT),
+        bos_token_id=cast(int, tokenizer.convert_tokens_to_ids(END_OF_TEXT)),  # one token: an int
         eos_token_id=eos_id,
         pad_token_id=tokenizer.pad_token_id,
     )

@@ -14,6 +14,7 @@ import math
 import struct
 import zlib
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 
@@ -26,7 +27,8 @@ MODE_STD = 0.5
 
 def teacher_probs() -> torch.Tensor:
     k = torch.arange(CLASSES, dtype=torch.float64)
-    dens = sum(torch.exp(-((k - m) ** 2) / (2 * MODE_STD**2)) for m in MODES)
+    # MODES is not empty, so the sum is a tensor (never sum()'s start value 0)
+    dens = cast(torch.Tensor, sum(torch.exp(-((k - m) ** 2) / (2 * MODE_STD**2)) for m in MODES))
     return (dens / dens.sum()).float()
 
 

@@ -67,6 +67,9 @@ INSTALLED_APPS = [
     "webapp.teachers",
     "webapp.jobs",
     "webapp.evaluation",
+    "webapp.annotation",
+    "webapp.judging",
+    "webapp.nodes",
 ]
 
 MIDDLEWARE = [
@@ -159,6 +162,23 @@ GAD_WORKER_GPUS = env.int_list("GAD_WORKER_GPUS", [])
 GAD_EVAL_QUEUE = env.string("GAD_EVAL_QUEUE") or "cpu"
 if GAD_EVAL_QUEUE not in ("cpu", "gpu"):
     raise ImproperlyConfigured(f"GAD_EVAL_QUEUE must be cpu or gpu, not {GAD_EVAL_QUEUE!r}")
+
+# Worker knobs (docs/deployment.md), read here with every other setting.
+# A job whose heartbeat is older than this is dead (its worker crashed or was lost).
+GAD_HEARTBEAT_STALE_S = float(env.integer("GAD_HEARTBEAT_STALE_S", 45, minimum=10))
+# A task that found no free GPU is retried after this long.
+GAD_GPU_RETRY_S = env.integer("GAD_GPU_RETRY_S", 15, minimum=1)
+# Time limits: a backstop for a hung worker, not a budget (quotas are). A GAD run at
+# the paper's scale takes ~30 h.
+GAD_JOB_TIME_LIMIT_S = env.integer("GAD_JOB_TIME_LIMIT_S", 7 * 24 * 3600, minimum=60)
+GAD_EVAL_TIME_LIMIT_S = env.integer("GAD_EVAL_TIME_LIMIT_S", 24 * 3600, minimum=60)
+GAD_JUDGE_TIME_LIMIT_S = env.integer("GAD_JUDGE_TIME_LIMIT_S", 12 * 3600, minimum=60)
+# A job whose worker died this many times fails instead of being re-queued again.
+GAD_JOB_MAX_ATTEMPTS = env.integer("GAD_JOB_MAX_ATTEMPTS", 3, minimum=1)
+# GPUs set aside for evaluation generation, outside the leased pool. Blank: a model's
+# answers are generated on one GPU leased from the node's pool (GAD_WORKER_GPUS) like a
+# job's, or on the CPU on a node without GPUs.
+GAD_EVAL_GPUS = env.string("GAD_EVAL_GPUS", "") or ""
 
 # Health of the adversarial game (webapp/monitoring/health.py): alarm thresholds. Only
 # the variables that are set override the defaults documented there.

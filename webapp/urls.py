@@ -21,4 +21,6 @@ urlpatterns = [
     path("", include("webapp.teachers.urls")),
     path("", include("webapp.jobs.urls")),
     path("", include("webapp.evaluation.urls")),
+    path("", include("webapp.judging.urls")),
+    path("", include("webapp.annotation.urls")),
 ]

@@ -15,10 +15,10 @@ from typing import TypeVar
 from django.db import connection
 
 from trainer.teacher import Answer
+from webapp.promptsets.answers import load_answers
 from webapp.promptsets.models import TeacherAnswer
 
 T = TypeVar("T")
-FIELDS = [f for f in Answer.__dataclass_fields__]
 
 
 class OrmThread:
@@ -48,17 +48,6 @@ class DbAnswerStore:
 
     def close(self) -> None:
         pass
-
-
-def load_answers(fingerprint: str, hashes: list[str]) -> dict[str, Answer]:
-    found: dict[str, Answer] = {}
-    for start in range(0, len(hashes), 5000):
-        rows = TeacherAnswer.objects.filter(
-            fingerprint=fingerprint, prompt_hash__in=hashes[start : start + 5000]
-        ).values_list(*FIELDS)
-        for row in rows:
-            found[row[0]] = Answer(*row)
-    return found
 
 
 def _save(answer: Answer) -> None:

@@ -10,7 +10,11 @@ after the other:
   the evaluation sets a temperature; the final checkpoint's answers that the job's own
   evaluating stage already wrote (``JobAnswer``) are reused when they match;
 - the teacher answers through ``trainer.teacher.collect`` with the shared answer cache
-  (``worker.answers``), its tokens charged to the team within its monthly budget.
+  through ``worker.paid.paid_call``, its tokens charged to the team within its
+  monthly budget.
+
+A second task, ``gad.judge_evaluation``, runs the LLM judge over the answers (a
+``JudgeRun``), paid the same way.
 
 Answers are upserted per (system, prompt) and only missing ones are generated, so a
 redelivered task (worker lost, ``acks_late``) resumes where the last one stopped.
@@ -18,7 +22,6 @@ redelivered task (worker lost, ``acks_late``) resumes where the last one stopped
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import threading
@@ -28,26 +31,28 @@ from contextlib import contextmanager
 from dataclasses import asdict
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.db import close_old_connections, connection
-from django.utils import timezone
+from django.db import close_old_connections
 
 from trainer.judge import judge, reports_by_group
-from trainer.teacher import Limits, TeacherError, collect
-from webapp import env
+from trainer.teacher import collect
 from webapp.celery import app
-from webapp.evaluation import actions, judging
-from webapp.evaluation.models import Evaluation, JudgeRun, System, SystemKind
+from webapp.evaluation import actions
+from webapp.evaluation.models import Evaluation, System, SystemKind
 from webapp.jobs.models import JobAnswer
+from webapp.judging import actions as judging_actions
+from webapp.judging import runs
+from webapp.judging.models import JudgeRun
 from webapp.promptsets.models import Prompt, TeacherAnswer
-from webapp.teachers import crypto, ssrf
 from webapp.teams.actions import record_usage
 from webapp.teams.models import UsageKind
 from worker import leases
-from worker.answers import DbAnswerStore, OrmThread, TokenMeter, remaining_tokens
+from worker.claims import LostClaim, Renewal
 from worker.ingest import scrub
+from worker.paid import paid_call
 from worker.runner import (
     TrainerProcess,
     bad_input_message,
@@ -56,52 +61,20 @@ from worker.runner import (
     read_answers,
     write_prompts,
 )
-from worker.specs import teacher_spec
-from worker.teachers import without_key
 
 log = logging.getLogger(__name__)
 
-SOFT_LIMIT_S = env.integer("GAD_EVAL_TIME_LIMIT_S", 24 * 3600, minimum=60)
-# GPUs set aside for evaluation generation, outside the leased pool. Blank: a model's
-# answers are generated on one GPU leased from the node's pool (GAD_WORKER_GPUS) like a
-# job's, or on the CPU on a node without GPUs.
-EVAL_GPUS = env.string("GAD_EVAL_GPUS", "") or ""
+SOFT_LIMIT_S = settings.GAD_EVAL_TIME_LIMIT_S
+JUDGE_SOFT_LIMIT_S = settings.GAD_JUDGE_TIME_LIMIT_S
 LEASE_S = 60.0
 POLL_S = 1.0
 
-
-class LostClaim(Exception):
-    """Another worker took the evaluation over (our lease lapsed): stop, write nothing."""
+__all__ = ["LostClaim", "generate_answers", "judge_evaluation", "run_judge"]
 
 
-class Lease(threading.Thread):
-    """Renews a claim every few seconds, whatever the generation or judging is doing.
-
-    ``renew()`` extends the claim by LEASE_S and says False once another worker holds it.
-    """
-
-    def __init__(self, renew, name: str):
-        super().__init__(daemon=True, name=name)
-        self.renew = renew
-        self.lost = False
-        self._halt = threading.Event()
-
-    def run(self) -> None:
-        try:
-            while not self._halt.wait(LEASE_S / 4):
-                if not self.renew():
-                    self.lost = True
-                    return
-        finally:
-            connection.close()
-
-    def stop(self) -> None:
-        self._halt.set()
-        self.join(timeout=10)
-
-    def check(self) -> None:
-        if self.lost:
-            raise LostClaim()
+def renewal(renew, name: str) -> Renewal:
+    """A claim of LEASE_S seconds, renewed four times per lease."""
+    return Renewal(renew, LEASE_S / 4, name)
 
 
 def worker_name() -> str:
@@ -130,7 +103,7 @@ def generate_answers(self, evaluation_id: int) -> str:
         leases.renew(Evaluation(pk=evaluation_id))  # the GPU a model's generation holds
         return actions.renew(evaluation_id, name, LEASE_S)
 
-    lease = Lease(renew, f"eval-lease-{evaluation_id}")
+    lease = renewal(renew, f"eval-lease-{evaluation_id}")
     lease.start()
     done, busy = [], None
     try:
@@ -147,10 +120,10 @@ def generate_answers(self, evaluation_id: int) -> str:
         actions.release(evaluation_id, name)
     if busy is not None:
         # Let go of the evaluation first, so that any worker may take it up again.
-        log.info("%s; retrying in %s s", busy, leases.GPU_RETRY_S)
+        log.info("%s; retrying in %s s", busy, settings.GAD_GPU_RETRY_S)
         leases.retry_later(self, Evaluation.objects.filter(pk=evaluation_id))
     log.info("evaluation %s: %s", evaluation_id, ", ".join(done) or "nothing to do")
-    if (run := judging.launch_auto(evaluation_id)) is not None:
+    if (run := judging_actions.launch_auto(evaluation_id)) is not None:
         log.info("evaluation %s: judge run %s %s", evaluation_id, run.pk, run.status)
     return ", ".join(done) or "nothing to do"
 
@@ -162,7 +135,7 @@ def _next_system(evaluation_id: int) -> System | None:
     return waiting[0] if waiting else None
 
 
-def generate_system(system: System, lease: Lease) -> System:
+def generate_system(system: System, lease: Renewal) -> System:
     """Generate the system's missing answers; it always ends done or failed."""
     if not actions.start_system(system):
         system.refresh_from_db()
@@ -226,7 +199,7 @@ def reuse_job_answers(system: System, prompts: list[Prompt]) -> list[Prompt]:
     return [p for p in prompts if p.pk not in found]
 
 
-def model_answers(system: System, lease: Lease) -> str:
+def model_answers(system: System, lease: Renewal) -> str:
     prompts = reuse_job_answers(system, actions.missing_prompts(system))
     if not prompts:
         return ""
@@ -243,15 +216,13 @@ def model_answers(system: System, lease: Lease) -> str:
     with generation_gpus(evaluation) as visible:
         environ["CUDA_VISIBLE_DEVICES"] = visible
         proc = TrainerProcess(argv, root, log_path, environ)
-        try:
-            while (code := proc.poll()) is None:
-                lease.check()
-                close_old_connections()
-                actions.set_progress(system.pk, _count_lines(partial))
-                time.sleep(POLL_S)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
+
+        def tick() -> None:
+            lease.check()
+            close_old_connections()
+            actions.set_progress(system.pk, _count_lines(partial))
+
+        code = proc.watch(tick, POLL_S)
     if code == 2:
         return bad_input_message(log_path)
     if code != 0:
@@ -267,8 +238,8 @@ def generation_gpus(evaluation: Evaluation) -> Iterator[str]:
     pool the jobs lease from, held for the block and charged to the team as GPU time
     (leases.NoGpu when none is free: the task retries later, its system back to
     waiting); else "" (the CPU)."""
-    if EVAL_GPUS or not settings.GAD_WORKER_GPUS:
-        yield EVAL_GPUS
+    if settings.GAD_EVAL_GPUS or not settings.GAD_WORKER_GPUS:
+        yield settings.GAD_EVAL_GPUS
         return
     rows = leases.acquire(evaluation, settings.GAD_WORKER_GPUS, 1)
     if rows is None:
@@ -294,57 +265,37 @@ def _count_lines(path: Path) -> int:
 # ----------------------------------------------------------------------------- the teacher
 
 
-def teacher_answers(system: System, lease: Lease) -> str:
+def teacher_answers(system: System, lease: Renewal) -> str:
     prompts = actions.missing_prompts(system)
     if not prompts:
         return ""
     endpoint, evaluation = system.teacher, system.evaluation
     if endpoint is None:
         return "The teacher endpoint was deleted; add the teacher to a new evaluation."
-    team = evaluation.team
-    decoding = {"max_tokens": evaluation.max_new_tokens}
-    decoding["temperature"] = 0.0 if evaluation.greedy else evaluation.temperature
-    spec = None
-    try:
-        spec = teacher_spec(endpoint, **decoding)
-    except (ssrf.UnsafeURL, crypto.KeyUnreadable) as refused:
-        return f"Teacher {endpoint.name!r} cannot be used: {refused}"
-    budget = remaining_tokens(team)
-    if budget <= 0:
-        return "The team's teacher tokens for this month are spent."
-    orm = OrmThread()
-    meter = TokenMeter(orm, team)
     shown = [0.0]
 
-    def progress(summary) -> None:
+    def progress(summary, orm) -> None:
         lease.check()
         if time.monotonic() - shown[0] > POLL_S:
             shown[0] = time.monotonic()
             orm.call(actions.set_progress, system.pk, summary.cached + summary.answered)
-        meter.update(summary.tokens)
 
-    summary, error = None, ""
-    try:
-        summary = asyncio.run(
-            collect(
-                [p.messages for p in prompts],
-                spec,
-                DbAnswerStore(orm),
-                Limits(max_total_tokens=budget),
-                on_progress=progress,
-            )
-        )
-    except* TeacherError as failed:
-        error = without_key(f"The teacher failed: {failed.exceptions[0]}", endpoint, spec)
-    except* LostClaim:
-        raise LostClaim() from None
-    finally:
-        meter.settle(summary.tokens if summary else 0)
-        orm.close()
-    _store_teacher_answers(system, prompts, spec.fingerprint)
-    if summary and summary.stopped == "budget":
-        error = f"The team's teacher token budget ran out ({summary.line()})."
-    return error
+    paid = paid_call(
+        endpoint,
+        evaluation.team,
+        lambda spec, store, limits, on_progress: collect(
+            [p.messages for p in prompts], spec, store, limits, on_progress=on_progress
+        ),
+        on_progress=progress,
+        max_tokens=evaluation.max_new_tokens,
+        temperature=0.0 if evaluation.greedy else evaluation.temperature,
+    )
+    if paid.kind in ("refused", "budget"):
+        return paid.error
+    _store_teacher_answers(system, prompts, paid.fingerprint)
+    if paid.result is not None and paid.result.stopped == "budget":
+        return f"The team's teacher token budget ran out ({paid.result.line()})."
+    return paid.error
 
 
 def _store_teacher_answers(system: System, prompts: list[Prompt], fingerprint: str) -> None:
@@ -366,11 +317,9 @@ def _store_teacher_answers(system: System, prompts: list[Prompt], fingerprint: s
 
 # ----------------------------------------------------------------------------- the judge
 
-JUDGE_SOFT_LIMIT_S = env.integer("GAD_JUDGE_TIME_LIMIT_S", 12 * 3600, minimum=60)
-
 
 @app.task(
-    name=judging.JUDGE_TASK,
+    name=judging_actions.JUDGE_TASK,
     acks_late=True,
     reject_on_worker_lost=True,
     soft_time_limit=JUDGE_SOFT_LIMIT_S,
@@ -382,10 +331,10 @@ def judge_evaluation(run_id: int) -> str:
     A redelivered task (worker lost) runs again: verdicts already paid for are cached.
     """
     name = worker_name()
-    if not judging.claim(run_id, name, LEASE_S):
+    if not judging_actions.claim(run_id, name, LEASE_S):
         return "skipped"  # deleted, finished, or running on a live worker
     run = JudgeRun.objects.select_related("evaluation__team", "judge").get(pk=run_id)
-    lease = Lease(partial(judging.renew, run_id, name, LEASE_S), f"judge-lease-{run_id}")
+    lease = renewal(partial(judging_actions.renew, run_id, name, LEASE_S), f"judge-lease-{run_id}")
     lease.start()
     try:
         error = run_judge(run, lease)
@@ -394,105 +343,58 @@ def judge_evaluation(run_id: int) -> str:
         return "claim lost"
     except SoftTimeLimitExceeded:
         limit = f"Judging took longer than the time limit ({JUDGE_SOFT_LIMIT_S} s)."
-        _finish_judge(run, limit, name)
+        judging_actions.finish(run, limit, name)
         raise
     except Exception as exc:
         log.exception("judge run %s failed", run_id)
         error = f"Internal error in the worker ({type(exc).__name__}); see the worker log."
     finally:
         lease.stop()
-    if not _finish_judge(run, error, name):
+    if not judging_actions.finish(run, error, name):
         return "claim lost"
     return run.status
 
 
-def _judge_progress(run_id: int, state: dict, tokens: int) -> None:
-    JudgeRun.objects.filter(pk=run_id, status=JudgeRun.Status.RUNNING).update(
-        progress=state, tokens_used=tokens
-    )
-
-
-def _finish_judge(run: JudgeRun, error: str, worker: str) -> bool:
-    """Write the outcome, only while this worker still holds the run (False if not)."""
-    failed = bool(error) and not run.report
-    run.status = JudgeRun.Status.FAILED if failed else JudgeRun.Status.SUCCEEDED
-    run.error = error
-    run.finished_at = timezone.now()
-    return bool(
-        JudgeRun.objects.filter(pk=run.pk, claimed_by=worker).update(
-            status=run.status,
-            error=error,
-            finished_at=run.finished_at,
-            report=run.report,
-            tokens_used=run.tokens_used,
-            claimed_by="",
-            claimed_until=None,
-        )
-    )
-
-
-def run_judge(run: JudgeRun, lease: Lease | None = None) -> str:
+def run_judge(run: JudgeRun, lease: Renewal | None = None) -> str:
     """Fill ``run.report`` and ``run.tokens_used``; return an error message or ''."""
     endpoint, evaluation = run.judge, run.evaluation
     if endpoint is None:
         return "The judge endpoint was deleted; choose another judge."
-    team = evaluation.team
-    spec = None
-    try:
-        spec = teacher_spec(endpoint, role="judge")
-    except (ssrf.UnsafeURL, crypto.KeyUnreadable) as refused:
-        return f"Judge {endpoint.name!r} cannot be used: {refused}"
-    budget = remaining_tokens(team)
-    if budget <= 0:
-        return "The team's teacher tokens for this month are spent."
-    items, answers = judging.judge_inputs(evaluation)
-    orm = OrmThread()
-    meter = TokenMeter(orm, team)
-    spent = [0]
-    shown = {"at": 0.0, "phase": ""}
+    items, answers = runs.judge_inputs(evaluation)
+    shown: dict[str, Any] = {"at": 0.0, "phase": ""}
 
-    def progress(p) -> None:
+    def progress(p, orm) -> None:
         if lease is not None:
             lease.check()  # another worker took the run over: stop asking the judge
-        spent[0] = max(spent[0], p.tokens)
-        meter.update(p.tokens)
         now = time.monotonic()
         if p.phase != shown["phase"] or now - shown["at"] > POLL_S or p.done == p.total:
             shown.update(at=now, phase=p.phase)
             state = {"phase": p.phase, "done": p.done, "total": p.total}
-            orm.call(_judge_progress, run.pk, state, p.tokens)
+            orm.call(judging_actions.record_progress, run.pk, state, p.tokens)
 
-    report, error = None, ""
-    try:
-        report = asyncio.run(
-            judge(
-                items,
-                answers,
-                spec,
-                DbAnswerStore(orm),
-                limits=Limits(max_total_tokens=budget),
-                on_progress=progress,
-            )
-        )
-    except* TeacherError as failed:
-        error = without_key(f"The judge failed: {failed.exceptions[0]}", endpoint, spec)
-    except* LostClaim:
-        raise LostClaim() from None
-    finally:
-        total = report.summary.tokens if report else spent[0]
-        meter.settle(total)
-        orm.close()
-        run.tokens_used = total
-    if report is not None:
-        data = report.to_dict()
-        group_of, sizes = judging.test_sets(evaluation)
-        data["test_set"] = ", ".join(sizes)
-        data["test_sets"] = [
-            {"name": name, "n_prompts": sizes[name], "systems": [asdict(r) for r in reports]}
-            for name, reports in reports_by_group(report, group_of, sizes).items()
-        ]
-        data["diagnostics"] = judging.diagnostics(evaluation)
-        run.report = data
-        if report.summary.stopped == "budget":
-            error = f"The team's teacher token budget ran out ({report.summary.line()})."
-    return error
+    paid = paid_call(
+        endpoint,
+        evaluation.team,
+        lambda spec, store, limits, on_progress: judge(
+            items, answers, spec, store, limits=limits, on_progress=on_progress
+        ),
+        role="judge",
+        on_progress=progress,
+        tokens_of=lambda report: report.summary.tokens,
+    )
+    run.tokens_used = paid.tokens
+    report = paid.result
+    if report is None:
+        return paid.error
+    data = report.to_dict()
+    group_of, sizes = runs.test_sets(evaluation)
+    data["test_set"] = ", ".join(sizes)
+    data["test_sets"] = [
+        {"name": name, "n_prompts": sizes[name], "systems": [asdict(r) for r in reports]}
+        for name, reports in reports_by_group(report, group_of, sizes).items()
+    ]
+    data["diagnostics"] = runs.diagnostics(evaluation)
+    run.report = data
+    if report.summary.stopped == "budget":
+        return f"The team's teacher token budget ran out ({report.summary.line()})."
+    return ""

@@ -5,21 +5,18 @@ from __future__ import annotations
 import logging
 
 from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
 
-from webapp import env
 from webapp.celery import app
 from webapp.evaluation import actions as evaluation_actions
-from webapp.evaluation import judging
 from webapp.jobs import actions
 from webapp.jobs.models import Job
+from webapp.judging import actions as judging
 from worker import leases, pipeline
 
 log = logging.getLogger(__name__)
 
-# A GAD run at the paper's scale takes ~30 h; the hard limit is a backstop for a hung
-# worker, not a budget (quotas are).
-JOB_SOFT_LIMIT_S = env.integer("GAD_JOB_TIME_LIMIT_S", 7 * 24 * 3600, minimum=60)
-MAX_ATTEMPTS = env.integer("GAD_JOB_MAX_ATTEMPTS", 3, minimum=1)
+JOB_SOFT_LIMIT_S = settings.GAD_JOB_TIME_LIMIT_S
 
 
 @app.task(
@@ -35,7 +32,7 @@ def run_job(self, job_id: int) -> str:
     try:
         outcome = pipeline.run(job_id)
     except leases.NoGpu as busy:
-        log.info("%s; retrying in %s s", busy, leases.GPU_RETRY_S)
+        log.info("%s; retrying in %s s", busy, settings.GAD_GPU_RETRY_S)
         leases.retry_later(self, Job.objects.filter(pk=job_id))
     except SoftTimeLimitExceeded:
         log.error("job %s hit the time limit of %s s", job_id, JOB_SOFT_LIMIT_S)
@@ -49,7 +46,9 @@ def sweep() -> dict:
     """Re-queue jobs whose worker died (stale heartbeat); resume paused jobs with quota;
     re-queue evaluations whose generating worker died (lapsed claim); send again the
     tasks that never reached the broker."""
-    requeued, failed = actions.requeue_stale(pipeline.STALE_S, MAX_ATTEMPTS)
+    requeued, failed = actions.requeue_stale(
+        settings.GAD_HEARTBEAT_STALE_S, settings.GAD_JOB_MAX_ATTEMPTS
+    )
     resumed = actions.resume_paused()
     evaluations = evaluation_actions.requeue_lost_generation()
     judge_runs = judging.requeue_lost_runs()

@@ -9,17 +9,16 @@ from typing import NoReturn
 
 from celery import Task
 from celery.exceptions import Reject
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from webapp import env
 from webapp.evaluation.models import Evaluation
-from webapp.jobs.models import GpuLease, Job
+from webapp.jobs.models import Job
+from webapp.nodes.models import GpuLease
 
 LEASE_S = 30  # renewed with every heartbeat (every few seconds)
-# How long a task that found no free GPU waits before it asks again.
-GPU_RETRY_S = env.integer("GAD_GPU_RETRY_S", 15, minimum=1)
 
 Holder = Job | Evaluation
 
@@ -29,11 +28,11 @@ class NoGpu(Exception):
 
 
 def retry_later(task: Task, rows: QuerySet) -> NoReturn:
-    """Retry ``task`` after GPU_RETRY_S. When the retry cannot be sent (the broker is
+    """Retry ``task`` after settings.GAD_GPU_RETRY_S. When the retry cannot be sent (the broker is
     down: Celery rejects the message instead), flag ``rows`` unsent, so that the sweep
     sends their task again rather than leaving them waiting for nobody."""
     try:
-        task.retry(countdown=GPU_RETRY_S)  # raises Retry once the retry is sent
+        task.retry(countdown=settings.GAD_GPU_RETRY_S)  # raises Retry once the retry is sent
     except Reject:
         rows.update(unsent=True)
         raise

@@ -8,7 +8,6 @@ a cancel, independently of how long a teacher call or a training step takes.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
@@ -23,20 +22,20 @@ from pathlib import Path
 
 import yaml
 from django.conf import settings
-from django.db import close_old_connections, connection
+from django.db import close_old_connections
 
 from trainer.metrics import truncate_after
-from trainer.teacher import Limits, TeacherError, collect
-from webapp import env
+from trainer.teacher import collect
 from webapp.jobs import actions
-from webapp.jobs.models import GpuLease, Job, JobAnswer, Status
+from webapp.jobs.models import Job, JobAnswer, Status
 from webapp.monitoring import guard as health_guard
+from webapp.nodes.models import GpuLease
 from webapp.promptsets.models import Prompt, Split, TeacherAnswer
-from webapp.teachers import crypto, ssrf
 from worker import leases
-from worker.answers import DbAnswerStore, OrmThread, TokenMeter, remaining_tokens
+from worker.claims import Renewal
 from worker.ingest import RunIngest, forget_after
 from worker.leases import NoGpu
+from worker.paid import paid_call
 from worker.runner import (
     TrainerProcess,
     bad_input_message,
@@ -47,13 +46,10 @@ from worker.runner import (
     trainer_argv,
     write_prompts,
 )
-from worker.specs import teacher_spec
 
 log = logging.getLogger(__name__)
 
 HEARTBEAT_S = 3.0
-# A claim whose heartbeat is older than this is dead (its worker crashed or was lost).
-STALE_S = float(env.integer("GAD_HEARTBEAT_STALE_S", 45, minimum=10))
 POLL_S = 2.0
 GRACE_S = 120.0  # after SIGTERM the trainer may finish its step and save before SIGKILL
 
@@ -119,40 +115,40 @@ def run(job_id: int) -> str:
         return "ended already"
     held = _lease_gpus(job)
     devices = [lease.gpu_index for lease in held]
-    job = actions.claim(job_id, worker_name(), STALE_S)
+    job = actions.claim(job_id, worker_name(), settings.GAD_HEARTBEAT_STALE_S)
     if job is None:
         leases.release(held)
         return "claimed by another worker, or cancelled"
     beat = Heartbeat(job, gpus=len(devices))
     beat.start()
     space = workspace(job)
+    unexpected = None
     try:
-        collect_answers(job, beat)
-        export_prompts(job, space)
-        train(job, space, devices, beat)
-        evaluate(job, space, devices, beat)
-        actions.finish(job, Status.SUCCEEDED, log_tail=log_tail(space.log))
-        return "succeeded"
-    except Cancelled:
-        actions.finish(job, Status.CANCELLED, log_tail=log_tail(space.log))
-        return "cancelled"
-    except Paused as paused:
-        actions.pause(job, str(paused))
-        return "paused"
-    except GuardTripped as tripped:
-        if tripped.decision.action == "pause":
-            actions.guard_pause(job, tripped.decision.message)
-            return "paused by the health guard"
-        actions.finish(job, Status.FAILED, error=str(tripped), log_tail=log_tail(space.log))
-        return "stopped by the health guard"
-    except JobFailed as failed:
-        actions.finish(job, Status.FAILED, error=str(failed), log_tail=log_tail(space.log))
-        return "failed"
-    except Exception:
-        actions.finish(
-            job, Status.FAILED, error=traceback.format_exc(), log_tail=log_tail(space.log)
-        )
-        raise
+        try:
+            collect_answers(job, beat)
+            export_prompts(job, space)
+            train(job, space, devices, beat)
+            evaluate(job, space, devices, beat)
+            status, error, outcome = Status.SUCCEEDED, "", "succeeded"
+        except Cancelled:
+            status, error, outcome = Status.CANCELLED, "", "cancelled"
+        except Paused as paused:
+            actions.pause(job, str(paused))
+            return "paused"
+        except GuardTripped as tripped:
+            if tripped.decision.action == "pause":
+                actions.guard_pause(job, tripped.decision.message)
+                return "paused by the health guard"
+            status, error, outcome = Status.FAILED, str(tripped), "stopped by the health guard"
+        except JobFailed as failed:
+            status, error, outcome = Status.FAILED, str(failed), "failed"
+        except Exception as exc:
+            status, error, outcome = Status.FAILED, traceback.format_exc(), "crashed"
+            unexpected = exc
+        actions.finish(job, status, error=error, log_tail=log_tail(space.log))
+        if unexpected is not None:
+            raise unexpected
+        return outcome
     finally:
         beat.stop()
         leases.release(held)
@@ -167,8 +163,13 @@ def _lease_gpus(job: Job) -> list[GpuLease]:
     return held
 
 
-class Heartbeat(threading.Thread):
-    """Beats every few seconds; ``cancelled`` turns true when the user cancels.
+class Heartbeat:
+    """The job's claim, kept alive by a ``worker.claims.Renewal`` beating every few
+    seconds (which also renews the GPU leases and carries the progress); ``cancelled``
+    turns true when the user cancels or the claim is lost.
+
+    The beats go on after a cancel, while the trainer saves its last checkpoint: a
+    job whose heartbeat stopped would look dead to the sweep.
 
     It also keeps the job's GPU time: the seconds spent inside ``gpu_time()`` times the
     job's GPUs, added to the job at each beat and, for the last part, when the block
@@ -176,25 +177,27 @@ class Heartbeat(threading.Thread):
     """
 
     def __init__(self, job: Job, gpus: int, clock: Callable[[], float] = time.monotonic):
-        super().__init__(daemon=True, name=f"heartbeat-{job.pk}")
         self.job = job
         self.gpus = gpus
         self.clock = clock
         self.cancelled = False
         self.progress: dict = {}
-        self._halt = threading.Event()
         self._lock = threading.Lock()
         self._counting_since: float | None = None
         self._uncharged_s = 0.0
+        self._renewal = Renewal(self._beat, HEARTBEAT_S, f"heartbeat-{job.pk}")
 
-    def run(self) -> None:
-        try:
-            while not self._halt.wait(HEARTBEAT_S):
-                gpu_s = self._take_gpu_seconds()
-                self.cancelled = actions.beat(self.job, gpu_seconds=gpu_s, **self.progress)
-                leases.renew(self.job)
-        finally:
-            connection.close()
+    def start(self) -> None:
+        self._renewal.start()
+
+    def stop(self) -> None:
+        self._renewal.stop()
+
+    def _beat(self) -> bool:
+        gpu_s = self._take_gpu_seconds()
+        self.cancelled = actions.beat(self.job, gpu_seconds=gpu_s, **self.progress)
+        leases.renew(self.job)
+        return True  # beat on, cancelled or not (see the class's docstring)
 
     @contextmanager
     def gpu_time(self) -> Iterator[None]:
@@ -218,10 +221,6 @@ class Heartbeat(threading.Thread):
             seconds, self._uncharged_s = self._uncharged_s, 0.0
         return self.gpus * seconds
 
-    def stop(self) -> None:
-        self._halt.set()
-        self.join(timeout=10)
-
     def check(self) -> None:
         if self.cancelled:
             raise Cancelled()
@@ -242,41 +241,29 @@ def collect_answers(job: Job, beat: Heartbeat) -> None:
     if job.teacher is None:
         raise JobFailed("Some training prompts have no teacher answer and the job has no teacher.")
     actions.advance(job, Status.COLLECTING, stage="collecting")
-    try:
-        spec = teacher_spec(job.teacher)
-    except (ssrf.UnsafeURL, crypto.KeyUnreadable) as refused:
-        raise JobFailed(f"Teacher {job.teacher.name!r} cannot be used: {refused}") from None
-    budget = remaining_tokens(job.team)
-    if budget <= 0:
-        raise Paused("Paused: the team's teacher tokens for this month are spent.")
-    orm = OrmThread()
-    meter = TokenMeter(orm, job.team, job=job)
-
-    def progress(summary) -> None:
-        if beat.cancelled:
-            raise Cancelled()
-        beat.progress = {"step": summary.cached + summary.answered, "total_steps": summary.total}
-        meter.update(summary.tokens)
-
     messages = list(missing.values_list("messages", flat=True).iterator())
-    summary = None
-    try:
-        summary = asyncio.run(
-            collect(
-                messages,
-                spec,
-                DbAnswerStore(orm),
-                Limits(max_total_tokens=budget),
-                on_progress=progress,
-            )
-        )
-    except* TeacherError as failed:
-        raise JobFailed(f"Collecting teacher answers stopped: {failed.exceptions[0]}") from None
-    except* Cancelled:
-        raise Cancelled() from None
-    finally:
-        meter.settle(summary.tokens if summary else 0)
-        orm.close()
+
+    def progress(summary, orm) -> None:
+        beat.check()
+        beat.progress = {"step": summary.cached + summary.answered, "total_steps": summary.total}
+
+    paid = paid_call(
+        job.teacher,
+        job.team,
+        lambda spec, store, limits, on_progress: collect(
+            messages, spec, store, limits, on_progress=on_progress
+        ),
+        job=job,
+        on_progress=progress,
+    )
+    if paid.kind == "budget":
+        raise Paused("Paused: the team's teacher tokens for this month are spent.")
+    if paid.kind == "refused":
+        raise JobFailed(paid.error)
+    if paid.kind == "failed":
+        raise JobFailed(f"Collecting teacher answers stopped: {paid.failure}")
+    summary = paid.result
+    assert summary is not None  # ran to the end
     log.info("job %s: %s", job.pk, summary.line())
     if summary.stopped == "budget":
         raise Paused(f"Paused: the team's teacher token budget ran out ({summary.line()}).")
@@ -361,18 +348,15 @@ def train(job: Job, space: Workspace, devices: list[int], beat: Heartbeat) -> No
     env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, devices))
     argv = trainer_argv(space.config, len(devices))
     proc = TrainerProcess(argv, space.root, space.log, env, launcher=len(devices) > 1)
-    ingest = RunIngest(job, space.run_dir)
+    watch = TrainingWatch(job, proc, RunIngest(job, space.run_dir), beat)
     try:
         with beat.gpu_time():
-            code = _watch(job, proc, ingest, beat)
-    except BaseException:
-        # Whatever stopped the watch (a database error, the time limit), the trainer must
-        # not keep training on GPUs whose lease the job is about to release.
-        if proc.poll() is None:
-            proc.kill()
-        raise
+            code = proc.watch(watch.tick, POLL_S)
     finally:
-        ingest.poll()
+        watch.ingest.poll()
+    watch.report()
+    if watch.tripped is not None:
+        raise GuardTripped(watch.tripped)
     if beat.cancelled:
         raise Cancelled()
     if code == 2 or (code == 1 and proc.launcher and has_bad_input(space.log)):
@@ -384,39 +368,46 @@ def train(job: Job, space: Workspace, devices: list[int], beat: Heartbeat) -> No
         )
 
 
-def _watch(job: Job, proc: TrainerProcess, ingest: RunIngest, beat: Heartbeat) -> int:
-    step_times: list[tuple[float, int]] = []
-    tripped = None
-    next_check = time.monotonic() + settings.GAD_GUARD_CHECK_S
-    while True:
-        code = proc.poll()
+class TrainingWatch:
+    """What the worker does while the trainer runs: ingest its metrics, samples and
+    checkpoints, report progress with the heartbeat, run the health guard, and stop
+    the trainer (gracefully: it saves first) on a cancel or a tripped guard."""
+
+    def __init__(self, job: Job, proc: TrainerProcess, ingest: RunIngest, beat: Heartbeat):
+        self.job, self.proc, self.ingest, self.beat = job, proc, ingest, beat
+        self.step_times: list[tuple[float, int]] = []
+        self.tripped: health_guard.Decision | None = None
+        self.next_check = time.monotonic() + settings.GAD_GUARD_CHECK_S
+
+    def tick(self) -> None:
         close_old_connections()
-        ingest.poll()
-        if ingest.last:
-            step = int(ingest.last["step"])
-            step_times = (step_times + [(time.monotonic(), step)])[-20:]
-            beat.progress = {
-                "step": step,
-                "stage": ingest.last.get("stage", ""),
-                "total_steps": ingest.total_steps,
-                "eta_seconds": _eta(step_times, ingest.total_steps),
-                "log_tail": proc.tail(),
-            }
-        if code is not None:
-            if tripped is not None:
-                raise GuardTripped(tripped)
-            return code
-        if beat.cancelled or tripped is not None:
-            proc.terminate()  # the trainer finishes its step, saves, exits
-            if proc.kill_if_overdue(GRACE_S):
-                log.warning("job %s: trainer ignored SIGTERM for %ss; killed", job.pk, GRACE_S)
-        elif job.guard != "off" and time.monotonic() >= next_check:
-            next_check = time.monotonic() + settings.GAD_GUARD_CHECK_S
-            tripped = health_guard.check(job, job.guard)
-            if tripped is not None:
-                with open(proc.log_path, "a", encoding="utf-8") as f:
-                    f.write(f"[health guard] {tripped.message}\n")
-        time.sleep(POLL_S)
+        self.ingest.poll()
+        self.report()
+        if self.beat.cancelled or self.tripped is not None:
+            self.proc.terminate()  # the trainer finishes its step, saves, exits
+            if self.proc.kill_if_overdue(GRACE_S):
+                log.warning("job %s: trainer ignored SIGTERM for %ss; killed", self.job.pk, GRACE_S)
+        elif self.job.guard != "off" and time.monotonic() >= self.next_check:
+            self.next_check = time.monotonic() + settings.GAD_GUARD_CHECK_S
+            self.tripped = health_guard.check(self.job, self.job.guard)
+            if self.tripped is not None:
+                with open(self.proc.log_path, "a", encoding="utf-8") as f:
+                    f.write(f"[health guard] {self.tripped.message}\n")
+
+    def report(self) -> None:
+        """The last ingested step, its stage and the ETA, carried by the next beat."""
+        last = self.ingest.last
+        if not last:
+            return
+        step = int(last["step"])
+        self.step_times = (self.step_times + [(time.monotonic(), step)])[-20:]
+        self.beat.progress = {
+            "step": step,
+            "stage": last.get("stage", ""),
+            "total_steps": self.ingest.total_steps,
+            "eta_seconds": _eta(self.step_times, self.ingest.total_steps),
+            "log_tail": self.proc.tail(),
+        }
 
 
 def _eta(points: list[tuple[float, int]], total: int | None) -> int | None:
@@ -443,17 +434,8 @@ def evaluate(job: Job, space: Workspace, devices: list[int], beat: Heartbeat) ->
     # On the job's own GPUs (none for a CPU job), never on one another job holds.
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ",".join(map(str, devices))}
     proc = TrainerProcess(argv, space.root, space.log, env)
-    try:
-        with beat.gpu_time():
-            while (code := proc.poll()) is None:
-                if beat.cancelled:
-                    raise Cancelled()
-                time.sleep(POLL_S)
-    except BaseException:
-        # Cancelled, the time limit, a database error: the GPUs are about to be released.
-        if proc.poll() is None:
-            proc.kill()
-        raise
+    with beat.gpu_time():
+        code = proc.watch(beat.check, POLL_S)
     if code != 0:
         raise JobFailed(f"Generating answers on the test prompts failed:\n{log_tail(space.log)}")
     JobAnswer.objects.bulk_create(

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 
 LOG_TAIL_LINES = 200
@@ -68,6 +69,24 @@ class TrainerProcess:
         if code is not None:
             self._log.close()
         return code
+
+    def watch(self, tick: Callable[[], None], poll_s: float) -> int:
+        """Wait for the child to exit and return its status, calling ``tick()`` between
+        polls while it runs. ``tick`` raises to stop waiting (a cancel, a lost claim).
+
+        Whatever ends the wait early (that, a database error, the task's time limit),
+        the child is killed first: it must not outlive the claim and the GPUs that its
+        caller is about to give back.
+        """
+        try:
+            while (code := self.poll()) is None:
+                tick()
+                time.sleep(poll_s)
+            return code
+        except BaseException:
+            if self.poll() is None:
+                self.kill()
+            raise
 
     def terminate(self) -> None:
         """Ask the trainer to stop: it finishes the step, saves a checkpoint, exits 0.
@@ -159,7 +178,11 @@ def write_prompts(path: Path, rows) -> None:
 
 
 def generate_argv(
-    model: str, prompts: Path, out: Path, max_new_tokens: int, temperature: float | None = None
+    model: str | Path,
+    prompts: Path,
+    out: Path,
+    max_new_tokens: int,
+    temperature: float | None = None,
 ) -> list[str]:
     """`python -m trainer generate`: greedy unless a temperature is given."""
     decoding = ["--greedy"] if temperature is None else ["--temperature", str(temperature)]

@@ -2,7 +2,7 @@
 
 The task re-checks the base URL against the SSRF rules right before connecting (DNS
 may have changed since the endpoint was saved), builds the spec with the decrypted
-key through ``worker.specs`` as the collection pipeline does, and calls the teacher
+key through ``webapp.teachers.specs`` as the collection pipeline does, and calls the teacher
 through ``trainer.teacher.ask`` like every other teacher call, so its errors carry the
 same kinds: transient (try again), prompt (this request refused), run (the endpoint
 is unusable as configured).
@@ -18,8 +18,9 @@ from celery.exceptions import SoftTimeLimitExceeded
 from trainer.teacher import Answer, RetryPolicy, TeacherError, TeacherSpec, ask, make_client
 from webapp.celery import app
 from webapp.teachers import actions, crypto, ssrf
-from webapp.teachers.models import KEY_MASK, ConnectionStatus, ErrorKind, TeacherEndpoint
-from worker.specs import teacher_spec
+from webapp.teachers.models import ConnectionStatus, ErrorKind, TeacherEndpoint
+from webapp.teachers.specs import teacher_spec
+from worker.paid import without_key
 
 log = logging.getLogger(__name__)
 
@@ -29,13 +30,6 @@ TEST_MAX_TOKENS = 8
 TEST_TIMEOUT_S = 30.0
 # One attempt and no back-off sleep: the person waiting wants the first answer.
 ONE_TRY = RetryPolicy(max_attempts=1, base_delay=0.0, max_delay=0.0)
-
-
-def without_key(message: str, endpoint: TeacherEndpoint, spec: TeacherSpec | None) -> str:
-    """``message`` with the key masked: a server may echo it in its error text."""
-    if spec is None or not spec.api_key:
-        return message
-    return message.replace(spec.api_key, KEY_MASK + endpoint.api_key_last4)
 
 
 @app.task(name=actions.TEST_TASK, soft_time_limit=60, time_limit=90, acks_late=True)

@@ -41,7 +41,7 @@ def login(page, base_url: str, username: str, next_path: str) -> None:
 
 
 def expected_counts(campaign) -> dict[str, int]:
-    from webapp.evaluation.models import Vote
+    from webapp.annotation.models import Vote
 
     counts = {"win": 0, "tie": 0, "lose": 0}
     for vote in Vote.objects.filter(assignment__campaign=campaign, undone_at__isnull=True):
@@ -57,7 +57,7 @@ def expected_counts(campaign) -> dict[str, int]:
 def test_annotator_votes_with_the_keyboard_undoes_one_and_results_show_the_counts(
     live_server, page, team_with_campaign
 ):
-    from webapp.evaluation.models import Vote
+    from webapp.annotation.models import Vote
 
     team, campaign, annotator = team_with_campaign
     start = f"/teams/{team.slug}/annotate/{campaign.pk}/"
@@ -123,7 +123,7 @@ def test_annotator_votes_with_the_keyboard_undoes_one_and_results_show_the_count
 def test_a_member_closes_the_campaign_while_an_annotator_is_voting(
     live_server, browser, team_with_campaign
 ):
-    from webapp.evaluation.models import Vote
+    from webapp.annotation.models import Vote
 
     team, campaign, _ = team_with_campaign
     contexts = [browser.new_context(), browser.new_context()]

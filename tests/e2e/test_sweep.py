@@ -20,8 +20,8 @@ def test_live_judge_progress_then_the_chart_and_one_click_final(live_server, pag
     from tests.judge.scripted import QualityJudge, ScriptedJudge
     from tests.webapp.test_evaluation_sweep import answer_sweep, job_with_checkpoints
     from tests.webapp.test_teachers import LOOPBACK, make_endpoint
-    from webapp.evaluation import sweep
-    from webapp.evaluation.models import JudgeRun
+    from webapp.judging import actions as judging_actions
+    from webapp.judging.models import JudgeRun
     from webapp.teams.actions import create_team
     from worker.evaluation import judge_evaluation
 
@@ -31,7 +31,7 @@ def test_live_judge_progress_then_the_chart_and_one_click_final(live_server, pag
     job = job_with_checkpoints(team, steps=(10, 20))
     with ScriptedJudge(QualityJudge()) as server:
         judge = make_endpoint(team, name="Judge-J", base_url=server.url, model="m")
-        created = sweep.create_sweep(
+        created = judging_actions.create_sweep(
             job, owner, every=1, judge=judge, prompt_set=job.prompt_set, length_bound=10
         )
         evaluation = created.evaluation

@@ -15,10 +15,11 @@ from tests.webapp.test_jobs import launch_data
 from tests.webapp.test_teachers import make_endpoint, url
 from webapp.celery import app
 from webapp.evaluation import actions as evaluation_actions
-from webapp.evaluation import judging
-from webapp.evaluation.models import EvalStatus, JudgeRun
+from webapp.evaluation.models import EvalStatus
 from webapp.jobs.actions import RUN_JOB_TASK
 from webapp.jobs.models import Job
+from webapp.judging import actions as judging_actions
+from webapp.judging.models import JudgeRun
 from webapp.teachers.models import TeacherEndpoint
 from worker.jobs import sweep
 
@@ -72,7 +73,7 @@ def test_evaluation_and_judge_tasks_are_flagged_then_resent(personas, broker):
     evaluation.save()
     run = JudgeRun.objects.create(evaluation=evaluation, judge_name="j")
     assert not evaluation_actions.enqueue_generation(evaluation.pk)
-    assert not judging.enqueue(run.pk)
+    assert not judging_actions.enqueue(run.pk)
     evaluation.refresh_from_db()
     run.refresh_from_db()
     assert evaluation.unsent and run.unsent
@@ -81,7 +82,7 @@ def test_evaluation_and_judge_tasks_are_flagged_then_resent(personas, broker):
     assert sweep()["resent"] == 2
     assert {(name, args[0]) for name, args, _ in broker.sent} == {
         (evaluation_actions.GENERATE_TASK, evaluation.pk),
-        (judging.JUDGE_TASK, run.pk),
+        (judging_actions.JUDGE_TASK, run.pk),
     }
     evaluation.refresh_from_db()
     run.refresh_from_db()

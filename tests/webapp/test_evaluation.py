@@ -12,17 +12,11 @@ import pytest
 from django.utils import timezone
 
 from tests.webapp.factories import make_job, make_prompt_set
-from webapp.evaluation import actions, queue
-from webapp.evaluation.models import (
-    Assignment,
-    EvalStatus,
-    Evaluation,
-    Item,
-    System,
-    SystemAnswer,
-    SystemStatus,
-    Vote,
-)
+from webapp.annotation import actions as annotation_actions
+from webapp.annotation import queue
+from webapp.annotation.models import Assignment, Item, Vote
+from webapp.evaluation import actions
+from webapp.evaluation.models import EvalStatus, Evaluation, System, SystemAnswer, SystemStatus
 from webapp.jobs.models import Checkpoint
 from webapp.promptsets.models import Split
 from webapp.teams.actions import ActionError
@@ -99,8 +93,10 @@ def systems_of(evaluation: Evaluation) -> dict[str, System]:
 
 
 def make_campaign(evaluation, annotators, overlap: int = 1, seed: int = 0, pairs=None):
-    pairs = pairs or actions.default_pairs(list(evaluation.systems.select_related("job")))
-    return actions.create_campaign(
+    pairs = pairs or annotation_actions.default_pairs(
+        list(evaluation.systems.select_related("job"))
+    )
+    return annotation_actions.create_campaign(
         evaluation,
         None,
         title="Which answer is better?",
@@ -117,7 +113,7 @@ def make_campaign(evaluation, annotators, overlap: int = 1, seed: int = 0, pairs
 def test_default_pairs_are_gad_vs_before_distillation_and_gad_vs_seqkd(personas):
     evaluation = make_evaluation(personas.team, teacher=True)
     s = systems_of(evaluation)
-    pairs = actions.default_pairs(list(evaluation.systems.select_related("job")))
+    pairs = annotation_actions.default_pairs(list(evaluation.systems.select_related("job")))
     assert [(a.pk, b.pk) for a, b in pairs] == [
         (s["gad"].pk, s["base"].pk),
         (s["gad"].pk, s["seqkd"].pk),
@@ -127,7 +123,7 @@ def test_default_pairs_are_gad_vs_before_distillation_and_gad_vs_seqkd(personas)
 def test_no_default_pairs_without_a_gad_system(personas):
     evaluation = make_evaluation(personas.team)
     evaluation.systems.filter(method="gad").delete()
-    assert actions.default_pairs(list(evaluation.systems.select_related("job"))) == []
+    assert annotation_actions.default_pairs(list(evaluation.systems.select_related("job"))) == []
 
 
 def test_create_evaluation_fixes_the_test_prompts_and_dedupes_systems(personas):
@@ -223,7 +219,7 @@ def test_left_right_order_is_balanced_per_pair_over_many_items(personas):
 def test_balanced_sides_is_random_yet_exact():
     import random
 
-    draws = [actions.balanced_sides(10, random.Random(seed)) for seed in range(20)]
+    draws = [annotation_actions.balanced_sides(10, random.Random(seed)) for seed in range(20)]
     assert all(sum(d) == 5 for d in draws)
     assert len({tuple(d) for d in draws}) > 15
 
@@ -231,10 +227,10 @@ def test_balanced_sides_is_random_yet_exact():
 def test_campaign_refuses_a_title_that_names_a_system_or_the_method(personas):
     evaluation = make_evaluation(personas.team)
     people = [personas.annotator]
-    pairs = actions.default_pairs(list(evaluation.systems.select_related("job")))
+    pairs = annotation_actions.default_pairs(list(evaluation.systems.select_related("job")))
     for title in (f"{GAD_JOB} vs the rest", "GAD against SeqKD", f"is {STUDENT} better?"):
         with pytest.raises(ActionError, match="must not know"):
-            actions.create_campaign(
+            annotation_actions.create_campaign(
                 evaluation, None, title=title, pairs=pairs, annotators=people, overlap=1
             )
 
@@ -255,28 +251,28 @@ def _first(user, campaign) -> Assignment:
 def test_a_second_vote_on_the_same_assignment_is_refused(personas):
     campaign = make_campaign(make_evaluation(personas.team), [personas.annotator])
     assignment = _first(personas.annotator, campaign)
-    actions.record_vote(assignment, personas.annotator, "left")
-    with pytest.raises(actions.AlreadyVoted):
-        actions.record_vote(assignment, personas.annotator, "right")
+    annotation_actions.record_vote(assignment, personas.annotator, "left")
+    with pytest.raises(annotation_actions.AlreadyVoted):
+        annotation_actions.record_vote(assignment, personas.annotator, "right")
     assert Vote.objects.filter(assignment=assignment).count() == 1
 
 
 def test_nobody_votes_on_someone_elses_assignment(personas):
     campaign = make_campaign(make_evaluation(personas.team), [personas.annotator])
     with pytest.raises(ActionError, match="not assigned to you"):
-        actions.record_vote(_first(personas.annotator, campaign), personas.member, "tie")
+        annotation_actions.record_vote(_first(personas.annotator, campaign), personas.member, "tie")
 
 
 def test_skip_moves_the_item_to_the_end_of_the_queue(personas):
     campaign = make_campaign(make_evaluation(personas.team, n_prompts=3), [personas.annotator])
     first = _first(personas.annotator, campaign)
-    actions.skip(first)
+    annotation_actions.skip(first)
     assert _first(personas.annotator, campaign).pk != first.pk
     for _ in range(5):
         current = _first(personas.annotator, campaign)
         if current.pk == first.pk:
             break
-        actions.record_vote(current, personas.annotator, "tie")
+        annotation_actions.record_vote(current, personas.annotator, "tie")
     assert _first(personas.annotator, campaign).pk == first.pk
 
 
@@ -284,20 +280,20 @@ def test_undo_withdraws_only_the_last_vote_within_the_window(personas):
     campaign = make_campaign(make_evaluation(personas.team), [personas.annotator])
     user = personas.annotator
     a1 = _first(user, campaign)
-    actions.record_vote(a1, user, "left")
+    annotation_actions.record_vote(a1, user, "left")
     a2 = _first(user, campaign)
-    actions.record_vote(a2, user, "right")
+    annotation_actions.record_vote(a2, user, "right")
 
-    assert actions.undo_last_vote(user, campaign).pk == a2.pk
+    assert annotation_actions.undo_last_vote(user, campaign).pk == a2.pk
     assert _first(user, campaign).pk == a2.pk
     assert queue.progress(user, campaign)[0] == 1
     with pytest.raises(ActionError, match="earlier votes are final"):
-        actions.undo_last_vote(user, campaign)  # a1 stays
+        annotation_actions.undo_last_vote(user, campaign)  # a1 stays
 
-    actions.record_vote(a2, user, "tie")  # a new vote after the undo is allowed
-    later = timezone.now() + actions.UNDO_WINDOW + timedelta(seconds=1)
+    annotation_actions.record_vote(a2, user, "tie")  # a new vote after the undo is allowed
+    later = timezone.now() + annotation_actions.UNDO_WINDOW + timedelta(seconds=1)
     with pytest.raises(ActionError, match="within 2 minutes"):
-        actions.undo_last_vote(user, campaign, now=later)
+        annotation_actions.undo_last_vote(user, campaign, now=later)
     assert Vote.objects.filter(assignment=a2, undone_at__isnull=True).get().choice == "tie"
     assert Vote.objects.filter(assignment=a2, undone_at__isnull=False).count() == 1
 
@@ -305,6 +301,6 @@ def test_undo_withdraws_only_the_last_vote_within_the_window(personas):
 def test_undo_of_another_persons_vote_is_impossible(personas):
     evaluation = make_evaluation(personas.team)
     campaign = make_campaign(evaluation, [personas.annotator, personas.member], overlap=2)
-    actions.record_vote(_first(personas.annotator, campaign), personas.annotator, "left")
+    annotation_actions.record_vote(_first(personas.annotator, campaign), personas.annotator, "left")
     with pytest.raises(ActionError, match="no vote to undo"):
-        actions.undo_last_vote(personas.member, campaign)
+        annotation_actions.undo_last_vote(personas.member, campaign)

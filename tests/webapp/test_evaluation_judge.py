@@ -9,8 +9,10 @@ from django.urls import reverse
 from tests.judge.scripted import QualityJudge, ScriptedJudge
 from tests.webapp.test_evaluation import make_evaluation, systems_of
 from tests.webapp.test_teachers import LOOPBACK, make_endpoint
-from webapp.evaluation import judging
-from webapp.evaluation.models import JudgeRun, SystemAnswer
+from webapp.evaluation.models import SystemAnswer
+from webapp.judging import actions as judging_actions
+from webapp.judging import runs as judging
+from webapp.judging.models import JudgeRun
 from webapp.teams import actions as team_actions
 from worker.evaluation import judge_evaluation
 
@@ -27,7 +29,7 @@ def _loopback_judges(settings):
 @pytest.fixture
 def enqueued(monkeypatch):
     runs = []
-    monkeypatch.setattr(judging, "enqueue", runs.append)
+    monkeypatch.setattr(judging_actions, "enqueue", runs.append)
     return runs
 
 
@@ -173,7 +175,7 @@ def test_a_run_held_by_a_live_worker_is_left_alone_and_a_lost_one_is_requeued(
     evaluation = scored_evaluation(personas.team, n_prompts=2)
     with ScriptedJudge(QualityJudge()) as server:
         judge = make_endpoint(personas.team, name="Judge-J", base_url=server.url, model="m")
-        run = judging.launch(evaluation, judge, None)
+        run = judging_actions.launch(evaluation, judge, None)
         # A live worker holds it: a second delivery of the task asks the judge nothing.
         soon = timezone.now() + timedelta(seconds=60)
         JudgeRun.objects.filter(pk=run.pk).update(
@@ -209,7 +211,7 @@ def test_a_run_whose_claim_was_taken_over_stops_asking_the_judge(
     evaluation = scored_evaluation(personas.team, n_prompts=4)
     with ScriptedJudge(QualityJudge()) as server:
         judge = make_endpoint(personas.team, name="Judge-J", base_url=server.url, model="m")
-        run = judging.launch(evaluation, judge, None)
+        run = judging_actions.launch(evaluation, judge, None)
         run = JudgeRun.objects.select_related("evaluation__team", "judge").get(pk=run.pk)
         with pytest.raises(LostClaim):
             run_judge(run, TakenOver())

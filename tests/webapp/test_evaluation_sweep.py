@@ -10,16 +10,13 @@ from django.urls import reverse
 from tests.judge.scripted import QualityJudge, ScriptedJudge
 from tests.webapp.factories import make_job, make_prompt_set
 from tests.webapp.test_teachers import LOOPBACK, make_endpoint
-from webapp.evaluation import actions, judging, sweep
-from webapp.evaluation.models import (
-    EvalStatus,
-    JudgeRun,
-    Sweep,
-    SystemAnswer,
-    SystemKind,
-    SystemStatus,
-)
+from webapp.evaluation import actions
+from webapp.evaluation.models import EvalStatus, SystemAnswer, SystemKind, SystemStatus
 from webapp.jobs.models import Checkpoint
+from webapp.judging import actions as judging_actions
+from webapp.judging import runs as judging
+from webapp.judging import sweep
+from webapp.judging.models import JudgeRun, Sweep
 from webapp.promptsets.models import Split
 from webapp.teams.actions import ActionError
 from worker.evaluation import judge_evaluation
@@ -35,7 +32,7 @@ def enqueued(monkeypatch):
     """Nothing reaches a broker: generation and judge tasks are recorded instead."""
     sent = []
     monkeypatch.setattr(actions, "enqueue_generation", lambda pk: sent.append(("generate", pk)))
-    monkeypatch.setattr(judging, "enqueue", lambda pk: sent.append(("judge", pk)))
+    monkeypatch.setattr(judging_actions, "enqueue", lambda pk: sent.append(("judge", pk)))
     return sent
 
 
@@ -66,16 +63,16 @@ def test_create_sweep_refuses_clearly(personas, enqueued):
     judge = make_endpoint(personas.team, name="J")
     empty = make_job(personas.team, make_prompt_set(personas.team), name="Empty")
     with pytest.raises(ActionError, match="no checkpoint yet"):
-        sweep.create_sweep(empty, None, every=1, judge=judge, prompt_set=empty.prompt_set)
+        judging_actions.create_sweep(empty, None, every=1, judge=judge, prompt_set=empty.prompt_set)
     many = job_with_checkpoints(personas.team, steps=range(10, 140, 10))  # 13 checkpoints
     with pytest.raises(ActionError, match="at most 11. Sweep every 2 or more"):
-        sweep.create_sweep(many, None, every=1, judge=judge, prompt_set=many.prompt_set)
+        judging_actions.create_sweep(many, None, every=1, judge=judge, prompt_set=many.prompt_set)
     theirs = make_endpoint(personas.other_team, name="Theirs")
     with pytest.raises(ActionError, match="team's teacher endpoints"):
-        sweep.create_sweep(many, None, every=2, judge=theirs, prompt_set=many.prompt_set)
+        judging_actions.create_sweep(many, None, every=2, judge=theirs, prompt_set=many.prompt_set)
     no_test = make_prompt_set(personas.team, name="no-test")
     with pytest.raises(ActionError, match="no prompts in its held-out test split"):
-        sweep.create_sweep(many, None, every=2, judge=judge, prompt_set=no_test)
+        judging_actions.create_sweep(many, None, every=2, judge=judge, prompt_set=no_test)
     assert not Sweep.objects.exists() and not enqueued
 
 
@@ -162,13 +159,13 @@ def test_sweep_end_to_end_from_the_form_to_the_final_model(
         assert kinds == [("base", 0), ("checkpoint", 20), ("checkpoint", 40)]
 
         # Nothing is judged before every system has its answers.
-        assert judging.launch_auto(evaluation.pk) is None
+        assert judging_actions.launch_auto(evaluation.pk) is None
         # Step 40 scores best but writes 30 words; step 20 scores well in 8.
         answer_sweep(evaluation, {0: (3, 5), 20: (6, 8), 40: (8, 30)})
         assert judging.live(evaluation)  # the page keeps polling until the judge starts
-        run = judging.launch_auto(evaluation.pk)
+        run = judging_actions.launch_auto(evaluation.pk)
         assert run is not None and ("judge", run.pk) in enqueued
-        assert judging.launch_auto(evaluation.pk) is None  # once per evaluation
+        assert judging_actions.launch_auto(evaluation.pk) is None  # once per evaluation
         assert judge_evaluation(run.pk) == "succeeded"
 
     page = reverse("evaluation", kwargs={"slug": personas.team.slug, "pk": evaluation.pk})
@@ -205,10 +202,12 @@ def test_sweep_end_to_end_from_the_form_to_the_final_model(
 def test_an_unusable_auto_judge_leaves_a_failed_run_that_says_why(personas, enqueued, settings):
     job = job_with_checkpoints(personas.team, steps=(10,))
     judge = make_endpoint(personas.team, name="Far", base_url="http://10.0.0.7/v1")
-    created = sweep.create_sweep(job, None, every=1, judge=judge, prompt_set=job.prompt_set)
+    created = judging_actions.create_sweep(
+        job, None, every=1, judge=judge, prompt_set=job.prompt_set
+    )
     answer_sweep(created.evaluation, {0: (3, 5), 10: (6, 8)})
     settings.GAD_ALLOWED_TEACHER_HOSTS = []
-    run = judging.launch_auto(created.evaluation.pk)
+    run = judging_actions.launch_auto(created.evaluation.pk)
     assert run.status == JudgeRun.Status.FAILED and "cannot be used" in run.error
     assert not [task for task in enqueued if task[0] == "judge"]
 
@@ -243,7 +242,7 @@ def test_judge_table_has_one_column_per_test_set(transactional_db, login, person
     with ScriptedJudge(QualityJudge()) as server:
         judge_endpoint.base_url = server.url
         judge_endpoint.save()
-        run = judging.launch_auto(evaluation.pk)
+        run = judging_actions.launch_auto(evaluation.pk)
         assert judge_evaluation(run.pk) == "succeeded"
     run.refresh_from_db()
     columns = {t["name"]: {s["system"]: s for s in t["systems"]} for t in run.report["test_sets"]}
@@ -264,7 +263,9 @@ def test_judge_table_has_one_column_per_test_set(transactional_db, login, person
 def test_status_json_reports_judge_progress_while_running(login, personas, enqueued):
     job = job_with_checkpoints(personas.team, steps=(10,))
     judge = make_endpoint(personas.team, name="J")
-    created = sweep.create_sweep(job, None, every=1, judge=judge, prompt_set=job.prompt_set)
+    created = judging_actions.create_sweep(
+        job, None, every=1, judge=judge, prompt_set=job.prompt_set
+    )
     evaluation = created.evaluation
     answer_sweep(evaluation, {0: (3, 5), 10: (6, 8)})
     run = JudgeRun.objects.create(
@@ -329,7 +330,7 @@ def test_a_script_sweeps_a_job_reads_the_proposal_and_marks_it_final_over_the_ap
         assert state["judged"] is False and state["proposal"]["step"] is None
         assert state["status"] == "generating"
         answer_sweep(evaluation, {0: (3, 5), 10: (6, 8), 20: (8, 30)})
-        run = judging.launch_auto(evaluation.pk)
+        run = judging_actions.launch_auto(evaluation.pk)
         assert judge_evaluation(run.pk) == "succeeded"
 
     detail = client.get(f"/api/v1/evaluations/{ids['evaluation']}", **auth).json()

@@ -21,9 +21,11 @@ from tests.webapp.test_evaluation import (
     make_evaluation,
     systems_of,
 )
-from webapp.evaluation import actions, queue
-from webapp.evaluation.markdown import render
-from webapp.evaluation.models import Evaluation, SystemAnswer, Vote
+from webapp.annotation import actions as annotation_actions
+from webapp.annotation import queue
+from webapp.annotation.markdown import render
+from webapp.annotation.models import Vote
+from webapp.evaluation.models import Evaluation, SystemAnswer
 
 JSON = {"HTTP_ACCEPT": "application/json"}
 
@@ -32,7 +34,7 @@ JSON = {"HTTP_ACCEPT": "application/json"}
 def campaign(personas, tmp_path):
     evaluation = make_evaluation(personas.team, teacher=True, tmp=str(tmp_path / "runs"))
     s = systems_of(evaluation)
-    pairs = actions.default_pairs(list(evaluation.systems.select_related("job")))
+    pairs = annotation_actions.default_pairs(list(evaluation.systems.select_related("job")))
     pairs.append((s["teacher"], s["gad"]))
     return make_campaign(evaluation, [personas.annotator, personas.member], overlap=2, pairs=pairs)
 
@@ -291,7 +293,7 @@ def test_undo_button_is_offered_only_while_the_last_vote_may_be_undone(login, pe
 
 def _vote_all(campaign, user, choice_for):
     while (a := queue.next_assignment(user, campaign)) is not None:
-        actions.record_vote(a, user, choice_for(a))
+        annotation_actions.record_vote(a, user, choice_for(a))
 
 
 def _a_wins(assignment) -> str:
@@ -322,27 +324,29 @@ def test_results_poll_answers_204_until_a_vote_changes_them(login, personas, cam
     version = first.content.decode().split('data-version="')[1].split('"')[0]
     assert client.get(url, {"fragment": "1", "v": version}).status_code == 204
     assignment = queue.next_assignment(personas.annotator, campaign)
-    actions.record_vote(assignment, personas.annotator, "left")
+    annotation_actions.record_vote(assignment, personas.annotator, "left")
     assert client.get(url, {"fragment": "1", "v": version}).status_code == 200
     version2 = report_version(campaign)
-    actions.undo_last_vote(personas.annotator, campaign)
+    annotation_actions.undo_last_vote(personas.annotator, campaign)
     assert report_version(campaign) != version2
 
 
 def report_version(campaign):
-    from webapp.evaluation.report import version
+    from webapp.annotation.report import version
 
     return version(campaign)
 
 
 def test_export_has_every_live_vote_in_csv_and_jsonl(login, personas, campaign):
     first = queue.next_assignment(personas.annotator, campaign)
-    actions.record_vote(first, personas.annotator, "left", "nice")
+    annotation_actions.record_vote(first, personas.annotator, "left", "nice")
     second = queue.next_assignment(personas.annotator, campaign)
-    actions.record_vote(second, personas.annotator, "right")
-    actions.undo_last_vote(personas.annotator, campaign)
-    actions.record_vote(second, personas.annotator, "tie")
-    actions.record_vote(queue.next_assignment(personas.member, campaign), personas.member, "left")
+    annotation_actions.record_vote(second, personas.annotator, "right")
+    annotation_actions.undo_last_vote(personas.annotator, campaign)
+    annotation_actions.record_vote(second, personas.annotator, "tie")
+    annotation_actions.record_vote(
+        queue.next_assignment(personas.member, campaign), personas.member, "left"
+    )
 
     client = login(personas.owner)
     url = reverse("campaign-export", kwargs={"slug": personas.team.slug, "pk": campaign.pk})
@@ -510,7 +514,9 @@ def test_delete_needs_the_name_and_an_idle_evaluation_then_takes_everything(
     login, personas, settings, tmp_path, django_capture_on_commit_callbacks
 ):
     from tests.webapp.test_evaluation import make_campaign, make_evaluation
-    from webapp.evaluation.models import Campaign, EvalStatus, JudgeRun, SystemAnswer, Vote
+    from webapp.annotation.models import Campaign, Vote
+    from webapp.evaluation.models import EvalStatus, SystemAnswer
+    from webapp.judging.models import JudgeRun
 
     settings.GAD_DATA_DIR = tmp_path
     evaluation = make_evaluation(personas.team, n_prompts=2)

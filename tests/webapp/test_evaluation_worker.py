@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from tests.webapp.factories import make_job, make_prompt_set
 from tests.worker.conftest import Workers, wait_for
+from webapp.annotation import actions as annotation_actions
 from webapp.evaluation import actions
 from webapp.evaluation.models import EvalStatus, Evaluation, SystemAnswer, SystemStatus
 from webapp.jobs.models import Checkpoint, JobAnswer
@@ -105,7 +106,7 @@ def test_generation_task_answers_every_prompt_for_every_system(workers, personas
 
     # Generating again is a no-op: nothing is missing, nothing runs.
     assert actions.request_generation(evaluation) == 0
-    campaign = actions.create_campaign(
+    campaign = annotation_actions.create_campaign(
         evaluation,
         None,
         title="Round",
@@ -214,8 +215,9 @@ def test_a_sweep_is_generated_then_judged_by_the_worker_without_a_click(
     starts the sweep's judge by itself; the page proposes a checkpoint."""
     from tests.judge.scripted import REFERENCE, ScriptedJudge, is_verdict, shown_answers
     from trainer.tiny import build_tiny
-    from webapp.evaluation import sweep
-    from webapp.evaluation.models import JudgeRun
+    from webapp.judging import actions as judging_actions
+    from webapp.judging import sweep
+    from webapp.judging.models import JudgeRun
     from webapp.teachers.actions import create_endpoint
 
     def by_length(messages):  # a judge that likes longer answers, within 1..10
@@ -230,7 +232,7 @@ def test_a_sweep_is_generated_then_judged_by_the_worker_without_a_click(
     Checkpoint.objects.create(job=job, step=2, path=str(middle))
     with ScriptedJudge(by_length) as server:
         judge = create_endpoint(personas.team, None, name="J", base_url=server.url, model="m")
-        created = sweep.create_sweep(
+        created = judging_actions.create_sweep(
             job, personas.member, every=1, judge=judge, prompt_set=prompt_set, max_new_tokens=6
         )
         evaluation = created.evaluation
@@ -262,7 +264,7 @@ def test_on_a_gpu_node_generation_waits_for_a_free_gpu_and_leases_it(
 ):
     import socket
 
-    from webapp.jobs.models import GpuLease
+    from webapp.nodes.models import GpuLease
 
     before, after = tiny_models
     prompt_set, job, checkpoint = _setup(personas.team, before, after, n_prompts=2)

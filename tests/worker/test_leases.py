@@ -8,7 +8,7 @@ from django.contrib.auth import get_user_model
 from django.utils import timezone
 
 from tests.webapp.factories import make_job
-from webapp.jobs.models import GpuLease
+from webapp.nodes.models import GpuLease
 from webapp.teams.actions import create_team
 from worker import leases
 

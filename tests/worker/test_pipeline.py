@@ -12,7 +12,7 @@ from django.contrib.auth import get_user_model
 from tests.webapp.factories import make_prompt_set
 from tests.worker.conftest import wait_for
 from webapp.jobs import actions
-from webapp.jobs.forms import build_configs
+from webapp.jobs.configs import build_configs
 from webapp.jobs.models import Checkpoint, Job, JobAnswer, MetricPoint, Sample
 from webapp.promptsets.models import Prompt
 from webapp.teams.actions import create_team

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import torch
@@ -26,7 +27,9 @@ from trainer import checkpoint as ckpt_io
 from trainer import distributed
 from trainer.config import TrainConfig, save_config, to_dict
 from trainer.data import Example
+from trainer.discriminator import Discriminator
 from trainer.metrics import MetricsSink, Progress
+from trainer.rollout import RolloutBackend
 
 
 @dataclass
@@ -48,9 +51,9 @@ class Run:
     student: nn.Module
     g_opt: torch.optim.Optimizer
     sink: MetricsSink
-    rollout: Any
+    rollout: RolloutBackend
     plan: list[tuple[str, int]]  # (stage name, epochs)
-    disc: nn.Module | None = None
+    disc: Discriminator | None = None
     d_opt: torch.optim.Optimizer | None = None
     reference: nn.Module | None = None
     reference_path: str | None = None
@@ -186,6 +189,8 @@ def restore(run: Run, state: dict[str, Any]) -> None:
 # ---------------------------------------------------------------------------- the loop
 
 StepFn = Callable[[Run, list[Example]], dict[str, Any]]
+# What signal.signal returns: a handler, SIG_DFL / SIG_IGN (ints), or None.
+SignalHandler = Callable[[int, FrameType | None], Any] | int | None
 
 
 class StopOnSigterm:
@@ -193,10 +198,10 @@ class StopOnSigterm:
 
     def __init__(self, run: Run):
         self.run = run
-        self.previous = None
+        self.previous: SignalHandler = None
 
-    def __enter__(self):
-        def handler(signum, frame):
+    def __enter__(self) -> StopOnSigterm:
+        def handler(signum: int, frame: FrameType | None) -> None:
             self.run.stop_requested = True
 
         try:
@@ -205,7 +210,7 @@ class StopOnSigterm:
             self.previous = None
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         if self.previous is not None:
             signal.signal(signal.SIGTERM, self.previous)
 
@@ -278,3 +283,33 @@ def finish(run: Run, reason: str) -> None:
         )
     if run.progress:
         run.progress.log(f"run {reason} at step {run.step}")
+
+
+def train_to_end(
+    run: Run,
+    state: dict[str, Any] | None,
+    steps: dict[str, StepFn],
+    on_stage_start: Callable[[Run, str], None] | None = None,
+    load_models: Callable[[Run], None] | None = None,
+) -> str:
+    """A recipe after its setup: train, save, and close the metrics sink and the progress
+    bar however the run ends. Return how it ended: finished, max_steps or stopped (SIGTERM).
+
+    ``load_models`` runs first, under the SIGTERM handler; then the RNG state of the
+    checkpoint ``state`` is restored (if resuming), after every model load so that none
+    can shift it.
+    """
+    try:
+        with StopOnSigterm(run):
+            if load_models is not None:
+                load_models(run)
+            if state is not None:
+                ckpt_io.set_rng_state(state["rng"])
+            distributed.reseed(run.cfg.seed, run.step)
+            reason = train_loop(run, steps, on_stage_start)
+            finish(run, reason)
+    finally:
+        run.sink.close()
+        if run.progress:
+            run.progress.close()
+    return reason

@@ -18,21 +18,13 @@ from typing import Any
 from torch import Tensor
 
 from trainer import distributed
-from trainer.checkpoint import set_rng_state
 from trainer.config import TrainConfig
 from trainer.data import Example
 from trainer.losses import grpo_advantages
 from trainer.metrics import MetricsSink
 from trainer.models import frozen_copy, load_reference
 from trainer.recipes import samples
-from trainer.recipes.common import (
-    Run,
-    StopOnSigterm,
-    finish,
-    make_optimizer,
-    save,
-    train_loop,
-)
+from trainer.recipes.common import Run, StepFn, make_optimizer, save, train_to_end
 from trainer.recipes.setup import build_run
 from trainer.recipes.updates import (
     disc_metrics,
@@ -43,6 +35,7 @@ from trainer.recipes.updates import (
     score,
     sft_update,
     student_length_metrics,
+    teacher_answers,
     teacher_length_metrics,
 )
 from trainer.rollout import Rollout
@@ -82,7 +75,7 @@ def _update_disc(run: Run, s: Scored) -> dict[str, Any]:
 
 def _tokens(batch: list[Example], rollout: Rollout | None) -> int:
     """Tokens through the step's forwards (for perf/tokens_per_s)."""
-    teacher = sum(len(ex.prompt_ids) + len(ex.teacher_ids) for ex in batch)
+    teacher = sum(len(ex.prompt_ids) for ex in batch) + sum(map(len, teacher_answers(batch)))
     n = len(rollout.responses) // len(batch) if rollout else 0
     student = sum(len(r) for r in rollout.responses) if rollout else 0
     return teacher + student + n * sum(len(ex.prompt_ids) for ex in batch)
@@ -150,6 +143,7 @@ def start_adversarial_stage(run: Run) -> None:
 
 def _load_saved_reference(run: Run) -> None:
     path = run.reference_path
+    assert path is not None  # load_models calls this only when it is set
     if not os.path.isabs(path) and (run.out_dir / path).exists():
         path = str(run.out_dir / path)
     run.reference = load_reference(path, run.cfg.student, run.device, run.dtype)
@@ -158,23 +152,14 @@ def _load_saved_reference(run: Run) -> None:
 def run_gad(cfg: TrainConfig, sink: MetricsSink | None = None) -> str:
     """Train; return how the run ended: finished, max_steps or stopped (SIGTERM)."""
     run, state = build_run(cfg, sink, with_disc=True)
-    try:
-        with StopOnSigterm(run):
-            if run.reference_path is not None and cfg.gad.kl_coef > 0:
-                _load_saved_reference(run)
-            if state is not None:
-                set_rng_state(state["rng"])  # last: loading models must not shift it
-            distributed.reseed(cfg.seed, run.step)
 
-            def on_stage_start(run: Run, stage: str) -> None:
-                if stage == "gad":
-                    start_adversarial_stage(run)
+    def load_models(run: Run) -> None:
+        if run.reference_path is not None and cfg.gad.kl_coef > 0:
+            _load_saved_reference(run)
 
-            steps = {"warmup": warmup_step, "gad": adversarial_step}
-            reason = train_loop(run, steps, on_stage_start)
-            finish(run, reason)
-    finally:
-        run.sink.close()
-        if run.progress:
-            run.progress.close()
-    return reason
+    def on_stage_start(run: Run, stage: str) -> None:
+        if stage == "gad":
+            start_adversarial_stage(run)
+
+    steps: dict[str, StepFn] = {"warmup": warmup_step, "gad": adversarial_step}
+    return train_to_end(run, state, steps, on_stage_start, load_models)

@@ -8,15 +8,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from trainer import distributed
-from trainer.checkpoint import set_rng_state
 from trainer.config import TrainConfig
 from trainer.data import Example
 from trainer.metrics import MetricsSink
 from trainer.recipes import samples
-from trainer.recipes.common import Run, StopOnSigterm, finish, train_loop
+from trainer.recipes.common import Run, train_to_end
 from trainer.recipes.setup import build_run
-from trainer.recipes.updates import sample, sft_update, teacher_length_metrics
+from trainer.recipes.updates import sample, sft_update, teacher_answers, teacher_length_metrics
 
 
 def seqkd_step(run: Run, batch: list[Example]) -> dict[str, Any]:
@@ -27,22 +25,12 @@ def seqkd_step(run: Run, batch: list[Example]) -> dict[str, Any]:
         record["perf/rollout_s"] = time.perf_counter() - t0
         samples.log_samples(run, "seqkd", batch[:1], rollout)
     record |= sft_update(run, batch)
-    record["_tokens"] = sum(len(ex.prompt_ids) + len(ex.teacher_ids) for ex in batch)
+    answers = teacher_answers(batch)
+    record["_tokens"] = sum(len(ex.prompt_ids) for ex in batch) + sum(map(len, answers))
     return record
 
 
 def run_seqkd(cfg: TrainConfig, sink: MetricsSink | None = None) -> str:
     """Train; return how the run ended: finished, max_steps or stopped (SIGTERM)."""
     run, state = build_run(cfg, sink, with_disc=False)
-    try:
-        with StopOnSigterm(run):
-            if state is not None:
-                set_rng_state(state["rng"])  # last: loading models must not shift it
-            distributed.reseed(cfg.seed, run.step)
-            reason = train_loop(run, {"seqkd": seqkd_step})
-            finish(run, reason)
-    finally:
-        run.sink.close()
-        if run.progress:
-            run.progress.close()
-    return reason
+    return train_to_end(run, state, {"seqkd": seqkd_step})

@@ -14,7 +14,7 @@ from trainer import checkpoint as ckpt_io
 from trainer import distributed
 from trainer.config import TrainConfig, parallel_problems
 from trainer.data import load_examples
-from trainer.discriminator import build_discriminator
+from trainer.discriminator import Discriminator, build_discriminator
 from trainer.errors import BadInput
 from trainer.metrics import JsonlSink, MetricsSink, NullSink, Progress, truncate_after
 from trainer.models import load_student, load_tokenizer, resolve_device, resolve_dtype
@@ -44,7 +44,7 @@ def _student_source(cfg: TrainConfig, ckpt: Path | None) -> dict[str, Any]:
     return {"name_or_path": str(saved)}
 
 
-def _discriminator(cfg: TrainConfig, ckpt: Path | None, device: torch.device):
+def _discriminator(cfg: TrainConfig, ckpt: Path | None, device: torch.device) -> Discriminator:
     init_from = str(ckpt / "discriminator") if ckpt else (cfg.discriminator or cfg.student)
     return build_discriminator(
         init_from,

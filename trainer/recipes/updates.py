@@ -8,7 +8,8 @@ memory depends on the budget, not on batch_size.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, cast
 
 import torch
 from torch import Tensor
@@ -18,10 +19,12 @@ from trainer.data import Example, token_budget_batches
 from trainer.models import autocast, response_logprobs
 from trainer.recipes.common import Run, clip_and_step
 from trainer.rollout import Rollout
-from trainer.sequences import pack
+from trainer.sequences import SeqBatch, pack
 
 
-def _micro_batches(run: Run, prompts: list[list[int]], responses: list[list[int]]):
+def _micro_batches(
+    run: Run, prompts: list[list[int]], responses: list[list[int]]
+) -> Iterator[tuple[list[int], SeqBatch, int]]:
     """Yield (row indices, SeqBatch on device, its response-token count) within the budget.
 
     The count comes from the host-side lists, so weighting a micro-batch costs no sync.
@@ -39,6 +42,12 @@ def sample(run: Run, batch: list[Example]) -> Rollout:
     return run.rollout.sample([ex.prompt_ids for ex in batch], run.cfg.group_size)
 
 
+def teacher_answers(batch: list[Example]) -> list[list[int]]:
+    """The teacher answers' ids: training examples are loaded with one each
+    (`load_examples(need_teacher=True)`), so none is None."""
+    return [cast("list[int]", ex.teacher_ids) for ex in batch]
+
+
 def _lr(opt: torch.optim.Optimizer) -> float:
     return float(opt.param_groups[0]["lr"])
 
@@ -49,7 +58,7 @@ def _lr(opt: torch.optim.Optimizer) -> float:
 def sft_update(run: Run, batch: list[Example]) -> dict[str, Any]:
     """One G step on teacher answers: token-mean NLL, prompt tokens masked out."""
     prompts = [ex.prompt_ids for ex in batch]
-    answers = [ex.teacher_ids for ex in batch]
+    answers = teacher_answers(batch)
     total = _global_count(sum(len(a) for a in answers))
     loss_sum = torch.zeros((), device=run.device)
     for _, mb, n_tokens in _micro_batches(run, prompts, answers):
@@ -60,8 +69,8 @@ def sft_update(run: Run, batch: list[Example]) -> dict[str, Any]:
         loss_sum += loss.detach()
     grad_norm = clip_and_step(run.student, run.g_opt, run.cfg.optim.grad_clip)
     run.rollout.sync_weights(run.student)
-    loss = distributed.all_sum(loss_sum).item()
-    return {"g/sft_loss": loss, "g/grad_norm": grad_norm, "g/lr": _lr(run.g_opt)}
+    mean_loss = distributed.all_sum(loss_sum).item()
+    return {"g/sft_loss": mean_loss, "g/grad_norm": grad_norm, "g/lr": _lr(run.g_opt)}
 
 
 def _global_count(local: int) -> int:
@@ -93,6 +102,7 @@ def policy_update(
         )
         loss = pg
         if g.kl_coef > 0:
+            assert run.reference is not None  # set when the GAD stage starts
             with torch.no_grad(), autocast(run.device, run.dtype):
                 ref_logp, _ = response_logprobs(run.reference, mb)
             kl = losses.masked_mean(losses.k3_kl(logp, ref_logp), mb.response_mask)
@@ -116,13 +126,14 @@ def disc_rows(batch: list[Example], rollout: Rollout) -> tuple[list[list[int]], 
     """Teacher rows first (B), then the B*N student samples, prompt-major."""
     n = len(rollout.responses) // len(batch)
     prompts = [ex.prompt_ids for ex in batch] + [ex.prompt_ids for ex in batch for _ in range(n)]
-    responses = [ex.teacher_ids for ex in batch] + rollout.responses
+    responses = teacher_answers(batch) + rollout.responses
     return prompts, responses
 
 
 @torch.no_grad()
 def score(run: Run, prompts: list[list[int]], responses: list[list[int]]) -> Tensor:
     """D's scores [rows] in eval mode without grad (rewards, metrics, cached for the update)."""
+    assert run.disc is not None  # GAD runs are built with_disc
     run.disc.eval()
     out = torch.empty(len(prompts), dtype=torch.float32)
     try:
@@ -134,7 +145,7 @@ def score(run: Run, prompts: list[list[int]], responses: list[list[int]]) -> Ten
     return out
 
 
-def disc_loss_fn(name: str):
+def disc_loss_fn(name: str) -> Callable[[Tensor, Tensor], Tensor]:
     return losses.bradley_terry_loss if name == "bradley_terry" else losses.cross_entropy_disc_loss
 
 
@@ -158,11 +169,13 @@ def disc_update(
     backpropagates sum(score * dL/dscore). The cached scores are exactly what this
     forward recomputes (same weights, dropout off), so the gradient is exact.
     """
+    assert run.disc is not None and run.d_opt is not None  # GAD runs are built with_disc
     teacher = cached[:n_prompts].clone().requires_grad_(True)
     student = cached[n_prompts:].view(n_prompts, -1).clone().requires_grad_(True)
     disc_loss_fn(run.cfg.disc.loss)(teacher, student).backward()
     # Data parallel: the global loss is the mean of the ranks' equal-sized shares.
     world = distributed.world().size
+    assert teacher.grad is not None and student.grad is not None  # leaves of that backward
     score_grads = torch.cat([teacher.grad, student.grad.reshape(-1)]) / world
     for idx, mb, _ in _micro_batches(run, prompts, responses):
         with autocast(run.device, run.dtype):
@@ -176,7 +189,7 @@ def disc_update(
 
 
 def teacher_length_metrics(batch: list[Example]) -> dict[str, Any]:
-    lengths = distributed.gather_list([len(ex.teacher_ids) for ex in batch])
+    lengths = distributed.gather_list([len(a) for a in teacher_answers(batch)])
     return {"len/teacher_mean": sum(lengths) / len(lengths)}
 
 

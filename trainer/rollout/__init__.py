@@ -8,9 +8,12 @@ weights are refreshed from the trainer after every generator update.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from torch import nn
+
+if TYPE_CHECKING:
+    from trainer.rollout.hf import SamplingSettings
 
 
 @dataclass
@@ -36,7 +39,9 @@ class RolloutBackend(Protocol):
         ...
 
 
-def make_backend(name: str, model: nn.Module, tokenizer, settings) -> RolloutBackend:
+def make_backend(
+    name: str, model: nn.Module, tokenizer: Any, settings: SamplingSettings
+) -> RolloutBackend:
     """`settings`: temperature, top_p, max_new_tokens, batch_size, device, dtype, seed, ..."""
     if name == "hf":
         from trainer.rollout.hf import HFRollout

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import nn
@@ -10,6 +11,9 @@ from torch import nn
 from trainer.models import autocast
 from trainer.rollout import Rollout
 from trainer.sequences import trim_at_eos
+
+if TYPE_CHECKING:
+    from transformers import GenerationConfig
 
 
 @dataclass
@@ -26,16 +30,16 @@ class SamplingSettings:
 
 
 class HFRollout:
-    def __init__(self, model: nn.Module, tokenizer, settings: SamplingSettings):
+    def __init__(self, model: nn.Module, tokenizer: Any, settings: SamplingSettings):
         self.model = model
         self.settings = settings
-        self.eos_id = tokenizer.eos_token_id
-        self.pad_id = tokenizer.pad_token_id
+        self.eos_id: int = tokenizer.eos_token_id
+        self.pad_id: int = tokenizer.pad_token_id
 
     def sync_weights(self, model: nn.Module) -> None:
         self.model = model  # generate runs on the training model itself
 
-    def _generation_config(self, greedy: bool):
+    def _generation_config(self, greedy: bool) -> GenerationConfig:
         from transformers import GenerationConfig
 
         s = self.settings
@@ -77,7 +81,7 @@ class HFRollout:
             mask[i, width - len(r) :] = 1
         device = self.settings.device
         with autocast(torch.device(device), self.settings.dtype):
-            gen = self.model.generate(
+            gen = cast(Any, self.model).generate(  # transformers API (trainer.models)
                 input_ids=ids.to(device),
                 attention_mask=mask.to(device),
                 generation_config=self._generation_config(greedy),

@@ -6,6 +6,7 @@ Import-guarded: vLLM is an optional extra (`gad-studio[gpu]`) and cannot run on 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -21,18 +22,19 @@ def hf_weights(model: nn.Module, dtype: torch.dtype) -> Iterator[tuple[str, torc
         for name, t in model.state_dict().items():
             yield name, t.to(dtype)
         return
-    model.merge_adapter()
+    peft = cast(Any, model)  # the peft API (trainer.models)
+    peft.merge_adapter()
     try:
-        for name, t in model.get_base_model().state_dict().items():
+        for name, t in peft.get_base_model().state_dict().items():
             if "lora_" in name:
                 continue
             yield name.replace(".base_layer", ""), t.to(dtype)
     finally:
-        model.unmerge_adapter()
+        peft.unmerge_adapter()
 
 
 class VLLMRollout:
-    def __init__(self, model: nn.Module, tokenizer, settings: SamplingSettings):
+    def __init__(self, model: nn.Module, tokenizer: Any, settings: SamplingSettings):
         try:
             from vllm import LLM
         except ImportError as e:
@@ -41,8 +43,9 @@ class VLLMRollout:
                 "on a CUDA machine; use rollout.backend: hf otherwise"
             ) from e
         self.settings = settings
-        self.eos_id = tokenizer.eos_token_id
-        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        self.eos_id: int = tokenizer.eos_token_id
+        hf = cast(Any, model)  # the transformers/peft API (trainer.models)
+        base = hf.get_base_model() if hasattr(model, "get_base_model") else hf
         self.llm = LLM(
             model=base.config._name_or_path,
             tokenizer=base.config._name_or_path,
@@ -53,7 +56,7 @@ class VLLMRollout:
         )
         self.sync_weights(model)
 
-    def _engine_model(self):
+    def _engine_model(self) -> Any:
         """The engine's torch module; its location moved between vLLM releases."""
         engine = self.llm.llm_engine
         paths = (
@@ -99,7 +102,8 @@ class VLLMRollout:
         outs = self.llm.generate(
             [TokensPrompt(prompt_token_ids=p) for p in prompts], params, use_tqdm=False
         )
-        rollout = Rollout(responses=[], terminated=[], logprobs=[])
+        logprobs: list[list[float]] = []
+        rollout = Rollout(responses=[], terminated=[], logprobs=logprobs)
         for out in outs:  # vLLM keeps the prompt order; each has n completions
             for c in out.outputs:
                 ids = list(c.token_ids)
@@ -110,5 +114,5 @@ class VLLMRollout:
                     lps.append(0.0)
                 rollout.responses.append(ids)
                 rollout.terminated.append(terminated)
-                rollout.logprobs.append(lps)
+                logprobs.append(lps)
         return rollout

@@ -134,6 +134,7 @@ def _add_routers() -> None:
     # Imported here so that each app's router module can import this one's helpers.
     from webapp.evaluation.api import router as evaluations
     from webapp.jobs.api import router as jobs
+    from webapp.judging.api import router as judging
     from webapp.promptsets.api import router as prompt_sets
     from webapp.teachers.api import router as teachers
 
@@ -141,6 +142,7 @@ def _add_routers() -> None:
     api.add_router("/teachers", teachers)
     api.add_router("/", jobs)
     api.add_router("/", evaluations)
+    api.add_router("/", judging)
 
 
 _add_routers()

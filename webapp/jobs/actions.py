@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 
 from django.db import transaction
 from django.db.models import F
@@ -11,6 +12,8 @@ from django.utils import timezone
 
 from webapp import dispatch
 from webapp.jobs.models import ACTIVE_STATUSES, Checkpoint, Download, Job, Status
+from webapp.promptsets.models import PromptSet
+from webapp.teachers.models import TeacherEndpoint
 from webapp.teams import actions as team_actions
 from webapp.teams.models import UsageKind
 
@@ -20,8 +23,8 @@ RUN_JOB_TASK = "gad.run_job"
 @dataclass
 class LaunchRequest:
     name: str
-    prompt_set: object
-    teacher: object | None
+    prompt_set: PromptSet
+    teacher: TeacherEndpoint | None
     student: str
     gpus: int
     configs: dict[str, dict]  # method -> validated trainer config; two entries for a pair
@@ -65,7 +68,7 @@ def launch(team, user, request: LaunchRequest) -> list[Job]:
             Job.objects.filter(pk=jobs[1].pk).update(pair=jobs[0])
             jobs[0].pair, jobs[1].pair = jobs[1], jobs[0]
         for job in jobs:
-            transaction.on_commit(lambda job=job: enqueue(job))
+            transaction.on_commit(partial(enqueue, job))
     return jobs
 
 
@@ -230,7 +233,7 @@ def requeue_stale(stale_after: float, max_attempts: int) -> tuple[list[Job], lis
             if Job.objects.filter(pk=job.pk, heartbeat_at__lt=cutoff).update(
                 status=Status.QUEUED, worker="", heartbeat_at=None
             ):
-                transaction.on_commit(lambda job=job: enqueue(job))
+                transaction.on_commit(partial(enqueue, job))
                 requeued.append(job)
     return requeued, failed
 

@@ -11,7 +11,7 @@ from ninja import Status as HttpStatus
 from webapp.api.common import ApiError, team_for
 from webapp.jobs import actions
 from webapp.jobs.archive import checkpoint_response
-from webapp.jobs.forms import build_configs, teacher_problem
+from webapp.jobs.configs import build_configs, teacher_problem
 from webapp.jobs.models import Checkpoint, Job, Sample, Status
 from webapp.monitoring.series import metrics_payload
 from webapp.promptsets.models import PromptSet

@@ -11,12 +11,11 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import (
     Http404,
-    HttpRequest,
     HttpResponse,
     JsonResponse,
     StreamingHttpResponse,
 )
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
@@ -29,12 +28,13 @@ from webapp.monitoring import samples as sample_views
 from webapp.monitoring import status as monitor
 from webapp.monitoring.charts import chart_config
 from webapp.monitoring.downsample import DEFAULT_LIMIT
+from webapp.pages import AuthenticatedRequest
 from webapp.teams import access
 from webapp.teams.actions import QuotaExceeded
 
 
 @login_required
-def job_list(request: HttpRequest, slug: str) -> HttpResponse:
+def job_list(request: AuthenticatedRequest, slug: str) -> HttpResponse:
     team = access.working_team(request, slug)
     jobs = Job.objects.filter(team=team).select_related("prompt_set", "created_by")
     status, method = request.GET.get("status", ""), request.GET.get("method", "")
@@ -57,7 +57,7 @@ def job_list(request: HttpRequest, slug: str) -> HttpResponse:
 
 
 @login_required
-def job_launch(request: HttpRequest, slug: str) -> HttpResponse:
+def job_launch(request: AuthenticatedRequest, slug: str) -> HttpResponse:
     team = access.working_team(request, slug)
     status = 200
     if request.method == "POST":
@@ -89,12 +89,12 @@ def job_launch(request: HttpRequest, slug: str) -> HttpResponse:
     return render(request, "jobs/launch.html", {"team": team, "form": form}, status=status)
 
 
-def _clone_initial(request: HttpRequest, team) -> dict:
+def _clone_initial(request: AuthenticatedRequest, team) -> dict:
     """ "Run again with changes": the form starts from another job's settings."""
     source_id = request.GET.get("from")
     if not source_id or not source_id.isdigit():
         return {"name": "", "gpus": 1}
-    source = get_object_or_404(Job, team=team, pk=source_id)
+    source = access.team_object(request, team.slug, Job, source_id)
     method = "pair" if source.pair_id else source.method
     return {
         "name": f"{source.name.removesuffix(f' ({source.method})')} (again)",
@@ -109,11 +109,11 @@ def _clone_initial(request: HttpRequest, team) -> dict:
 
 
 @login_required
-def job_detail(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
-    team = access.working_team(request, slug)
-    job = get_object_or_404(
-        Job.objects.select_related("prompt_set", "teacher", "pair", "created_by"), team=team, pk=pk
+def job_detail(request: AuthenticatedRequest, slug: str, pk: int) -> HttpResponse:
+    job = access.team_object(
+        request, slug, Job.objects.select_related("prompt_set", "teacher", "pair", "created_by"), pk
     )
+    team = job.team
     return render(
         request,
         "jobs/detail.html",
@@ -136,9 +136,9 @@ def job_detail(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 
 @login_required
 @require_POST
-def job_cancel(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
-    team = access.working_team(request, slug)
-    job = get_object_or_404(Job, team=team, pk=pk)
+def job_cancel(request: AuthenticatedRequest, slug: str, pk: int) -> HttpResponse:
+    job = access.team_object(request, slug, Job, pk)
+    team = job.team
     job = actions.cancel(job)
     if job.status == Status.CANCELLED:
         messages.success(request, f"{job.name} is cancelled.")
@@ -151,10 +151,10 @@ def job_cancel(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 
 @login_required
 @require_POST
-def job_resume(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+def job_resume(request: AuthenticatedRequest, slug: str, pk: int) -> HttpResponse:
     """Resume a job the health guard paused, after a person has looked at the alarm."""
-    team = access.working_team(request, slug)
-    job = get_object_or_404(Job, team=team, pk=pk)
+    job = access.team_object(request, slug, Job, pk)
+    team = job.team
     if actions.resume_guarded(job):
         messages.success(request, f"{job.name} is queued again; it resumes from its checkpoint.")
     else:
@@ -162,13 +162,14 @@ def job_resume(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     return redirect("job", slug=team.slug, pk=job.pk)
 
 
-def _checkpoint(request: HttpRequest, slug: str, pk: int) -> Checkpoint:
-    team = access.working_team(request, slug)
-    return get_object_or_404(Checkpoint.objects.select_related("job"), job__team=team, pk=pk)
+def _checkpoint(request: AuthenticatedRequest, slug: str, pk: int) -> Checkpoint:
+    return access.team_object(
+        request, slug, Checkpoint.objects.select_related("job"), pk, team_field="job__team"
+    )
 
 
 @login_required
-def checkpoint_download(request: HttpRequest, slug: str, pk: int) -> StreamingHttpResponse:
+def checkpoint_download(request: AuthenticatedRequest, slug: str, pk: int) -> StreamingHttpResponse:
     response = checkpoint_response(_checkpoint(request, slug, pk), request.user)
     if response is None:
         raise Http404("The checkpoint's files are no longer on the data volume.")
@@ -177,7 +178,7 @@ def checkpoint_download(request: HttpRequest, slug: str, pk: int) -> StreamingHt
 
 @login_required
 @require_POST
-def checkpoint_mark_final(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+def checkpoint_mark_final(request: AuthenticatedRequest, slug: str, pk: int) -> HttpResponse:
     checkpoint = _checkpoint(request, slug, pk)
     actions.mark_final(checkpoint)
     messages.success(request, f"Step {checkpoint.step} is now the job's final model.")
@@ -203,7 +204,7 @@ def _with_alarms(jobs: list[Job]) -> list[Job]:
     """Each job gets ``alarms``: the health banners the list shows under its name."""
     health = monitor.alarms_for_jobs(jobs)
     for job in jobs:
-        job.alarms = health.get(job.pk, [])
+        job.alarms = health.get(job.pk, [])  # type: ignore[attr-defined]  # for the template
     return jobs
 
 
@@ -236,11 +237,10 @@ def _monitor_config(team, jobs: list[Job]) -> dict:
 
 
 @login_required
-def job_metrics(request: HttpRequest, slug: str, pk: int) -> JsonResponse:
+def job_metrics(request: AuthenticatedRequest, slug: str, pk: int) -> JsonResponse:
     """The charts' data for the page (session auth); the same payload as the REST API's
     /api/v1/jobs/{id}/metrics, plus the job's progress and health."""
-    team = access.working_team(request, slug)
-    job = get_object_or_404(Job, team=team, pk=pk)
+    job = access.team_object(request, slug, Job, pk)
     try:
         after_step = int(request.GET.get("after_step", -1))
     except ValueError:
@@ -250,7 +250,7 @@ def job_metrics(request: HttpRequest, slug: str, pk: int) -> JsonResponse:
 
 
 @login_required
-def jobs_compare(request: HttpRequest, slug: str) -> HttpResponse:
+def jobs_compare(request: AuthenticatedRequest, slug: str) -> HttpResponse:
     """Several of the team's runs on the same charts: ?jobs=1,2 (a shareable URL).
 
     A job id that is not the team's is a 404, like any other object of another team.
@@ -271,7 +271,7 @@ def jobs_compare(request: HttpRequest, slug: str) -> HttpResponse:
     if len(jobs) == 1 and jobs[0].pair and jobs[0].pair.team_id == team.pk:
         jobs.append(jobs[0].pair)
     for job in jobs:
-        job.alarms = monitor.job_alarms(job)
+        job.alarms = monitor.job_alarms(job)  # type: ignore[attr-defined]  # for the template
     choices = Job.objects.filter(team=team).order_by("-created_at")[:50]
     return render(
         request,
@@ -289,11 +289,11 @@ def jobs_compare(request: HttpRequest, slug: str) -> HttpResponse:
 
 
 @login_required
-def job_samples(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+def job_samples(request: AuthenticatedRequest, slug: str, pk: int) -> HttpResponse:
     """For one step: each prompt, the teacher's answer and the N student answers with
     their discriminator scores and advantages."""
-    team = access.working_team(request, slug)
-    job = get_object_or_404(Job, team=team, pk=pk)
+    job = access.team_object(request, slug, Job, pk)
+    team = job.team
     steps = list(
         Sample.objects.filter(job=job).order_by("step").values_list("step", flat=True).distinct()
     )
@@ -301,7 +301,11 @@ def job_samples(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     if asked and not (_is_id(asked) and int(asked) in steps):
         raise Http404("No samples at that step.")
     step = int(asked) if asked else (steps[-1] if steps else None)
-    rows = list(Sample.objects.filter(job=job, step=step).order_by("id")[:50]) if steps else []
+    rows = (
+        list(Sample.objects.filter(job=job, step=step).order_by("id")[:50])
+        if step is not None
+        else []
+    )
     prompts = [sample_views.prompt_view(row.data) for row in rows]
     index = steps.index(step) if step is not None else 0
     return render(

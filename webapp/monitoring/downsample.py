@@ -151,6 +151,7 @@ class SeriesSummary:
     def points(self) -> list[list]:
         if self.raw is not None:
             return [list(p) for p in self.raw]
+        assert self.first is not None and self.last is not None  # set by the first add
         return bucket_points(self.buckets, self.first, self.last)
 
 

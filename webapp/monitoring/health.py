@@ -36,8 +36,9 @@ non-finite rules look at every stage.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
+from typing import Any
 
 ADVERSARIAL_STAGES = frozenset({"gad"})
 # Rewards and losses (and the grad norms that precede them) whose null means NaN/inf.
@@ -78,10 +79,10 @@ class Thresholds:
     @classmethod
     def from_settings(cls, settings: object) -> Thresholds:
         """Defaults overridden by ``GAD_HEALTH_<FIELD>`` attributes of ``settings``."""
-        values = {}
+        values: dict[str, Any] = {}
         for f in fields(cls):
             name = f"GAD_HEALTH_{f.name.upper()}"
-            raw = getattr(settings, name, f.default)
+            raw: Any = getattr(settings, name, f.default)
             kind = int if f.type in ("int", int) else float
             try:
                 value = kind(raw)
@@ -299,7 +300,7 @@ def length_runaway(student: Series, teacher: Series, t: Thresholds) -> Alarm | N
     )
 
 
-def not_finite(series: dict[str, Series], names: Sequence[str] = WATCHED_FINITE) -> Alarm | None:
+def not_finite(series: Mapping[str, Series], names: Sequence[str] = WATCHED_FINITE) -> Alarm | None:
     """Any null (NaN or inf from the trainer) among the recent rewards and losses."""
     bad = {}
     for name in names:
@@ -325,7 +326,7 @@ def not_finite(series: dict[str, Series], names: Sequence[str] = WATCHED_FINITE)
 
 
 def evaluate(
-    series: dict[str, Series], stages: Sequence[Sequence], t: Thresholds | None = None
+    series: Mapping[str, Series], stages: Sequence[Sequence], t: Thresholds | None = None
 ) -> list[Alarm]:
     """Every rule on a job's recent points; the alarms that fire, most severe first."""
     t = t or Thresholds()

@@ -97,7 +97,9 @@ def _still_valid(job: Job, summary: JobSummary) -> bool:
     return list(row.values_list("id", "time")[:2]) == [summary.marker]
 
 
-def _read(job: Job, after_step: int) -> tuple[dict[str, list], list[list], int | None, tuple]:
+def _read(
+    job: Job, after_step: int
+) -> tuple[dict[str, list], list[list], int | None, tuple | None]:
     series: dict[str, list] = {}
     stages: list[list] = []  # [first step, stage] at each stage change
     last, marker = None, None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from trainer.teacher import Answer
 from webapp.promptsets.models import PromptSet, TeacherAnswer
 from webapp.teachers.models import TeacherEndpoint
 
@@ -39,3 +40,19 @@ def count_collected(prompt_set: PromptSet) -> int:
         .distinct()
         .count()
     )
+
+
+ANSWER_FIELDS = list(Answer.__dataclass_fields__)
+
+
+def load_answers(fingerprint: str, hashes: list[str]) -> dict[str, Answer]:
+    """Prompt hash → the stored answer of the teacher with this fingerprint (the answer
+    store of ``trainer.teacher``, read in chunks)."""
+    found: dict[str, Answer] = {}
+    for start in range(0, len(hashes), 5000):
+        rows = TeacherAnswer.objects.filter(
+            fingerprint=fingerprint, prompt_hash__in=hashes[start : start + 5000]
+        ).values_list(*ANSWER_FIELDS)
+        for row in rows:
+            found[row[0]] = Answer(*row)
+    return found

@@ -6,10 +6,11 @@ from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.http import HttpResponse, StreamingHttpResponse
+from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
+from webapp.pages import AuthenticatedRequest
 from webapp.promptsets import actions
 from webapp.promptsets.answers import collected, count_collected
 from webapp.promptsets.export import jsonl_lines
@@ -31,7 +32,7 @@ class SplitForm(forms.Form):
 
 
 @login_required
-def prompt_sets(request: HttpRequest, slug: str) -> HttpResponse:
+def prompt_sets(request: AuthenticatedRequest, slug: str) -> HttpResponse:
     team = access.working_team(request, slug)
     form = UploadForm()
     status = 200
@@ -65,9 +66,9 @@ def prompt_sets(request: HttpRequest, slug: str) -> HttpResponse:
 
 
 @login_required
-def prompt_set_detail(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
-    team = access.working_team(request, slug)
-    prompt_set = get_object_or_404(PromptSet, team=team, pk=pk)
+def prompt_set_detail(request: AuthenticatedRequest, slug: str, pk: int) -> HttpResponse:
+    prompt_set = access.team_object(request, slug, PromptSet, pk)
+    team = prompt_set.team
     query = request.GET.get("q", "").strip()
     rows = prompt_set.prompts.order_by("index")
     if query:
@@ -77,7 +78,7 @@ def prompt_set_detail(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     ).get_page(request.GET.get("page"))
     answers = collected(team, [p.prompt_hash for p in page if p.teacher_response is None])
     for prompt in page:
-        prompt.collected = answers.get(prompt.prompt_hash)
+        prompt.collected = answers.get(prompt.prompt_hash)  # type: ignore[attr-defined]  # for the template
     histograms = {key: prompt_set.stats.get(key, {}) for key in ("prompt_chars", "answer_chars")}
     return render(
         request,
@@ -97,12 +98,12 @@ def prompt_set_detail(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 
 @login_required
 @require_POST
-def prompt_set_split(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
-    team = access.working_team(request, slug)
-    prompt_set = get_object_or_404(PromptSet, team=team, pk=pk)
+def prompt_set_split(request: AuthenticatedRequest, slug: str, pk: int) -> HttpResponse:
+    prompt_set = access.team_object(request, slug, PromptSet, pk)
+    team = prompt_set.team
     form = SplitForm(request.POST)
     if not form.is_valid():
-        problems = [f"{name}: {' '.join(errors)}" for name, errors in form.errors.items()]
+        problems = [f"{name}: {' '.join(map(str, errors))}" for name, errors in form.errors.items()]
         messages.error(request, "Held-out split not changed: " + "; ".join(problems))
     else:
         try:
@@ -120,9 +121,8 @@ def prompt_set_split(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 
 
 @login_required
-def prompt_set_download(request: HttpRequest, slug: str, pk: int) -> StreamingHttpResponse:
-    team = access.working_team(request, slug)
-    prompt_set = get_object_or_404(PromptSet, team=team, pk=pk)
+def prompt_set_download(request: AuthenticatedRequest, slug: str, pk: int) -> StreamingHttpResponse:
+    prompt_set = access.team_object(request, slug, PromptSet, pk)
     split = request.GET.get("split") if request.GET.get("split") in ("train", "test") else None
     response = StreamingHttpResponse(
         jsonl_lines(prompt_set, split), content_type="application/x-ndjson; charset=utf-8"
@@ -136,9 +136,9 @@ def prompt_set_download(request: HttpRequest, slug: str, pk: int) -> StreamingHt
 
 @login_required
 @require_POST
-def prompt_set_delete(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
-    team = access.working_team(request, slug)
-    prompt_set = get_object_or_404(PromptSet, team=team, pk=pk)
+def prompt_set_delete(request: AuthenticatedRequest, slug: str, pk: int) -> HttpResponse:
+    prompt_set = access.team_object(request, slug, PromptSet, pk)
+    team = prompt_set.team
     try:
         actions.delete_prompt_set(prompt_set)
     except ActionError as exc:

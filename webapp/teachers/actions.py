@@ -11,7 +11,7 @@ from datetime import timedelta
 from functools import partial
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.db.models import ProtectedError
 from django.utils import timezone
@@ -114,14 +114,18 @@ def _save(endpoint: TeacherEndpoint) -> None:
 
 def _name_taken(team_id: int, name: str, exclude_pk: int | None = None) -> None:
     # Checked first for a friendly message; the unique constraint still decides races.
-    if TeacherEndpoint.objects.filter(team_id=team_id, name=name).exclude(pk=exclude_pk).exists():
+    if (
+        TeacherEndpoint.objects.filter(team_id=team_id, name=name)
+        .exclude(pk=exclude_pk or 0)
+        .exists()
+    ):
         raise NameTaken("name", f"the team already has a teacher named {name!r}; choose another")
 
 
 @sensitive_variables("api_key")
 def create_endpoint(
     team: Team,
-    user: AbstractBaseUser | None,
+    user: User | None,
     *,
     name: str,
     base_url: str,

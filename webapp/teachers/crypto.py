@@ -48,4 +48,4 @@ def hide_key_in_error_reports(request: HttpRequest) -> None:
     Django masks them only with DEBUG off; a teacher's key must not reach even a
     developer's technical 500 page (or a screenshot of it).
     """
-    request.exception_reporter_filter = _FilterEvenInDebug()
+    request.exception_reporter_filter = _FilterEvenInDebug()  # type: ignore[attr-defined]  # Django reads it

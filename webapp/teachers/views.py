@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from typing import Any
 
 from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.http import HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 from django.views.decorators.http import require_GET, require_POST
 
+from webapp.pages import AuthenticatedRequest
 from webapp.teachers import actions, crypto
 from webapp.teachers.models import TeacherEndpoint
 from webapp.teachers.params import RULES
@@ -68,14 +70,14 @@ class EditTeacherForm(TeacherForm):
         widget=forms.CheckboxInput(attrs={"style": "width:auto"}),
     )
 
-    def __init__(self, *args, endpoint: TeacherEndpoint, **kwargs):
-        initial = {
+    def __init__(self, *args: Any, endpoint: TeacherEndpoint, **kwargs: Any):
+        kwargs["initial"] = {
             "name": endpoint.name,
             "base_url": endpoint.base_url,
             "model": endpoint.model,
             **{name: endpoint.params.get(name, "") for name in RULES},
         }
-        super().__init__(*args, initial=initial, **kwargs)
+        super().__init__(*args, **kwargs)
         key = self.fields["api_key"]
         if endpoint.has_key:
             key.help_text = f"Leave blank to keep the stored key ({endpoint.api_key_hint})."
@@ -89,23 +91,22 @@ def _posts_a_key(view: Callable[..., HttpResponse]) -> Callable[..., HttpRespons
 
     @functools.wraps(view)
     @sensitive_post_parameters("api_key")
-    def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+    def wrapper(request: AuthenticatedRequest, *args, **kwargs) -> HttpResponse:
         crypto.hide_key_in_error_reports(request)
         return view(request, *args, **kwargs)
 
     return wrapper
 
 
-def _endpoint(request: HttpRequest, slug: str, pk: int) -> TeacherEndpoint:
-    team = access.working_team(request, slug)
-    return get_object_or_404(
-        TeacherEndpoint.objects.select_related("team", "created_by"), team=team, pk=pk
+def _endpoint(request: AuthenticatedRequest, slug: str, pk: int) -> TeacherEndpoint:
+    return access.team_object(
+        request, slug, TeacherEndpoint.objects.select_related("team", "created_by"), pk
     )
 
 
 @login_required
 @require_GET
-def teachers(request: HttpRequest, slug: str) -> HttpResponse:
+def teachers(request: AuthenticatedRequest, slug: str) -> HttpResponse:
     team = access.working_team(request, slug)
     rows = TeacherEndpoint.objects.filter(team=team).order_by("name")
     return render(request, "teachers/list.html", {"team": team, "teachers": rows})
@@ -114,7 +115,7 @@ def teachers(request: HttpRequest, slug: str) -> HttpResponse:
 @login_required
 @_posts_a_key
 @sensitive_variables("data")
-def teacher_create(request: HttpRequest, slug: str) -> HttpResponse:
+def teacher_create(request: AuthenticatedRequest, slug: str) -> HttpResponse:
     team = access.working_team(request, slug)
     form = TeacherForm(request.POST if request.method == "POST" else None)
     if form.is_bound and form.is_valid():
@@ -141,7 +142,7 @@ def teacher_create(request: HttpRequest, slug: str) -> HttpResponse:
 @login_required
 @_posts_a_key
 @sensitive_variables("data")
-def teacher_detail(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+def teacher_detail(request: AuthenticatedRequest, slug: str, pk: int) -> HttpResponse:
     endpoint = _endpoint(request, slug, pk)
     bound = request.POST if request.method == "POST" else None
     form = EditTeacherForm(bound, endpoint=endpoint)
@@ -169,7 +170,7 @@ def teacher_detail(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 
 @login_required
 @require_POST
-def teacher_delete(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+def teacher_delete(request: AuthenticatedRequest, slug: str, pk: int) -> HttpResponse:
     endpoint = _endpoint(request, slug, pk)
     try:
         actions.delete_endpoint(endpoint)
@@ -182,7 +183,7 @@ def teacher_delete(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 
 @login_required
 @require_POST
-def teacher_test(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+def teacher_test(request: AuthenticatedRequest, slug: str, pk: int) -> HttpResponse:
     endpoint = _endpoint(request, slug, pk)
     if not actions.request_test(endpoint):
         messages.info(request, "A test of this teacher is already running.")
@@ -191,6 +192,6 @@ def teacher_test(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 
 @login_required
 @require_GET
-def teacher_status(request: HttpRequest, slug: str, pk: int) -> JsonResponse:
+def teacher_status(request: AuthenticatedRequest, slug: str, pk: int) -> JsonResponse:
     """The last test's result, polled by the detail page while a test is pending."""
     return JsonResponse(_endpoint(request, slug, pk).last_test())

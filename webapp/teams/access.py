@@ -12,15 +12,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TypeVar
 
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.core.exceptions import PermissionDenied
+from django.contrib.auth.models import AnonymousUser, User
+from django.core.exceptions import ObjectDoesNotExist, PermissionDenied
 from django.db import models
-from django.http import Http404
+from django.http import Http404, HttpRequest
 
 from webapp.teams.models import LAUNCH_ROLES, Membership, Role, Team
 
 M = TypeVar("M", bound=models.Model)
-AnyUser = AbstractBaseUser | AnonymousUser
+AnyUser = User | AnonymousUser
 
 ALL_ROLES = frozenset(Role)
 
@@ -60,7 +60,7 @@ def get_team(user: AnyUser, slug: str, roles: Iterable[str] = ALL_ROLES) -> tupl
     """The team with this slug and the user's role in it; 404 if they are not in it."""
     member = (
         Membership.objects.select_related("team")
-        .filter(team__slug=slug, user_id=getattr(user, "pk", None))
+        .filter(team__slug=slug, user_id=user.pk or 0)
         .first()
     )
     if member is None:
@@ -99,23 +99,48 @@ def get_object(
     pk: object,
     roles: Iterable[str] = ALL_ROLES,
     team_field: str = "team",
+    slug: str | None = None,
 ) -> M:
     """One team-owned object by primary key: 404 outside the user's teams, 403 for the role.
 
-    ``queryset`` may carry ``select_related`` for what the caller will render.
+    The one helper of pages and the API. A page under ``/teams/<slug>/`` passes ``slug``:
+    the object must then belong to that team, and the role is checked on the team first
+    (a 403 page for an annotator, whether or not the object exists). ``queryset`` may
+    carry ``select_related`` for what the caller will render.
     """
+    if slug is not None:
+        team, _ = get_team(user, slug, roles)
+        try:
+            return queryset.get(pk=pk, **{team_field: team})
+        except (ObjectDoesNotExist, ValueError, TypeError):
+            raise Http404("Not found.") from None
     try:
         obj = for_user(queryset, user, team_field).distinct().get(pk=pk)
-    except (queryset.model.DoesNotExist, ValueError, TypeError):
+    except (ObjectDoesNotExist, ValueError, TypeError):
         raise Http404("Not found.") from None
     owner: object = obj
     *path, last = team_field.split("__")  # e.g. "job__team" for a checkpoint
     for part in path:
         owner = getattr(owner, part)
     team_id = getattr(owner, f"{last}_id")
-    role = Membership.objects.filter(team_id=team_id, user=user).values_list("role", flat=True)[0]
+    role = Membership.objects.filter(team_id=team_id, user_id=user.pk or 0).values_list(
+        "role", flat=True
+    )[0]
     _check_role(role, roles)
     return obj
+
+
+def team_object(
+    request: HttpRequest,
+    slug: str,
+    rows: type[M] | models.QuerySet[M],
+    pk: object,
+    team_field: str = "team",
+) -> M:
+    """``get_object`` for a page that launches or changes things under
+    ``/teams/<slug>/``: members and owners only. ``rows``: a model or a queryset."""
+    queryset = rows if isinstance(rows, models.QuerySet) else rows._default_manager.all()
+    return get_object(queryset, request.user, pk, LAUNCH_ROLES, team_field, slug=slug)
 
 
 __all__ = [
@@ -126,6 +151,7 @@ __all__ = [
     "get_object",
     "get_team",
     "membership",
+    "team_object",
     "user_teams",
     "working_team",
 ]

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import Count, Q, Sum
 from django.utils import timezone
@@ -58,14 +58,14 @@ def month_usage(team: Team, now: datetime | None = None) -> MonthUsage:
 
 
 @transaction.atomic
-def create_team(name: str, slug: str, owner: AbstractBaseUser) -> Team:
+def create_team(name: str, slug: str, owner: User) -> Team:
     team = Team.objects.create(name=name, slug=slug)
     Quota.objects.create(team=team)
     Membership.objects.create(team=team, user=owner, role=Role.OWNER)
     return team
 
 
-def set_membership(team: Team, user: AbstractBaseUser, role: str) -> Membership:
+def set_membership(team: Team, user: User, role: str) -> Membership:
     with transaction.atomic():
         member, _ = Membership.objects.select_for_update().update_or_create(
             team=team, user=user, defaults={"role": role}
@@ -74,7 +74,7 @@ def set_membership(team: Team, user: AbstractBaseUser, role: str) -> Membership:
     return member
 
 
-def remove_membership(team: Team, user: AbstractBaseUser) -> None:
+def remove_membership(team: Team, user: User) -> None:
     with transaction.atomic():
         Membership.objects.filter(team=team, user=user).delete()
         _ensure_an_owner_remains(team)
@@ -140,7 +140,7 @@ def lock_quota(team: Team) -> Quota:
     return Quota.objects.select_for_update().get(team=team)
 
 
-def create_api_token(user: AbstractBaseUser, name: str) -> tuple[ApiToken, str]:
+def create_api_token(user: User, name: str) -> tuple[ApiToken, str]:
     """Create a token; the plain token is returned once and never stored."""
     plain = ApiToken.generate()
     token = ApiToken.objects.create(
@@ -149,13 +149,13 @@ def create_api_token(user: AbstractBaseUser, name: str) -> tuple[ApiToken, str]:
     return token, plain
 
 
-def revoke_api_token(user: AbstractBaseUser, token_id: int) -> bool:
+def revoke_api_token(user: User, token_id: int) -> bool:
     return bool(
         ApiToken.objects.active().filter(pk=token_id, user=user).update(revoked_at=timezone.now())
     )
 
 
-def authenticate_token(plain: str) -> AbstractBaseUser | None:
+def authenticate_token(plain: str) -> User | None:
     token = (
         ApiToken.objects.active()
         .select_related("user")

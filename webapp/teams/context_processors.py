@@ -16,5 +16,5 @@ def teams(request: HttpRequest) -> dict:
     return {
         "my_teams": mine,
         "current_team": current,
-        "current_role": roles.get(slug) if current else None,
+        "current_role": roles.get(current.slug) if current else None,
     }

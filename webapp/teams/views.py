@@ -7,12 +7,13 @@ from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
 from django.db.models import Q
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from webapp.jobs.models import Job
 from webapp.monitoring import status as monitor
+from webapp.pages import AuthenticatedRequest
 from webapp.teams import access, actions
 from webapp.teams.models import ApiToken, Membership, Role
 
@@ -20,7 +21,7 @@ OWNER_ONLY = {Role.OWNER}
 
 
 @login_required
-def home(request: HttpRequest) -> HttpResponse:
+def home(request: AuthenticatedRequest) -> HttpResponse:
     teams = access.user_teams(request.user)
     current = request.session.get("team")
     team = teams.filter(slug=current).first() or teams.first()
@@ -30,7 +31,7 @@ def home(request: HttpRequest) -> HttpResponse:
 
 
 @login_required
-def dashboard(request: HttpRequest, slug: str) -> HttpResponse:
+def dashboard(request: AuthenticatedRequest, slug: str) -> HttpResponse:
     team, role = access.get_team(request.user, slug)
     request.session["team"] = team.slug
     quota = team.quota
@@ -42,8 +43,8 @@ def dashboard(request: HttpRequest, slug: str) -> HttpResponse:
     recent = list(shown.exclude(pk__in=[j.pk for j in running])[:10])
     health = monitor.alarms_for_jobs(running + recent)
     for job in running + recent:
-        job.alarms = health.get(job.pk, [])
-        job.state = monitor.job_state(job)
+        job.alarms = health.get(job.pk, [])  # type: ignore[attr-defined]  # for the template
+        job.state = monitor.job_state(job)  # type: ignore[attr-defined]  # for the template
     context = {
         "team": team,
         "role": role,
@@ -84,7 +85,7 @@ class MemberForm(forms.Form):
 
 
 @login_required
-def members(request: HttpRequest, slug: str) -> HttpResponse:
+def members(request: AuthenticatedRequest, slug: str) -> HttpResponse:
     team, role = access.get_team(request.user, slug, roles=access.LAUNCH_ROLES)
     form = MemberForm()
     if request.method == "POST":
@@ -113,7 +114,7 @@ def members(request: HttpRequest, slug: str) -> HttpResponse:
 
 @login_required
 @require_POST
-def remove_member(request: HttpRequest, slug: str, user_id: int) -> HttpResponse:
+def remove_member(request: AuthenticatedRequest, slug: str, user_id: int) -> HttpResponse:
     team, _ = access.get_team(request.user, slug, roles=OWNER_ONLY)
     member = Membership.objects.filter(team=team, user_id=user_id).select_related("user").first()
     if member is None:
@@ -133,7 +134,7 @@ class TokenForm(forms.Form):
 
 
 @login_required
-def profile(request: HttpRequest) -> HttpResponse:
+def profile(request: AuthenticatedRequest) -> HttpResponse:
     form = TokenForm()
     new_token = None
     if request.method == "POST":
@@ -152,7 +153,7 @@ def profile(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_POST
-def revoke_token(request: HttpRequest, token_id: int) -> HttpResponse:
+def revoke_token(request: AuthenticatedRequest, token_id: int) -> HttpResponse:
     if actions.revoke_api_token(request.user, token_id):
         messages.success(request, "Token revoked; scripts using it now get 401.")
     else:

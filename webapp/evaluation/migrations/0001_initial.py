@@ -2,7 +2,7 @@
 
 import django.db.models.deletion
 import django.utils.timezone
-import webapp.evaluation.models
+import webapp.annotation.models
 from django.conf import settings
 from django.db import migrations, models
 
@@ -61,7 +61,7 @@ class Migration(migrations.Migration):
             name='Item',
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('key', models.CharField(default=webapp.evaluation.models.new_key, editable=False, max_length=32, unique=True)),
+                ('key', models.CharField(default=webapp.annotation.models.new_key, editable=False, max_length=32, unique=True)),
                 ('a_on_left', models.BooleanField(help_text='Drawn at random when the campaign was created.')),
                 ('prompt', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='promptsets.prompt')),
             ],
@@ -73,7 +73,7 @@ class Migration(migrations.Migration):
             name='Assignment',
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('key', models.CharField(default=webapp.evaluation.models.new_key, editable=False, max_length=32, unique=True)),
+                ('key', models.CharField(default=webapp.annotation.models.new_key, editable=False, max_length=32, unique=True)),
                 ('position', models.PositiveIntegerField(help_text="Order in this person's queue (shuffled).")),
                 ('skipped_at', models.DateTimeField(blank=True, null=True)),
                 ('annotator', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to=settings.AUTH_USER_MODEL)),

@@ -10,7 +10,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management.base import BaseCommand
 
 from webapp.jobs import actions as job_actions
-from webapp.jobs.forms import build_configs
+from webapp.jobs.configs import build_configs
 from webapp.promptsets.actions import set_test_split
 from webapp.promptsets.ingest import ingest
 from webapp.teachers import actions as teacher_actions

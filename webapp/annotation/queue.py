@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db.models import Count, Exists, F, OuterRef, QuerySet
 from django.utils import timezone
 
-from webapp.evaluation.actions import UNDO_WINDOW
-from webapp.evaluation.models import Assignment, Campaign, Vote
+from webapp.annotation.actions import UNDO_WINDOW
+from webapp.annotation.models import Assignment, Campaign, Vote
 from webapp.promptsets.models import Prompt
 from webapp.teams.models import Team
 
@@ -22,11 +22,11 @@ def _live_vote():
     return Vote.objects.filter(assignment=OuterRef("pk"), undone_at__isnull=True)
 
 
-def mine(user: AbstractBaseUser, campaign: Campaign) -> QuerySet[Assignment]:
+def mine(user: User, campaign: Campaign) -> QuerySet[Assignment]:
     return Assignment.objects.filter(campaign=campaign, annotator=user)
 
 
-def next_assignment(user: AbstractBaseUser, campaign: Campaign) -> Assignment | None:
+def next_assignment(user: User, campaign: Campaign) -> Assignment | None:
     """The first item without a live vote; skipped ones come after the others. None
     once the campaign is closed."""
     if campaign.is_closed:
@@ -39,7 +39,7 @@ def next_assignment(user: AbstractBaseUser, campaign: Campaign) -> Assignment | 
     )
 
 
-def progress(user: AbstractBaseUser, campaign: Campaign) -> tuple[int, int]:
+def progress(user: User, campaign: Campaign) -> tuple[int, int]:
     """(voted, assigned) for the progress bar: "12 / 50"."""
     counts = mine(user, campaign).aggregate(
         total=Count("id"), done=Count("id", filter=Exists(_live_vote()))
@@ -47,7 +47,7 @@ def progress(user: AbstractBaseUser, campaign: Campaign) -> tuple[int, int]:
     return counts["done"], counts["total"]
 
 
-def can_undo(user: AbstractBaseUser, campaign: Campaign) -> bool:
+def can_undo(user: User, campaign: Campaign) -> bool:
     last = (
         Vote.objects.filter(annotator=user, assignment__campaign=campaign)
         .order_by("-created_at", "-id")
@@ -72,7 +72,7 @@ class QueueRow:
         return round(100 * self.done / self.total) if self.total else 100
 
 
-def my_campaigns(user: AbstractBaseUser, team: Team) -> list[QueueRow]:
+def my_campaigns(user: User, team: Team) -> list[QueueRow]:
     rows = (
         Assignment.objects.filter(annotator=user, campaign__evaluation__team=team)
         .values("campaign")

@@ -1,45 +1,38 @@
-"""LLM-as-judge runs of an evaluation (GAD.md "Evaluation", the paper's Table 2).
+"""LLM-as-judge runs of an evaluation (GAD.md "Evaluation", the paper's Table 2): what
+they read and what the pages show.
 
 A member picks one of the team's teacher endpoints as the judge and sees the cost
 forecast (``trainer.judge.forecast_run``: judge calls and estimated tokens, cached
-calls subtracted) before launching. Launching creates a ``JudgeRun`` and enqueues
-``gad.judge_evaluation`` (``worker.evaluation``), which judges every system's answers,
-charges the judge's tokens to the team and adds the no-judge diagnostics (n-gram F1
-against the teacher system's answers, ROUGE-L, mean length).
+calls subtracted) before launching (``webapp.judging.actions.launch``). The worker's
+``gad.judge_evaluation`` judges every system's answers with ``judge_inputs``, charges
+the judge's tokens to the team and adds the no-judge ``diagnostics`` (n-gram F1 against
+the teacher system's answers, ROUGE-L, mean length).
 """
 
 from __future__ import annotations
 
-from functools import partial
-
-from django.db import transaction
 from django.db.models import Count
 
 from trainer.judge import Forecast, JudgeItem, forecast_run
 from trainer.score import MAX_N, score_system
-from webapp import dispatch
-from webapp.evaluation import claims
 from webapp.evaluation.models import (
     EvalStatus,
     Evaluation,
-    JudgeRun,
     SystemAnswer,
     SystemKind,
     SystemStatus,
 )
+from webapp.judging.models import JudgeRun
+from webapp.promptsets.answers import load_answers
+from webapp.teachers import crypto, ssrf
 from webapp.teachers.models import TeacherEndpoint
-from webapp.teams.actions import ActionError
-
-JUDGE_TASK = "gad.judge_evaluation"
-JUDGE_QUEUE = "cpu"
+from webapp.teachers.specs import teacher_spec
 
 
 class SyncStore:
     """The database answer store for synchronous code (no event loop: plain ORM calls)."""
 
     def get_many(self, fingerprint, hashes):
-        from worker.answers import load_answers
-
         return load_answers(fingerprint, list(hashes))
 
     def put(self, answer) -> None:  # the forecast never writes
@@ -119,8 +112,6 @@ def judges(evaluation: Evaluation):
 
 def forecast_for(evaluation: Evaluation, endpoint: TeacherEndpoint) -> Forecast:
     """Raises ssrf.UnsafeURL or crypto.KeyUnreadable when the endpoint cannot be used."""
-    from worker.specs import teacher_spec
-
     items, answers = judge_inputs(evaluation)
     return forecast_run(items, answers, teacher_spec(endpoint), SyncStore())
 
@@ -134,83 +125,6 @@ def forecast_dict(forecast: Forecast) -> dict:
         "est_tokens": forecast.est_tokens,
         "line": forecast.line(),
     }
-
-
-def launch_auto(evaluation_id: int) -> JudgeRun | None:
-    """Start the evaluation's automatic judge once every system has its answers (called
-    by the worker when generation ends). At most one automatic run per evaluation; a
-    refusal (no longer usable endpoint) is recorded as a failed run, so the page says why.
-    """
-    with transaction.atomic():
-        # Row lock: a redelivered generation task cannot start a second automatic run.
-        evaluation = Evaluation.objects.select_for_update(of=("self",)).get(pk=evaluation_id)
-        endpoint = evaluation.auto_judge
-        if endpoint is None or evaluation.judge_runs.exists() or not ready(evaluation):
-            return None
-        try:
-            return launch(evaluation, endpoint, None)
-        except ActionError as refused:
-            return JudgeRun.objects.create(
-                evaluation=evaluation,
-                judge=endpoint,
-                judge_name=endpoint.name,
-                status=JudgeRun.Status.FAILED,
-                error=str(refused),
-            )
-
-
-def launch(evaluation: Evaluation, endpoint: TeacherEndpoint, user) -> JudgeRun:
-    from webapp.teachers import crypto, ssrf
-
-    if not ready(evaluation):
-        raise ActionError("Every system needs its answers before the judge can run.")
-    if endpoint.team_id != evaluation.team_id:
-        raise ActionError("Choose one of the team's teacher endpoints as the judge.")
-    try:
-        forecast = forecast_for(evaluation, endpoint)
-    except (ssrf.UnsafeURL, crypto.KeyUnreadable) as refused:
-        raise ActionError(f"Judge {endpoint.name!r} cannot be used: {refused}") from None
-    with transaction.atomic():
-        run = JudgeRun.objects.create(
-            evaluation=evaluation,
-            judge=endpoint,
-            judge_name=endpoint.name,
-            forecast=forecast_dict(forecast),
-            created_by=user if getattr(user, "is_authenticated", False) else None,
-        )
-        transaction.on_commit(partial(enqueue, run.pk))
-    return run
-
-
-def claim(run_id: int, worker: str, lease_s: float) -> bool:
-    """Take a queued run, or a running one whose claim lapsed, for ``lease_s`` seconds."""
-    live = JudgeRun.objects.filter(status__in=[JudgeRun.Status.QUEUED, JudgeRun.Status.RUNNING])
-    return claims.take(live, run_id, worker, lease_s, status=JudgeRun.Status.RUNNING)
-
-
-def renew(run_id: int, worker: str, lease_s: float) -> bool:
-    """False when the claim was lost (it lapsed and another worker took the run)."""
-    return claims.renew(JudgeRun, run_id, worker, lease_s)
-
-
-def requeue_lost_runs() -> list[int]:
-    """Running judge runs whose worker died (the claim lapsed): queued again. Verdicts
-    already paid for are in the answer store, so the new task asks only for the rest.
-    Run by the sweep (celery beat)."""
-    running = JudgeRun.objects.filter(status=JudgeRun.Status.RUNNING)
-    return claims.requeue_lapsed(running, enqueue, status=JudgeRun.Status.QUEUED)
-
-
-def enqueue(run_id: int) -> bool:
-    """Send the judge task; False (and the run flagged unsent) if the broker is down."""
-    return dispatch.send_for(JudgeRun.objects.filter(pk=run_id), JUDGE_TASK, [run_id], JUDGE_QUEUE)
-
-
-def resend_unsent() -> list[int]:
-    """Queued judge runs whose task never reached the broker: sent again. Run by the
-    sweep."""
-    waiting = JudgeRun.objects.filter(unsent=True, status=JudgeRun.Status.QUEUED)
-    return [pk for pk in waiting.values_list("pk", flat=True) if enqueue(pk)]
 
 
 def diagnostics(evaluation: Evaluation) -> dict:
@@ -319,8 +233,6 @@ def live(evaluation: Evaluation) -> bool:
 
 def page_context(evaluation: Evaluation, chosen: str | None) -> dict:
     """The evaluation page's judge section: endpoints, the chosen one's forecast, runs."""
-    from webapp.teachers import crypto, ssrf
-
     context: dict = {
         "judge_ready": ready(evaluation),
         "judge_endpoints": list(judges(evaluation)),

@@ -1,4 +1,4 @@
-"""A campaign's results and exports: live votes from the database → webapp.evaluation.stats.
+"""A campaign's results and exports: live votes from the database → webapp.annotation.stats.
 
 Only members and owners reach this module's output (views check the role): it is the
 one place where votes meet system names.
@@ -12,13 +12,14 @@ import json
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from itertools import combinations
 
 import numpy as np
 from django.db.models import Count, Max, Q
 
-from webapp.evaluation import stats
-from webapp.evaluation.models import Assignment, Campaign, Choice, Pair, Vote
+from webapp.annotation import stats
+from webapp.annotation.models import Assignment, Campaign, Choice, Pair, Vote
 
 OUTCOMES = ("a", "tie", "b")  # agreement categories: on the systems, not the sides
 
@@ -48,7 +49,7 @@ class VoteRow:
     annotator: str
     choice: str
     comment: str
-    created_at: object
+    created_at: datetime
 
     @property
     def score(self) -> float:

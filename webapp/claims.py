@@ -11,10 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import timedelta
+from functools import partial
 
 from django.db import models, transaction
 from django.db.models import Q
 from django.utils import timezone
+
+Claimed = models.Model  # a model with claimed_by and claimed_until
 
 
 def take(rows: models.QuerySet, pk: int, worker: str, lease_s: float, **changes) -> bool:
@@ -26,14 +29,16 @@ def take(rows: models.QuerySet, pk: int, worker: str, lease_s: float, **changes)
     return bool(rows.filter(free, pk=pk).update(claimed_by=worker, claimed_until=until, **changes))
 
 
-def renew(model: type[models.Model], pk: int, worker: str, lease_s: float) -> bool:
+def renew(model: type[Claimed], pk: int, worker: str, lease_s: float) -> bool:
     """False when the claim was lost (it lapsed and another worker took the row)."""
     until = timezone.now() + timedelta(seconds=lease_s)
-    return bool(model.objects.filter(pk=pk, claimed_by=worker).update(claimed_until=until))
+    return bool(model._default_manager.filter(pk=pk, claimed_by=worker).update(claimed_until=until))
 
 
-def release(model: type[models.Model], pk: int, worker: str) -> None:
-    model.objects.filter(pk=pk, claimed_by=worker).update(claimed_by="", claimed_until=None)
+def release(model: type[Claimed], pk: int, worker: str) -> None:
+    model._default_manager.filter(pk=pk, claimed_by=worker).update(
+        claimed_by="", claimed_until=None
+    )
 
 
 def held(rows: models.QuerySet) -> models.QuerySet:
@@ -41,7 +46,7 @@ def held(rows: models.QuerySet) -> models.QuerySet:
     return rows.filter(claimed_until__gte=timezone.now())
 
 
-def requeue_lapsed(rows: models.QuerySet, enqueue: Callable[[int], None], **changes) -> list[int]:
+def requeue_lapsed(rows: models.QuerySet, enqueue: Callable[[int], object], **changes) -> list[int]:
     """Rows of ``rows`` whose claim lapsed, or that have none (``rows`` says which states
     need a holder): claim cleared (plus ``changes``), their task enqueued after commit.
     Returns their ids."""
@@ -53,6 +58,6 @@ def requeue_lapsed(rows: models.QuerySet, enqueue: Callable[[int], None], **chan
     for pk in lapsed().values_list("pk", flat=True):
         with transaction.atomic():
             if lapsed().filter(pk=pk).update(claimed_by="", claimed_until=None, **changes):
-                transaction.on_commit(lambda pk=pk: enqueue(pk))
+                transaction.on_commit(partial(enqueue, pk))
                 requeued.append(pk)
     return requeued

@@ -3,11 +3,11 @@
 GAD.md ("Evaluation"): the paper picks the checkpoint with the best judge score whose
 answer lengths stay sane: a student that games the discriminator writes longer and
 longer answers (Fig. 6), and a judge tends to like long answers. A sweep answers that
-question for one job:
+question for one job (``webapp.judging.actions.create_sweep`` saves it):
 
 - every k-th checkpoint (and always the last), plus the student before distillation
   as step 0, answer a small test set (an evaluation with those systems, judged
-  automatically as soon as the answers are there: ``judging.launch_auto``);
+  automatically as soon as the answers are there: ``webapp.judging.actions.launch_auto``);
 - the page charts judge score [95% CI] and mean length against step, and proposes the
   best-scoring checkpoint whose mean length stays under the user's bound;
 - one click marks it the job's final model (``jobs.actions.mark_final``).
@@ -18,17 +18,14 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-from django.contrib.auth.models import AbstractBaseUser
-from django.db import transaction
-
 from trainer.judge import forecast
 from trainer.metrics_text import whitespace_tokens
-from webapp.evaluation import actions, judging
-from webapp.evaluation.models import JudgeRun, PromptChoice, Sweep, SystemKind
+from webapp.evaluation import actions
+from webapp.evaluation.models import SystemKind
 from webapp.jobs.models import Checkpoint, Job
+from webapp.judging import runs
+from webapp.judging.models import JudgeRun, Sweep
 from webapp.promptsets.models import PromptSet
-from webapp.teachers.models import TeacherEndpoint
-from webapp.teams.actions import ActionError
 
 # The student before distillation is one system of the evaluation; the rest are checkpoints.
 MAX_CHECKPOINTS = actions.MAX_SYSTEMS - 1
@@ -58,7 +55,8 @@ def teacher_mean_words(prompt_set: PromptSet | None, sample: int = 2000) -> floa
         return None
     texts = prompt_set.prompts.exclude(teacher_response="").order_by("index")
     lengths = [
-        len(whitespace_tokens(t)) for t in texts.values_list("teacher_response", flat=True)[:sample]
+        len(whitespace_tokens(t or ""))
+        for t in texts.values_list("teacher_response", flat=True)[:sample]
     ]
     return sum(lengths) / len(lengths) if lengths else None
 
@@ -66,51 +64,6 @@ def teacher_mean_words(prompt_set: PromptSet | None, sample: int = 2000) -> floa
 def default_bound(job: Job) -> float | None:
     mean = teacher_mean_words(job.prompt_set)
     return round(DEFAULT_BOUND_RATIO * mean, 1) if mean else None
-
-
-def create_sweep(
-    job: Job,
-    user: AbstractBaseUser | None,
-    *,
-    every: int,
-    judge: TeacherEndpoint,
-    prompt_set: PromptSet,
-    prompt_choice: str = PromptChoice.TEST,
-    limit: int | None = DEFAULT_PROMPTS,
-    length_bound: float | None = None,
-    max_new_tokens: int | None = None,
-) -> Sweep:
-    """Save the sweep's evaluation (generation enqueued after commit, judged when ready)."""
-    if every < 1:
-        raise ActionError("Sweep every k-th checkpoint with k ≥ 1.")
-    if judge.team_id != job.team_id:
-        raise ActionError("Choose one of the team's teacher endpoints as the judge.")
-    chosen = checkpoints_to_sweep(job, every)
-    if not chosen:
-        raise ActionError(f"Job {job.name!r} has no checkpoint yet; sweep it once it saves some.")
-    if len(chosen) > MAX_CHECKPOINTS:
-        raise ActionError(
-            f"Every {every} of {job.checkpoints.count()} checkpoints is {len(chosen)}; a sweep "
-            f"takes at most {MAX_CHECKPOINTS}. Sweep every {smallest_every(job)} or more."
-        )
-    if max_new_tokens is None:
-        max_new_tokens = int(job.config.get("max_response_tokens", 1536))
-    systems = [actions.base_system(job), *(actions.checkpoint_system(c) for c in chosen)]
-    with transaction.atomic():
-        evaluation = actions.create_evaluation(
-            job.team,
-            user,
-            name=f"Sweep of {job.name} (every {every} checkpoint{'s' if every > 1 else ''})",
-            prompt_set=prompt_set,
-            prompt_choice=prompt_choice,
-            systems=systems,
-            max_new_tokens=max_new_tokens,
-            limit=limit,
-            auto_judge=judge,
-        )
-        return Sweep.objects.create(
-            evaluation=evaluation, job=job, every=every, length_bound=length_bound
-        )
 
 
 def sweep_forecast(job: Job, every: int, prompt_set: PromptSet, choice: str, limit: int | None):
@@ -157,7 +110,7 @@ def points(sweep: Sweep, run: JudgeRun | None) -> list[Point]:
     if run is None or not run.report:
         return []
     evaluation = sweep.evaluation
-    labels = judging.system_labels(evaluation)
+    labels = runs.system_labels(evaluation)
     scores = {s["system"]: s for s in run.report.get("systems", [])}
     final = sweep.job.final_checkpoint_id or (
         sweep.job.checkpoints.order_by("-step").values_list("pk", flat=True).first()
@@ -275,3 +228,9 @@ def page_context(sweep: Sweep, bound_text: str | None) -> dict:
         "sweep_chart": chart if r.points else None,
         "sweep_run": r.run,
     }
+
+
+def evaluation_context(evaluation, bound_text: str | None) -> dict:
+    """The sweep's block of its evaluation's page ({} for an evaluation of no sweep)."""
+    found = Sweep.objects.filter(evaluation=evaluation).select_related("job").first()
+    return page_context(found, bound_text) if found else {}

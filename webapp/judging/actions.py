@@ -1,0 +1,177 @@
+"""Every change to judge runs and checkpoint sweeps goes through here: the web's
+launches, and the worker's claim, progress and outcome of a run (each a conditional
+UPDATE, so a worker that lost its claim cannot overwrite its successor's state)."""
+
+from __future__ import annotations
+
+from functools import partial
+
+from django.contrib.auth.models import User
+from django.db import transaction
+from django.utils import timezone
+
+from webapp import claims, dispatch
+from webapp.evaluation import actions as evaluation_actions
+from webapp.evaluation.models import Evaluation, PromptChoice
+from webapp.jobs.models import Job
+from webapp.judging import runs, sweep
+from webapp.judging.models import JudgeRun, Sweep
+from webapp.promptsets.models import PromptSet
+from webapp.teachers import crypto, ssrf
+from webapp.teachers.models import TeacherEndpoint
+from webapp.teams.actions import ActionError
+
+JUDGE_TASK = "gad.judge_evaluation"
+JUDGE_QUEUE = "cpu"
+
+
+def launch_auto(evaluation_id: int) -> JudgeRun | None:
+    """Start the evaluation's automatic judge once every system has its answers (called
+    by the worker when generation ends). At most one automatic run per evaluation; a
+    refusal (no longer usable endpoint) is recorded as a failed run, so the page says why.
+    """
+    with transaction.atomic():
+        # Row lock: a redelivered generation task cannot start a second automatic run.
+        evaluation = Evaluation.objects.select_for_update(of=("self",)).get(pk=evaluation_id)
+        endpoint = evaluation.auto_judge
+        if endpoint is None or evaluation.judge_runs.exists() or not runs.ready(evaluation):
+            return None
+        try:
+            return launch(evaluation, endpoint, None)
+        except ActionError as refused:
+            return JudgeRun.objects.create(
+                evaluation=evaluation,
+                judge=endpoint,
+                judge_name=endpoint.name,
+                status=JudgeRun.Status.FAILED,
+                error=str(refused),
+            )
+
+
+def launch(evaluation: Evaluation, endpoint: TeacherEndpoint, user) -> JudgeRun:
+    if not runs.ready(evaluation):
+        raise ActionError("Every system needs its answers before the judge can run.")
+    if endpoint.team_id != evaluation.team_id:
+        raise ActionError("Choose one of the team's teacher endpoints as the judge.")
+    try:
+        forecast = runs.forecast_for(evaluation, endpoint)
+    except (ssrf.UnsafeURL, crypto.KeyUnreadable) as refused:
+        raise ActionError(f"Judge {endpoint.name!r} cannot be used: {refused}") from None
+    with transaction.atomic():
+        run = JudgeRun.objects.create(
+            evaluation=evaluation,
+            judge=endpoint,
+            judge_name=endpoint.name,
+            forecast=runs.forecast_dict(forecast),
+            created_by=user if getattr(user, "is_authenticated", False) else None,
+        )
+        transaction.on_commit(partial(enqueue, run.pk))
+    return run
+
+
+def claim(run_id: int, worker: str, lease_s: float) -> bool:
+    """Take a queued run, or a running one whose claim lapsed, for ``lease_s`` seconds."""
+    live = JudgeRun.objects.filter(status__in=[JudgeRun.Status.QUEUED, JudgeRun.Status.RUNNING])
+    return claims.take(live, run_id, worker, lease_s, status=JudgeRun.Status.RUNNING)
+
+
+def renew(run_id: int, worker: str, lease_s: float) -> bool:
+    """False when the claim was lost (it lapsed and another worker took the run)."""
+    return claims.renew(JudgeRun, run_id, worker, lease_s)
+
+
+def requeue_lost_runs() -> list[int]:
+    """Running judge runs whose worker died (the claim lapsed): queued again. Verdicts
+    already paid for are in the answer store, so the new task asks only for the rest.
+    Run by the sweep (celery beat)."""
+    running = JudgeRun.objects.filter(status=JudgeRun.Status.RUNNING)
+    return claims.requeue_lapsed(running, enqueue, status=JudgeRun.Status.QUEUED)
+
+
+def enqueue(run_id: int) -> bool:
+    """Send the judge task; False (and the run flagged unsent) if the broker is down."""
+    return dispatch.send_for(JudgeRun.objects.filter(pk=run_id), JUDGE_TASK, [run_id], JUDGE_QUEUE)
+
+
+def resend_unsent() -> list[int]:
+    """Queued judge runs whose task never reached the broker: sent again. Run by the
+    sweep."""
+    waiting = JudgeRun.objects.filter(unsent=True, status=JudgeRun.Status.QUEUED)
+    return [pk for pk in waiting.values_list("pk", flat=True) if enqueue(pk)]
+
+
+def record_progress(run_id: int, state: dict, tokens: int) -> None:
+    """The running run's phase and counts, for the page to poll."""
+    JudgeRun.objects.filter(pk=run_id, status=JudgeRun.Status.RUNNING).update(
+        progress=state, tokens_used=tokens
+    )
+
+
+def finish(run: JudgeRun, error: str, worker: str) -> bool:
+    """Write the outcome, only while ``worker`` still holds the run (False if not)."""
+    failed = bool(error) and not run.report
+    run.status = JudgeRun.Status.FAILED if failed else JudgeRun.Status.SUCCEEDED
+    run.error = error
+    run.finished_at = timezone.now()
+    return bool(
+        JudgeRun.objects.filter(pk=run.pk, claimed_by=worker).update(
+            status=run.status,
+            error=error,
+            finished_at=run.finished_at,
+            report=run.report,
+            tokens_used=run.tokens_used,
+            claimed_by="",
+            claimed_until=None,
+        )
+    )
+
+
+# ----------------------------------------------------------------------------- sweeps
+
+
+def create_sweep(
+    job: Job,
+    user: User | None,
+    *,
+    every: int,
+    judge: TeacherEndpoint,
+    prompt_set: PromptSet,
+    prompt_choice: str = PromptChoice.TEST,
+    limit: int | None = sweep.DEFAULT_PROMPTS,
+    length_bound: float | None = None,
+    max_new_tokens: int | None = None,
+) -> Sweep:
+    """Save the sweep's evaluation (generation enqueued after commit, judged when ready)."""
+    if every < 1:
+        raise ActionError("Sweep every k-th checkpoint with k ≥ 1.")
+    if judge.team_id != job.team_id:
+        raise ActionError("Choose one of the team's teacher endpoints as the judge.")
+    chosen = sweep.checkpoints_to_sweep(job, every)
+    if not chosen:
+        raise ActionError(f"Job {job.name!r} has no checkpoint yet; sweep it once it saves some.")
+    if len(chosen) > sweep.MAX_CHECKPOINTS:
+        raise ActionError(
+            f"Every {every} of {job.checkpoints.count()} checkpoints is {len(chosen)}; a sweep "
+            f"takes at most {sweep.MAX_CHECKPOINTS}. Sweep every {sweep.smallest_every(job)} or more."
+        )
+    if max_new_tokens is None:
+        max_new_tokens = int(job.config.get("max_response_tokens", 1536))
+    systems = [
+        evaluation_actions.base_system(job),
+        *(evaluation_actions.checkpoint_system(c) for c in chosen),
+    ]
+    with transaction.atomic():
+        evaluation = evaluation_actions.create_evaluation(
+            job.team,
+            user,
+            name=f"Sweep of {job.name} (every {every} checkpoint{'s' if every > 1 else ''})",
+            prompt_set=prompt_set,
+            prompt_choice=prompt_choice,
+            systems=systems,
+            max_new_tokens=max_new_tokens,
+            limit=limit,
+            auto_judge=judge,
+        )
+        return Sweep.objects.create(
+            evaluation=evaluation, job=job, every=every, length_bound=length_bound
+        )

@@ -1,0 +1,12 @@
+from django.urls import path
+
+from webapp.judging import views
+
+urlpatterns = [
+    path(
+        "teams/<slug:slug>/evaluations/<int:pk>/judge/",
+        views.evaluation_judge,
+        name="evaluation-judge",
+    ),
+    path("teams/<slug:slug>/jobs/<int:pk>/sweep/", views.job_sweep, name="job-sweep"),
+]

@@ -1,0 +1,131 @@
+"""The one paid call to a team's teacher endpoint (collection, the teacher as a system of
+an evaluation, the LLM judge).
+
+Every paid call goes the same way: the endpoint's spec (its URL checked against SSRF
+again, its key decrypted), the team's remaining monthly tokens as the run's budget, the
+run itself in an event loop with the answer store and the token meter on one ORM
+thread, its typed failure turned into a message with the key masked, and the tokens
+spent charged to the team however the run ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from trainer.teacher import Limits, TeacherError, TeacherSpec
+from webapp.teachers import crypto, ssrf
+from webapp.teachers.models import KEY_MASK, TeacherEndpoint
+from webapp.teachers.specs import teacher_spec
+from worker.answers import DbAnswerStore, OrmThread, TokenMeter, remaining_tokens
+
+R = TypeVar("R")
+# run(spec, store, limits, on_progress) -> the coroutine of trainer.teacher.collect or
+# trainer.judge.judge.
+Run = Callable[[TeacherSpec, DbAnswerStore, Limits, Callable[[Any], None]], Coroutine[Any, Any, R]]
+
+NO_BUDGET = "The team's teacher tokens for this month are spent."
+
+
+@dataclass
+class Paid(Generic[R]):
+    """What a paid call gave: its result (None if it did not run or failed), the tokens
+    charged, and, when it did not end normally, why.
+
+    ``kind`` is "" (ran to the end), "refused" (the endpoint cannot be used), "budget"
+    (nothing left to spend) or "failed" (the endpoint failed; ``failure`` is its error,
+    key masked); ``error`` is the message for the page.
+    """
+
+    result: R | None = None
+    fingerprint: str = ""  # the teacher's, under which its answers are stored
+    tokens: int = 0
+    kind: str = ""
+    failure: str = ""
+    error: str = ""
+
+
+def without_key(message: str, endpoint: TeacherEndpoint, spec: TeacherSpec | None) -> str:
+    """``message`` with the key masked: a server may echo it in its error text."""
+    if spec is None or not spec.api_key:
+        return message
+    return message.replace(spec.api_key, KEY_MASK + endpoint.api_key_last4)
+
+
+def paid_call(
+    endpoint: TeacherEndpoint,
+    team,
+    run: Run[R],
+    *,
+    role: str = "teacher",
+    job=None,
+    on_progress: Callable[[Any, OrmThread], None] | None = None,
+    tokens_of: Callable[[R], int] = lambda result: result.tokens,  # type: ignore[attr-defined]
+    **sampling: Any,
+) -> Paid[R]:
+    """Run ``run`` against ``endpoint`` within the team's budget and charge what it spends
+    (to ``job`` as well, when given).
+
+    ``on_progress(progress, orm)`` is called from the run's event loop with each progress
+    report (it may write through ``orm``, and raise to stop the run: cancel, lost
+    claim); what it raises propagates unwrapped. ``sampling`` overrides the endpoint's
+    stored sampling parameters.
+    """
+    try:
+        spec = teacher_spec(endpoint, role=role, **sampling)
+    except (ssrf.UnsafeURL, crypto.KeyUnreadable) as refused:
+        return Paid(
+            kind="refused", error=f"{role.capitalize()} {endpoint.name!r} cannot be used: {refused}"
+        )
+    budget = remaining_tokens(team)
+    if budget <= 0:
+        return Paid(kind="budget", error=NO_BUDGET)
+    orm = OrmThread()
+    meter = TokenMeter(orm, team, job=job)
+    seen = [0]
+
+    def progress(report) -> None:
+        if on_progress is not None:
+            on_progress(report, orm)
+        seen[0] = max(seen[0], report.tokens)
+        meter.update(report.tokens)
+
+    paid: Paid[R] = Paid(fingerprint=spec.fingerprint)
+    try:
+        paid.result = asyncio.run(
+            run(spec, DbAnswerStore(orm), Limits(max_total_tokens=budget), progress)
+        )
+    except BaseException as exc:
+        failed, rest = _split(exc)
+        if rest is not None:
+            raise rest from None  # a stop from on_progress, the time limit, a bug
+        paid.kind = "failed"
+        paid.failure = without_key(str(failed), endpoint, spec)
+        paid.error = f"The {role} failed: {paid.failure}"
+    finally:
+        paid.tokens = tokens_of(paid.result) if paid.result is not None else seen[0]
+        meter.settle(paid.tokens)
+        orm.close()
+    return paid
+
+
+def _split(exc: BaseException) -> tuple[BaseException | None, BaseException | None]:
+    """(the endpoint's failure, None), or (None, what else stopped the run), out of the
+    exception groups that the run's task groups wrap them in: a stop wins over a
+    failure raised beside it."""
+    if isinstance(exc, BaseExceptionGroup):
+        teacher, rest = exc.split(TeacherError)
+        if rest is not None:
+            return None, _first(rest)
+        return _first(teacher), None
+    if isinstance(exc, TeacherError):
+        return exc, None
+    return None, exc
+
+
+def _first(exc: BaseException | None) -> BaseException | None:
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
