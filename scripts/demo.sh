@@ -24,6 +24,8 @@ PORT="${GAD_DEMO_PORT:-8000}"
 TEACHER_PORT="${GAD_DEMO_TEACHER_PORT:-8001}"
 MODELS="$GAD_DATA_DIR/models"
 LOGS="$GAD_DATA_DIR/logs"
+# The demo's student is a registered model (model:demo-student) under this root.
+export GAD_MODEL_ROOTS="${GAD_MODEL_ROOTS:-$MODELS}"
 mkdir -p "$MODELS" "$LOGS"
 
 pids=()

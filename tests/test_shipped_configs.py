@@ -18,11 +18,13 @@ def test_shipped_config_loads(path, tmp_path):
     assert cfg.method in ("gad", "seqkd")
 
 
-def test_demo_job_config_is_valid():
+def test_demo_job_config_is_valid(db):
     from webapp.jobs.configs import build_configs
     from webapp.teams.management.commands.demo_launch import DEMO_CONFIG
+    from webapp.teams.models import Team
 
-    configs, errors = build_configs("pair", "student", DEMO_CONFIG)
+    team = Team.objects.create(name="Demo", slug="demo")
+    configs, errors = build_configs(team, "pair", "org/student", DEMO_CONFIG)
     assert errors == [] and set(configs) == {"gad", "seqkd"}
 
 

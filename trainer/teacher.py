@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import hashlib
+import http
 import json
 import random
 import sqlite3
@@ -31,8 +32,14 @@ from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal, Protocol
+from urllib.parse import urlsplit
 
 import openai
+
+try:  # the HTTP client the openai package is built on (httpx2 from openai 3 on)
+    import httpx2 as httpx
+except ImportError:  # pragma: no cover - older openai releases
+    import httpx  # type: ignore[no-redef]
 
 Scope = Literal["transient", "prompt", "run"]
 Flag = Literal["ok", "empty", "length", "refused", "error"]
@@ -64,15 +71,23 @@ class TeacherSpec:
     timeout: float = 120.0
     api_key_name: str = "the API key"  # how to tell the user where the key came from
     role: str = "teacher"  # what the endpoint is to the user, in messages ("judge")
+    # The address the base URL's host was resolved to and checked at (the site's SSRF
+    # rules): connections go there, whatever DNS answers later. "": resolve as usual.
+    connect_to: str = ""
+    # Who may read the answers: part of the fingerprint when set, so that two callers
+    # with the same endpoint and sampling (two teams of a site) share no answers.
+    scope: str = ""
 
     @cached_property
     def fingerprint(self) -> str:
         """Same endpoint, model and sampling → same answers: the cache key's second half."""
-        ident = {
+        ident: dict[str, Any] = {
             "base_url": self.base_url.rstrip("/"),
             "model": self.model,
             "sampling": asdict(self.sampling),
         }
+        if self.scope:
+            ident["scope"] = self.scope
         return _sha256(ident)[:32]
 
 
@@ -136,25 +151,27 @@ def classify(exc: Exception, spec: TeacherSpec) -> TeacherError:
     if not isinstance(exc, openai.APIStatusError):
         return TeacherError(f"{where}: unexpected {type(exc).__name__}: {exc}", "transient")
     status = exc.status_code
-    detail = _server_message(exc)
+    # The status and its reason only: the body is the remote server's text, and a
+    # hostile endpoint could make it say anything on our pages (or echo the key).
+    detail = _reason(status)
     if status in (401, 403):
         return TeacherError(
-            f"{where} rejected {spec.api_key_name} (HTTP {status}: {detail}); check that the "
+            f"{where} rejected {spec.api_key_name} (HTTP {status} {detail}); check that the "
             "key is valid and allowed to use this model",
             "run",
             status,
         )
     if status == 404:
         return TeacherError(
-            f"{where} answered 404 ({detail}); check the model name and that the base URL "
+            f"{where} answered HTTP 404 {detail}; check the model name and that the base URL "
             "ends where the API starts (usually .../v1)",
             "run",
             status,
         )
     if status == 429:
-        if "insufficient_quota" in detail or "quota" in str(getattr(exc, "code", "")):
+        if "insufficient_quota" in _server_message(exc) or "quota" in str(getattr(exc, "code", "")):
             return TeacherError(
-                f"{where}: the account's quota or credit is exhausted (HTTP 429: {detail})",
+                f"{where}: the account's quota or credit is exhausted (HTTP 429)",
                 "run",
                 status,
             )
@@ -162,7 +179,7 @@ def classify(exc: Exception, spec: TeacherSpec) -> TeacherError:
             f"{where} is rate-limiting (HTTP 429)", "transient", status, _retry_after(exc.response)
         )
     if 300 <= status < 400:
-        location = getattr(exc.response, "headers", {}).get("location", "elsewhere")
+        location = str(getattr(exc.response, "headers", {}).get("location", "elsewhere"))[:200]
         return TeacherError(
             f"{where} redirects (HTTP {status}) to {location}; redirects are not followed: "
             "use the final URL as the base URL",
@@ -171,13 +188,13 @@ def classify(exc: Exception, spec: TeacherSpec) -> TeacherError:
         )
     if status >= 500 or status in (408, 409):
         return TeacherError(
-            f"{where} failed (HTTP {status}: {detail})",
+            f"{where} failed (HTTP {status} {detail})",
             "transient",
             status,
             _retry_after(exc.response),
         )
     # 400, 413, 422...: this prompt cannot be answered (context too long, refused).
-    return TeacherError(f"HTTP {status}: {detail}", "prompt", status)
+    return TeacherError(f"HTTP {status} {detail}", "prompt", status)
 
 
 def _cause(exc: Exception) -> str:
@@ -185,7 +202,15 @@ def _cause(exc: Exception) -> str:
     return f"{type(cause).__name__}: {cause}" if cause else str(exc)
 
 
+def _reason(status: int) -> str:
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return "(unknown status)"
+
+
 def _server_message(exc: openai.APIStatusError) -> str:
+    """The server's own error text: read to classify an error, never shown."""
     body = exc.body
     if isinstance(body, dict):
         err = body.get("error", body)
@@ -233,16 +258,39 @@ class Answer:
         }
 
 
+class PinnedTransport(httpx.AsyncBaseTransport):
+    """Connects to the address that was checked, not to whatever DNS answers now (DNS
+    rebinding): the URL's host stays in the Host header and is the TLS server name, so
+    SNI and the certificate check are those of the host."""
+
+    def __init__(self, host: str, address: str, inner: httpx.AsyncBaseTransport):
+        self.host, self.address, self.inner = host, address, inner
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.host == self.host:
+            request.url = request.url.copy_with(host=self.address)
+            request.extensions = {**request.extensions, "sni_hostname": self.host}
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
 def make_client(spec: TeacherSpec) -> openai.AsyncOpenAI:
+    # A redirect could carry the request (and its key) to a host nobody checked against
+    # the SSRF rules: refuse it (classify() says to use the final URL).
+    options: dict[str, Any] = {"follow_redirects": False}
+    host = urlsplit(spec.base_url).hostname
+    if spec.connect_to and host:
+        options["transport"] = PinnedTransport(host, spec.connect_to, httpx.AsyncHTTPTransport())
     return openai.AsyncOpenAI(
         base_url=spec.base_url,
-        # Local servers (transformers serve, vllm serve) accept any key.
+        # The client needs some key; an endpoint without one gets no Authorization header
+        # at all (``ask`` omits it; local servers such as transformers serve accept that).
         api_key=spec.api_key or "no-key",
         timeout=spec.timeout,
         max_retries=0,
-        # A redirect could carry the request (and its key) to a host nobody checked
-        # against the SSRF rules: refuse it (classify() says to use the final URL).
-        http_client=openai.DefaultAsyncHttpxClient(follow_redirects=False),
+        http_client=openai.DefaultAsyncHttpxClient(**options),
     )
 
 
@@ -256,6 +304,8 @@ async def ask(
     """One chat completion, retried on transient failures; raises TeacherError."""
     key = prompt_hash(messages)
     last: TeacherError | None = None
+    # Without a key, no Authorization header at all (not the client's placeholder).
+    options: Any = {} if spec.api_key else {"headers": {"Authorization": openai.Omit()}}
     for attempt in range(retry.max_attempts):
         started = time.monotonic()
         try:
@@ -271,6 +321,7 @@ async def ask(
                     **spec.sampling.request_kwargs,
                 },
                 cast_to=object,
+                options=options,
             )
         except openai.OpenAIError as exc:
             last = classify(exc, spec)

@@ -70,6 +70,7 @@ INSTALLED_APPS = [
     "webapp.annotation",
     "webapp.judging",
     "webapp.nodes",
+    "webapp.catalog",
 ]
 
 MIDDLEWARE = [
@@ -155,6 +156,9 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
 GAD_ALLOWED_TEACHER_HOSTS = env.str_list(
     "GAD_ALLOWED_TEACHER_HOSTS", ["127.0.0.1", "localhost", "::1"] if DEBUG else []
 )
+# Directories under which an administrator may register models for teams to start from
+# (webapp.catalog); a job's student is a hub id, a team checkpoint or such a model.
+GAD_MODEL_ROOTS = env.str_list("GAD_MODEL_ROOTS", [])
 # GPU indices this worker process may lease; empty means a CPU-only node.
 GAD_WORKER_GPUS = env.int_list("GAD_WORKER_GPUS", [])
 # The queue evaluations' answer generation goes to: "gpu" on a site whose GPU nodes

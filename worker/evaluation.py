@@ -39,6 +39,7 @@ from django.db import close_old_connections
 
 from trainer.judge import judge, reports_by_group
 from trainer.teacher import collect
+from webapp.catalog import references
 from webapp.celery import app
 from webapp.evaluation import actions
 from webapp.evaluation.models import Evaluation, System, SystemKind
@@ -204,12 +205,16 @@ def model_answers(system: System, lease: Renewal) -> str:
     if not prompts:
         return ""
     evaluation = system.evaluation
+    try:
+        model = model_of(system)
+    except references.InvalidReference as refused:
+        return refused.message
     root = workspace(system)
     prompts_path, out = root / "prompts.jsonl", root / "answers.jsonl"
     write_prompts(prompts_path, ((p.pk, p.messages) for p in prompts))
     out.unlink(missing_ok=True)
     temperature = None if evaluation.greedy else evaluation.temperature
-    argv = generate_argv(system.path, prompts_path, out, evaluation.max_new_tokens, temperature)
+    argv = generate_argv(model, prompts_path, out, evaluation.max_new_tokens, temperature)
     environ = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
     log_path = root / "generate.log"
     partial = out.with_name(out.name + ".tmp")  # trainer.generate writes here, then renames
@@ -229,6 +234,16 @@ def model_answers(system: System, lease: Renewal) -> str:
         return f"`trainer generate` exited with status {code}. Its last lines:\n{log_tail(log_path, 20)}"
     actions.store_answers(system, read_answers(out))
     return ""
+
+
+def model_of(system: System) -> str:
+    """What ``trainer generate`` loads for the system, checked again here: the stored
+    reference could have been changed in the database since the evaluation was made
+    (raises ``references.InvalidReference``)."""
+    ref = system.path
+    if system.kind == SystemKind.CHECKPOINT and system.checkpoint_id:
+        ref = f"checkpoint:{system.checkpoint_id}"
+    return references.resolve(ref, system.evaluation.team, "model")
 
 
 @contextmanager

@@ -26,6 +26,7 @@ from django.db import close_old_connections
 
 from trainer.metrics import truncate_after
 from trainer.teacher import collect
+from webapp.catalog import references
 from webapp.jobs import actions
 from webapp.jobs.models import Job, JobAnswer, Status
 from webapp.monitoring import guard as health_guard
@@ -327,6 +328,12 @@ def _collected(fingerprint: str | None, hashes: list[str]) -> dict[str, str]:
 def write_config(job: Job, space: Workspace) -> None:
     config = {**job.config, "train_file": str(space.prompts), "output_dir": str(space.run_dir)}
     config["resume"] = "auto"
+    # The student is checked again right before it is loaded: the stored config could have
+    # been changed in the database since the launch.
+    try:
+        config["student"] = references.resolve(job.config.get("student", ""), job.team)
+    except references.InvalidReference as refused:
+        raise JobFailed(str(refused)) from None
     space.config.write_text(yaml.safe_dump(config, sort_keys=False))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from trainer.teacher import prompt_hash
+from webapp.catalog.models import RegisteredModel
 from webapp.jobs.models import Checkpoint, Job
 from webapp.promptsets.models import Prompt, PromptSet
 
@@ -32,13 +33,23 @@ def make_prompt_set(team, n: int = 3, with_teacher: bool = True, name: str = "ch
     return prompt_set
 
 
+def register_model(settings, path: Path, name: str = "tiny-student") -> str:
+    """Register ``path`` as an administrator would (its directory becomes a model root);
+    the reference a team uses for it."""
+    root = str(Path(path).resolve().parent)
+    if root not in settings.GAD_MODEL_ROOTS:
+        settings.GAD_MODEL_ROOTS = [*settings.GAD_MODEL_ROOTS, root]
+    RegisteredModel.objects.update_or_create(name=name, defaults={"path": str(path)})
+    return f"model:{name}"
+
+
 def make_job(team, prompt_set=None, status: str = "queued", **fields) -> Job:
     return Job.objects.create(
         team=team,
         name=fields.pop("name", "job"),
         method=fields.pop("method", "gad"),
         prompt_set=prompt_set,
-        student="tiny-student",
+        student="org/tiny-student",
         status=status,
         config={"method": "gad", "save_every": 50},
         **fields,

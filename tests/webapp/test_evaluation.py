@@ -22,7 +22,7 @@ from webapp.promptsets.models import Split
 from webapp.teams.actions import ActionError
 
 # Names that must never reach an annotator (searched for in their pages).
-GAD_JOB, SEQKD_JOB, STUDENT = "Aurora-run", "Borealis-run", "tiny-student"
+GAD_JOB, SEQKD_JOB, STUDENT = "Aurora-run", "Borealis-run", "org/tiny-student"
 TEACHER_NAME, TEACHER_MODEL = "Oracle-T", "oracle-model-x"
 ANSWER_WORDS = ["alpha", "bravo", "charlie", "delta"]
 
@@ -137,8 +137,8 @@ def test_create_evaluation_fixes_the_test_prompts_and_dedupes_systems(personas):
         prompt_set=prompt_set,
         prompt_choice="test",
         systems=[
-            actions.path_system("/models/a"),
-            actions.path_system("/models/a"),
+            actions.model_system("models/a"),
+            actions.model_system("models/a"),
             actions.base_system(personas.job),
         ],
     )
@@ -156,7 +156,7 @@ def test_create_evaluation_refuses_one_system_and_an_empty_test_split(personas):
             name="e",
             prompt_set=personas.prompt_set,
             prompt_choice="all",
-            systems=[actions.path_system("/a"), actions.path_system("/a")],
+            systems=[actions.model_system("org/a"), actions.model_system("org/a")],
         )
     with pytest.raises(ActionError, match="no prompts in its held-out test split"):
         actions.create_evaluation(
@@ -165,7 +165,7 @@ def test_create_evaluation_refuses_one_system_and_an_empty_test_split(personas):
             name="e",
             prompt_set=personas.prompt_set,
             prompt_choice="test",
-            systems=[actions.path_system("/a"), actions.path_system("/b")],
+            systems=[actions.model_system("org/a"), actions.model_system("org/b")],
         )
 
 

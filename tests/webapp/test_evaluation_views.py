@@ -384,7 +384,7 @@ def test_member_creates_an_evaluation_from_jobs_and_it_is_enqueued(
 
     personas.prompt_set.prompts.update(split="test")
     seqkd = Job.objects.create(
-        team=personas.team, name="s", method="seqkd", student="tiny-student", config={}
+        team=personas.team, name="s", method="seqkd", student="org/tiny-student", config={}
     )
     Checkpoint.objects.create(job=seqkd, step=10, path=str(tmp_path / "s"))
     client = login(personas.member)
@@ -399,7 +399,7 @@ def test_member_creates_an_evaluation_from_jobs_and_it_is_enqueued(
                 "prompt_choice": "test",
                 "jobs": [personas.job.pk, seqkd.pk],
                 "include_base": "on",
-                "model_paths": "/models/extra\n",
+                "model_paths": "models/extra\n",
                 "max_new_tokens": 64,
             },
         )
@@ -413,7 +413,7 @@ def test_member_creates_an_evaluation_from_jobs_and_it_is_enqueued(
     assert kinds == ["base", "checkpoint", "checkpoint", "path"]
     assert evaluation.num_prompts == 3 and evaluation.max_new_tokens == 64
     page = client.get(response["Location"]).content.decode()
-    assert "Before distillation: tiny-student" in page
+    assert "Before distillation: org/tiny-student" in page
 
 
 def test_the_form_adds_other_test_sets_and_an_automatic_judge(login, personas):
@@ -433,7 +433,7 @@ def test_the_form_adds_other_test_sets_and_an_automatic_judge(login, personas):
             "prompt_choice": "test",
             "other_sets": [ood.pk],
             "limit": 2,
-            "model_paths": "/models/a\n/models/b",
+            "model_paths": "models/a\nmodels/b",
             "max_new_tokens": 8,
             "auto_judge": judge.pk,
         },
@@ -455,7 +455,7 @@ def test_evaluation_form_needs_two_systems(login, personas):
             "name": "x",
             "prompt_set": personas.prompt_set.pk,
             "prompt_choice": "all",
-            "model_paths": "/only/one",
+            "model_paths": "only/one",
             "max_new_tokens": 10,
         },
     )

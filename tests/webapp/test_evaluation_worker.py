@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from tests.webapp.factories import make_job, make_prompt_set
+from tests.webapp.factories import make_job, make_prompt_set, register_model
 from tests.worker.conftest import Workers, wait_for
 from webapp.annotation import actions as annotation_actions
 from webapp.evaluation import actions
@@ -29,6 +29,13 @@ def tiny_models(tmp_path_factory):
     before = build_tiny(root / "before", layers=1, hidden=32, heads=4, seed=0)
     after = build_tiny(root / "after", layers=1, hidden=32, heads=4, seed=1)
     return before, after
+
+
+@pytest.fixture(autouse=True)
+def _registered(settings, tiny_models, transactional_db):
+    """The student before distillation is a registered model (before the workers start,
+    so that they see its model root)."""
+    register_model(settings, tiny_models[0], name="before")
 
 
 @pytest.fixture
@@ -53,7 +60,7 @@ def _setup(team, before, after, n_prompts=3, reuse_one=False):
     test = list(prompt_set.prompts.order_by("index")[:n_prompts])
     prompt_set.prompts.filter(pk__in=[p.pk for p in test]).update(split=Split.TEST)
     job = make_job(team, prompt_set, status="succeeded", name="distilled")
-    job.student, job.config = str(before), {"max_response_tokens": 6}
+    job.student, job.config = "model:before", {"max_response_tokens": 6}
     job.save()
     checkpoint = Checkpoint.objects.create(job=job, step=4, path=str(after))
     if reuse_one:
@@ -126,7 +133,7 @@ def test_an_unloadable_model_fails_its_system_with_the_trainers_message(
         personas,
         prompt_set,
         "broken",
-        [actions.base_system(job), actions.path_system(str(tmp_path / "no-such-model"))],
+        [actions.base_system(job), actions.model_system("missing-org/no-such-model")],
         4,
     )
     workers.start("cpu")

@@ -215,7 +215,7 @@ def test_a_multi_gpu_job_needs_a_batch_that_splits_over_its_gpus(
         "name": "api",
         "method": "gad",
         "prompt_set": personas.prompt_set.pk,
-        "student": "s",
+        "student": "org/s",
         "gpus": 2,
         "config": {"batch_size": 3},
     }
@@ -233,7 +233,7 @@ def test_api_launch_and_read(client, personas, auth, roomy_quota):
         "name": "api",
         "method": "pair",
         "prompt_set": personas.prompt_set.pk,
-        "student": "s",
+        "student": "org/s",
         "config": {"group_size": 4, "gad": {"kl_coef": 0.01}},
     }
     response = client.post("/api/v1/jobs", payload, content_type="application/json", **auth)
@@ -263,7 +263,7 @@ def test_api_invalid_config_is_422_naming_the_key(
         "name": "x",
         "method": "gad",
         "prompt_set": personas.prompt_set.pk,
-        "student": "s",
+        "student": "org/s",
         "config": config,
     }
     response = client.post("/api/v1/jobs", payload, content_type="application/json", **auth)
@@ -282,7 +282,7 @@ def test_api_prompt_set_of_another_team_is_refused(client, personas, auth, roomy
         "name": "x",
         "method": "gad",
         "prompt_set": theirs.pk,
-        "student": "s",
+        "student": "org/s",
     }
     response = client.post("/api/v1/jobs", payload, content_type="application/json", **auth)
     assert response.status_code == 422 and "prompt_set" in response.json()["detail"]
@@ -294,7 +294,7 @@ def test_api_quota_refusal_is_429(client, personas, auth):
         "name": "x",
         "method": "pair",
         "prompt_set": personas.prompt_set.pk,
-        "student": "s",
+        "student": "org/s",
     }
     response = client.post("/api/v1/jobs", payload, content_type="application/json", **auth)
     assert response.status_code == 429 and response.json()["error"] == "quota_exceeded"
@@ -367,7 +367,7 @@ def test_twenty_concurrent_launches_against_a_quota_of_three_create_exactly_thre
             "name": "race",
             "method": "gad",
             "prompt_set": personas.prompt_set.pk,
-            "student": "s",
+            "student": "org/s",
         }
     )
     barrier = threading.Barrier(20)

@@ -70,3 +70,34 @@ def _carried_over():
     tables = set(connection.introspection.table_names())
     assert {"annotation_campaign", "judging_judgerun", "nodes_gpulease"} <= tables
     assert not {"evaluation_campaign", "evaluation_judgerun", "jobs_gpulease"} & tables
+
+
+@pytest.mark.django_db(transaction=True)
+def test_shared_teacher_answers_become_each_teams_own():
+    try:
+        _scoped_answers()
+    finally:
+        _migrate(_latest())
+
+
+def _scoped_answers():
+    from trainer.teacher import Sampling, TeacherSpec
+    from webapp.teachers.models import TeacherEndpoint
+
+    old = _migrate([("teachers", "0002_api_key_origin"), ("promptsets", "0002_teacheranswer")])
+    Team = old.get_model("teams", "Team")
+    Endpoint = old.get_model("teachers", "TeacherEndpoint")
+    Answer = old.get_model("promptsets", "TeacherAnswer")
+    a, b = (Team.objects.create(name=n, slug=n) for n in ("a", "b"))
+    for team in (a, b):  # the same URL, model and sampling in two teams
+        Endpoint.objects.create(team=team, name="T", base_url="http://t/v1", model="m")
+    # No params: every sampling parameter left to the server.
+    unset = Sampling(temperature=None, top_p=None, max_tokens=None, seed=None)
+    shared = TeacherSpec("http://t/v1", "m", sampling=unset).fingerprint
+    Answer.objects.create(prompt_hash="h", fingerprint=shared, response="paid once", flag="ok")
+
+    _migrate(_latest())
+
+    rows = dict(Answer.objects.values_list("fingerprint", "response"))
+    mine = {e.fingerprint for e in TeacherEndpoint.objects.all()}
+    assert shared not in rows and len(mine) == 2 and set(rows) == mine

@@ -51,12 +51,15 @@ class Workers:
             "GAD_GPU_RETRY_S": "2",
             "HF_HUB_OFFLINE": "1",
         }
+        self.settings = settings
         self.tmp_path = tmp_path
         self.procs: list[subprocess.Popen] = []
 
     def start(
         self, queues: str = "cpu", gpus: str = "", concurrency: int = 1, name: str = "w", **env
     ):
+        # Read when the worker starts: a test registers its models after making the pool.
+        self.env["GAD_MODEL_ROOTS"] = ",".join(map(str, self.settings.GAD_MODEL_ROOTS))
         log = open(self.tmp_path / f"worker-{name}-{len(self.procs)}.log", "wb")  # noqa: SIM115
         proc = subprocess.Popen(
             [

@@ -9,7 +9,7 @@ import tarfile
 import pytest
 from django.contrib.auth import get_user_model
 
-from tests.webapp.factories import make_prompt_set
+from tests.webapp.factories import make_prompt_set, register_model
 from tests.worker.conftest import wait_for
 from webapp.jobs import actions
 from webapp.jobs.configs import build_configs
@@ -44,6 +44,13 @@ def team(transactional_db):
     return team
 
 
+@pytest.fixture
+def tiny_student(tiny_student, settings, transactional_db):
+    """The tiny student as a team may name it: a registered model (before the workers
+    start, so that they see its model root)."""
+    return register_model(settings, tiny_student)
+
+
 def launch(team, student, method="gad", gpus=0, n_prompts=8, test=0, **config):
     prompt_set = make_prompt_set(team, n=n_prompts)
     Prompt.objects.filter(prompt_set=prompt_set).update(teacher_response="the answer is four")
@@ -52,7 +59,7 @@ def launch(team, student, method="gad", gpus=0, n_prompts=8, test=0, **config):
         Prompt.objects.filter(pk__in=ids).update(split="test")
         prompt_set.num_test = test
         prompt_set.save()
-    configs, errors = build_configs(method, str(student), {**SMALL, **config})
+    configs, errors = build_configs(team, method, str(student), {**SMALL, **config})
     assert not errors, errors
     request = actions.LaunchRequest("job", prompt_set, None, str(student), gpus, configs)
     return actions.launch(team, None, request)[0]
@@ -213,7 +220,7 @@ def test_teacher_answers_are_collected_charged_paused_at_budget_and_resumed(
     Prompt.objects.filter(pk__in=missing).update(teacher_response=None)
     team.quota.teacher_tokens_per_month = 40  # runs out after a few answers
     team.quota.save()
-    configs, _ = build_configs("gad", str(tiny_student), SMALL)
+    configs, _ = build_configs(team, "gad", str(tiny_student), SMALL)
     request = actions.LaunchRequest("job", prompt_set, teacher, str(tiny_student), 0, configs)
     job = actions.launch(team, None, request)[0]
     workers.start("cpu")

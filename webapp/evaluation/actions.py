@@ -19,6 +19,7 @@ from django.db import transaction
 from django.db.models import Count
 
 from webapp import claims, dispatch
+from webapp.catalog import references
 from webapp.evaluation.models import (
     EvalStatus,
     Evaluation,
@@ -72,7 +73,7 @@ def checkpoint_system(checkpoint: Checkpoint) -> SystemSpec:
     return SystemSpec(
         SystemKind.CHECKPOINT,
         f"{job.name} · {job.get_method_display()} step {checkpoint.step}",
-        path=checkpoint.path,
+        path=f"checkpoint:{checkpoint.pk}",
         method=job.method,
         job=job,
         checkpoint=checkpoint,
@@ -85,8 +86,10 @@ def base_system(job: Job) -> SystemSpec:
     )
 
 
-def path_system(path: str) -> SystemSpec:
-    return SystemSpec(SystemKind.PATH, f"Model {path}", path=path)
+def model_system(ref: str) -> SystemSpec:
+    """A model named by a reference (``webapp.catalog.references``): a hub id or a
+    registered model."""
+    return SystemSpec(SystemKind.PATH, f"Model {ref}", path=ref)
 
 
 def final_checkpoint(job: Job) -> Checkpoint | None:
@@ -137,6 +140,12 @@ def create_evaluation(
         raise ActionError("Choose at least two different systems to compare.")
     if len(unique) > MAX_SYSTEMS:
         raise ActionError(f"An evaluation compares at most {MAX_SYSTEMS} systems.")
+    for spec in unique.values():
+        if spec.kind != SystemKind.TEACHER:
+            try:
+                references.check(spec.path, team, "models")
+            except references.InvalidReference as refused:
+                raise ActionError(str(refused)) from None
     prompt_ids = evaluation_prompts(prompt_set, prompt_choice, limit)
     if not prompt_ids:
         where = "held-out test split" if prompt_choice == PromptChoice.TEST else "set"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from django import forms
 from django.db.models import Exists, OuterRef
 
+from webapp.catalog import references
 from webapp.evaluation import actions
 from webapp.evaluation.models import PromptChoice
 from webapp.jobs.models import Checkpoint, Job
@@ -74,7 +75,8 @@ class EvaluationForm(forms.Form):
         label="Other models",
         required=False,
         widget=forms.Textarea(attrs={"rows": 2}),
-        help_text="One per line: a model directory on the workers, or a hub id.",
+        help_text="One per line: a Hugging Face id (org/name), one of the team's checkpoints "
+        "(checkpoint:ID) or a registered model (model:NAME).",
     )
     max_new_tokens = forms.IntegerField(
         label="Max new tokens", initial=1536, min_value=1, max_value=32768
@@ -96,6 +98,7 @@ class EvaluationForm(forms.Form):
 
     def __init__(self, team, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        self.team = team
         self.fields["prompt_set"].queryset = PromptSet.objects.filter(team=team)
         self.fields["other_sets"].queryset = PromptSet.objects.filter(team=team)
         with_checkpoints = Exists(Checkpoint.objects.filter(job=OuterRef("pk")))
@@ -111,10 +114,12 @@ class EvaluationForm(forms.Form):
     def clean_model_paths(self) -> list[str]:
         paths = [p.strip() for p in self.cleaned_data["model_paths"].splitlines() if p.strip()]
         if len(paths) > MAX_PATHS:
-            raise forms.ValidationError(f"At most {MAX_PATHS} model paths.")
+            raise forms.ValidationError(f"At most {MAX_PATHS} other models.")
         for path in paths:
-            if len(path) > 1000 or any(ord(c) < 32 for c in path):
-                raise forms.ValidationError(f"Not a usable model path: {path[:80]!r}.")
+            try:
+                references.check(path, self.team, "model_paths")
+            except references.InvalidReference as refused:
+                raise forms.ValidationError(refused.message) from None
         return paths
 
     def clean(self):
@@ -123,7 +128,7 @@ class EvaluationForm(forms.Form):
         if not self.errors and len({s.identity for s in self.systems}) < 2:
             raise forms.ValidationError(
                 "Choose at least two different systems: jobs, checkpoints, the teacher or "
-                "model paths."
+                "other models."
             )
         return data
 
@@ -138,5 +143,5 @@ class EvaluationForm(forms.Form):
             specs += [actions.base_system(job) for job in data.get("jobs") or []]
         if data.get("teacher"):
             specs.append(actions.teacher_system(data["teacher"]))
-        specs += [actions.path_system(p) for p in data.get("model_paths") or []]
+        specs += [actions.model_system(p) for p in data.get("model_paths") or []]
         return specs

@@ -140,11 +140,19 @@ def launch_job(request, payload: JobIn):
     problem = teacher_problem(prompt_set, teacher)
     if problem:
         raise ApiError(422, f"teacher: {problem}")
-    configs, errors = build_configs(payload.method, payload.student, payload.config, payload.gpus)
+    configs, errors = build_configs(
+        team, payload.method, payload.student, payload.config, payload.gpus
+    )
     if errors:
         raise ApiError(422, "; ".join(message for _, message in errors))
     launch = actions.LaunchRequest(
-        payload.name, prompt_set, teacher, payload.student, payload.gpus, configs, payload.guard
+        payload.name,
+        prompt_set,
+        teacher,
+        payload.student.strip(),
+        payload.gpus,
+        configs,
+        payload.guard,
     )
     try:
         jobs = actions.launch(team, request.user, launch)

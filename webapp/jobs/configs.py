@@ -7,8 +7,10 @@ from __future__ import annotations
 from typing import Any
 
 from trainer import config as trainer_config
+from webapp.catalog import references
 from webapp.promptsets.models import PromptSet
 from webapp.teachers.models import TeacherEndpoint
+from webapp.teams.models import Team
 
 # Keys the launch form sets itself (or the worker does), not the user.
 MANAGED_KEYS = {"method", "student", "train_file", "output_dir", "resume", "discriminator"}
@@ -30,10 +32,11 @@ def teacher_problem(prompt_set: PromptSet | None, teacher: TeacherEndpoint | Non
 
 
 def build_configs(
-    method: str, student: str, overrides: dict[str, Any], gpus: int = 0
+    team: Team, method: str, student: str, overrides: dict[str, Any], gpus: int = 0
 ) -> tuple[dict[str, dict], list[tuple[str, str]]]:
     """The validated trainer config of each job to create (two for a pair), or the errors.
 
+    ``student`` must be a model reference the team may use (``webapp.catalog.references``).
     ``overrides`` is a nested mapping of config keys; the managed keys are set here.
     With ``gpus`` > 1 the job trains data parallel, one process per GPU, which the
     config must allow (``trainer.config.parallel_problems``).
@@ -41,6 +44,10 @@ def build_configs(
     managed = sorted(MANAGED_KEYS & set(overrides))
     if managed:
         return {}, [(k, f"{k}: is set by GAD Studio, not in the job's config") for k in managed]
+    try:
+        student = references.check(student, team)
+    except references.InvalidReference as refused:
+        return {}, [("student", str(refused))]
     methods = ["gad", "seqkd"] if method == "pair" else [method]
     configs: dict[str, dict] = {}
     errors: list[tuple[str, str]] = []

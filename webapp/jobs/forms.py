@@ -11,6 +11,7 @@ from typing import Any
 from django import forms
 
 from trainer import config as trainer_config
+from webapp.catalog import references
 from webapp.jobs.configs import MANAGED_KEYS, build_configs, teacher_problem
 from webapp.promptsets.models import PromptSet
 from webapp.teachers.models import TeacherEndpoint
@@ -64,7 +65,8 @@ class LaunchForm(forms.Form):
     )
     student = forms.CharField(
         max_length=500,
-        help_text="A Hugging Face id (e.g. Qwen/Qwen2.5-3B-Instruct) or a path on the workers.",
+        help_text="A Hugging Face id (e.g. Qwen/Qwen2.5-3B-Instruct), one of the team's "
+        "checkpoints (checkpoint:ID) or a registered model (model:NAME): pick one from the list.",
     )
     gpus = forms.IntegerField(
         min_value=0,
@@ -91,6 +93,10 @@ class LaunchForm(forms.Form):
     def __init__(self, team, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.team = team
+        # The references the team can pick (its checkpoints, registered models); a hub id
+        # is typed instead.
+        self.student_choices = references.choices(team)
+        self.fields["student"].widget.attrs["list"] = "student-choices"
         self.fields["prompt_set"].queryset = PromptSet.objects.filter(team=team)
         self.fields["teacher"].queryset = TeacherEndpoint.objects.filter(team=team)
         self.advanced = []
@@ -110,8 +116,14 @@ class LaunchForm(forms.Form):
         if data.get("student") and data.get("method"):
             nested = config_from_fields(data, self.advanced, data.get("use_lora", False))
             gpus = data.get("gpus") or 0
-            self.configs, errors = build_configs(data["method"], data["student"], nested, gpus)
+            self.configs, errors = build_configs(
+                self.team, data["method"], data["student"], nested, gpus
+            )
+            data["student"] = data["student"].strip()
             for key, message in errors:
+                if key == "student":
+                    self.add_error("student", message.removeprefix("student: "))
+                    continue
                 self.add_error(field_name(key) if field_name(key) in self.fields else None, message)
         return data
 

@@ -62,10 +62,11 @@ class Prompt(models.Model):
 
 
 class TeacherAnswer(models.Model):
-    """Collected teacher answers, shared by every job of every team.
+    """Collected teacher answers, shared by every job of the team that paid for them.
 
     Keyed like trainer.teacher's store: (prompt hash, teacher fingerprint = base URL +
-    model + sampling). The same prompt asked of the same teacher is never paid twice.
+    model + sampling + the team and its key's digest). The same prompt asked of the same
+    teacher is never paid twice by a team, and no team reads another's answers.
     """
 
     prompt_hash = models.CharField(max_length=64)

@@ -7,6 +7,7 @@ decrypts it, right before it calls the teacher. Functions that hold the plain ke
 
 from __future__ import annotations
 
+import hashlib
 from datetime import timedelta
 from functools import partial
 from typing import Any
@@ -71,6 +72,12 @@ def _validated(name: str, base_url: str, model: str, params: Any) -> dict[str, A
     return {"name": name, "base_url": base_url, "model": model, "params": params}
 
 
+def key_digest(plain: str) -> str:
+    """A short one-way digest of a key (keys are long random strings: not guessable from
+    it), for the answer cache's scope."""
+    return hashlib.sha256(b"gad-studio-key:" + plain.encode()).hexdigest()[:16]
+
+
 @sensitive_variables("api_key", "plain")
 def _set_key(endpoint: TeacherEndpoint, api_key: str) -> None:
     plain = api_key.strip()
@@ -82,11 +89,15 @@ def _set_key(endpoint: TeacherEndpoint, api_key: str) -> None:
         )
     endpoint.api_key_encrypted = crypto.encrypt(plain)
     endpoint.api_key_last4 = plain[-4:] if len(plain) >= MIN_KEY_FOR_HINT else ""
+    endpoint.api_key_origin = ssrf.origin(endpoint.base_url)
+    endpoint.api_key_digest = key_digest(plain)
 
 
 def _clear_key(endpoint: TeacherEndpoint) -> None:
     endpoint.api_key_encrypted = ""
     endpoint.api_key_last4 = ""
+    endpoint.api_key_origin = ""
+    endpoint.api_key_digest = ""
 
 
 def _clear_test(endpoint: TeacherEndpoint) -> None:
@@ -155,6 +166,10 @@ def update_endpoint(
 ) -> TeacherEndpoint:
     """Change the endpoint. A blank ``api_key`` keeps the stored key; ``remove_key`` drops it.
 
+    A key is bound to the scheme, host and port it was entered for: a new base URL that
+    points elsewhere drops the stored key unless a key is entered with it, so an edit can
+    never send a team's key to a host its owner did not type it for.
+
     A change to where or how it connects forgets the last test result (a test still
     running then finds its row no longer pending and discards what it measured).
     """
@@ -170,7 +185,7 @@ def update_endpoint(
             setattr(row, field, value)
         if new_key:
             _set_key(row, new_key)
-        elif remove_key:
+        elif remove_key or (row.has_key and not row.key_goes_here):
             _clear_key(row)
         if (row.base_url, row.model, row.params, row.api_key_encrypted) != before:
             _clear_test(row)

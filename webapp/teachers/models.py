@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
@@ -32,6 +34,12 @@ class TeacherEndpoint(models.Model):
     # Fernet token of the key (webapp.teachers.crypto); empty when the endpoint needs none.
     api_key_encrypted = models.TextField(blank=True, editable=False)
     api_key_last4 = models.CharField(max_length=4, blank=True, editable=False)
+    # scheme://host:port of the base URL the key was entered for: the key is sent there
+    # only (webapp.teachers.specs), and an edit that moves the URL elsewhere drops it.
+    api_key_origin = models.CharField(max_length=600, blank=True, editable=False)
+    # A one-way digest of the key: the answers a key paid for are cached under it (with
+    # the team), so a new key (another account) starts a cache of its own.
+    api_key_digest = models.CharField(max_length=16, blank=True, editable=False)
     params = models.JSONField(
         default=dict,
         blank=True,
@@ -68,6 +76,13 @@ class TeacherEndpoint(models.Model):
     def has_key(self) -> bool:
         return bool(self.api_key_encrypted)
 
+    @property
+    def key_goes_here(self) -> bool:
+        """The stored key was entered for the base URL's scheme, host and port."""
+        from webapp.teachers.ssrf import origin
+
+        return self.has_key and self.api_key_origin == origin(self.base_url)
+
     def sampling(self, **override):
         """The trainer's Sampling for the stored params; ``override`` wins (e.g. max_tokens)."""
         from trainer.teacher import Sampling
@@ -76,11 +91,19 @@ class TeacherEndpoint(models.Model):
         return Sampling(**({name: self.params.get(name) for name in RULES} | override))
 
     @property
+    def answer_scope(self) -> str:
+        """Whose answers these are: the team's, paid with this key. Teams never share
+        answers, even for the same URL, model and sampling."""
+        return f"team:{self.team_id}:key:{self.api_key_digest}"
+
+    @property
     def fingerprint(self) -> str:
-        """The answer cache key's teacher half (base URL + model + sampling; not the key)."""
+        """The answer cache key's teacher half (base URL + model + sampling + the team
+        and its key's digest; never the key itself)."""
         from trainer.teacher import TeacherSpec
 
-        return TeacherSpec(self.base_url, self.model, sampling=self.sampling()).fingerprint
+        spec = TeacherSpec(self.base_url, self.model, sampling=self.sampling())
+        return replace(spec, scope=self.answer_scope).fingerprint
 
     @property
     def api_key_hint(self) -> str | None:

@@ -14,15 +14,19 @@ def teacher_spec(
     ``role`` is what the endpoint is in error messages ("teacher" or "judge").
 
     Checks the base URL against the SSRF rules again (raises ssrf.UnsafeURL): DNS may
-    have changed since the endpoint was saved.
+    have changed since the endpoint was saved; the calls then go to the address checked.
     """
-    ssrf.check_base_url(endpoint.base_url)
+    _, address = ssrf.resolve_base_url(endpoint.base_url)
     return TeacherSpec(
         base_url=endpoint.base_url,
         model=endpoint.model,
-        api_key=crypto.decrypt(endpoint.api_key_encrypted) if endpoint.has_key else "",
+        # Only to the scheme, host and port the key was entered for (a URL changed behind
+        # the actions' back, e.g. in the database, gets no key).
+        api_key=crypto.decrypt(endpoint.api_key_encrypted) if endpoint.key_goes_here else "",
         sampling=endpoint.sampling(**sampling),
         timeout=timeout,
         api_key_name=f"the API key of endpoint {endpoint.name!r}",
         role=role,
+        connect_to=address,  # the address just checked, whatever DNS says later
+        scope=endpoint.answer_scope,  # the team's own answers (and its key's)
     )

@@ -148,6 +148,7 @@ def teacher_detail(request: AuthenticatedRequest, slug: str, pk: int) -> HttpRes
     form = EditTeacherForm(bound, endpoint=endpoint)
     if form.is_bound and form.is_valid():
         data = form.cleaned_data
+        had_key = endpoint.has_key
         try:
             endpoint = actions.update_endpoint(
                 endpoint,
@@ -162,6 +163,12 @@ def teacher_detail(request: AuthenticatedRequest, slug: str, pk: int) -> HttpRes
             form.show_error(exc)
         else:
             messages.success(request, f"Teacher {endpoint.name} saved.")
+            if had_key and not endpoint.has_key and not data.get("remove_key"):
+                messages.warning(
+                    request,
+                    "The API key was removed: it was entered for another address than the "
+                    "new base URL. Enter the key again for this address.",
+                )
             return redirect("teacher", slug=endpoint.team.slug, pk=endpoint.pk)
     status = 422 if form.is_bound else 200
     context = {"team": endpoint.team, "endpoint": endpoint, "form": form}

@@ -9,6 +9,7 @@ from pathlib import Path
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management.base import BaseCommand
 
+from webapp.catalog.models import RegisteredModel
 from webapp.jobs import actions as job_actions
 from webapp.jobs.configs import build_configs
 from webapp.promptsets.actions import set_test_split
@@ -17,6 +18,7 @@ from webapp.teachers import actions as teacher_actions
 from webapp.teachers.models import TeacherEndpoint
 from webapp.teams.models import Team
 
+DEMO_STUDENT = "demo-student"
 DEMO_CONFIG = {
     "batch_size": 8,
     "group_size": 4,
@@ -55,10 +57,19 @@ class Command(BaseCommand):
         teacher = self._teacher(team, teacher_url, teacher_model)
         prompt_set = self._prompt_set(team, Path(prompts), train + test)
         set_test_split(prompt_set, test, seed=0)
-        configs, errors = build_configs("pair", student, DEMO_CONFIG)
+        # Registered as an administrator would: teams name models, never paths.
+        RegisteredModel.objects.update_or_create(
+            name=DEMO_STUDENT,
+            defaults={
+                "path": str(Path(student).resolve()),
+                "description": "the demo's tiny student",
+            },
+        )
+        ref = f"model:{DEMO_STUDENT}"
+        configs, errors = build_configs(team, "pair", ref, DEMO_CONFIG)
         if errors:
             raise SystemExit(f"demo config is invalid: {errors}")
-        request = job_actions.LaunchRequest("demo", prompt_set, teacher, student, 0, configs)
+        request = job_actions.LaunchRequest("demo", prompt_set, teacher, ref, 0, configs)
         jobs = job_actions.launch(team, None, request)
         self.stdout.write(f"launched {', '.join(f'{j.name} (#{j.pk})' for j in jobs)}")
 
