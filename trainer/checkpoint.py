@@ -95,6 +95,16 @@ def _point_final(out_dir: Path, target: Path) -> None:
     os.replace(tmp, link)
 
 
+def remove_partial(out_dir: str | Path) -> list[Path]:
+    """Remove what a killed run left half written (``.tmp-step-*``): it is never resumed
+    from, and a 7B checkpoint's leftovers would fill the disk run after run."""
+    root = checkpoints_dir(out_dir)
+    removed = sorted(root.glob(".tmp-step-*")) if root.is_dir() else []
+    for path in removed:
+        shutil.rmtree(path, ignore_errors=True)
+    return removed
+
+
 def latest_checkpoint(out_dir: str | Path) -> Path | None:
     root = checkpoints_dir(out_dir)
     if not root.is_dir():

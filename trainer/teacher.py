@@ -517,6 +517,11 @@ class Limits:
     requests_per_minute: float | None = None
     tokens_per_minute: float | None = None
     max_total_tokens: int | None = None
+    # Asked before each request with what the run would have spent once it is sent
+    # (tokens used, plus the estimates of the requests in flight and of this one); False
+    # stops the run as out of budget. A caller whose budget other runs share reserves
+    # the tokens here, atomically, before they are spent.
+    allow: Callable[[int], bool] | None = None
 
 
 async def collect(
@@ -558,8 +563,11 @@ async def collect(
 
     def over_budget(estimate: int) -> bool:
         # Counting what is in flight keeps concurrent requests from overshooting.
+        total = summary.tokens + in_flight[0] + estimate
         cap = limits.max_total_tokens
-        return cap is not None and summary.tokens + in_flight[0] + estimate > cap
+        if cap is not None and total > cap:
+            return True
+        return limits.allow is not None and not limits.allow(total)
 
     async def worker() -> None:
         while pending:

@@ -62,6 +62,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django.contrib.humanize",
     "ninja",
+    "axes",
+    "csp",
     "webapp.teams",
     "webapp.promptsets",
     "webapp.teachers",
@@ -82,7 +84,46 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
+    # Last, as django-axes asks: it answers a locked-out login with the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
+
+# Content-Security-Policy (django-csp): scripts only from the site itself, never inline
+# (the pages' behaviour is in static/js); styles may be inline (plotly sets them on the
+# charts it draws). The API's interactive docs page is Swagger UI, with inline script.
+CONTENT_SECURITY_POLICY = {
+    "EXCLUDE_URL_PREFIXES": ["/api/v1/docs"],
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'", "'unsafe-inline'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'", "data:"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    },
+}
+
+# Login attempts (django-axes): GAD_LOGIN_FAILURE_LIMIT failures from one address, or for
+# one username, lock that address or username out for GAD_LOGIN_LOCKOUT_MINUTES; every
+# attempt is logged (the axes tables in the admin, and the "axes" logger). The API's
+# bearer tokens are limited the same way (webapp/api/api.py).
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+GAD_LOGIN_FAILURE_LIMIT = env.integer("GAD_LOGIN_FAILURE_LIMIT", 10, minimum=1)
+GAD_LOGIN_LOCKOUT_MINUTES = env.integer("GAD_LOGIN_LOCKOUT_MINUTES", 15, minimum=1)
+AXES_FAILURE_LIMIT = GAD_LOGIN_FAILURE_LIMIT
+AXES_COOLOFF_TIME = GAD_LOGIN_LOCKOUT_MINUTES / 60  # hours
+AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]  # either one reaching the limit
+AXES_RESET_ON_SUCCESS = True
+AXES_ENABLE_ACCESS_FAILURE_LOG = True  # every failed attempt, kept for the admin
+AXES_LOCKOUT_TEMPLATE = "registration/locked.html"
 
 if not DEBUG:
     # Serves collected static files in production without a separate web server

@@ -17,6 +17,7 @@ from django.db import connection
 from trainer.teacher import Answer
 from webapp.promptsets.answers import load_answers
 from webapp.promptsets.models import TeacherAnswer
+from webapp.teams.actions import month_usage, reserve_tokens, settle_tokens
 
 T = TypeVar("T")
 
@@ -61,39 +62,33 @@ def _save(answer: Answer) -> None:
 
 def remaining_tokens(team) -> int:
     """Teacher (and judge) tokens the team may still spend this month."""
-    from webapp.teams import actions as team_actions
-
-    used = team_actions.month_usage(team).teacher_tokens
+    used = month_usage(team).teacher_tokens
     return int(team.quota.teacher_tokens_per_month) - used
 
 
-class TokenMeter:
-    """Charges a team for the tokens a collection or judge run spends, as it spends them.
+class TokenReservation:
+    """The tokens a collection or judge run may spend, reserved from the team's monthly
+    budget before the requests go out (``teams.actions.reserve_tokens``: atomic, so runs
+    at the same time share the remainder instead of each spending all of it).
 
-    ``update`` is called from the run's progress callback, inside its event loop, so the
-    ledger writes go through the OrmThread. Charging every ``CHARGE_EVERY`` tokens keeps
-    the usage bars current; ``settle`` charges the rest when the run ends, however it ends.
+    ``allow`` is ``trainer.teacher.Limits.allow``: called from the run's event loop before
+    each request with the run's total so far; it reserves another chunk when the total
+    would pass what is reserved. ``settle`` corrects the ledger to what was really spent,
+    however the run ends.
     """
 
-    CHARGE_EVERY = 10_000
+    CHUNK = 10_000  # reserved at a time: few lock round-trips, little held back
 
     def __init__(self, orm: OrmThread, team, job=None):
         self.orm, self.team, self.job = orm, team, job
-        self.charged = 0
+        self.reserved = 0
 
-    def update(self, total: int) -> None:
-        if total - self.charged >= self.CHARGE_EVERY:
-            self._charge(total)
+    def allow(self, total: int) -> bool:
+        if total > self.reserved:
+            wanted = max(self.CHUNK, total - self.reserved)
+            self.reserved += self.orm.call(reserve_tokens, self.team, wanted, self.job)
+        return total <= self.reserved
 
-    def settle(self, total: int) -> None:
-        if total > self.charged:
-            self._charge(total)
-
-    def _charge(self, total: int) -> None:
-        from webapp.teams.actions import record_usage
-        from webapp.teams.models import UsageKind
-
-        self.orm.call(
-            record_usage, self.team, UsageKind.TEACHER_TOKENS, total - self.charged, job=self.job
-        )
-        self.charged = total
+    def settle(self, spent: int) -> None:
+        self.orm.call(settle_tokens, self.team, self.reserved, spent, self.job)
+        self.reserved = spent

@@ -60,6 +60,7 @@ from worker.runner import (
     generate_argv,
     log_tail,
     read_answers,
+    trainer_env,
     write_prompts,
 )
 
@@ -215,12 +216,10 @@ def model_answers(system: System, lease: Renewal) -> str:
     out.unlink(missing_ok=True)
     temperature = None if evaluation.greedy else evaluation.temperature
     argv = generate_argv(model, prompts_path, out, evaluation.max_new_tokens, temperature)
-    environ = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
     log_path = root / "generate.log"
     partial = out.with_name(out.name + ".tmp")  # trainer.generate writes here, then renames
     with generation_gpus(evaluation) as visible:
-        environ["CUDA_VISIBLE_DEVICES"] = visible
-        proc = TrainerProcess(argv, root, log_path, environ)
+        proc = TrainerProcess(argv, root, log_path, trainer_env(visible))
 
         def tick() -> None:
             lease.check()

@@ -3,8 +3,8 @@ an evaluation, the LLM judge).
 
 Every paid call goes the same way: the endpoint's spec (its URL checked against SSRF
 again, its key decrypted), the team's remaining monthly tokens as the run's budget, the
-run itself in an event loop with the answer store and the token meter on one ORM
-thread, its typed failure turned into a message with the key masked, and the tokens
+run itself in an event loop with the answer store and the token reservation on one ORM
+thread (tokens reserved atomically before each request goes out), its typed failure turned into a message with the key masked, and the tokens
 spent charged to the team however the run ends.
 """
 
@@ -19,7 +19,7 @@ from trainer.teacher import Limits, TeacherError, TeacherSpec
 from webapp.teachers import crypto, ssrf
 from webapp.teachers.models import KEY_MASK, TeacherEndpoint
 from webapp.teachers.specs import teacher_spec
-from worker.answers import DbAnswerStore, OrmThread, TokenMeter, remaining_tokens
+from worker.answers import DbAnswerStore, OrmThread, TokenReservation, remaining_tokens
 
 R = TypeVar("R")
 # run(spec, store, limits, on_progress) -> the coroutine of trainer.teacher.collect or
@@ -79,24 +79,21 @@ def paid_call(
         return Paid(
             kind="refused", error=f"{role.capitalize()} {endpoint.name!r} cannot be used: {refused}"
         )
-    budget = remaining_tokens(team)
-    if budget <= 0:
+    if remaining_tokens(team) <= 0:
         return Paid(kind="budget", error=NO_BUDGET)
     orm = OrmThread()
-    meter = TokenMeter(orm, team, job=job)
+    reservation = TokenReservation(orm, team, job=job)
     seen = [0]
 
     def progress(report) -> None:
         if on_progress is not None:
             on_progress(report, orm)
         seen[0] = max(seen[0], report.tokens)
-        meter.update(report.tokens)
 
     paid: Paid[R] = Paid(fingerprint=spec.fingerprint)
     try:
-        paid.result = asyncio.run(
-            run(spec, DbAnswerStore(orm), Limits(max_total_tokens=budget), progress)
-        )
+        limits = Limits(allow=reservation.allow)
+        paid.result = asyncio.run(run(spec, DbAnswerStore(orm), limits, progress))
     except BaseException as exc:
         failed, rest = _split(exc)
         if rest is not None:
@@ -106,7 +103,7 @@ def paid_call(
         paid.error = f"The {role} failed: {paid.failure}"
     finally:
         paid.tokens = tokens_of(paid.result) if paid.result is not None else seen[0]
-        meter.settle(paid.tokens)
+        reservation.settle(paid.tokens)
         orm.close()
     return paid
 

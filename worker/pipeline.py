@@ -32,6 +32,7 @@ from webapp.jobs.models import Job, JobAnswer, Status
 from webapp.monitoring import guard as health_guard
 from webapp.nodes.models import GpuLease
 from webapp.promptsets.models import Prompt, Split, TeacherAnswer
+from webapp.teams import actions as team_actions
 from worker import leases
 from worker.claims import Renewal
 from worker.ingest import RunIngest, forget_after
@@ -45,6 +46,7 @@ from worker.runner import (
     log_tail,
     read_answers,
     trainer_argv,
+    trainer_env,
     write_prompts,
 )
 
@@ -182,6 +184,8 @@ class Heartbeat:
         self.gpus = gpus
         self.clock = clock
         self.cancelled = False
+        # Why the job must pause (its team's GPU-hours are spent), found at a beat.
+        self.over_quota: str | None = None
         self.progress: dict = {}
         self._lock = threading.Lock()
         self._counting_since: float | None = None
@@ -197,6 +201,7 @@ class Heartbeat:
     def _beat(self) -> bool:
         gpu_s = self._take_gpu_seconds()
         self.cancelled = actions.beat(self.job, gpu_seconds=gpu_s, **self.progress)
+        self.over_quota = self.over_quota or actions.charge_running(self.job)
         leases.renew(self.job)
         return True  # beat on, cancelled or not (see the class's docstring)
 
@@ -222,9 +227,15 @@ class Heartbeat:
             seconds, self._uncharged_s = self._uncharged_s, 0.0
         return self.gpus * seconds
 
+    @property
+    def stopping(self) -> bool:
+        return self.cancelled or self.over_quota is not None
+
     def check(self) -> None:
         if self.cancelled:
             raise Cancelled()
+        if self.over_quota is not None:
+            raise Paused(self.over_quota)
 
 
 # ----------------------------------------------------------------------------- collecting
@@ -351,8 +362,7 @@ def train(job: Job, space: Workspace, devices: list[int], beat: Heartbeat) -> No
     truncate_after(space.run_dir, start)
     forget_after(job, start)
     actions.advance(job, Status.TRAINING, stage=job.stage or "starting", step=start)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
-    env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, devices))
+    env = trainer_env(",".join(map(str, devices)))
     argv = trainer_argv(space.config, len(devices))
     proc = TrainerProcess(argv, space.root, space.log, env, launcher=len(devices) > 1)
     watch = TrainingWatch(job, proc, RunIngest(job, space.run_dir), beat)
@@ -364,8 +374,7 @@ def train(job: Job, space: Workspace, devices: list[int], beat: Heartbeat) -> No
     watch.report()
     if watch.tripped is not None:
         raise GuardTripped(watch.tripped)
-    if beat.cancelled:
-        raise Cancelled()
+    beat.check()  # cancelled, or the GPU-hours ran out: the trainer stopped after saving
     if code == 2 or (code == 1 and proc.launcher and has_bad_input(space.log)):
         # torchrun exits 1 when a rank exits 2 (bad input): the rank's message is the point.
         raise JobFailed(bad_input_message(space.log))
@@ -388,9 +397,14 @@ class TrainingWatch:
 
     def tick(self) -> None:
         close_old_connections()
+        saved = self.job.checkpoints.count()
         self.ingest.poll()
+        if self.job.checkpoints.count() != saved:  # a new checkpoint: is storage full?
+            full = team_actions.storage_full(self.job.team)
+            if full and self.beat.over_quota is None:
+                self.beat.over_quota = f"Paused: {full}"
         self.report()
-        if self.beat.cancelled or self.tripped is not None:
+        if self.beat.stopping or self.tripped is not None:
             self.proc.terminate()  # the trainer finishes its step, saves, exits
             if self.proc.kill_if_overdue(GRACE_S):
                 log.warning("job %s: trainer ignored SIGTERM for %ss; killed", self.job.pk, GRACE_S)
@@ -439,7 +453,7 @@ def evaluate(job: Job, space: Workspace, devices: list[int], beat: Heartbeat) ->
     max_tokens = job.config.get("max_response_tokens", 1536)
     argv = generate_argv(space.run_dir / "final", prompts, answers, max_tokens)
     # On the job's own GPUs (none for a CPU job), never on one another job holds.
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ",".join(map(str, devices))}
+    env = trainer_env(",".join(map(str, devices)))
     proc = TrainerProcess(argv, space.root, space.log, env)
     with beat.gpu_time():
         code = proc.watch(beat.check, POLL_S)

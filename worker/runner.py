@@ -130,6 +130,63 @@ class TrainerProcess:
         return log_tail(self.log_path, lines)
 
 
+# What the trainer may inherit from the worker's environment: the system's, Python's,
+# the ML libraries' and the accelerators' settings. Never the site's secrets
+# (GAD_FIELD_KEY, DATABASE_URL, DJANGO_SECRET_KEY, the broker's URL): a model's code
+# (trust_remote_code, a pickle in a checkpoint) runs in that process.
+INHERITED = (
+    "PATH",
+    "HOME",
+    "USER",
+    "LANG",
+    "LANGUAGE",
+    "TZ",
+    "TMPDIR",
+    "TEMP",
+    "TMP",
+    "VIRTUAL_ENV",
+    "LD_LIBRARY_PATH",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "REQUESTS_CA_BUNDLE",
+    "GAD_DIST_TIMEOUT_S",  # the trainer's own setting (trainer/distributed.py)
+)
+INHERITED_PREFIXES = (
+    "LC_",
+    "PYTHON",
+    "HF_",
+    "HUGGINGFACE_",
+    "TRANSFORMERS_",
+    "TOKENIZERS_",
+    "TORCH",
+    "CUDA_",
+    "NCCL_",
+    "NVIDIA_",
+    "OMP_",
+    "MKL_",
+    "OPENBLAS_",
+    "KMP_",
+    "GLOO_",
+    "MASTER_",
+    "VLLM_",
+    "WANDB_",
+    "MLFLOW_",
+)
+
+
+def trainer_env(devices: str, **extra: str) -> dict[str, str]:
+    """The environment of a trainer child process: what ``INHERITED`` allows of the
+    worker's, ``CUDA_VISIBLE_DEVICES`` set to ``devices`` ("" for the CPU), and
+    ``extra``."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if name in INHERITED or name.startswith(INHERITED_PREFIXES)
+    }
+    env |= {"PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
+    return env | {"CUDA_VISIBLE_DEVICES": devices} | extra
+
+
 def children(pid: int) -> set[int]:
     """The pids of a process's children (from /proc; empty where there is none)."""
     found = set()

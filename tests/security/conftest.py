@@ -4,6 +4,7 @@ teacher endpoint or file would (docs/security.md); they share the web tests' per
 from tests.webapp.conftest import (  # noqa: F401
     _data_dir,
     _fast_password_hashing,
+    _fresh_cache,
     login,
     personas,
 )

@@ -26,6 +26,14 @@ def _data_dir(settings, tmp_path):
     settings.GAD_DATA_DIR = tmp_path / "data"
 
 
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    """The cache counts failed API tokens per address: each test starts from zero."""
+    from django.core.cache import cache
+
+    cache.clear()
+
+
 @pytest.fixture
 def personas(db, tmp_path) -> Personas:
     """Team "acme": alice owner, bob member, carol annotator; dave runs team "other".

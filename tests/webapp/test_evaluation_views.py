@@ -119,7 +119,7 @@ def test_answers_are_escaped_and_code_fences_render_as_code(login, personas, cam
     html = body.content.decode()
     assert "<script>alert" not in html
     assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in html
-    assert '<pre><code class="language-python">print(&quot;&lt;b&gt;&quot;)</code></pre>' in html
+    assert '<pre><code class="language-python">print(&quot;&lt;b&gt;&quot;)\n</code></pre>' in html
     assert "<strong>bold</strong> <code>x&lt;y</code>" in html
 
 
@@ -127,13 +127,13 @@ def test_markdown_subset():
     assert str(render("# Title\n\n- a\n- b\n\n1. one\n2. two")) == (
         "<h3>Title</h3>\n<ul>\n<li>a</li>\n<li>b</li>\n</ul>\n<ol>\n<li>one</li>\n<li>two</li>\n</ol>"
     )
-    assert str(render("line one\nline two")) == "<p>line one<br>line two</p>"
-    assert str(render("> quoted *it*")) == "<blockquote>quoted <em>it</em></blockquote>"
+    assert str(render("line one\nline two")) == "<p>line one<br />\nline two</p>"
+    assert str(render("> quoted *it*")) == "<blockquote>\n<p>quoted <em>it</em></p>\n</blockquote>"
     assert "(empty answer)" in render("  ")
     unclosed = str(render("```\ncode <i>\nmore"))
     assert unclosed == "<pre><code>code &lt;i&gt;\nmore</code></pre>"
     fence = str(render('```"><img src=x onerror=alert(1)>\nx\n```'))
-    assert "<img" not in fence and "onerror" not in fence and fence.endswith(">x</code></pre>")
+    assert "<img" not in fence and "onerror" not in fence and fence.endswith(">x\n</code></pre>")
     assert "<a" not in str(render("[link](javascript:alert(1)) <a href=x>y</a>"))
 
 

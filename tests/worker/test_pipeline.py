@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import signal
 import tarfile
+from decimal import Decimal
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -193,16 +194,34 @@ def test_two_jobs_on_the_only_gpu_run_one_after_the_other(workers, team, tiny_st
     assert a.status == b.status == "succeeded", a.error + b.error
     first, second = sorted((a, b), key=lambda j: j.started_at)
     assert first.finished_at <= second.started_at
-    assert team.usage_records.filter(kind=UsageKind.GPU_SECONDS).count() == 2
+    charged = team.usage_records.filter(kind=UsageKind.GPU_SECONDS)
+    assert set(charged.values_list("job_id", flat=True)) == {a.pk, b.pk}
 
 
-def test_invalid_student_path_fails_the_job_with_the_trainers_message(workers, team, tmp_path):
-    job = launch(team, tmp_path / "no-such-model")
+def test_an_unloadable_student_fails_the_job_with_the_trainers_message(workers, team):
+    job = launch(team, "missing-org/no-such-model")  # a hub id, not in the offline cache
     workers.start("cpu")
     wait_for(lambda: status(job) in ("succeeded", "failed"), 120, "the job", workers.logs)
     assert job.status == "failed"
     assert "no-such-model" in job.error
     assert "Traceback" not in job.error
+
+
+def test_a_job_over_its_gpu_hours_is_paused_not_allowed_to_finish(workers, team, tiny_student):
+    """GPU time is charged while the job runs; once the month's GPU-hours are spent the
+    trainer stops (after saving) and the job waits, paused, for more quota."""
+    team.quota.gpu_hours_per_month = Decimal("0.005")  # 18 GPU-seconds
+    team.quota.save()
+    job = launch(team, tiny_student, gpus=1, n_prompts=40, gad={"epochs": 200, "lr": 1e-3})
+    workers.start("gpu", gpus="0")
+    wait_for(
+        lambda: status(job) in ("paused", "succeeded", "failed"), 300, "the pause", workers.logs
+    )
+    assert job.status == "paused", job.error
+    assert "GPU-hours for this month are spent" in job.log_tail
+    charged = sum(r.amount for r in team.usage_records.filter(kind=UsageKind.GPU_SECONDS))
+    assert charged >= 18  # charged while it ran, not only at the end
+    assert job.checkpoints.exists()  # it stopped by saving, ready to resume
 
 
 def test_teacher_answers_are_collected_charged_paused_at_budget_and_resumed(

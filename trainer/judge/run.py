@@ -268,10 +268,12 @@ async def judge(
     async def ask_all(phase: str, prompts: list[Messages], spec: TeacherSpec) -> dict[str, Answer]:
         hashes = [prompt_hash(m) for m in prompts]
         if prompts:
-            budget = limits.max_total_tokens
+            budget, allow, before = limits.max_total_tokens, limits.allow, summary.tokens
             phase_limits = replace(
                 limits,
-                max_total_tokens=None if budget is None else max(0, budget - summary.tokens),
+                max_total_tokens=None if budget is None else max(0, budget - before),
+                # The phase's totals are on top of what the earlier phases spent.
+                allow=None if allow is None else (lambda total: allow(before + total)),
             )
 
             def progress(s: Summary) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,10 @@ def build_run(
     cfg: TrainConfig, sink: MetricsSink | None, with_disc: bool
 ) -> tuple[Run, dict[str, Any] | None]:
     """Everything but the loop; returns the run and the checkpoint state it resumes from."""
+    # Rank 0 only (torchrun's RANK: the process group is not up yet), before any save.
+    if os.environ.get("RANK", "0") == "0":
+        for partial in ckpt_io.remove_partial(cfg.output_dir):
+            print(f"removed the partial checkpoint {partial} left by an earlier run", flush=True)
     ckpt = ckpt_io.resolve_resume(cfg.resume, cfg.output_dir)
     state = ckpt_io.load_state(ckpt) if ckpt else None
     if state is not None and state["config"].get("method") != cfg.method:

@@ -6,8 +6,6 @@ one place where votes meet system names.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from collections import Counter, defaultdict
 from collections.abc import Iterator
@@ -18,6 +16,7 @@ from itertools import combinations
 import numpy as np
 from django.db.models import Count, Max, Q
 
+from webapp import exports
 from webapp.annotation import stats
 from webapp.annotation.models import Assignment, Campaign, Choice, Pair, Vote
 
@@ -305,16 +304,8 @@ def export_record(row: VoteRow) -> dict:
 
 
 def csv_lines(campaign: Campaign) -> Iterator[str]:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=EXPORT_FIELDS)
-    writer.writeheader()
-    for row in vote_rows(campaign):
-        writer.writerow(export_record(row))
-        if buffer.tell() > 64 * 1024:
-            yield buffer.getvalue()
-            buffer.seek(0)
-            buffer.truncate()
-    yield buffer.getvalue()
+    """The votes as CSV, safe to open in a spreadsheet (``webapp.exports``)."""
+    return exports.csv_lines(EXPORT_FIELDS, (export_record(row) for row in vote_rows(campaign)))
 
 
 def jsonl_lines(campaign: Campaign) -> Iterator[str]:

@@ -6,6 +6,10 @@ are 404 through ``webapp.teams.access``, exactly as on the pages.
 
 from __future__ import annotations
 
+import logging
+
+from django.conf import settings
+from django.core.cache import cache
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from ninja import NinjaAPI, Schema
@@ -14,6 +18,8 @@ from ninja.security import HttpBearer
 
 from webapp.teams.actions import authenticate_token
 from webapp.teams.models import Membership
+
+log = logging.getLogger(__name__)
 
 ERROR_CODES = {
     400: "bad_request",
@@ -29,10 +35,26 @@ ERROR_CODES = {
 
 
 class BearerToken(HttpBearer):
+    """Bearer tokens, with the sign-in's limit on guessing: GAD_LOGIN_FAILURE_LIMIT
+    invalid tokens from one address lock it out for GAD_LOGIN_LOCKOUT_MINUTES (429)."""
+
     def authenticate(self, request: HttpRequest, token: str):
+        address = request.META.get("REMOTE_ADDR", "")
+        failures = f"gad:api-token-failures:{address}"
+        minutes = settings.GAD_LOGIN_LOCKOUT_MINUTES
+        if cache.get(failures, 0) >= settings.GAD_LOGIN_FAILURE_LIMIT:
+            log.warning("API: token refused from %s (locked out after failures)", address)
+            raise HttpError(
+                429,
+                f"Too many invalid tokens from this address; try again in {minutes} minutes.",
+            )
         user = authenticate_token(token)
-        if user is not None:
-            request.user = user
+        if user is None:
+            if cache.add(failures, 1, timeout=minutes * 60) is False:
+                cache.incr(failures)
+            log.warning("API: invalid token from %s", address)
+            return None
+        request.user = user
         return user
 
 

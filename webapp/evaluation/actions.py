@@ -32,6 +32,7 @@ from webapp.evaluation.models import (
 from webapp.jobs.models import Checkpoint, Job
 from webapp.promptsets.models import Prompt, PromptSet, Split
 from webapp.teachers.models import TeacherEndpoint
+from webapp.teams import actions as team_actions
 from webapp.teams.actions import ActionError
 from webapp.teams.models import Team
 
@@ -163,6 +164,8 @@ def create_evaluation(
     if auto_judge is not None and auto_judge.team_id != team.pk:
         raise ActionError("Choose one of the team's teacher endpoints as the judge.")
     with transaction.atomic():
+        team_actions.lock_quota(team)
+        team_actions.check_may_spend(team)  # generation uses GPUs, the teacher tokens
         evaluation = Evaluation.objects.create(
             team=team,
             name=name,

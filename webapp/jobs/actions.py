@@ -15,7 +15,7 @@ from webapp.jobs.models import ACTIVE_STATUSES, Checkpoint, Download, Job, Statu
 from webapp.promptsets.models import PromptSet
 from webapp.teachers.models import TeacherEndpoint
 from webapp.teams import actions as team_actions
-from webapp.teams.models import UsageKind
+from webapp.teams.models import Quota, UsageKind
 
 RUN_JOB_TASK = "gad.run_job"
 
@@ -164,11 +164,42 @@ def finish(job: Job, status: str, error: str = "", log_tail: str | None = None) 
     return bool(ended)
 
 
-def charge_gpu_time(job: Job) -> None:
-    if job.gpu_seconds > 0:
-        team_actions.record_usage(
-            job.team, UsageKind.GPU_SECONDS, round(job.gpu_seconds, 3), job=job
+# A running job's GPU time is charged to the team once this much of it is uncharged
+# (every minute for one GPU): the month's usage stays current, so the quota binds while
+# the job runs, without a ledger row per heartbeat.
+CHARGE_EVERY_S = 60.0
+
+
+def charge_gpu_time(job: Job, at_least: float = 0.0) -> bool:
+    """Charge the job's GPU time not charged yet (if it is more than ``at_least``
+    seconds); returns whether something was charged. Row-locked: a heartbeat and the
+    job's end never charge the same seconds twice."""
+    with transaction.atomic():
+        row = Job.objects.select_for_update().filter(pk=job.pk).select_related("team").first()
+        if row is None:
+            return False
+        uncharged = round(row.gpu_seconds - row.gpu_seconds_charged, 3)
+        if uncharged <= max(0.0, at_least):
+            return False
+        team_actions.record_usage(row.team, UsageKind.GPU_SECONDS, uncharged, job=row)
+        Job.objects.filter(pk=row.pk).update(gpu_seconds_charged=row.gpu_seconds)
+    return True
+
+
+def charge_running(job: Job) -> str | None:
+    """A running job's heartbeat: charge its GPU time (every ``CHARGE_EVERY_S``) and say
+    why it must pause when the team's GPU-hours for the month are spent (else None)."""
+    if not charge_gpu_time(job, at_least=CHARGE_EVERY_S):
+        return None
+    quota = Quota.objects.get(team_id=job.team_id)
+    usage = team_actions.month_usage(job.team)
+    if usage.gpu_hours >= quota.gpu_hours_per_month:
+        return (
+            f"Paused: the team's GPU-hours for this month are spent ({usage.gpu_hours} of "
+            f"{quota.gpu_hours_per_month} h); it resumes from its last checkpoint when the "
+            "quota allows."
         )
+    return None
 
 
 def pause(job: Job, reason: str) -> bool:

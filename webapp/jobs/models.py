@@ -82,6 +82,9 @@ class Job(models.Model):
     # The task could not be sent (broker unreachable); the sweep sends it again.
     unsent = models.BooleanField(default=False)
     gpu_seconds = models.FloatField(default=0.0, help_text="GPU time used so far, all attempts.")
+    gpu_seconds_charged = models.FloatField(
+        default=0.0, help_text="The part of gpu_seconds already charged to the team."
+    )
     eta_seconds = models.PositiveIntegerField(null=True, blank=True)
     status = models.CharField(
         max_length=20, choices=Status.choices, default=Status.QUEUED, db_index=True

@@ -19,6 +19,7 @@ from webapp.judging.models import JudgeRun, Sweep
 from webapp.promptsets.models import PromptSet
 from webapp.teachers import crypto, ssrf
 from webapp.teachers.models import TeacherEndpoint
+from webapp.teams import actions as team_actions
 from webapp.teams.actions import ActionError
 
 JUDGE_TASK = "gad.judge_evaluation"
@@ -58,6 +59,8 @@ def launch(evaluation: Evaluation, endpoint: TeacherEndpoint, user) -> JudgeRun:
     except (ssrf.UnsafeURL, crypto.KeyUnreadable) as refused:
         raise ActionError(f"Judge {endpoint.name!r} cannot be used: {refused}") from None
     with transaction.atomic():
+        team_actions.lock_quota(evaluation.team)
+        team_actions.check_may_spend(evaluation.team)  # the judge spends teacher tokens
         run = JudgeRun.objects.create(
             evaluation=evaluation,
             judge=endpoint,

@@ -22,7 +22,7 @@ from webapp.judging.models import Sweep
 from webapp.promptsets.models import PromptSet
 from webapp.teachers.models import TeacherEndpoint
 from webapp.teams import access
-from webapp.teams.actions import ActionError
+from webapp.teams.actions import ActionError, QuotaExceeded
 
 router = Router(tags=["evaluations"])
 
@@ -87,6 +87,8 @@ def start_judge_run(request, evaluation_id: int, payload: JudgeIn):
     endpoint = _endpoint(evaluation.team, payload.judge, "judge")
     try:
         run = actions.launch(evaluation, endpoint, request.user)
+    except QuotaExceeded as refused:
+        raise ApiError(429, str(refused), "quota_exceeded") from None
     except ActionError as refused:
         raise ApiError(422, str(refused)) from None
     return HttpStatus(201, run)
@@ -159,6 +161,8 @@ def start_sweep(request, job_id: int, payload: SweepIn):
             limit=payload.limit,
             length_bound=payload.length_bound,
         )
+    except QuotaExceeded as refused:
+        raise ApiError(429, str(refused), "quota_exceeded") from None
     except ActionError as refused:
         raise ApiError(422, str(refused)) from None
     return HttpStatus(201, {"id": created.pk, "evaluation": created.evaluation_id})

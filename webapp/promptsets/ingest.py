@@ -19,6 +19,7 @@ from trainer.data import iter_records, validate_prompt_file
 from trainer.teacher import prompt_hash
 from webapp.promptsets.models import Prompt, PromptSet
 from webapp.promptsets.stats import LengthStats
+from webapp.teams import actions as team_actions
 
 SUFFIXES = {".jsonl", ".json", ".csv", ".parquet"}
 BATCH = 1000
@@ -71,6 +72,9 @@ def ingest(team, user, name: str, upload: UploadedFile) -> PromptSet:
             if report.more_problems:
                 problems.append(f"and {report.more_problems} more problems")
             raise UploadRejected(f"{filename} was not imported, nothing was saved:", problems)
+        full = team_actions.storage_full(team, adding=staging.stat().st_size)
+        if full:
+            raise UploadRejected(f"{filename} was not imported: {full}", status=413)
         return _insert(team, user, name or filename, filename, staging)
     finally:
         staging.unlink(missing_ok=True)

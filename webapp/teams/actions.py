@@ -110,11 +110,7 @@ def check_launch_allowed(team: Team, now: datetime | None = None, count: int = 1
     """
     from webapp.jobs.models import Job
 
-    team.refresh_from_db(fields=["suspended_at", "suspended_reason"])
-    if team.is_suspended:
-        reason = f": {team.suspended_reason}" if team.suspended_reason else ""
-        raise QuotaExceeded(f"Team {team.name} is suspended{reason}. Contact an administrator.")
-    quota = Quota.objects.get(team_id=team.pk)  # fresh: the admin may just have raised it
+    quota = check_may_spend(team, now)
     running = Job.objects.filter(team=team).active().count()
     if running + count > quota.max_concurrent_jobs:
         raise QuotaExceeded(
@@ -122,6 +118,17 @@ def check_launch_allowed(team: Team, now: datetime | None = None, count: int = 1
             f"running{f' and this launch starts {count}' if count > 1 else ''}; wait for one "
             "to finish or cancel one."
         )
+
+
+def check_may_spend(team: Team, now: datetime | None = None) -> Quota:
+    """The launch check of every kind of work (jobs, evaluations, judge runs, sweeps):
+    ``QuotaExceeded`` when the team is suspended or this month's GPU-hours or teacher
+    tokens are spent, with the numbers; else the team's quota, read fresh."""
+    team.refresh_from_db(fields=["suspended_at", "suspended_reason"])
+    if team.is_suspended:
+        reason = f": {team.suspended_reason}" if team.suspended_reason else ""
+        raise QuotaExceeded(f"Team {team.name} is suspended{reason}. Contact an administrator.")
+    quota = Quota.objects.get(team_id=team.pk)  # fresh: the admin may just have raised it
     usage = month_usage(team, now)
     if usage.gpu_hours >= quota.gpu_hours_per_month:
         raise QuotaExceeded(
@@ -133,6 +140,59 @@ def check_launch_allowed(team: Team, now: datetime | None = None, count: int = 1
             f"This month's teacher tokens are spent: {usage.teacher_tokens:,} of "
             f"{quota.teacher_tokens_per_month:,} used."
         )
+    full = storage_full(team, quota)
+    if full:
+        raise QuotaExceeded(full)
+    return quota
+
+
+GB = 10**9
+
+
+def storage_used(team: Team) -> int:
+    """Bytes the team keeps: its prompt sets (as uploaded) and its jobs' checkpoints."""
+    from webapp.jobs.models import Checkpoint
+    from webapp.promptsets.models import PromptSet
+
+    uploads = PromptSet.objects.filter(team=team).aggregate(n=Sum("size_bytes"))["n"] or 0
+    checkpoints = Checkpoint.objects.filter(job__team=team).aggregate(n=Sum("size_bytes"))["n"]
+    return int(uploads) + int(checkpoints or 0)
+
+
+def storage_full(team: Team, quota: Quota | None = None, adding: int = 0) -> str | None:
+    """Why the team's storage cannot take ``adding`` more bytes (None: it can)."""
+    quota = quota or Quota.objects.get(team_id=team.pk)
+    used, limit = storage_used(team), quota.storage_gb * GB
+    if used + adding <= limit:
+        return None
+    return (
+        f"The team's storage is full: {used / GB:.2f} GB used of {quota.storage_gb} GB"
+        + (f", and this adds {adding / GB:.2f} GB" if adding else "")
+        + "; delete old checkpoints or prompt sets, or ask an administrator for more."
+    )
+
+
+def reserve_tokens(team: Team, wanted: int, job=None) -> int:
+    """Reserve up to ``wanted`` of the team's remaining teacher tokens this month; returns
+    how many were granted (0 when none remain).
+
+    Atomic: under the quota row's lock, the grant is charged to the ledger at once, so two
+    runs reserving at the same time can never be granted more than remains between them.
+    ``settle_tokens`` corrects the charge to what was really spent.
+    """
+    with transaction.atomic():
+        quota = lock_quota(team)
+        remaining = int(quota.teacher_tokens_per_month) - month_usage(team).teacher_tokens
+        granted = max(0, min(int(wanted), remaining))
+        if granted:
+            record_usage(team, UsageKind.TEACHER_TOKENS, granted, job=job)
+    return granted
+
+
+def settle_tokens(team: Team, reserved: int, spent: int, job=None) -> None:
+    """After a run: the ledger gets ``spent - reserved`` (a refund when negative)."""
+    if spent != reserved:
+        record_usage(team, UsageKind.TEACHER_TOKENS, spent - reserved, job=job)
 
 
 def lock_quota(team: Team) -> Quota:

@@ -9,6 +9,7 @@ from django.contrib.auth.decorators import login_required
 from django.db.models import Q
 from django.http import HttpResponse
 from django.shortcuts import redirect, render
+from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
 from webapp.jobs.models import Job
@@ -134,6 +135,7 @@ class TokenForm(forms.Form):
 
 
 @login_required
+@never_cache  # the page shows a new token once: no cache, no back-button copy may keep it
 def profile(request: AuthenticatedRequest) -> HttpResponse:
     form = TokenForm()
     new_token = None

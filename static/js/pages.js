@@ -1,0 +1,81 @@
+/* The small behaviours of server-rendered pages, in one file so that the pages need no
+ * inline script (the Content-Security-Policy forbids them). Each part runs only on the
+ * page that has its element. */
+// After every deferred script (plotly among them) has run.
+document.addEventListener("DOMContentLoaded", function () {
+  "use strict";
+
+  // Forms that ask first: <form data-confirm="Delete this prompt set?">.
+  document.querySelectorAll("form[data-confirm]").forEach(function (form) {
+    form.addEventListener("submit", function (e) {
+      if (!window.confirm(form.dataset.confirm)) e.preventDefault();
+    });
+  });
+
+  // The sweep form's "Update the steps and the cost" submits by GET: keep the CSRF token
+  // out of the URL.
+  const sweepForm = document.querySelector("[data-testid=sweep-form]");
+  if (sweepForm) {
+    const token = sweepForm.querySelector("[name=csrfmiddlewaretoken]");
+    sweepForm.addEventListener("submit", function (e) {
+      token.disabled = Boolean(e.submitter && e.submitter.formMethod === "get");
+    });
+    window.addEventListener("pageshow", function () { token.disabled = false; });
+  }
+
+  // A teacher's "Test connection": while the test is pending, ask for its result every
+  // second (only while the page is visible).
+  const box = document.getElementById("connection");
+  if (box && box.dataset.status === "pending") {
+    const badge = box.querySelector("[data-testid=test-status]");
+    const detail = box.querySelector("[data-testid=test-detail]");
+    const css = { ok: "succeeded", error: "failed", pending: "training" };
+    let polls = 0;
+    const show = function (s) {
+      badge.className = "status " + (css[s.status] || "");
+      badge.textContent = s.status === "ok" ? "OK" : s.status === "error" ? "Error" : "not tested";
+      detail.textContent = s.status === "ok" ? "answered in " + s.latency_ms + " ms"
+        : s.status === "error" ? s.error_kind_label + ": " + s.error : "";
+    };
+    const poll = function () {
+      if (document.hidden) { setTimeout(poll, 1000); return; }
+      fetch(box.dataset.statusUrl, { headers: { Accept: "application/json" }, credentials: "same-origin" })
+        .then(function (r) { if (!r.ok) throw new Error(r.status); return r.json(); })
+        .then(function (s) {
+          if (s.status !== "pending") { show(s); return; }
+          if (++polls < 120) { setTimeout(poll, 1000); return; }
+          detail.textContent = "no answer after 2 minutes: is a worker running? Try again.";
+        })
+        .catch(function () { setTimeout(poll, 3000); });
+    };
+    setTimeout(poll, 1000);
+  }
+
+  // A prompt set's length histograms.
+  const histograms = document.getElementById("histograms");
+  if (histograms && window.Plotly) {
+    const data = JSON.parse(histograms.textContent);
+    for (const [key, h] of Object.entries(data)) {
+      const el = document.getElementById("hist-" + key);
+      if (!el) continue;
+      if (!h.count) { el.innerHTML = '<p class="empty muted">No data.</p>'; continue; }
+      const x = h.counts.map(function (_, i) {
+        return i < h.counts.length - 1 ? `${i * h.bin_width}–${(i + 1) * h.bin_width}` : `≥ ${i * h.bin_width}`;
+      });
+      Plotly.newPlot(el, [{ type: "bar", x: x, y: h.counts, marker: { color: "#3b5bdb" } }],
+        { title: { text: `${el.dataset.title}: median ${h.median}, p95 ${h.p95}, max ${h.max}`, font: { size: 13 } },
+          margin: { t: 36, r: 10, b: 60, l: 40 }, height: 260, xaxis: { tickangle: -45 } },
+        { displayModeBar: false, responsive: true });
+    }
+  }
+
+  // The judge report's n-gram overlap chart.
+  const ngram = document.getElementById("ngram-chart-data");
+  if (ngram && window.Plotly) {
+    const lines = JSON.parse(ngram.textContent);
+    Plotly.newPlot("ngram-chart",
+      lines.map(function (l) { return { x: l.x, y: l.y, name: l.name, type: "scatter", mode: "lines+markers" }; }),
+      { xaxis: { title: { text: "n" }, dtick: 1 }, yaxis: { title: { text: "n-gram F1 vs teacher" } }, margin: { t: 20 } },
+      { displayModeBar: false, responsive: true });
+  }
+});
