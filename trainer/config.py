@@ -12,6 +12,7 @@ Field metadata keys: `help` (text), `choices` (allowed values), `min` / `max` (i
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -207,18 +208,29 @@ def _check_type(key: str, value: Any, tp: Any) -> tuple[Any, str | None]:
         ok = isinstance(value, int) and not isinstance(value, bool)
         return value, None if ok else f"{key}: must be an integer (got {value!r})"
     if tp is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value), None
-        if isinstance(value, str):  # PyYAML reads "1e-6" (no dot) as a string
-            try:
-                return float(value), None
-            except ValueError:
-                pass
-        return value, f"{key}: must be a number (got {value!r})"
+        number: float | None = None
+        try:
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                number = float(value)
+            elif isinstance(value, str):  # PyYAML reads "1e-6" (no dot) as a string
+                number = float(value)
+        except (ValueError, OverflowError):
+            number = None
+        if number is None:
+            return value, f"{key}: must be a number (got {_shown(value)})"
+        if not math.isfinite(number):  # NaN or infinity: no sampling or step is made of it
+            return value, f"{key}: must be a finite number (got {_shown(value)})"
+        return number, None
     if tp is str:
         ok = isinstance(value, str)
         return value, None if ok else f"{key}: must be a string (got {value!r})"
     return value, None
+
+
+def _shown(value: Any) -> str:
+    """The value for a message, cut short (a 5,000-digit number would fill the page)."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _check_range(key: str, value: Any, meta: dict[str, Any]) -> str | None:

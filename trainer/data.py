@@ -20,6 +20,13 @@ from trainer.errors import BadInput
 
 MAX_PROBLEMS = 20
 _READ_CHUNK = 1024  # parquet rows per batch: memory stays flat on big files
+# Bounds on what a file may make us hold or store: an id fits the site's column; a Parquet
+# file (compressed) cannot expand into more rows, or a bigger cell, or more bytes than
+# these, however small it is on disk.
+MAX_ID_CHARS = 200
+MAX_CELL_CHARS = 1_000_000
+MAX_PARQUET_ROWS = 5_000_000
+MAX_PARQUET_BYTES = 4 * 10**9  # uncompressed
 
 
 @dataclass
@@ -79,7 +86,23 @@ def _normalize(obj: Any, csv_row: bool = False) -> PromptRecord | str:
         return f"'teacher_response' must be a string, got {type(teacher).__name__}"
     rid = obj.get("id")
     rid = None if rid in (None, "") or _is_nan(rid) else str(rid)
+    if rid is not None and len(rid) > MAX_ID_CHARS:
+        return f"'id' is longer than {MAX_ID_CHARS} characters; use a shorter id"
+    texts = [m[key] for m in messages for key in ("role", "content")] + [teacher or "", rid or ""]
+    if any("\x00" in text for text in texts):
+        return "contains a NUL character (\\u0000); remove it"
+    if any(len(text) > MAX_CELL_CHARS for text in texts):
+        return f"a text is longer than {MAX_CELL_CHARS:,} characters"
     return PromptRecord(messages=messages, teacher_response=teacher, id=rid)
+
+
+def _not_json(e: ValueError | RecursionError) -> str:
+    """Why a line (or a cell) is not usable JSON, briefly."""
+    if isinstance(e, json.JSONDecodeError):
+        return f"not JSON ({e.msg})"
+    if isinstance(e, RecursionError):
+        return "not usable JSON (nested too deeply)"
+    return f"not usable JSON ({str(e).split(';')[0]})"  # e.g. a number of 5,000 digits
 
 
 def _is_nan(x: Any) -> bool:
@@ -90,7 +113,7 @@ def _messages(value: Any, name: str, csv_row: bool) -> list[dict[str, str]] | st
     if csv_row and isinstance(value, str):  # CSV cells hold the list as JSON text
         try:
             value = json.loads(value)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):
             return f"'{name}' is not a JSON list of messages"
     if hasattr(value, "tolist"):  # numpy arrays from parquet
         value = value.tolist()
@@ -116,8 +139,8 @@ def _jsonl_objects(f: io.BufferedReader) -> Iterator[tuple[int, Any | Problem]]:
             continue
         try:
             yield lineno, json.loads(text)
-        except json.JSONDecodeError as e:
-            yield lineno, Problem(lineno, f"not JSON ({e.msg})")
+        except (ValueError, RecursionError) as e:
+            yield lineno, Problem(lineno, _not_json(e))
 
 
 def _csv_objects(f: io.BufferedReader) -> Iterator[tuple[int, Any | Problem]]:
@@ -132,7 +155,19 @@ def _csv_objects(f: io.BufferedReader) -> Iterator[tuple[int, Any | Problem]]:
                 yield raw.decode("utf-8", errors="replace")
 
     reader = csv.DictReader(lines())
-    for row in reader:
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            limit = csv.field_size_limit()
+            why = (
+                f"a cell is longer than {limit:,} characters" if "field limit" in str(e) else str(e)
+            )
+            # line_num counts the lines parsed so far: the failing one is the next.
+            yield reader.line_num + 1, Problem(reader.line_num + 1, why)
+            continue
         if bad_lines:
             yield bad_lines[0], Problem(bad_lines.pop(0), "invalid UTF-8")
             bad_lines.clear()
@@ -151,11 +186,36 @@ def _parquet_objects(path: Path) -> Iterator[tuple[int, Any | Problem]]:
     except Exception as e:  # pyarrow raises several types for a corrupt file
         yield 0, Problem(None, f"not a readable Parquet file ({e})")
         return
-    row = 0
-    for batch in pf.iter_batches(batch_size=_READ_CHUNK):
-        for obj in batch.to_pylist():
-            row += 1
-            yield row, obj
+    meta = pf.metadata
+    declared = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+    if meta.num_rows > MAX_PARQUET_ROWS or declared > MAX_PARQUET_BYTES:
+        yield (
+            0,
+            Problem(
+                None,
+                f"too large: {meta.num_rows:,} rows, {declared / 1e9:.1f} GB uncompressed (at most "
+                f"{MAX_PARQUET_ROWS:,} rows and {MAX_PARQUET_BYTES / 1e9:.0f} GB); split the file",
+            ),
+        )
+        return
+    row, read = 0, 0
+    try:
+        for batch in pf.iter_batches(batch_size=_READ_CHUNK):
+            # The metadata could understate: count what decompression really produces.
+            read += batch.nbytes
+            if read > MAX_PARQUET_BYTES:
+                yield (
+                    row + 1,
+                    Problem(
+                        row + 1, f"the file expands past {MAX_PARQUET_BYTES / 1e9:.0f} GB; split it"
+                    ),
+                )
+                return
+            for obj in batch.to_pylist():
+                row += 1
+                yield row, obj
+    except Exception as e:  # pyarrow raises several types for a corrupt page
+        yield row + 1, Problem(row + 1, f"not a readable Parquet file ({type(e).__name__})")
 
 
 def iter_raw(path: str | Path) -> Iterator[PromptRecord | Problem]:

@@ -6,7 +6,9 @@ are 404 through ``webapp.teams.access``, exactly as on the pages.
 
 from __future__ import annotations
 
+import json
 import logging
+from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
@@ -14,6 +16,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from ninja import NinjaAPI, Schema
 from ninja.errors import AuthenticationError, HttpError, ValidationError
+from ninja.parser import Parser
 from ninja.security import HttpBearer
 
 from webapp.teams.actions import authenticate_token
@@ -58,6 +61,55 @@ class BearerToken(HttpBearer):
         return user
 
 
+class StrictJSON(Parser):
+    """Request bodies as JSON, refusing what the database or the maths cannot hold:
+    NUL characters (PostgreSQL text), NaN and Infinity (not numbers), numbers of more
+    than 4,300 digits and nesting deeper than Python's recursion (both raise in
+    ``json.loads``). ninja answers any parse failure 400; the reason, kept on the
+    request, becomes the error's detail (``_http_error``)."""
+
+    def parse_body(self, request: HttpRequest) -> Any:
+        try:
+            data = json.loads(request.body, parse_constant=_not_a_number)
+        except RecursionError:
+            return self._refuse(request, "the JSON is nested too deeply")
+        except ValueError as e:
+            return self._refuse(request, f"the body is not valid JSON: {str(e).split(';')[0]}")
+        where = _nul_in(data)
+        if where is not None:
+            return self._refuse(request, f"{where or 'the body'}: NUL characters are not allowed")
+        return data
+
+    @staticmethod
+    def _refuse(request: HttpRequest, reason: str) -> Any:
+        request.gad_body_problem = reason  # type: ignore[attr-defined]  # read by _http_error
+        raise ValueError(reason)
+
+
+def _not_a_number(name: str) -> Any:
+    raise ValueError(f"{name} is not a number")
+
+
+def _nul_in(value: Any, path: str = "") -> str | None:
+    """The path of the first string (or key) holding a NUL character, or None."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            here = f"{path}.{key}" if path else str(key)
+            if "\x00" in str(key):
+                return here
+            found = _nul_in(item, here)
+            if found is not None:
+                return found
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            found = _nul_in(item, f"{path}[{i}]")
+            if found is not None:
+                return found
+    return None
+
+
 api = NinjaAPI(
     title="GAD Studio API",
     version="1",
@@ -65,6 +117,7 @@ api = NinjaAPI(
     "Authenticate with `Authorization: Bearer <token>` (create tokens on your profile page).",
     auth=BearerToken(),
     urls_namespace="api-v1",
+    parser=StrictJSON(),
     openapi_url="/openapi.json",
     docs_url="/docs",
 )
@@ -96,7 +149,11 @@ def _invalid(request, exc: ValidationError):
 
 @api.exception_handler(HttpError)
 def _http_error(request, exc: HttpError):
-    return error_response(exc.status_code, str(exc), getattr(exc, "code", None))
+    detail = str(exc)
+    problem = getattr(request, "gad_body_problem", None)
+    if exc.status_code == 400 and problem:
+        detail = f"Cannot parse the request body: {problem}."
+    return error_response(exc.status_code, detail, getattr(exc, "code", None))
 
 
 @api.exception_handler(Http404)

@@ -18,6 +18,7 @@ from webapp.teams import actions as team_actions
 from webapp.teams.models import Quota, UsageKind
 
 RUN_JOB_TASK = "gad.run_job"
+NAME_CHARS = 200  # Job.name's length
 
 
 @dataclass
@@ -42,6 +43,17 @@ def launch(team, user, request: LaunchRequest) -> list[Job]:
     The quota row is locked for the transaction, so concurrent launches are serialized
     and a quota of k concurrent jobs admits exactly k.
     """
+    longest = max(len(method) for method in request.configs) + 3  # " (seqkd)"
+    room = NAME_CHARS - (longest if len(request.configs) > 1 else 0)
+    if not request.name.strip() or len(request.name) > room:
+        raise team_actions.ActionError(
+            f"name: 1 to {room} characters"
+            + (
+                " for a GAD + SeqKD pair (each job's name gets its method)"
+                if room < NAME_CHARS
+                else ""
+            )
+        )
     with transaction.atomic():
         team_actions.lock_quota(team)
         team_actions.check_launch_allowed(team, count=len(request.configs))

@@ -17,7 +17,7 @@ from webapp.monitoring.series import metrics_payload
 from webapp.promptsets.models import PromptSet
 from webapp.teachers.models import TeacherEndpoint
 from webapp.teams import access
-from webapp.teams.actions import QuotaExceeded
+from webapp.teams.actions import ActionError, QuotaExceeded
 
 router = Router(tags=["jobs"])
 ROLES = access.LAUNCH_ROLES
@@ -158,6 +158,8 @@ def launch_job(request, payload: JobIn):
         jobs = actions.launch(team, request.user, launch)
     except QuotaExceeded as refused:
         raise ApiError(429, str(refused), "quota_exceeded") from None
+    except ActionError as refused:
+        raise ApiError(422, str(refused)) from None
     return HttpStatus(201, {"id": jobs[0].pk, "status": jobs[0].status, "pair": jobs[0].pair_id})
 
 

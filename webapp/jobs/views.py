@@ -30,7 +30,7 @@ from webapp.monitoring.charts import chart_config
 from webapp.monitoring.downsample import DEFAULT_LIMIT
 from webapp.pages import AuthenticatedRequest
 from webapp.teams import access
-from webapp.teams.actions import QuotaExceeded
+from webapp.teams.actions import ActionError, QuotaExceeded
 
 
 @login_required
@@ -78,6 +78,9 @@ def job_launch(request: AuthenticatedRequest, slug: str) -> HttpResponse:
             except QuotaExceeded as refused:
                 form.add_error(None, f"Launch refused: {refused}")
                 status = 409
+            except ActionError as refused:
+                form.add_error("name", str(refused).removeprefix("name: "))
+                status = 422
             else:
                 names = " and ".join(j.name for j in jobs)
                 messages.success(request, f"Queued {names}.")
