@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -258,10 +258,18 @@ def iter_records(path: str | Path) -> Iterator[PromptRecord]:
         yield item
 
 
-def validate_prompt_file(path: str | Path, max_problems: int = MAX_PROBLEMS) -> ValidationReport:
-    """Read the whole file (streaming) and collect the first `max_problems` problems."""
+def validate_prompt_file(
+    path: str | Path,
+    max_problems: int = MAX_PROBLEMS,
+    on_progress: Callable[[int], None] | None = None,
+    every: int = 5000,
+) -> ValidationReport:
+    """Read the whole file (streaming) and collect the first `max_problems` problems;
+    ``on_progress(records read)`` is called every ``every`` records."""
     report = ValidationReport()
-    for item in iter_raw(path):
+    for seen, item in enumerate(iter_raw(path), start=1):
+        if on_progress is not None and seen % every == 0:
+            on_progress(seen)
         if isinstance(item, Problem):
             if len(report.problems) < max_problems:
                 report.problems.append(item)

@@ -190,6 +190,8 @@ STATIC_ROOT = BASE_DIR / "staticfiles"  # filled by collectstatic (docker image 
 
 # Uploads larger than this are refused with 413 before they reach the parser.
 GAD_MAX_UPLOAD_MB = env.integer("GAD_MAX_UPLOAD_MB", 200, minimum=1)
+# How long POST /api/v1/prompt-sets waits for the worker's import before answering 202.
+GAD_UPLOAD_WAIT_S = env.integer("GAD_UPLOAD_WAIT_S", 30, minimum=0)
 # Uploads stream to disk above 2.5 MB instead of sitting in memory.
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
 

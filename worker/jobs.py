@@ -12,6 +12,7 @@ from webapp.evaluation import actions as evaluation_actions
 from webapp.jobs import actions
 from webapp.jobs.models import Job
 from webapp.judging import actions as judging
+from webapp.promptsets import ingest
 from worker import leases, pipeline
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,12 @@ def sweep() -> dict:
     resumed = actions.resume_paused()
     evaluations = evaluation_actions.requeue_lost_generation()
     judge_runs = judging.requeue_lost_runs()
-    resent = actions.resend_unsent() + evaluation_actions.resend_unsent() + judging.resend_unsent()
+    resent = (
+        actions.resend_unsent()
+        + evaluation_actions.resend_unsent()
+        + judging.resend_unsent()
+        + ingest.resend_unsent()
+    )
     if requeued or failed or resumed or evaluations or judge_runs or resent:
         log.warning(
             "sweep: requeued %s, failed %s, resumed %s, evaluations requeued %s, "

@@ -30,6 +30,7 @@ from webapp.catalog import references
 from webapp.jobs import actions
 from webapp.jobs.models import Job, JobAnswer, Status
 from webapp.monitoring import guard as health_guard
+from webapp.nodes import presence
 from webapp.nodes.models import GpuLease
 from webapp.promptsets.models import Prompt, Split, TeacherAnswer
 from webapp.teams import actions as team_actions
@@ -116,6 +117,15 @@ def run(job_id: int) -> str:
     job = Job.objects.filter(pk=job_id).first()
     if job is None or job.status not in actions.ACTIVE_STATUSES:
         return "ended already"
+    no_node = presence.gpu_problem(job.gpus)
+    if no_node:
+        # No live node has that many GPUs: waiting would be forever.
+        claimed = actions.claim(job_id, worker_name(), settings.GAD_HEARTBEAT_STALE_S)
+        if claimed is not None:
+            actions.finish(
+                claimed, Status.FAILED, error="This job" + no_node.removeprefix("gpus: this job")
+            )
+        return "no node has the GPUs"
     held = _lease_gpus(job)
     devices = [lease.gpu_index for lease in held]
     job = actions.claim(job_id, worker_name(), settings.GAD_HEARTBEAT_STALE_S)

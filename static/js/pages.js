@@ -51,6 +51,52 @@ document.addEventListener("DOMContentLoaded", function () {
     setTimeout(poll, 1000);
   }
 
+  // An upload being imported by a worker: follow it, then open the prompt set or show the
+  // problems.
+  const upload = document.getElementById("upload");
+  if (upload && upload.dataset.ended === "0") {
+    const label = upload.querySelector("[data-testid=upload-status]");
+    const progress = upload.querySelector("[data-testid=upload-progress]");
+    const result = upload.querySelector("[data-testid=upload-result]");
+    const follow = function () {
+      if (document.hidden) { setTimeout(follow, 1000); return; }
+      fetch(upload.dataset.statusUrl, { headers: { Accept: "application/json" }, credentials: "same-origin" })
+        .then(function (r) { if (!r.ok) throw new Error(r.status); return r.json(); })
+        .then(function (s) {
+          label.textContent = s.status_label;
+          if (!s.ended) {
+            progress.textContent = s.records_read.toLocaleString() + " records checked";
+            setTimeout(follow, 1000);
+            return;
+          }
+          if (s.prompt_set_url) { window.location = s.prompt_set_url; return; }
+          label.className = "status failed";
+          progress.textContent = "";
+          const bar = upload.querySelector("progress");
+          if (bar) bar.remove();
+          result.replaceChildren();
+          const error = document.createElement("p");
+          error.className = "field-error";
+          error.setAttribute("role", "alert");
+          error.textContent = s.error;
+          result.append(error);
+          if (s.problems.length) {
+            const list = document.createElement("ul");
+            list.className = "problems";
+            list.dataset.testid = "upload-problems";
+            s.problems.forEach(function (p) {
+              const item = document.createElement("li");
+              item.textContent = p;
+              list.append(item);
+            });
+            result.append(list);
+          }
+        })
+        .catch(function () { setTimeout(follow, 3000); });
+    };
+    setTimeout(follow, 500);
+  }
+
   // A prompt set's length histograms.
   const histograms = document.getElementById("histograms");
   if (histograms && window.Plotly) {

@@ -5,6 +5,9 @@ from tests.webapp.conftest import (  # noqa: F401
     _data_dir,
     _fast_password_hashing,
     _fresh_cache,
+    celery_worker,
+    gpu_node,
+    importer,
     login,
     personas,
 )

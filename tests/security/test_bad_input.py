@@ -59,7 +59,9 @@ def _refused(response, *words):
         ("long-id.jsonl", b'{"prompt": "hi", "id": "' + b"x" * 300 + b'"}\n', ["line 1", "id"]),
     ],
 )
-def test_hostile_uploads_are_refused_with_the_file_and_line(client, personas, name, content, words):
+def test_hostile_uploads_are_refused_with_the_file_and_line(
+    importer, client, personas, name, content, words
+):
     _refused(_upload(client, personas, name, content), *words)
     assert not personas.team.prompt_sets.filter(name="x").exists()
 

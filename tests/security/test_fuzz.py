@@ -59,7 +59,7 @@ def bearer(personas):
     raw=st.binary(max_size=300),
     use_raw=st.booleans(),
 )
-def test_uploads_never_answer_500(client, personas, bearer, suffix, lines, raw, use_raw):
+def test_uploads_never_answer_500(importer, client, personas, bearer, suffix, lines, raw, use_raw):
     if use_raw:
         content = raw
     elif suffix == ".csv":

@@ -27,6 +27,29 @@ def _data_dir(settings, tmp_path):
 
 
 @pytest.fixture(autouse=True)
+def gpu_node(db):
+    """A live GPU worker node with 8 GPUs, as on a site that has one (launches of GPU
+    jobs are refused when no live node could run them)."""
+    return make_gpu_node()
+
+
+def make_gpu_node(gpus: int = 8, name: str = "gpu-worker@node-a"):
+    from django.utils import timezone
+
+    from webapp.nodes.models import WorkerNode
+
+    now = timezone.now()
+    return WorkerNode.objects.create(
+        name=name,
+        node=name.split("@")[-1],
+        queues=["gpu"],
+        gpus=list(range(gpus)),
+        started_at=now,
+        last_seen=now,
+    )
+
+
+@pytest.fixture(autouse=True)
 def _fresh_cache():
     """The cache counts failed API tokens per address: each test starts from zero."""
     from django.core.cache import cache
@@ -89,5 +112,30 @@ def celery_worker(transactional_db):
 
     from webapp.celery import app
 
-    with start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=10) as worker:
+    with start_worker(
+        app, pool="solo", perform_ping_check=False, shutdown_timeout=10, queues="celery,cpu"
+    ) as worker:
         yield worker
+
+
+@pytest.fixture
+def importer(celery_worker):
+    """A worker that imports uploaded prompt files (they are never parsed in a request)."""
+    return celery_worker
+
+
+def follow_upload(client, response, timeout: float = 60.0):
+    """After an upload's POST: wait for the worker's import, then load the page the
+    person is sent to (the prompt set when imported, the problems when not)."""
+    import time
+
+    from webapp.promptsets.models import Upload
+
+    if response.status_code != 302 or "/uploads/" not in response["Location"]:
+        return response
+    pk = int(response["Location"].rstrip("/").rsplit("/", 1)[1])
+    deadline = time.monotonic() + timeout
+    while not Upload.objects.get(pk=pk).ended:
+        assert time.monotonic() < deadline, "the upload was not imported in time"
+        time.sleep(0.1)
+    return client.get(response["Location"])

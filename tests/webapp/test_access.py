@@ -48,6 +48,18 @@ TEAM_URLS = [
         {"pk": "prompt_set"},
         {"owner": REDIRECT, "member": REDIRECT, "annotator": FORBIDDEN},
     ),
+    (
+        "prompt-set-upload",
+        "get",
+        {"pk": "upload"},
+        {"owner": OK, "member": OK, "annotator": FORBIDDEN},
+    ),
+    (
+        "prompt-set-upload-status",
+        "get",
+        {"pk": "upload"},
+        {"owner": OK, "member": OK, "annotator": FORBIDDEN},
+    ),
     ("jobs", "get", {}, {"owner": OK, "member": OK, "annotator": FORBIDDEN}),
     ("job-launch", "get", {}, {"owner": OK, "member": OK, "annotator": FORBIDDEN}),
     ("job-launch", "post", {}, {"owner": 422, "member": 422, "annotator": FORBIDDEN}),
@@ -229,12 +241,21 @@ def _assignment(personas):
     return SimpleNamespace(pk=mine.key)  # items are addressed by their opaque key
 
 
+def _upload(personas):
+    from webapp.promptsets.models import Upload
+
+    return Upload.objects.create(
+        team=personas.team, name="u", filename="u.jsonl", staging_path="/nonexistent/u.jsonl"
+    )
+
+
 # Extra kwargs name a persona attribute or, here, a kind of team-owned object made per request.
 OBJECT_FACTORIES = {
     "teacher": _teacher,
     "evaluation": _evaluation,
     "campaign": _campaign,
     "assignment": _assignment,
+    "upload": _upload,
 }
 
 

@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
+from tests.webapp.conftest import follow_upload
 from tests.webapp.factories import make_job
 from webapp.promptsets.models import Prompt, PromptSet
 
@@ -21,7 +22,9 @@ def jsonl(*records) -> bytes:
 
 
 def upload(client, name: str, data: bytes, url: str = "/teams/acme/prompt-sets/"):
-    return client.post(url, {"name": "", "file": SimpleUploadedFile(name, data)})
+    """Upload as a person does, and follow the page until the worker's import ends."""
+    response = client.post(url, {"name": "", "file": SimpleUploadedFile(name, data)})
+    return follow_upload(client, response)
 
 
 def api_upload(client, token, name, data, team="acme"):
@@ -51,7 +54,7 @@ def nothing_saved(settings, before: int) -> bool:
     return PromptSet.objects.count() == before and not leftovers
 
 
-def test_jsonl_upload_in_every_record_shape(member, personas, settings):
+def test_jsonl_upload_in_every_record_shape(importer, member, personas, settings):
     data = jsonl(
         {"messages": MESSAGES, "id": "a"},
         {"prompt": "Plain string prompt", "teacher_response": "An answer."},
@@ -75,7 +78,7 @@ def test_jsonl_upload_in_every_record_shape(member, personas, settings):
     assert nothing_saved(settings, PromptSet.objects.count())  # the staged file is gone
 
 
-def test_csv_and_parquet_uploads(member, personas):
+def test_csv_and_parquet_uploads(importer, member, personas):
     csv_data = b'prompt,teacher_response,id\n"Hello, there",Hi,1\nSecond,,2\n'
     assert upload(member, "set.csv", csv_data).status_code == 302
     table = pa.table({"messages": [MESSAGES, MESSAGES[1:]], "teacher_response": ["x", None]})
@@ -103,7 +106,9 @@ def test_csv_and_parquet_uploads(member, personas):
         ("set.txt", b"hello", "unsupported file type .txt"),
     ],
 )
-def test_bad_upload_names_the_problem_and_saves_nothing(member, settings, name, data, message):
+def test_bad_upload_names_the_problem_and_saves_nothing(
+    importer, member, settings, name, data, message
+):
     before = PromptSet.objects.count()
     response = upload(member, name, data)
     assert response.status_code == 422
@@ -111,7 +116,7 @@ def test_bad_upload_names_the_problem_and_saves_nothing(member, settings, name, 
     assert nothing_saved(settings, before)
 
 
-def test_only_the_first_20_problems_are_listed(member):
+def test_only_the_first_20_problems_are_listed(importer, member):
     data = b"".join(b"{broken\n" for _ in range(25))
     body = upload(member, "bad.jsonl", data).content.decode()
     assert "line 20:" in body and "line 21:" not in body
@@ -130,7 +135,7 @@ def test_upload_over_the_limit_is_413_before_parsing(member, settings, token, cl
     assert nothing_saved(settings, before)
 
 
-def test_api_upload_and_read(client, personas, token):
+def test_api_upload_and_read(importer, client, personas, token):
     response = api_upload(client, token, "p.jsonl", jsonl({"prompt": "a", "teacher_response": "b"}))
     assert response.status_code == 201
     body = response.json()
@@ -141,7 +146,7 @@ def test_api_upload_and_read(client, personas, token):
     assert {p["id"] for p in listed} == {body["id"], personas.prompt_set.pk}
 
 
-def test_api_bad_upload_is_422_with_line_numbers(client, personas, token):
+def test_api_bad_upload_is_422_with_line_numbers(importer, client, personas, token):
     response = api_upload(client, token, "p.jsonl", b"{nope\n")
     assert response.status_code == 422
     assert response.json()["error"] == "invalid_file"
@@ -160,7 +165,7 @@ def test_api_outsider_and_annotator(client, personas):
     assert api_upload(client, annotator, "p.jsonl", jsonl({"prompt": "a"})).status_code == 403
 
 
-def test_preview_search_and_pagination(member, personas):
+def test_preview_search_and_pagination(importer, member, personas):
     upload(
         member, "many.jsonl", jsonl(*({"prompt": f"question {i} about cats"} for i in range(45)))
     )

@@ -10,6 +10,7 @@ from decimal import Decimal
 import pytest
 from django.contrib.auth import get_user_model
 
+from tests.webapp.conftest import make_gpu_node
 from tests.webapp.factories import make_prompt_set, register_model
 from tests.worker.conftest import wait_for
 from webapp.jobs import actions
@@ -42,6 +43,7 @@ def team(transactional_db):
     team = create_team("Lab", "lab", owner=owner)
     team.quota.max_concurrent_jobs = 5
     team.quota.save()
+    make_gpu_node(gpus=1)  # GPU jobs are launched before their worker starts
     return team
 
 

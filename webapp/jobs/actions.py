@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from webapp import dispatch
 from webapp.jobs.models import ACTIVE_STATUSES, Checkpoint, Download, Job, Status
+from webapp.nodes import presence
 from webapp.promptsets.models import PromptSet
 from webapp.teachers.models import TeacherEndpoint
 from webapp.teams import actions as team_actions
@@ -54,6 +55,9 @@ def launch(team, user, request: LaunchRequest) -> list[Job]:
                 else ""
             )
         )
+    no_node = presence.gpu_problem(request.gpus)
+    if no_node:
+        raise team_actions.ActionError(no_node)
     with transaction.atomic():
         team_actions.lock_quota(team)
         team_actions.check_launch_allowed(team, count=len(request.configs))

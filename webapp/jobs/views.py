@@ -28,6 +28,7 @@ from webapp.monitoring import samples as sample_views
 from webapp.monitoring import status as monitor
 from webapp.monitoring.charts import chart_config
 from webapp.monitoring.downsample import DEFAULT_LIMIT
+from webapp.nodes import presence
 from webapp.pages import AuthenticatedRequest
 from webapp.teams import access
 from webapp.teams.actions import ActionError, QuotaExceeded
@@ -79,7 +80,8 @@ def job_launch(request: AuthenticatedRequest, slug: str) -> HttpResponse:
                 form.add_error(None, f"Launch refused: {refused}")
                 status = 409
             except ActionError as refused:
-                form.add_error("name", str(refused).removeprefix("name: "))
+                field, _, message = str(refused).partition(": ")
+                form.add_error(field if field in ("name", "gpus") else None, message or field)
                 status = 422
             else:
                 names = " and ".join(j.name for j in jobs)
@@ -95,8 +97,8 @@ def job_launch(request: AuthenticatedRequest, slug: str) -> HttpResponse:
 def _clone_initial(request: AuthenticatedRequest, team) -> dict:
     """ "Run again with changes": the form starts from another job's settings."""
     source_id = request.GET.get("from")
-    if not source_id or not source_id.isdigit():
-        return {"name": "", "gpus": 1}
+    if not source_id or not (source_id.isascii() and source_id.isdigit()):
+        return {"name": "", "gpus": 1 if presence.most_gpus() else 0}
     source = access.team_object(request, team.slug, Job, source_id)
     method = "pair" if source.pair_id else source.method
     return {

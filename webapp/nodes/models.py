@@ -45,3 +45,23 @@ class GpuLease(models.Model):
     def __str__(self) -> str:
         holder = f"job {self.job_id}" if self.job_id else f"evaluation {self.evaluation_id}"
         return f"GPU {self.gpu_index} of {self.node} for {holder}"
+
+
+class WorkerNode(models.Model):
+    """A running Celery worker, as it reports itself every few seconds: the node it runs
+    on, the queues it consumes, the GPUs it may lease. Pages read it to say at once when
+    no live worker serves what they enqueue, and launches to refuse a job that no node
+    could ever run."""
+
+    name = models.CharField(max_length=200, unique=True, help_text="Celery's worker name.")
+    node = models.CharField(max_length=200, help_text="The host (GPU leases are per node).")
+    queues = models.JSONField(default=list)
+    gpus = models.JSONField(default=list, help_text="GPU indices it may lease.")
+    started_at = models.DateTimeField()
+    last_seen = models.DateTimeField(db_index=True)
+
+    class Meta:
+        ordering = ["node", "name"]
+
+    def __str__(self) -> str:
+        return self.name

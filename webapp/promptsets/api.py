@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 
+from django.conf import settings
 from ninja import File, Form, Router, Schema, Status
 from ninja.files import UploadedFile
 
 from webapp.api.common import ApiError, team_for
-from webapp.promptsets.ingest import UploadRejected, ingest
-from webapp.promptsets.models import PromptSet
+from webapp.promptsets.ingest import UploadRejected, stage
+from webapp.promptsets.models import PromptSet, Upload, UploadStatus
 from webapp.teams import access
 
 router = Router(tags=["prompt sets"])
@@ -31,15 +33,74 @@ class PromptSetOut(Schema):
         return obj.team.slug
 
 
-@router.post("", response={201: PromptSetOut}, summary="Upload a prompt file")
+class UploadOut(Schema):
+    upload: int
+    status: str
+    records_read: int
+    status_url: str
+    error: str
+    problems: list[str]
+    prompt_set: int | None
+
+
+def _upload_out(upload: Upload) -> dict:
+    return {
+        "upload": upload.pk,
+        "status": upload.status,
+        "records_read": upload.records_read,
+        "status_url": f"/api/v1/prompt-sets/uploads/{upload.pk}",
+        "error": upload.error,
+        "problems": upload.problems,
+        "prompt_set": upload.prompt_set_id,
+    }
+
+
+@router.post(
+    "",
+    response={201: PromptSetOut, 202: UploadOut},
+    summary="Upload a prompt file",
+    description="A worker checks and imports the file. The answer waits for it (up to "
+    "GAD_UPLOAD_WAIT_S): 201 with the prompt set, or 422 with the problems and their line "
+    "numbers; a file still being imported then is 202 with its upload's status URL.",
+)
 def create_prompt_set(request, team: Form[str], file: File[UploadedFile], name: Form[str] = ""):
     owner = team_for(request, team, roles=access.LAUNCH_ROLES)
     try:
-        prompt_set = ingest(owner, request.user, name, file)
+        upload = stage(owner, request.user, name, file)
     except UploadRejected as rejected:
         code = "too_large" if rejected.status == 413 else "invalid_file"
         raise ApiError(rejected.status, str(rejected), code) from None
-    return Status(201, prompt_set)
+    deadline = time.monotonic() + settings.GAD_UPLOAD_WAIT_S
+    while not upload.ended and time.monotonic() < deadline:
+        time.sleep(0.2)  # the worker imports it; this request only waits
+        upload.refresh_from_db()
+    return _outcome(upload)
+
+
+@router.get(
+    "/uploads/{int:upload_id}",
+    response={200: UploadOut, 201: PromptSetOut},
+    summary="An upload being imported: its progress, then its prompt set (201) or problems",
+)
+def get_upload(request, upload_id: int):
+    found = access.get_object(
+        Upload.objects.select_related("prompt_set__team"),
+        request.user,
+        upload_id,
+        access.LAUNCH_ROLES,
+    )
+    if not found.ended:
+        return Status(200, _upload_out(found))
+    return _outcome(found)
+
+
+def _outcome(upload: Upload):
+    if upload.status == UploadStatus.DONE and upload.prompt_set is not None:
+        return Status(201, upload.prompt_set)
+    if upload.status == UploadStatus.FAILED:
+        detail = " ".join([upload.error, "; ".join(upload.problems)]).strip()
+        raise ApiError(422, detail, "invalid_file")
+    return Status(202, _upload_out(upload))
 
 
 @router.get("", response=list[PromptSetOut], summary="Prompt sets of your teams")

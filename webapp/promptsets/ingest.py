@@ -1,25 +1,35 @@
 """Turn an uploaded prompt file into a PromptSet, or reject it saving nothing.
 
-The upload is streamed to a file under GAD_DATA_DIR, validated by the trainer's own
-parser (one source of truth for what a prompt file is), then inserted in batches in
-one transaction. On any problem the file is deleted and no row remains.
+The web process streams the upload to a staging file under GAD_DATA_DIR and records an
+``Upload`` (``stage``); a worker validates it with the trainer's own parser (one source
+of truth for what a prompt file is), reporting progress, and inserts it in batches in
+one transaction (``import_staged``). On any problem no prompt set remains, the problems
+are kept with their line numbers for the page, and the staging file is deleted on every
+path. Parsing never runs in a web request: a large or hostile file costs a worker, not
+the site.
 """
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
+from django.utils import timezone
 
 from trainer.data import iter_records, validate_prompt_file
 from trainer.teacher import prompt_hash
-from webapp.promptsets.models import Prompt, PromptSet
+from webapp import dispatch
+from webapp.promptsets.models import Prompt, PromptSet, Upload, UploadStatus
 from webapp.promptsets.stats import LengthStats
 from webapp.teams import actions as team_actions
+
+log = logging.getLogger(__name__)
 
 SUFFIXES = {".jsonl", ".json", ".csv", ".parquet"}
 BATCH = 1000
@@ -51,7 +61,13 @@ def too_large(name: str, size: int) -> UploadRejected:
     )
 
 
-def ingest(team, user, name: str, upload: UploadedFile) -> PromptSet:
+IMPORT_TASK = "gad.import_prompts"
+IMPORT_QUEUE = "cpu"  # every CPU worker consumes it
+
+
+def _write(team, upload: UploadedFile) -> tuple[str, Path]:
+    """Check the name, type and size; stream the file to a staging path under
+    GAD_DATA_DIR. (filename, path); raises UploadRejected, leaving no file."""
     filename = Path(upload.name or "upload").name
     suffix = Path(filename).suffix.lower()
     if suffix not in SUFFIXES:
@@ -60,24 +76,115 @@ def ingest(team, user, name: str, upload: UploadedFile) -> PromptSet:
         )
     if upload.size is not None and upload.size > max_upload_bytes():
         raise too_large(filename, upload.size)
+    full = team_actions.storage_full(team, adding=upload.size or 0)
+    if full:
+        raise UploadRejected(f"{filename} was not imported: {full}", status=413)
     staging = Path(settings.GAD_DATA_DIR) / "uploads" / f"{uuid.uuid4().hex}{suffix}"
     staging.parent.mkdir(parents=True, exist_ok=True)
     try:
         with open(staging, "wb") as out:
             for chunk in upload.chunks():
                 out.write(chunk)
-        report = validate_prompt_file(staging)
-        if not report.ok:
-            problems = [str(p) for p in report.problems]
-            if report.more_problems:
-                problems.append(f"and {report.more_problems} more problems")
-            raise UploadRejected(f"{filename} was not imported, nothing was saved:", problems)
-        full = team_actions.storage_full(team, adding=staging.stat().st_size)
-        if full:
-            raise UploadRejected(f"{filename} was not imported: {full}", status=413)
-        return _insert(team, user, name or filename, filename, staging)
+    except BaseException:
+        staging.unlink(missing_ok=True)
+        raise
+    return filename, staging
+
+
+def _check_and_insert(
+    team, user, name: str, filename: str, staging: Path, on_progress=None
+) -> PromptSet:
+    """Validate the staged file with the trainer's parser and insert it, or raise
+    UploadRejected naming the problems (nothing saved)."""
+    report = validate_prompt_file(staging, on_progress=on_progress)
+    if not report.ok:
+        problems = [str(p) for p in report.problems]
+        if report.more_problems:
+            problems.append(f"and {report.more_problems} more problems")
+        raise UploadRejected(f"{filename} was not imported, nothing was saved:", problems)
+    full = team_actions.storage_full(team, adding=staging.stat().st_size)
+    if full:
+        raise UploadRejected(f"{filename} was not imported: {full}", status=413)
+    return _insert(team, user, name or filename, filename, staging)
+
+
+def ingest(team, user, name: str, upload: UploadedFile) -> PromptSet:
+    """Import a file at once, in this process: for management commands (the demo) and
+    scripts on the server. Pages and the API stage the file for a worker (``stage``)."""
+    filename, staging = _write(team, upload)
+    try:
+        return _check_and_insert(team, user, name, filename, staging)
     finally:
         staging.unlink(missing_ok=True)
+
+
+def stage(team, user, name: str, upload: UploadedFile) -> Upload:
+    """Store the upload and queue its import by a worker (after commit). Refuses at once
+    (UploadRejected) what needs no parsing to refuse: the type, the size, the storage."""
+    filename, staging = _write(team, upload)
+    try:
+        with transaction.atomic():
+            row = Upload.objects.create(
+                team=team,
+                created_by=user,
+                name=(name or filename)[:200],
+                filename=filename[:255],
+                staging_path=str(staging),
+                size_bytes=staging.stat().st_size,
+            )
+            transaction.on_commit(partial(enqueue_import, row.pk))
+    except BaseException:
+        staging.unlink(missing_ok=True)
+        raise
+    return row
+
+
+def enqueue_import(upload_id: int) -> bool:
+    rows = Upload.objects.filter(pk=upload_id)
+    return dispatch.send_for(rows, IMPORT_TASK, [upload_id], IMPORT_QUEUE)
+
+
+def resend_unsent() -> list[int]:
+    """Uploads whose import task never reached the broker: sent again. Run by the sweep."""
+    waiting = Upload.objects.filter(unsent=True, status=UploadStatus.QUEUED)
+    return [pk for pk in waiting.values_list("pk", flat=True) if enqueue_import(pk)]
+
+
+def import_staged(upload_id: int) -> str:
+    """The worker's half: check and import a staged upload, recording the progress and
+    the outcome on its row; the staged file is removed whatever happens."""
+    if not Upload.objects.filter(pk=upload_id, status=UploadStatus.QUEUED).update(
+        status=UploadStatus.READING
+    ):
+        return "taken or ended already"
+    row = Upload.objects.select_related("team", "created_by").get(pk=upload_id)
+    staging = Path(row.staging_path)
+
+    def progress(records: int) -> None:
+        Upload.objects.filter(pk=upload_id).update(records_read=records)
+
+    outcome = {"status": UploadStatus.FAILED, "finished_at": timezone.now()}
+    try:
+        if not staging.exists():
+            outcome["error"] = f"{row.filename}: the stored file is gone; upload it again."
+        else:
+            prompt_set = _check_and_insert(
+                row.team, row.created_by, row.name, row.filename, staging, progress
+            )
+            outcome |= {
+                "status": UploadStatus.DONE,
+                "prompt_set": prompt_set,
+                "records_read": prompt_set.num_prompts,
+            }
+    except UploadRejected as rejected:
+        outcome |= {"error": rejected.message, "problems": rejected.problems}
+    except Exception:
+        log.exception("upload %s: import failed", upload_id)
+        outcome["error"] = f"{row.filename}: the import failed inside the worker; try again."
+    finally:
+        staging.unlink(missing_ok=True)
+        Upload.objects.filter(pk=upload_id).update(**outcome)
+    return str(outcome["status"])
 
 
 @transaction.atomic

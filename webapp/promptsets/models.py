@@ -89,3 +89,49 @@ class TeacherAnswer(models.Model):
 
     def __str__(self) -> str:
         return f"{self.flag} answer {self.prompt_hash[:8]}@{self.fingerprint[:8]}"
+
+
+class UploadStatus(models.TextChoices):
+    QUEUED = "queued", "Waiting for a worker"
+    READING = "reading", "Checking the file"
+    DONE = "done", "Imported"
+    FAILED = "failed", "Not imported"
+
+
+class Upload(models.Model):
+    """An uploaded prompt file on its way to a PromptSet: the web process stores it and a
+    worker checks and imports it (``gad.import_prompts``), so a large or hostile file
+    never ties up a web process. The page polls its progress and then shows the prompt
+    set, or the problems with their line numbers."""
+
+    team = models.ForeignKey("teams.Team", on_delete=models.CASCADE, related_name="uploads")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    name = models.CharField(max_length=200)
+    filename = models.CharField(max_length=255)
+    staging_path = models.CharField(max_length=1000)
+    size_bytes = models.PositiveBigIntegerField(default=0)
+    status = models.CharField(
+        max_length=10, choices=UploadStatus.choices, default=UploadStatus.QUEUED
+    )
+    records_read = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+    problems = models.JSONField(default=list, blank=True)
+    prompt_set = models.ForeignKey(
+        PromptSet, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # The task could not be sent (broker unreachable); the sweep sends it again.
+    unsent = models.BooleanField(default=False)
+    created_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"upload of {self.filename}"
+
+    @property
+    def ended(self) -> bool:
+        return self.status in (UploadStatus.DONE, UploadStatus.FAILED)

@@ -20,4 +20,14 @@ urlpatterns = [
         views.prompt_set_delete,
         name="prompt-set-delete",
     ),
+    path(
+        "teams/<slug:slug>/prompt-sets/uploads/<int:pk>/",
+        views.upload_detail,
+        name="prompt-set-upload",
+    ),
+    path(
+        "teams/<slug:slug>/prompt-sets/uploads/<int:pk>/status/",
+        views.upload_status,
+        name="prompt-set-upload-status",
+    ),
 ]

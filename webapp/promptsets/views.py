@@ -6,16 +6,17 @@ from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.http import HttpResponse, StreamingHttpResponse
+from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_POST
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_POST
 
 from webapp.pages import AuthenticatedRequest
 from webapp.promptsets import actions
 from webapp.promptsets.answers import collected, count_collected
 from webapp.promptsets.export import jsonl_lines
-from webapp.promptsets.ingest import UploadRejected, ingest
-from webapp.promptsets.models import PromptSet
+from webapp.promptsets.ingest import UploadRejected, stage
+from webapp.promptsets.models import PromptSet, Upload, UploadStatus
 from webapp.teams import access
 from webapp.teams.actions import ActionError
 
@@ -42,7 +43,7 @@ def prompt_sets(request: AuthenticatedRequest, slug: str) -> HttpResponse:
         form = UploadForm(request.POST, request.FILES)
         if form.is_valid():
             try:
-                prompt_set = ingest(
+                upload = stage(
                     team, request.user, form.cleaned_data["name"], form.cleaned_data["file"]
                 )
             except UploadRejected as rejected:
@@ -50,19 +51,62 @@ def prompt_sets(request: AuthenticatedRequest, slug: str) -> HttpResponse:
                 problems = rejected.problems
                 status = rejected.status
             else:
-                messages.success(
-                    request, f"Imported {prompt_set.num_prompts:,} prompts into {prompt_set}."
-                )
-                return redirect("prompt-set", slug=team.slug, pk=prompt_set.pk)
+                return redirect("prompt-set-upload", slug=team.slug, pk=upload.pk)
         else:
             status = 422
     sets = PromptSet.objects.filter(team=team)
+    importing = Upload.objects.filter(
+        team=team, status__in=[UploadStatus.QUEUED, UploadStatus.READING]
+    )
+    context = {
+        "team": team,
+        "prompt_sets": sets,
+        "form": form,
+        "problems": problems,
+        "importing": importing,
+    }
+    return render(request, "promptsets/list.html", context, status=status)
+
+
+@login_required
+def upload_detail(request: AuthenticatedRequest, slug: str, pk: int) -> HttpResponse:
+    """An upload being checked and imported by a worker: its progress, then its prompt set
+    or its problems."""
+    upload = access.team_object(request, slug, Upload, pk)
+    if upload.status == UploadStatus.DONE and upload.prompt_set_id:
+        messages.success(request, f"Imported {upload.records_read:,} prompts into {upload.name}.")
+        return redirect("prompt-set", slug=slug, pk=upload.prompt_set_id)
     return render(
         request,
-        "promptsets/list.html",
-        {"team": team, "prompt_sets": sets, "form": form, "problems": problems},
-        status=status,
+        "promptsets/upload.html",
+        {"team": upload.team, "upload": upload, **state(upload)},
+        status=422 if upload.status == UploadStatus.FAILED else 200,  # refused, with why
     )
+
+
+@login_required
+@require_GET
+def upload_status(request: AuthenticatedRequest, slug: str, pk: int) -> JsonResponse:
+    return JsonResponse(state(access.team_object(request, slug, Upload, pk)))
+
+
+def state(upload: Upload) -> dict:
+    """What the upload page shows and polls."""
+    done = upload.prompt_set_id and upload.status == UploadStatus.DONE
+    return {
+        "status": upload.status,
+        "status_label": upload.get_status_display(),
+        "records_read": upload.records_read,
+        "size_bytes": upload.size_bytes,
+        "error": upload.error,
+        "problems": upload.problems,
+        "ended": upload.ended,
+        "prompt_set_url": (
+            reverse("prompt-set", kwargs={"slug": upload.team.slug, "pk": upload.prompt_set_id})
+            if done
+            else None
+        ),
+    }
 
 
 @login_required

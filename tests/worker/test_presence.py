@@ -1,0 +1,21 @@
+"""A worker reports itself (queues, GPUs) while it runs and removes itself when it stops."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.worker.conftest import wait_for
+from webapp.nodes import presence
+from webapp.nodes.models import WorkerNode
+
+pytestmark = pytest.mark.slow
+
+
+def test_a_running_worker_is_live_with_its_queues_and_gpus(workers, transactional_db):
+    proc = workers.start("cpu,gpu", gpus="0,1")
+    row = wait_for(lambda: WorkerNode.objects.first(), 60, "the worker's report", workers.logs)
+    assert row.queues == ["cpu", "gpu"] and row.gpus == [0, 1]
+    assert presence.serves("gpu") and presence.most_gpus() == 2
+    proc.terminate()  # a warm shutdown, as on Ctrl-C or SIGTERM
+    proc.wait(30)
+    assert not WorkerNode.objects.exists()

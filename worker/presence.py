@@ -1,0 +1,63 @@
+"""A worker reports itself (name, node, queues, GPUs) every few seconds while it runs,
+and removes itself when it stops (``webapp.nodes.presence``)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from celery.signals import worker_ready, worker_shutdown
+from django.conf import settings
+from django.db import close_old_connections, connection
+
+from webapp.nodes import presence
+from worker import leases
+
+log = logging.getLogger(__name__)
+
+_state: dict[str, object] = {}
+
+
+def _queues(consumer) -> list[str]:
+    try:
+        return sorted(q.name for q in consumer.task_consumer.queues)
+    except AttributeError:  # no task consumer (a worker started without queues)
+        return []
+
+
+@worker_ready.connect
+def _start_reporting(sender=None, **kwargs) -> None:
+    name, queues = sender.hostname, _queues(sender)
+    gpus = list(settings.GAD_WORKER_GPUS)
+    halt = threading.Event()
+
+    def beat() -> None:
+        try:
+            while True:
+                try:
+                    close_old_connections()
+                    presence.report(name, leases.node_name(), queues, gpus)
+                except Exception:  # the database may be down a moment: report again later
+                    log.warning("worker %s: could not report itself", name, exc_info=True)
+                if halt.wait(presence.REPORT_EVERY_S):
+                    return
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=beat, daemon=True, name="worker-presence")
+    _state.update(name=name, halt=halt, thread=thread)
+    thread.start()
+    log.info("worker %s: reporting queues %s and GPUs %s", name, queues, gpus)
+
+
+@worker_shutdown.connect
+def _stop_reporting(**kwargs) -> None:
+    halt, name = _state.get("halt"), _state.get("name")
+    if isinstance(halt, threading.Event):
+        halt.set()
+    if isinstance(name, str):
+        try:
+            close_old_connections()
+            presence.gone(name)
+        except Exception:
+            log.warning("worker %s: could not remove itself", name, exc_info=True)
