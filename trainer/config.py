@@ -69,8 +69,12 @@ class DiscConfig:
     )
     update: str = _f(
         "on_policy",
-        "on_policy (GAD) or frozen: D trained in warmup then frozen (off-policy ablation, Fig. 6).",
+        "on_policy (GAD) or frozen: the off-policy ablation of Fig. 6 (G warmed up by SFT, "
+        "then D trained on that fixed student's samples, then frozen while G trains).",
         choices=["on_policy", "frozen"],
+    )
+    frozen_epochs: int = _f(
+        2, "update: frozen only: epochs of D on the warmed-up student's samples.", min=0
     )
     lr: float = _f(1.0e-6, "Discriminator learning rate.", gt=0.0, max=1.0)
 
@@ -283,11 +287,11 @@ def _build(cls: type, data: Any, prefix: str, errors: list[tuple[str, str]]) -> 
 
 def _cross_checks(cfg: TrainConfig) -> list[tuple[str, str]]:
     errors = []
-    if cfg.method == "gad" and cfg.disc.update == "frozen" and not cfg.warmup.discriminator:
+    if cfg.method == "gad" and cfg.disc.update == "frozen" and cfg.disc.frozen_epochs < 1:
         errors.append(
             (
-                "disc.update",
-                "disc.update: frozen needs warmup.discriminator: true "
+                "disc.frozen_epochs",
+                "disc.frozen_epochs: disc.update: frozen needs at least 1 epoch of D training "
                 "(a frozen, never-trained discriminator gives random rewards)",
             )
         )

@@ -32,16 +32,21 @@ def bradley_terry_loss(teacher_scores: Tensor, student_scores: Tensor) -> Tensor
 
 
 def cross_entropy_disc_loss(teacher_scores: Tensor, student_scores: Tensor) -> Tensor:
-    """Ablation D loss (paper Table 4): BCE on sigmoid(score), teacher 1, student 0.
+    """Ablation D loss (paper Table 4): the standard GAN discriminator loss, teacher label
+    1, student label 0, each side averaged on its own so that both weigh the same:
 
-    teacher_scores [B], student_scores [B, N] -> scalar, averaged over all B*(1+N) items
-    (each teacher answer and each student sample counts once).
+        L_D = mean_b[-log sigmoid(t_b)] + mean_{b,i}[-log(1 - sigmoid(s_bi))]
+
+    teacher_scores [B], student_scores [B, N] -> scalar. (Not a mean over the B*(1+N)
+    items, which would give the teacher side only 1/(N+1) of the weight.)
     """
-    scores = torch.cat([teacher_scores.reshape(-1), student_scores.reshape(-1)])
-    labels = torch.cat(
-        [torch.ones_like(teacher_scores.reshape(-1)), torch.zeros_like(student_scores.reshape(-1))]
+    teacher = F.binary_cross_entropy_with_logits(
+        teacher_scores, torch.ones_like(teacher_scores)
     )
-    return F.binary_cross_entropy_with_logits(scores, labels)
+    student = F.binary_cross_entropy_with_logits(
+        student_scores, torch.zeros_like(student_scores)
+    )
+    return teacher + student
 
 
 def disc_accuracy(teacher_scores: Tensor, student_scores: Tensor) -> Tensor:

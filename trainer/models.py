@@ -210,9 +210,11 @@ def backbone_and_head(model: nn.Module) -> tuple[nn.Module, nn.Module]:
 
 
 def _head_logp(
-    head: nn.Module, hidden: Tensor, targets: Tensor, want_entropy: bool
+    head: nn.Module, hidden: Tensor, targets: Tensor, want_entropy: bool, temperature: float
 ) -> tuple[Tensor, Tensor]:
     logits = head(hidden).float()  # log-softmax in fp32: bf16 loses the small log-probs
+    if temperature != 1.0:
+        logits = logits / temperature
     logz = torch.logsumexp(logits, dim=-1)
     logp = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - logz
     if not want_entropy:
@@ -223,9 +225,14 @@ def _head_logp(
 
 
 def response_logprobs(
-    model: nn.Module, batch: SeqBatch, want_entropy: bool = False
+    model: nn.Module, batch: SeqBatch, want_entropy: bool = False, temperature: float = 1.0
 ) -> tuple[Tensor, Tensor]:
-    """Log-prob (and entropy) of each response token under `model`.
+    """Log-prob (and entropy) of each response token under `model` at ``temperature``:
+    ``log_softmax(logits / temperature)`` at the response tokens (GAD.md, "Temperature").
+
+    The policy update passes the rollout's sampling temperature (for the current, old and
+    reference log-probs and the entropy alike), so that the ratio, the KL and the entropy
+    describe the distribution the samples were drawn from; SFT uses 1.
 
     batch: SeqBatch with R rows -> (logp [R, T], entropy [R, T]), 0 on padding.
     The vocab projection runs only on response positions, in chunks under activation
@@ -245,9 +252,11 @@ def response_logprobs(
     for start in range(0, h.shape[0], HEAD_CHUNK_TOKENS):
         hs, ts = h[start : start + HEAD_CHUNK_TOKENS], targets[start : start + HEAD_CHUNK_TOKENS]
         if torch.is_grad_enabled():
-            lp, ent = checkpoint(_head_logp, head, hs, ts, want_entropy, use_reentrant=False)
+            lp, ent = checkpoint(
+                _head_logp, head, hs, ts, want_entropy, temperature, use_reentrant=False
+            )
         else:
-            lp, ent = _head_logp(head, hs, ts, want_entropy)
+            lp, ent = _head_logp(head, hs, ts, want_entropy, temperature)
         parts_lp.append(lp)
         parts_ent.append(ent)
     logp = torch.zeros(mask.shape, dtype=torch.float32, device=h.device)

@@ -27,13 +27,20 @@ def test_bradley_terry_averages_over_prompts_and_samples():
 
 
 def test_cross_entropy_disc_loss_hand_values_and_gradient_sign():
-    teacher = torch.tensor([2.0], requires_grad=True)
-    student = torch.tensor([[-1.0, 1.0]], requires_grad=True)
+    """GAD.md: mean_b[-log σ(t_b)] + mean_{b,i}[-log(1 - σ(s_bi))], each side its own mean."""
+    teacher = torch.tensor([2.0, 0.5], requires_grad=True)
+    student = torch.tensor([[-1.0, 1.0, 0.0], [3.0, -2.0, 0.5]], requires_grad=True)
     loss = losses.cross_entropy_disc_loss(teacher, student)
     sp = lambda x: math.log1p(math.exp(-x))  # noqa: E731  -log sigmoid(x)
-    assert loss.item() == pytest.approx((sp(2.0) + sp(1.0) + sp(-1.0)) / 3, rel=1e-6)
+    teacher_side = (sp(2.0) + sp(0.5)) / 2
+    student_side = sum(sp(-s) for s in (-1.0, 1.0, 0.0, 3.0, -2.0, 0.5)) / 6  # -log(1-σ(s))
+    assert loss.item() == pytest.approx(teacher_side + student_side, rel=1e-6)
     loss.backward()
-    assert teacher.grad.item() < 0 and (student.grad > 0).all()
+    assert (teacher.grad < 0).all() and (student.grad > 0).all()
+    # Both sides weigh the same: the teacher side's gradient is not diluted by N.
+    assert teacher.grad.abs().sum().item() == pytest.approx(
+        sum(1 / (1 + math.exp(t)) for t in (2.0, 0.5)) / 2, rel=1e-6
+    )
 
 
 def test_disc_accuracy_counts_pairs():

@@ -1,5 +1,6 @@
 """Student log-probs, the discriminator's init and where it reads its score, tiny model."""
 
+import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
@@ -70,3 +71,21 @@ def test_teacher_and_student_are_scored_at_their_last_real_token(tiny_model, tok
 def test_trim_at_eos_keeps_the_eos_and_drops_what_follows():
     assert trim_at_eos([3, 4, 2, 9, 9], 2, 10) == ([3, 4, 2], True)
     assert trim_at_eos([3, 4, 5], 2, 2) == ([3, 4], False)
+
+
+@pytest.mark.parametrize("temperature", [0.5, 0.8, 1.0])
+def test_response_logprobs_at_a_temperature_are_the_scaled_softmax(tiny_model, temperature):
+    """GAD.md "Temperature": log_softmax(logits / T) at the response tokens."""
+    model = load_student(str(tiny_model), CPU)
+    prompt, resp = [5, 6, 7], [9, 10, 11]
+    logp, entropy = response_logprobs(
+        model, pack([prompt], [resp], pad_id=0), want_entropy=True, temperature=temperature
+    )
+    with torch.no_grad():
+        logits = model(torch.tensor([prompt + resp])).logits[0].float() / temperature
+    full = torch.log_softmax(logits, -1)
+    for j, tok in enumerate(resp):
+        pos = len(prompt) + j - 1
+        torch.testing.assert_close(logp[0, j], full[pos, tok], atol=1e-5, rtol=1e-5)
+        ent = -(full[pos].exp() * full[pos]).sum()
+        torch.testing.assert_close(entropy[0, j], ent, atol=1e-4, rtol=1e-4)

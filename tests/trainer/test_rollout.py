@@ -84,3 +84,69 @@ def test_vllm_backend_contract(tiny_model, tokenizer):  # pragma: no cover - GPU
             p.mul_(0.5)
     backend.sync_weights(model)  # must not raise; sampling continues with the new weights
     assert len(backend.sample(_prompts(tokenizer), 1).responses) == 2
+
+
+@pytest.mark.parametrize("temperature", [0.5, 0.8])
+def test_greedy_sampler_and_trainer_report_the_same_logprobs_at_a_temperature(
+    student, tokenizer, temperature
+):
+    """The sampler and the policy update describe one distribution, logits / T."""
+    settings = SamplingSettings(
+        temperature=temperature, max_new_tokens=5, batch_size=4, want_logprobs=True
+    )
+    prompts = _prompts(tokenizer)
+    rollout = HFRollout(student, tokenizer, settings).sample(prompts, 1, greedy=True)
+    with torch.no_grad():
+        logp, _ = response_logprobs(
+            student,
+            pack(prompts, rollout.responses, tokenizer.pad_token_id),
+            temperature=temperature,
+        )
+    for i, lps in enumerate(rollout.logprobs):
+        torch.testing.assert_close(logp[i, : len(lps)], torch.tensor(lps), atol=1e-4, rtol=1e-4)
+
+
+def test_the_policy_update_uses_the_rollout_temperature(monkeypatch):
+    """Every generator log-prob of the update (current, reference) is taken at cfg.temperature."""
+    from trainer.recipes import updates
+
+    seen = []
+
+    def spy(model, batch, want_entropy=False, temperature=1.0):
+        seen.append(temperature)
+        zeros = torch.zeros(batch.response_mask.shape, requires_grad=True)
+        return zeros, zeros.detach()
+
+    monkeypatch.setattr(updates, "response_logprobs", spy)
+    monkeypatch.setattr(updates, "clip_and_step", lambda *a: 0.0)
+    run = _fake_run(temperature=0.7)
+    updates.policy_update(run, [[1, 2]], [[3, 4]], torch.tensor([1.0]))
+    updates.sft_update(run, [_Example([1, 2], [3, 4])])
+    assert seen == [0.7, 0.7, 1.0]  # policy: current and reference; SFT at 1
+
+
+class _Example:
+    def __init__(self, prompt_ids, teacher_ids):
+        self.prompt_ids, self.teacher_ids = prompt_ids, teacher_ids
+
+
+def _fake_run(temperature: float):
+    from types import SimpleNamespace
+
+    cfg = SimpleNamespace(
+        temperature=temperature,
+        micro_batch_tokens=1024,
+        gad=SimpleNamespace(kl_coef=0.001, clip_low=0.2, clip_high=0.2, dual_clip=3.0),
+        optim=SimpleNamespace(grad_clip=1.0),
+    )
+    opt = SimpleNamespace(param_groups=[{"lr": 1.0}])
+    return SimpleNamespace(
+        cfg=cfg,
+        device=torch.device("cpu"),
+        dtype=torch.float32,
+        student=None,
+        reference=object(),
+        tokenizer=SimpleNamespace(pad_token_id=0),
+        g_opt=opt,
+        rollout=SimpleNamespace(sync_weights=lambda model: None),
+    )

@@ -5,6 +5,10 @@ G does SFT on teacher answers. Adversarial stage, every step: sample N answers p
 score them with D (eval, no grad) -> rewards -> group advantages; update D once; update G
 once with the clipped policy loss + beta * KL to the warmed-up student.
 
+The off-policy ablation (disc.update: frozen, the paper's Fig. 6): warmup is G's SFT only;
+then a "disc" stage trains D on the fixed warmed-up student's samples; then the
+adversarial stage updates G only, against the frozen D.
+
 setup -> train -> save -> cleanup.
 """
 
@@ -83,7 +87,8 @@ def _tokens(batch: list[Example], rollout: Rollout | None) -> int:
 
 def warmup_step(run: Run, batch: list[Example]) -> dict[str, Any]:
     cfg = run.cfg
-    train_d = cfg.warmup.discriminator
+    # The off-policy ablation trains D in a stage of its own, on the warmed-up student.
+    train_d = cfg.warmup.discriminator and cfg.disc.update == "on_policy"
     # D alone for the first steps, so it is not random when G starts to move.
     train_g = cfg.warmup.generator and (not train_d or run.step >= cfg.warmup.d_only_steps)
     record = teacher_length_metrics(batch)
@@ -99,6 +104,20 @@ def warmup_step(run: Run, batch: list[Example]) -> dict[str, Any]:
     if train_g:
         record |= sft_update(run, batch)
     record["_tokens"] = _tokens(batch, rollout)
+    return record
+
+
+def disc_step(run: Run, batch: list[Example]) -> dict[str, Any]:
+    """The off-policy ablation's D stage: D learns teacher vs the samples of a fixed
+    student (the warmed-up G, which does not move here)."""
+    s = _sample_and_score(run, batch)
+    record = teacher_length_metrics(batch) | student_length_metrics(s.rollout)
+    record |= {"perf/rollout_s": s.rollout_s}
+    record |= disc_metrics(*_gathered(s), run.cfg.disc.loss)
+    if samples.due(run):
+        samples.log_samples(run, "disc", batch, s.rollout, s.teacher, s.student)
+    record |= _update_disc(run, s)
+    record["_tokens"] = _tokens(batch, s.rollout)
     return record
 
 
@@ -161,5 +180,9 @@ def run_gad(cfg: TrainConfig, sink: MetricsSink | None = None) -> str:
         if stage == "gad":
             start_adversarial_stage(run)
 
-    steps: dict[str, StepFn] = {"warmup": warmup_step, "gad": adversarial_step}
+    steps: dict[str, StepFn] = {
+        "warmup": warmup_step,
+        "disc": disc_step,
+        "gad": adversarial_step,
+    }
     return train_to_end(run, state, steps, on_stage_start, load_models)

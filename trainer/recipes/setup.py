@@ -25,14 +25,23 @@ from trainer.rollout.hf import SamplingSettings
 
 
 def stage_plan(cfg: TrainConfig) -> list[tuple[str, int]]:
+    """The stages and their epochs. GAD: warmup (G's SFT with D on its samples), then the
+    adversarial stage. The off-policy ablation (``disc.update: frozen``, the paper's Fig. 6)
+    instead warms G up alone, trains D on that fixed student's samples ("disc"), then
+    runs G's RL against the frozen D."""
     if cfg.method == "seqkd":
         return [("seqkd", cfg.seqkd.epochs)]
+    if cfg.disc.update == "frozen":
+        warm = cfg.warmup.epochs if cfg.warmup.generator else 0
+        return [("warmup", warm), ("disc", cfg.disc.frozen_epochs), ("gad", cfg.gad.epochs)]
     warm = cfg.warmup.epochs if (cfg.warmup.generator or cfg.warmup.discriminator) else 0
     return [("warmup", warm), ("gad", cfg.gad.epochs)]
 
 
 def stage_lr(cfg: TrainConfig, stage: str) -> float:
-    return {"seqkd": cfg.seqkd.lr, "warmup": cfg.warmup.lr, "gad": cfg.gad.lr}[stage]
+    """The generator's learning rate in a stage (it does not move in "disc")."""
+    lrs = {"seqkd": cfg.seqkd.lr, "warmup": cfg.warmup.lr, "disc": cfg.warmup.lr}
+    return lrs.get(stage, cfg.gad.lr)
 
 
 def _student_source(cfg: TrainConfig, ckpt: Path | None) -> dict[str, Any]:

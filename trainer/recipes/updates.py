@@ -82,7 +82,8 @@ def _global_count(local: int) -> int:
 def policy_update(
     run: Run, prompts: list[list[int]], responses: list[list[int]], advantages: Tensor
 ) -> dict[str, Any]:
-    """One G step: clipped policy loss + kl_coef * token-mean k3 KL to the reference.
+    """One G step: clipped policy loss + kl_coef * token-mean k3 KL to the reference, every
+    log-prob and the entropy at the rollout's sampling temperature.
 
     On-policy (one step per rollout batch): old_logp is the detached current log-prob, so
     the ratio is 1 and no second forward is spent on it. advantages: [rows].
@@ -95,7 +96,10 @@ def policy_update(
     for idx, mb, n_tokens in _micro_batches(run, prompts, responses):
         share = n_tokens / total
         with autocast(run.device, run.dtype):
-            logp, entropy = response_logprobs(run.student, mb, want_entropy=True)
+            # At the rollout's temperature: the samples were drawn from logits / T.
+            logp, entropy = response_logprobs(
+                run.student, mb, want_entropy=True, temperature=run.cfg.temperature
+            )
         adv = advantages[idx].to(run.device)
         pg, stats = losses.policy_loss(
             logp, logp.detach(), adv, mb.response_mask, g.clip_low, g.clip_high, g.dual_clip
@@ -104,7 +108,9 @@ def policy_update(
         if g.kl_coef > 0:
             assert run.reference is not None  # set when the GAD stage starts
             with torch.no_grad(), autocast(run.device, run.dtype):
-                ref_logp, _ = response_logprobs(run.reference, mb)
+                ref_logp, _ = response_logprobs(
+                    run.reference, mb, temperature=run.cfg.temperature
+                )
             kl = losses.masked_mean(losses.k3_kl(logp, ref_logp), mb.response_mask)
             loss = loss + g.kl_coef * kl
             sums["g/kl"] += kl.detach() * share

@@ -95,6 +95,8 @@ class HFRollout:
             out.terminated.append(done)
             if out.logprobs is not None:
                 scores = torch.stack(gen.scores, dim=1)[i, : len(resp)].float()
+                if greedy:  # raw logits: report them at the configured temperature too
+                    scores = scores / self.settings.temperature
                 idx = torch.tensor(resp, device=scores.device).unsqueeze(-1)
                 lp = torch.log_softmax(scores, -1).gather(-1, idx)
                 out.logprobs.append(lp.squeeze(-1).tolist())
