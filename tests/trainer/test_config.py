@@ -73,11 +73,14 @@ def test_missing_required_keys_are_errors():
     assert {"student", "train_file", "output_dir"} <= {k for k, _ in errors}
 
 
-def test_frozen_discriminator_needs_its_warmup():
-    _, errors = C.validate_dict(
+def test_frozen_discriminator_needs_its_own_training():
+    """The off-policy D trains in its own stage; with no epochs its rewards are random."""
+    _, errors = C.validate_dict({**REQUIRED, "disc": {"update": "frozen", "frozen_epochs": 0}})
+    assert errors and errors[0][0] == "disc.frozen_epochs"
+    config, errors = C.validate_dict(
         {**REQUIRED, "disc": {"update": "frozen"}, "warmup": {"discriminator": False}}
     )
-    assert errors and errors[0][0] == "disc.update"
+    assert errors == [] and config.disc.frozen_epochs == 2
 
 
 def test_bad_override_and_bad_file_raise_bad_input(tmp_path):
