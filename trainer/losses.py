@@ -40,12 +40,8 @@ def cross_entropy_disc_loss(teacher_scores: Tensor, student_scores: Tensor) -> T
     teacher_scores [B], student_scores [B, N] -> scalar. (Not a mean over the B*(1+N)
     items, which would give the teacher side only 1/(N+1) of the weight.)
     """
-    teacher = F.binary_cross_entropy_with_logits(
-        teacher_scores, torch.ones_like(teacher_scores)
-    )
-    student = F.binary_cross_entropy_with_logits(
-        student_scores, torch.zeros_like(student_scores)
-    )
+    teacher = F.binary_cross_entropy_with_logits(teacher_scores, torch.ones_like(teacher_scores))
+    student = F.binary_cross_entropy_with_logits(student_scores, torch.zeros_like(student_scores))
     return teacher + student
 
 

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 _WORD = re.compile(r"\w+|[^\w\s]")
+_NOT_ALNUM = re.compile(r"[^a-z0-9]+")
 
 
 def whitespace_tokens(text: str) -> list[str]:
@@ -29,6 +30,13 @@ def words(text: str) -> list[str]:
     which a plain whitespace split would miss.
     """
     return _WORD.findall(text.lower())
+
+
+def rouge_tokens(text: str) -> list[str]:
+    """ROUGE's tokens, as Google's ``rouge-score`` makes them (no stemming): lowercased,
+    every run of characters other than ``a-z0-9`` a separator. Published ROUGE-L numbers
+    are on these tokens (tests/judge cross-checks against ``rouge-score`` itself)."""
+    return _NOT_ALNUM.sub(" ", text.lower()).split()
 
 
 # ---------------------------------------------------------------------------- lengths

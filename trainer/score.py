@@ -32,6 +32,7 @@ from trainer.metrics_text import (
     length_stats,
     mean_defined,
     rouge_l,
+    rouge_tokens,
     whitespace_tokens,
     words,
 )
@@ -178,7 +179,9 @@ def score_system(
         refs = [words(reference[rid]) for rid in ids]
         scores.n_matched = len(ids)
         scores.ngram_f1 = {n: corpus_ngram_f1(cands, refs, n) for n in range(1, max_n + 1)}
-        scores.rouge_l = mean_defined([rouge_l(c, r) for c, r in zip(cands, refs, strict=True)])
+        # ROUGE-L on ROUGE's own tokens, so the number is the one rouge-score reports.
+        rouge = [rouge_l(rouge_tokens(answers[rid]), rouge_tokens(reference[rid])) for rid in ids]
+        scores.rouge_l = mean_defined(rouge)
     return scores
 
 

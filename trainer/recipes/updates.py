@@ -108,9 +108,7 @@ def policy_update(
         if g.kl_coef > 0:
             assert run.reference is not None  # set when the GAD stage starts
             with torch.no_grad(), autocast(run.device, run.dtype):
-                ref_logp, _ = response_logprobs(
-                    run.reference, mb, temperature=run.cfg.temperature
-                )
+                ref_logp, _ = response_logprobs(run.reference, mb, temperature=run.cfg.temperature)
             kl = losses.masked_mean(losses.k3_kl(logp, ref_logp), mb.response_mask)
             loss = loss + g.kl_coef * kl
             sums["g/kl"] += kl.detach() * share
