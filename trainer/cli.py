@@ -62,8 +62,11 @@ def _parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("toy", help="the paper's mode-seeking toy experiment (SeqKD vs GAD)")
     t.add_argument("--plot", help="write a PNG of the distributions")
-    t.add_argument("--steps", type=int, default=300)
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--steps", type=int, default=600)
+    t.add_argument("--seed", type=int, default=0, help="the seed of the distributions shown")
+    t.add_argument(
+        "--seeds", type=int, default=10, help="report mode mass and spread over this many seeds"
+    )
     return p
 
 
@@ -171,7 +174,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "toy":
         from trainer.toy import main as toy_main
 
-        return toy_main(steps=args.steps, seed=args.seed, plot=args.plot)
+        return toy_main(steps=args.steps, seed=args.seed, plot=args.plot, seeds=args.seeds)
     raise AssertionError(args.command)
 
 

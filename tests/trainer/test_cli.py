@@ -132,18 +132,24 @@ def test_generate_writes_answers_in_the_collected_shape(tmp_path, tiny_model, pr
         assert r["finish_reason"] in ("stop", "length") and r["usage"]["completion_tokens"] <= 5
 
 
-def test_toy_experiment_seqkd_covers_gad_seeks(tmp_path, capsys):
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_toy_gad_seeks_a_teacher_mode_and_seqkd_covers_the_gap(seed):
+    """Section 3.3: GAD puts its mass on a mode the teacher has (its most likely class is
+    the mode, not a shoulder) with about the mode's spread; SeqKD spreads into the gap."""
     from trainer import toy
 
-    result = toy.run_toy(steps=300, seed=0)
-    assert toy.gap_mass(result.teacher) < 0.01
-    # SeqKD: mass spread over both modes and the gap between them
-    assert toy.gap_mass(result.seqkd) > 0.15 and toy.mode_mass(result.seqkd) < 0.5
-    # GAD: mass on one mode the teacher really has
-    assert toy.mode_mass(result.gad) > 0.8 and toy.gap_mass(result.gad) < 0.05
-    assert main(["toy", "--steps", "20", "--plot", str(tmp_path / "toy.png")]) == 0
+    [row] = toy.report(range(seed, seed + 1))
+    assert row.gad_on_a_mode and row.gad_mode_mass > 0.9
+    assert 0.7 < row.gad_spread < 1.5  # a mode's width, not a point mass
+    assert row.seqkd_gap > row.gad_gap + 0.15 and row.seqkd_spread > 3
+    assert toy.gap_mass(toy.teacher_probs().tolist()) < 0.01
+
+
+def test_toy_cli_reports_seeds_and_plots_with_labelled_axes(tmp_path, capsys):
+    assert main(["toy", "--steps", "20", "--seeds", "2", "--plot", str(tmp_path / "toy.png")]) == 0
     assert (tmp_path / "toy.png").read_bytes().startswith(b"\x89PNG")
-    assert "mode-seeking" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "mode-seeking" in out and "over 2 seeds" in out and "GAD on a mode" in out
 
 
 def test_cli_build_tiny_and_exit_statuses(tmp_path):
