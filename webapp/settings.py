@@ -285,6 +285,19 @@ CELERY_TASK_TIME_LIMIT = 60 * 60 + 300
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # The sweep re-queues jobs whose worker died and resumes paused jobs (run by celery beat).
 CELERY_BEAT_SCHEDULE = {"sweep": {"task": "gad.sweep", "schedule": 30.0}}
+# Routing, declared once: every documented worker consumes "cpu" (GPU nodes run
+# "-Q gpu,cpu", CPU nodes "-Q cpu", the demo "-Q cpu,gpu"), so a task sent without a
+# queue (the beat's sweep, "Test connection") goes there, never to Celery's "celery"
+# queue that no worker reads. A job's queue depends on its GPUs and evaluation
+# generation's on GAD_EVAL_QUEUE: their senders name it (webapp/dispatch.py).
+CELERY_TASK_DEFAULT_QUEUE = "cpu"
+CELERY_TASK_ROUTES = {
+    "gad.sweep": {"queue": "cpu"},
+    "gad.test_teacher": {"queue": "cpu"},
+    "gad.import_prompts": {"queue": "cpu"},
+    "gad.judge_evaluation": {"queue": "cpu"},
+    "gad.ping": {"queue": "cpu"},
+}
 
 # Security. Behind a TLS-terminating proxy set DJANGO_SECURE_PROXY_SSL_HEADER=1.
 SESSION_COOKIE_HTTPONLY = True
