@@ -17,8 +17,6 @@ from django.db import models, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-Claimed = models.Model  # a model with claimed_by and claimed_until
-
 
 def take(rows: models.QuerySet, pk: int, worker: str, lease_s: float, **changes) -> bool:
     """Claim row ``pk`` of ``rows`` for ``lease_s`` seconds unless another worker holds
@@ -29,13 +27,13 @@ def take(rows: models.QuerySet, pk: int, worker: str, lease_s: float, **changes)
     return bool(rows.filter(free, pk=pk).update(claimed_by=worker, claimed_until=until, **changes))
 
 
-def renew(model: type[Claimed], pk: int, worker: str, lease_s: float) -> bool:
+def renew(model: type[models.Model], pk: int, worker: str, lease_s: float) -> bool:
     """False when the claim was lost (it lapsed and another worker took the row)."""
     until = timezone.now() + timedelta(seconds=lease_s)
     return bool(model._default_manager.filter(pk=pk, claimed_by=worker).update(claimed_until=until))
 
 
-def release(model: type[Claimed], pk: int, worker: str) -> None:
+def release(model: type[models.Model], pk: int, worker: str) -> None:
     model._default_manager.filter(pk=pk, claimed_by=worker).update(
         claimed_by="", claimed_until=None
     )

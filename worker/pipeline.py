@@ -200,6 +200,7 @@ class Heartbeat:
         self._lock = threading.Lock()
         self._counting_since: float | None = None
         self._uncharged_s = 0.0
+        self._not_yet_charged_s = 0.0  # GPU-seconds beaten since the last charge
         self._renewal = Renewal(self._beat, HEARTBEAT_S, f"heartbeat-{job.pk}")
 
     def start(self) -> None:
@@ -211,7 +212,11 @@ class Heartbeat:
     def _beat(self) -> bool:
         gpu_s = self._take_gpu_seconds()
         self.cancelled = actions.beat(self.job, gpu_seconds=gpu_s, **self.progress)
-        self.over_quota = self.over_quota or actions.charge_running(self.job)
+        self._not_yet_charged_s += gpu_s
+        # The charge takes a row lock: only once a minute's worth has accrued.
+        if self._not_yet_charged_s >= actions.CHARGE_EVERY_S:
+            self._not_yet_charged_s = 0.0
+            self.over_quota = self.over_quota or actions.charge_running(self.job)
         leases.renew(self.job)
         return True  # beat on, cancelled or not (see the class's docstring)
 
@@ -407,9 +412,9 @@ class TrainingWatch:
 
     def tick(self) -> None:
         close_old_connections()
-        saved = self.job.checkpoints.count()
+        saved = len(self.ingest.known_steps)
         self.ingest.poll()
-        if self.job.checkpoints.count() != saved:  # a new checkpoint: is storage full?
+        if len(self.ingest.known_steps) != saved:  # a new checkpoint: is storage full?
             full = team_actions.storage_full(self.job.team)
             if full and self.beat.over_quota is None:
                 self.beat.over_quota = f"Paused: {full}"
