@@ -96,6 +96,21 @@ class RolloutConfig:
     gpu_memory_utilization: float = _f(
         0.3, "vllm backend: fraction of GPU memory for vLLM.", gt=0.0, max=1.0
     )
+    tensor_parallel_size: int = _f(
+        1,
+        "vllm backend: GPUs per colocated engine (a divisor of gpus_per_node); each group "
+        "of that many ranks samples its prompts together.",
+        min=1,
+    )
+
+
+@dataclass
+class ParallelConfig:
+    cpu_offload: bool = _f(
+        False,
+        "FSDP2: keep sharded weights, gradients and optimizer state in host memory "
+        "(slower steps; for a model whose state does not fit the GPUs).",
+    )
 
 
 @dataclass
@@ -138,6 +153,23 @@ class TrainConfig:
         16384, "Gradient-accumulation bound (padded tokens per forward); memory stays flat.", min=1
     )
     gradient_checkpointing: bool = _f(False, "Recompute activations in backward to save memory.")
+    nodes: int = _f(1, "Nodes the job spans (each runs gpus_per_node trainer processes).", min=1)
+    gpus_per_node: int = _f(1, "GPUs (trainer processes) per node; 0 runs on the CPU.", min=0)
+    parallel: ParallelConfig = _sub(ParallelConfig, "Sharding (FSDP2) across the processes.")
+    export_dtype: str = _f(
+        "bfloat16",
+        "dtype of the exported HF student and discriminator (resume state stays fp32).",
+        choices=["float32", "bfloat16", "float16"],
+    )
+    keep_last: int = _f(
+        2, "Checkpoints that keep their optimizer state (the ones a run resumes from).", min=1
+    )
+    keep_weights: str = _f(
+        "all",
+        "all: every checkpoint keeps its exported weights; final_and_marked: only the last "
+        "and the marked ones (the KL reference, or a KEEP file).",
+        choices=["all", "final_and_marked"],
+    )
     warmup: WarmupConfig = _sub(WarmupConfig, "Warmup stage (GAD only).")
     gad: GadConfig = _sub(GadConfig, "Adversarial stage.")
     seqkd: SeqkdConfig = _sub(SeqkdConfig, "SeqKD baseline.")
@@ -386,12 +418,13 @@ def parallel_problems(cfg: TrainConfig, processes: int) -> list[tuple[str, str]]
                 f"processes (one per GPU); use a multiple of {processes}",
             )
         )
-    if cfg.rollout.backend != "hf":
+    tp = cfg.rollout.tensor_parallel_size
+    if cfg.rollout.backend == "vllm" and processes % tp:
         problems.append(
             (
-                "rollout.backend",
-                f"rollout.backend: {cfg.rollout.backend} does not run data parallel yet; "
-                "use hf with several GPUs, or one GPU",
+                "rollout.tensor_parallel_size",
+                f"rollout.tensor_parallel_size: {tp} does not divide the {processes} "
+                "processes; use a divisor of gpus_per_node",
             )
         )
     return problems

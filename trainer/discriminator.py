@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from trainer.config import LoraConfig
@@ -54,16 +54,10 @@ class Discriminator(nn.Module):
             scores: Tensor = self.head(last.float())
             return scores.squeeze(-1)
 
-    def save(self, out: str | Path) -> None:
-        """HF-format backbone (or its LoRA adapter) + the head in safetensors."""
-        out = Path(out)
-        cast(Any, self.backbone).save_pretrained(out)  # transformers/peft API (models.py)
-        save_file(
-            {k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()},
-            str(out / HEAD_FILE),
-        )
-        meta = {"hidden_size": self.head.in_features, "lora": hasattr(self.backbone, "peft_config")}
-        (out / META_FILE).write_text(json.dumps(meta))
+
+def write_meta(out: Path, hidden_size: int, lora: bool) -> None:
+    """What loading a saved D needs besides its weights (``build_discriminator``)."""
+    (out / META_FILE).write_text(json.dumps({"hidden_size": hidden_size, "lora": lora}))
 
 
 def _load_backbone(name_or_path: str) -> nn.Module:

@@ -1,20 +1,18 @@
-"""Data parallelism: one trainer process per GPU, launched by ``torchrun``.
+"""Data parallelism: the process group, this process's share of a batch, metric gathers.
 
-Every rank holds a full copy of G and D and takes an equal share of each batch's prompts
-(``shard``); a step's gradients are summed over ranks before clipping (``sum_grads``),
-and each rank scales its losses by its share of the *global* batch, so the summed
-gradient is exactly the single-process gradient of the whole batch:
+One trainer process per GPU, launched by ``torchrun`` (on several nodes, one torchrun per
+node with a shared rendezvous). Weights, gradients and optimizer state are sharded by
+FSDP2 (``trainer.fsdp``), which also reduces the gradients; this module holds only what
+the recipes need around it:
 
-- token-mean losses (SFT, policy loss, KL) divide by the global response-token count
-  (``all_sum`` of the ranks' counts) instead of the local one;
-- D's pair-mean loss is a mean over equal shares, so each rank's gradient is scaled by
-  ``1 / world size``;
-- GRPO advantages are per prompt group and a group never spans ranks.
-
-After the reduction all ranks clip the same gradient and take the same optimizer step,
-so their weights stay identical (they start identical: rank 0's are broadcast). Metrics
-are computed from gathered scores and lengths, so ``metrics.jsonl`` reads the same as
-one process's; only rank 0 writes files (metrics, samples, checkpoints, progress).
+- each rank takes an equal, contiguous share of each batch's prompts (``share``), and
+  scales its losses by its share of the *global* batch (token-mean losses divide by the
+  global response-token count, ``all_sum`` of the ranks' counts; D's pair-mean loss by
+  the world size), so FSDP's summed gradient is the single-process gradient;
+- GRPO advantages are per prompt group, and a group never spans ranks;
+- metrics are computed from gathered scores and lengths (``gather``, ``gather_list``),
+  so ``metrics.jsonl`` reads the same as one process's; only rank 0 writes files
+  (metrics, samples, progress) while every rank writes its shard of a checkpoint.
 
 Without ``torchrun`` (``WORLD_SIZE`` unset or 1) every function here is the identity and
 nothing is initialized: the single-process trainer is unchanged.
@@ -22,6 +20,7 @@ nothing is initialized: the single-process trainer is unchanged.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from typing import TypeVar, cast
 
 import torch
 import torch.distributed as dist
-from torch import Tensor, nn
+from torch import Tensor
 
 from trainer.errors import BadInput
 
@@ -53,7 +52,6 @@ class World:
 
 
 _world = World()
-BUCKET = 25_000_000  # gradient elements per all-reduce
 
 
 def world() -> World:
@@ -79,8 +77,8 @@ def init(device_name: str) -> World:
             )
         torch.cuda.set_device(local)
     if not dist.is_initialized():
-        # Rank 0 saves checkpoints alone while the others wait at a barrier: a large
-        # model's save on slow storage outlasts the 10-minute default.
+        # Rank 0 exports the student alone while the others wait at a barrier: a large
+        # model's export on slow storage outlasts the 10-minute default.
         timeout = timedelta(seconds=int(os.environ.get("GAD_DIST_TIMEOUT_S", "7200")))
         dist.init_process_group("nccl" if use_cuda else "gloo", timeout=timeout)
     _world = World(rank, size, local)
@@ -116,7 +114,7 @@ def device_for(device: torch.device) -> torch.device:
     return device
 
 
-def shard(items: Sequence[T]) -> list[T]:
+def share(items: Sequence[T]) -> list[T]:
     """This rank's equal share of a batch (the batch size is a multiple of the world)."""
     if not _world.parallel:
         return list(items)
@@ -171,57 +169,24 @@ def gather_list(values: Sequence[T]) -> list[T]:
     return [v for part in filled for v in part]
 
 
-def sum_grads(params: Sequence[nn.Parameter]) -> None:
-    """Sum every parameter's gradient over ranks, in flat buckets (one collective per
-    ~25M elements rather than one per tensor). A parameter with no gradient on this
-    rank counts as zeros, so every rank takes part in the same collectives."""
-    if not _world.parallel:
-        return
-    bucket: list[nn.Parameter] = []
-    size = 0
-    for p in params:
-        if p.grad is None:
-            p.grad = torch.zeros_like(p)
-        if p.numel() >= BUCKET:  # large (an embedding): in place, no copy into a bucket
-            dist.all_reduce(p.grad)
-            continue
-        bucket.append(p)
-        size += p.numel()
-        if size >= BUCKET:
-            _reduce_bucket(bucket)
-            bucket, size = [], 0
-    if bucket:
-        _reduce_bucket(bucket)
-
-
-def _reduce_bucket(params: list[nn.Parameter]) -> None:
-    grads = [cast(Tensor, p.grad) for p in params]  # sum_grads gave every parameter one
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    dist.all_reduce(flat)
-    offset = 0
-    for p, g in zip(params, grads, strict=True):
-        n = p.numel()
-        g.copy_(flat[offset : offset + n].view_as(g))
-        offset += n
-
-
-def broadcast_params(model: nn.Module) -> None:
-    """Rank 0's weights (trainable and frozen) to every rank."""
-    if not _world.parallel:
-        return
-    with torch.no_grad():
-        for tensor in list(model.parameters()) + list(model.buffers()):
-            dist.broadcast(tensor.data, src=0)
-
-
 def barrier() -> None:
     if _world.parallel:
         dist.barrier()
 
 
-def reseed(seed: int, step: int) -> None:
-    """Ranks other than 0 sample with a stream of their own (models are built with the
-    same seed everywhere, so D's new head starts identical). Rank 0 keeps the stream a
-    checkpoint restores, so a one-process run resumes exactly as before."""
-    if _world.parallel and not _world.main:
-        torch.manual_seed(hash((seed, step, _world.rank)) & 0x7FFF_FFFF_FFFF_FFFF)
+def sample_seed(seed: int, step: int, position: int) -> int:
+    """The seed of one prompt's samples: a function of the run's seed, the step and the
+    prompt's position in the *global* batch, never of the rank. A run then samples the
+    same answers on 1 or k processes, and a resume onto another GPU count continues it."""
+    return seed_of(seed, step, position)
+
+
+def seed_of(*parts: int) -> int:
+    """A 63-bit seed that is a pure function of ``parts`` (not Python's salted hash)."""
+    text = "/".join(map(str, parts)).encode()
+    return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "little") >> 1
+
+
+def global_positions(count: int) -> range:
+    """Positions in the global batch of this rank's ``count`` prompts (``share``)."""
+    return range(_world.rank * count, (_world.rank + 1) * count)

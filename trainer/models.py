@@ -170,17 +170,26 @@ def load_student(
 
 def frozen_copy(model: nn.Module, dtype: torch.dtype) -> nn.Module:
     """A frozen snapshot (LoRA merged) in the compute dtype: the KL reference."""
-    ref = copy.deepcopy(model)
-    if hasattr(ref, "merge_and_unload"):
-        ref = cast(Any, ref).merge_and_unload()
-    ref.to(dtype=dtype)
-    ref.eval()
-    ref.requires_grad_(False)
-    if hasattr(ref, "activation_checkpointing_disable"):  # transformers >= 5.x name
-        cast(Any, ref).activation_checkpointing_disable()
-    elif getattr(ref, "is_gradient_checkpointing", False):
-        cast(Any, ref).gradient_checkpointing_disable()
-    return ref
+    return as_reference(copy.deepcopy(model), dtype)
+
+
+def as_reference(model: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """``model`` itself made a frozen reference (LoRA merged into its weights)."""
+    if hasattr(model, "merge_and_unload"):
+        model = cast(Any, model).merge_and_unload()
+    return freeze(model, dtype)
+
+
+def freeze(model: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """In place: the compute dtype, eval mode, no gradients, no activation checkpointing."""
+    model.to(dtype=dtype)
+    model.eval()
+    model.requires_grad_(False)
+    if hasattr(model, "activation_checkpointing_disable"):  # transformers >= 5.x name
+        cast(Any, model).activation_checkpointing_disable()
+    elif getattr(model, "is_gradient_checkpointing", False):
+        cast(Any, model).gradient_checkpointing_disable()
+    return model
 
 
 def load_reference(
@@ -225,6 +234,21 @@ def _head_logp(
 
 
 def response_logprobs(
+    model: nn.Module, batch: SeqBatch, want_entropy: bool = False, temperature: float = 1.0
+) -> tuple[Tensor, Tensor]:
+    """Log-prob (and entropy) of each response token; see ``_response_logprobs``.
+
+    A model sharded with FSDP2 runs it as its registered forward method
+    (``trainer.fsdp.shard``), which gathers the root's weights (embeddings, LM head) that
+    calling the backbone and the head directly would skip.
+    """
+    registered = getattr(model, "gad_response_logprobs", None)  # trainer.fsdp.LOGPROBS_METHOD
+    if registered is not None:
+        return cast("tuple[Tensor, Tensor]", registered(batch, want_entropy, temperature))
+    return _response_logprobs(model, batch, want_entropy, temperature)
+
+
+def _response_logprobs(
     model: nn.Module, batch: SeqBatch, want_entropy: bool = False, temperature: float = 1.0
 ) -> tuple[Tensor, Tensor]:
     """Log-prob (and entropy) of each response token under `model` at ``temperature``:

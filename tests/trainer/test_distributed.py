@@ -1,16 +1,15 @@
-"""Data parallelism on CPU (gloo): two processes train exactly what one process trains.
+"""Data parallelism on CPU (gloo): two FSDP2 processes train exactly what one process trains.
 
-With the rollouts fixed (a deterministic stand-in for sampling, the only thing that
-legitimately differs between ranks), a 2-process GAD run must end with the same G and D
-weights and log the same metrics as a 1-process run of the same config: the sharded
-losses, the global token counts and the gradient sum are then exactly the math of one
-process. A run through `torchrun` with real sampling must finish, write each step once
-and leave a loadable checkpoint.
+Samples are drawn from per-prompt seeds (the step and the prompt's place in the global
+batch), so a 2-process run samples the same answers as a 1-process run; with G, D and the
+reference sharded by FSDP2 and each rank's losses scaled by its share of the global
+batch, the runs must end with the same G and D weights and log the same metrics — for
+GAD and SeqKD, full fine-tuning and LoRA. A run through `torchrun` must finish, write
+each step once and leave a loadable checkpoint.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -27,21 +26,8 @@ from tests.trainer.test_recipes import make_cfg, read_jsonl
 pytestmark = pytest.mark.slow
 
 
-def fixed_rollout(prompts: list[list[int]], n: int, greedy: bool = False):
-    """Sample i of a prompt: a few token ids derived from the prompt (no randomness)."""
-    from trainer.rollout import Rollout
-
-    responses, terminated = [], []
-    for p in prompts:
-        for i in range(n):
-            length = 2 + (sum(p) + i) % 4
-            responses.append([(p[-1] + 7 * i + k) % 200 + 3 for k in range(length)])
-            terminated.append(length < 5)
-    return Rollout(responses, terminated)
-
-
 def _worker(rank: int, world: int, port: int, cfg_dict: dict) -> None:
-    """One rank of a run with fixed rollouts (torch.multiprocessing.spawn target)."""
+    """One rank of a run (torch.multiprocessing.spawn target)."""
     os.environ.update(
         {
             "RANK": str(rank),
@@ -54,12 +40,12 @@ def _worker(rank: int, world: int, port: int, cfg_dict: dict) -> None:
     torch.set_num_threads(1)
     from trainer import distributed
     from trainer.config import from_dict
-    from trainer.recipes import gad
-    from trainer.rollout.hf import HFRollout
+    from trainer.recipes.gad import run_gad
+    from trainer.recipes.seqkd import run_seqkd
 
-    HFRollout.sample = lambda self, prompts, n, greedy=False: fixed_rollout(prompts, n)
+    cfg = from_dict(cfg_dict)
     try:
-        gad.run_gad(from_dict(cfg_dict))
+        (run_gad if cfg.method == "gad" else run_seqkd)(cfg)
     finally:
         distributed.shutdown()
 
@@ -83,22 +69,46 @@ def _train(cfg, world: int) -> None:
 
 def _weights(out: Path) -> dict[str, torch.Tensor]:
     last = sorted((out / "checkpoints").glob("step-*"), key=lambda p: int(p.name[5:]))[-1]
-    weights = load_file(last / "student" / "model.safetensors")
-    disc = last / "discriminator"
-    for f in disc.glob("*.safetensors"):  # the backbone and the head
-        weights |= {f"d/{f.name}/{k}": v for k, v in load_file(f).items()}
+    weights = {}
+    for part in ("student", "student-adapter", "discriminator"):
+        for f in (last / part).glob("*.safetensors"):  # weights, adapters, D's head
+            weights |= {f"{part}/{f.name}/{k}": v for k, v in load_file(f).items()}
     return weights
 
 
-def test_two_processes_train_exactly_what_one_does(tmp_path, tiny_model):
+def assert_same_metrics(m1: list[dict], m2: list[dict]) -> None:
+    assert [m["step"] for m in m1] == [m["step"] for m in m2]
+    for r1, r2 in zip(m1, m2, strict=True):
+        if "d/teacher_score" in r1:  # D's margin; its scores share the head bias's noise
+            r1["d/margin"] = r1["d/teacher_score"] - r1["d/student_score"]
+            r2["d/margin"] = r2["d/teacher_score"] - r2["d/student_score"]
+        for key in ("d/loss", "d/acc", "d/margin", "g/sft_loss", "g/pg_loss", "g/kl",
+                    "reward/std", "len/student_mean", "len/student_max", "len/teacher_mean",
+                    "g/grad_norm", "d/grad_norm"):  # fmt: skip
+            if key in r1:
+                assert r2[key] == pytest.approx(r1[key], rel=1e-4, abs=1e-6), (r1["step"], key)
+
+
+LORA = {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]}
+CASES = {
+    "gad-full": {},
+    "gad-lora": {"lora": LORA},
+    "seqkd-full": {"method": "seqkd", "seqkd__epochs": 3},
+    "seqkd-lora": {"method": "seqkd", "seqkd__epochs": 3, "lora": LORA},
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_two_processes_train_exactly_what_one_does(tmp_path, tiny_model, case):
     prompts = write_prompts(tmp_path / "prompts.jsonl", n=8)
     common = {
         "batch_size": 4,
         "group_size": 3,
-        "micro_batch_tokens": 64,  # several micro-batches per update
+        "micro_batch_tokens": 64,  # several micro-batches per update, unequal per rank
         "warmup__epochs": 1,
         "gad__epochs": 2,
         "gad__kl_coef": 0.1,
+        **CASES[case],
     }
     one = make_cfg(tmp_path / "one", tiny_model, prompts, **common)
     two = make_cfg(tmp_path / "two", tiny_model, prompts, **common)
@@ -106,27 +116,50 @@ def test_two_processes_train_exactly_what_one_does(tmp_path, tiny_model):
     _train(two, 2)
 
     a, b = _weights(tmp_path / "one" / "run"), _weights(tmp_path / "two" / "run")
-    assert a.keys() == b.keys() and any(k.startswith("d/") for k in a)
+    assert a.keys() == b.keys()
+    assert any(k.startswith("discriminator/") for k in a) == (one.method == "gad")
+    assert any(k.startswith("student-adapter/") for k in a) == (one.lora is not None)
     # D's head bias has a zero gradient under the Bradley-Terry loss (shift-invariant):
     # Adam turns its rounding noise into lr-sized steps, so only its bound is exact.
-    bias = "d/score_head.safetensors/bias"
-    assert a.pop(bias).abs().max() <= 6 * 1e-3 and b.pop(bias).abs().max() <= 6 * 1e-3
+    bias = "discriminator/score_head.safetensors/bias"
+    if bias in a:
+        assert a.pop(bias).abs().max() <= 6 * 1e-3 and b.pop(bias).abs().max() <= 6 * 1e-3
     for name in a:
         torch.testing.assert_close(b[name], a[name], rtol=1e-4, atol=1e-5, msg=name)
 
     m1 = read_jsonl(tmp_path / "one" / "run" / "metrics.jsonl")
     m2 = read_jsonl(tmp_path / "two" / "run" / "metrics.jsonl")
     assert [m["step"] for m in m2] == [m["step"] for m in m1] == list(range(1, 7))
-    for r1, r2 in zip(m1, m2, strict=True):
-        for key in ("d/loss", "d/acc", "g/sft_loss", "g/pg_loss", "g/kl", "reward/mean",
-                    "reward/std", "len/student_mean", "len/student_max", "len/teacher_mean",
-                    "g/grad_norm", "d/grad_norm"):  # fmt: skip
-            if key in r1:
-                assert r2[key] == pytest.approx(r1[key], rel=1e-4, abs=1e-6), (r1["step"], key)
+    # The same samples (rank 0 shows the first prompts of the batch, as one process does):
+    # per-prompt seeds, not per-rank streams.
+    s1 = read_jsonl(tmp_path / "one" / "run" / "samples.jsonl")
+    s2 = read_jsonl(tmp_path / "two" / "run" / "samples.jsonl")
+    assert [r["samples"] for r in s2] == [r["samples"] for r in s1] and s1
+    assert_same_metrics(m1, m2)
     # Only rank 0 writes: one samples record set per step, one data_stats file.
     assert (tmp_path / "two" / "run" / "data_stats.json").exists()
-    steps = [json.loads(line)["step"] for line in open(tmp_path / "two" / "run" / "samples.jsonl")]
-    assert steps == sorted(steps) and len(steps) == len(set(steps)) * 2
+    steps = [r["step"] for r in s2]
+    assert steps == sorted(steps) and len(steps) == len(set(steps)) * (
+        2 if one.method == "gad" else 1
+    )
+
+
+@pytest.mark.parametrize("worlds", [(2, 1), (1, 2)], ids=["2-to-1", "1-to-2"])
+def test_a_run_resumes_on_another_number_of_processes(tmp_path, tiny_model, worlds):
+    """The sharded DCP state saved by k processes reloads on m: stopped in the warmup
+    (step 1) and in the adversarial stage (step 4), the run continues as if uninterrupted."""
+    prompts = write_prompts(tmp_path / "prompts.jsonl", n=8)
+    common = {"batch_size": 4, "group_size": 3, "micro_batch_tokens": 64, "gad__epochs": 2}
+    _train(make_cfg(tmp_path / "whole", tiny_model, prompts, **common), 1)
+    for n, max_steps in enumerate((1, 4, None)):
+        part = make_cfg(tmp_path / "parts", tiny_model, prompts, max_steps=max_steps, **common)
+        _train(part, worlds[n % 2])
+    expected = read_jsonl(tmp_path / "whole" / "run" / "metrics.jsonl")
+    got = read_jsonl(tmp_path / "parts" / "run" / "metrics.jsonl")
+    assert [m["step"] for m in got] == list(range(1, 7))
+    assert_same_metrics(expected, got)
+    saved = {p.name for p in (tmp_path / "parts" / "run" / "checkpoints").iterdir()}
+    assert {"step-1", "step-2", "step-4", "step-6"} <= saved  # step 2: the KL reference
 
 
 def test_torchrun_with_real_sampling_finishes_and_a_bad_batch_size_is_named(tmp_path, tiny_model):

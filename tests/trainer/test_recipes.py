@@ -34,6 +34,7 @@ def make_cfg(tmp_path, model, prompts, **over):
         "gad": {"epochs": 1, "lr": 1e-3, "kl_coef": 0.1},
         "seqkd": {"epochs": 1, "lr": 1e-3},
         "disc": {"lr": 1e-3},
+        "export_dtype": "float32",  # tests compare exported weights exactly
     }
     for key, value in over.items():
         node = data
@@ -251,11 +252,19 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, tiny_model, prompts_file
     got = _comparable(read_jsonl(tmp_path / "b" / "run" / "metrics.jsonl"))
     assert [r["step"] for r in got] == [1, 2, 3, 4, 5, 6]
     _assert_same_records(got, expected, rel=0, abs_tol=0)  # bit-identical on CPU
-    if lora:  # the student checkpoint is an adapter that AutoModelForCausalLM loads (peft)
+    if lora:  # a merged student and the adapter alone, which merge to the same weights
+        from peft import PeftModel
         from transformers import AutoModelForCausalLM
 
-        assert (tmp_path / "b" / "run" / "final" / "adapter_config.json").exists()
-        AutoModelForCausalLM.from_pretrained(tmp_path / "b" / "run" / "final")
+        final = (tmp_path / "b" / "run" / "final").resolve()
+        merged = AutoModelForCausalLM.from_pretrained(final).state_dict()
+        adapter = final.parent / "student-adapter"
+        assert (adapter / "adapter_config.json").exists()
+        base = AutoModelForCausalLM.from_pretrained(tiny_model)
+        again = PeftModel.from_pretrained(base, adapter).merge_and_unload().state_dict()
+        assert merged.keys() == again.keys()
+        for k in merged:
+            torch.testing.assert_close(merged[k], again[k], rtol=1e-5, atol=1e-6, msg=k)
 
 
 @pytest.mark.parametrize("switch", ["generator", "discriminator"])

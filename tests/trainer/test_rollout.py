@@ -150,3 +150,115 @@ def _fake_run(temperature: float):
         g_opt=opt,
         rollout=SimpleNamespace(sync_weights=lambda model: None),
     )
+
+
+# ---------------------------------------------------------------------------- vLLM weight sync
+
+
+def _layout(arch: str, tmp_path):
+    """A tiny random model of the Qwen2 (tied embeddings, q/k/v biases) or Llama (untied
+    head, no biases) layout, saved in HF format."""
+    from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
+
+    small = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+             "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 128}  # fmt: skip
+    config = (
+        Qwen2Config(**small, tie_word_embeddings=True)
+        if arch == "qwen2"
+        else LlamaConfig(**small, tie_word_embeddings=False)
+    )
+    torch.manual_seed(0)
+    path = tmp_path / arch
+    AutoModelForCausalLM.from_config(config).save_pretrained(path)
+    return path
+
+
+def _expected(path):
+    """What vLLM's load_weights of that architecture takes: the HF checkpoint's keys."""
+    from safetensors.torch import load_file
+
+    return {k: tuple(v.shape) for k, v in load_file(path / "model.safetensors").items()}
+
+
+class FakeEngine:
+    """Stands in for the in-process vLLM model: records each load_weights call."""
+
+    def __init__(self):
+        self.calls: list[list[tuple[str, tuple[int, ...], torch.dtype]]] = []
+        self.values: dict[str, torch.Tensor] = {}
+
+    def load_weights(self, weights):
+        weights = list(weights)
+        self.calls.append([(n, tuple(t.shape), t.dtype) for n, t in weights])
+        self.values |= {n: t.float().cpu() for n, t in weights}
+
+
+def _check_sync(model, path, lora) -> FakeEngine:
+    from trainer.rollout.vllm import layer_key, push_weights
+
+    engine = FakeEngine()
+    calls = push_weights(model, engine.load_weights, torch.bfloat16)
+    pushed = {n: s for call in engine.calls for n, s, _ in call}
+    assert calls == len(engine.calls) and pushed == _expected(path)
+    assert sum(len(c) for c in engine.calls) == len(pushed)  # each name once
+    for call in engine.calls:  # one layer (or one non-layer tensor) per call, in bf16
+        assert len({layer_key(n) for n, _, _ in call}) == 1
+        assert all(dtype == torch.bfloat16 for _, _, dtype in call)
+    assert sum(".layers." in c[0][0] for c in engine.calls) == 2
+    return engine
+
+
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+@pytest.mark.parametrize("arch", ["qwen2", "llama"])
+def test_vllm_sync_pushes_the_hf_weights_one_layer_at_a_time(tmp_path, arch, lora):
+    from trainer.config import LoraConfig
+
+    path = _layout(arch, tmp_path)
+    adapters = LoraConfig(r=4, alpha=8, target_modules=["q_proj", "v_proj"]) if lora else None
+    model = load_student(str(path), torch.device("cpu"), lora=adapters)
+    if lora:  # trained adapters: B != 0, so the merge shows in the pushed weights
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if "lora_B" in name:
+                    p.normal_(std=0.5)
+    engine = _check_sync(model, path, lora)
+    merged = model.merge_and_unload() if lora else model
+    for name, value in merged.state_dict().items():
+        if name in engine.values:
+            torch.testing.assert_close(
+                engine.values[name], value.to(torch.bfloat16).float(), msg=name
+            )
+
+
+def _sync_rank(rank: int, world: int, port: int, path: str, lora: bool) -> None:
+    import os
+
+    os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world),
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})  # fmt: skip
+    torch.set_num_threads(1)
+    from pathlib import Path
+
+    from trainer import distributed, fsdp
+    from trainer.config import LoraConfig
+
+    distributed.init("cpu")
+    try:
+        adapters = LoraConfig(r=4, alpha=8, target_modules=["q_proj", "v_proj"]) if lora else None
+        model = load_student(path, torch.device("cpu"), lora=adapters)
+        fsdp.shard(model, torch.float32)
+        engine = _check_sync(model, Path(path), lora)  # every rank pushes to its own engine
+        assert engine.calls
+    finally:
+        distributed.shutdown()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+def test_vllm_sync_under_fsdp_gathers_each_layer_on_every_rank(tmp_path, lora):
+    import socket
+
+    path = _layout("llama", tmp_path)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    torch.multiprocessing.spawn(_sync_rank, args=(2, port, str(path), lora), nprocs=2, join=True)

@@ -24,8 +24,8 @@ import torch
 from torch import nn
 
 from trainer import checkpoint as ckpt_io
-from trainer import distributed
-from trainer.config import TrainConfig, save_config, to_dict
+from trainer import distributed, fsdp
+from trainer.config import TrainConfig, save_config
 from trainer.data import Example
 from trainer.discriminator import Discriminator
 from trainer.metrics import MetricsSink, Progress
@@ -56,7 +56,8 @@ class Run:
     disc: Discriminator | None = None
     d_opt: torch.optim.Optimizer | None = None
     reference: nn.Module | None = None
-    reference_path: str | None = None
+    reference_path: str | None = None  # the base model, when there was no warmup
+    reference_step: int | None = None  # else the checkpoint that holds the warmed-up G
     step: int = 0
     pos: Position = field(default_factory=Position)
     stop_requested: bool = False
@@ -130,54 +131,35 @@ def write_run_files(cfg: TrainConfig, stats_summary: dict[str, Any]) -> None:
 
 
 def clip_and_step(model: nn.Module, opt: torch.optim.Optimizer, grad_clip: float) -> float:
-    """Clip the global grad norm, step, zero grads; return the norm before clipping."""
+    """Clip the global grad norm, step, zero grads; return the norm before clipping.
+
+    Under FSDP the gradients are sharded DTensors, already summed over ranks by the
+    reduce-scatter: their norm is the global one, and each rank clips and steps its shard.
+    """
     params = [p for p in model.parameters() if p.requires_grad]
-    distributed.sum_grads(params)  # data parallel: the whole batch's gradient on every rank
     max_norm = grad_clip if grad_clip > 0 else float("inf")
     norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
     opt.step()
     opt.zero_grad(set_to_none=True)
-    return float(norm)
+    return fsdp.local_norm(norm)
 
 
 # ---------------------------------------------------------------------------- checkpoints
 
 
-def trainer_state(run: Run) -> dict[str, Any]:
-    return {
-        "step": run.step,
-        "position": vars(run.pos).copy(),
-        "stage": run.stage,
-        "g_opt": run.g_opt.state_dict(),
-        "d_opt": run.d_opt.state_dict() if run.d_opt is not None else None,
-        "rng": ckpt_io.rng_state(),
-        "reference_path": run.reference_path,
-        "config": to_dict(run.cfg),
-    }
-
-
 def save(run: Run) -> Path:
-    """Rank 0 writes the checkpoint (every rank holds the same weights); the others wait."""
-    path = ckpt_io.checkpoints_dir(run.out_dir) / f"step-{run.step}"
-    if distributed.world().main:
-        path = ckpt_io.save_checkpoint(
-            run.out_dir, run.step, run.student, run.tokenizer, run.disc, trainer_state(run)
-        )
-    distributed.barrier()
-    run.last_saved_step = run.step
-    if run.progress:
-        run.progress.log(f"saved checkpoint {path}")
-    return path
+    from trainer.recipes.saving import save as save_checkpoint
+
+    return save_checkpoint(run)
 
 
 def restore(run: Run, state: dict[str, Any]) -> None:
-    """Optimizers, position and step from a checkpoint (RNG is restored last, by the loop)."""
+    """Position, step and the KL reference from a checkpoint's ``trainer_state.pt`` (the
+    weights and optimizers come from its DCP state; RNG is restored last, by the loop)."""
     run.step = state["step"]
     run.pos = Position(**state["position"])
     run.reference_path = state.get("reference_path")
-    run.g_opt.load_state_dict(state["g_opt"])
-    if run.d_opt is not None and state.get("d_opt") is not None:
-        run.d_opt.load_state_dict(state["d_opt"])
+    run.reference_step = state.get("reference_step")
     run.last_saved_step = run.step
     if run.pos.batch >= run.steps_per_epoch():
         # Saved at an epoch's short last batch, which this number of processes cuts
@@ -247,7 +229,7 @@ def train_loop(
         end = min(start + cfg.batch_size, run.epoch_examples())
         batch = [run.examples[i] for i in order[start:end]]
         t0 = time.perf_counter()
-        record = steps[stage](run, distributed.shard(batch))
+        record = steps[stage](run, distributed.share(batch))
         run.step += 1
         _advance(run)
         _skip_empty_stages(run)
@@ -305,7 +287,6 @@ def train_to_end(
                 load_models(run)
             if state is not None:
                 ckpt_io.set_rng_state(state["rng"])
-            distributed.reseed(run.cfg.seed, run.step)
             reason = train_loop(run, steps, on_stage_start)
             finish(run, reason)
     finally:

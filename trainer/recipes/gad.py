@@ -19,16 +19,18 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from torch import Tensor
+import torch
+from torch import Tensor, nn
 
-from trainer import distributed
+from trainer import distributed, fsdp
 from trainer.config import TrainConfig
 from trainer.data import Example
 from trainer.losses import grpo_advantages
 from trainer.metrics import MetricsSink
-from trainer.models import frozen_copy, load_reference
+from trainer.models import as_reference, freeze, frozen_copy, load_reference, load_student
 from trainer.recipes import samples
 from trainer.recipes.common import Run, StepFn, make_optimizer, save, train_to_end
+from trainer.recipes.saving import load_weights
 from trainer.recipes.setup import build_run
 from trainer.recipes.updates import (
     disc_metrics,
@@ -145,27 +147,58 @@ def adversarial_step(run: Run, batch: list[Example]) -> dict[str, Any]:
 def start_adversarial_stage(run: Run) -> None:
     """Fresh G optimizer at the GAD lr; the KL reference = the warmed-up student, now.
 
-    The reference is saved (as the checkpoint of this step) so a resumed run reloads the
-    same weights rather than the original model (GAD.md pitfalls 4 and 5).
+    The reference is saved (as the checkpoint of this step, marked to keep) so a resumed
+    run reloads the same weights rather than the original model (GAD.md pitfalls 4, 5).
     """
     cfg = run.cfg
     run.g_opt = make_optimizer(run.student, cfg.gad.lr, cfg.optim.weight_decay)
     if cfg.gad.kl_coef > 0 and run.reference is None:
-        run.reference = frozen_copy(run.student, run.dtype)
-    if run.reference_path is None:
+        run.reference = _reference_of(run, run.student)
+    if run.reference_path is None and run.reference_step is None:
         if run.step == 0:  # no warmup: the starting student is the warmed-up one
             run.reference_path = cfg.student
         else:
-            run.reference_path = os.path.join("checkpoints", f"step-{run.step}", "student")
+            run.reference_step = run.step
             save(run)
 
 
+def _reference_of(run: Run, student: nn.Module, copy: bool = True) -> nn.Module:
+    """A frozen ``student`` (a copy, or itself) in the compute dtype: LoRA merged for one
+    process; under FSDP a second sharded model of its architecture, given its shards."""
+    if not fsdp.is_sharded(student):
+        return frozen_copy(student, run.dtype) if copy else as_reference(student, run.dtype)
+    cfg = run.cfg
+    reference = load_student(cfg.student, torch.device("cpu"), lora=cfg.lora)
+    freeze(reference, run.dtype)
+    fsdp.shard(reference, run.dtype, cfg.parallel.cpu_offload)
+    fsdp.set_model_state(reference, fsdp.model_state(student))
+    return reference
+
+
 def _load_saved_reference(run: Run) -> None:
+    """The reference of a resumed run: the warmed-up student from the DCP state of the
+    checkpoint that marks it, or the base model when there was no warmup."""
+    cfg = run.cfg
+    if run.reference_step is not None:
+        ckpt = run.out_dir / "checkpoints" / f"step-{run.reference_step}"
+        student = load_student(cfg.student, torch.device("cpu"), lora=cfg.lora)
+        if distributed.world().parallel:
+            fsdp.shard(student, run.dtype, cfg.parallel.cpu_offload)
+        load_weights(ckpt, {"student": student})
+        run.reference = _reference_of(run, student, copy=False)
+        if not fsdp.is_sharded(run.reference):
+            run.reference.to(run.device)
+        return
     path = run.reference_path
-    assert path is not None  # load_models calls this only when it is set
-    if not os.path.isabs(path) and (run.out_dir / path).exists():
+    assert path is not None  # load_models calls this only when one is set
+    if not os.path.isabs(path) and (run.out_dir / path).exists():  # a pre-DCP checkpoint
         path = str(run.out_dir / path)
-    run.reference = load_reference(path, run.cfg.student, run.device, run.dtype)
+    reference = load_reference(path, cfg.student, torch.device("cpu"), run.dtype)
+    if distributed.world().parallel:
+        fsdp.shard(reference, run.dtype, cfg.parallel.cpu_offload)
+    else:
+        reference.to(run.device)
+    run.reference = reference
 
 
 def run_gad(cfg: TrainConfig, sink: MetricsSink | None = None) -> str:
@@ -173,7 +206,8 @@ def run_gad(cfg: TrainConfig, sink: MetricsSink | None = None) -> str:
     run, state = build_run(cfg, sink, with_disc=True)
 
     def load_models(run: Run) -> None:
-        if run.reference_path is not None and cfg.gad.kl_coef > 0:
+        saved = run.reference_path is not None or run.reference_step is not None
+        if saved and cfg.gad.kl_coef > 0:
             _load_saved_reference(run)
 
     def on_stage_start(run: Run, stage: str) -> None:

@@ -13,9 +13,10 @@ PROMPTS_PER_RECORD_STEP = 2
 
 
 def due(run: Run) -> bool:
-    """Whether the step being computed (run.step + 1) writes samples (rank 0 writes them,
-    from its own share of the batch)."""
-    return distributed.world().main and (run.step + 1) % run.cfg.sample_every == 0
+    """Whether the step being computed (run.step + 1) writes samples. True on every rank
+    (a sample drawn only for the record is a collective under FSDP); rank 0 writes them,
+    from its own share of the batch."""
+    return (run.step + 1) % run.cfg.sample_every == 0
 
 
 def log_samples(
@@ -29,6 +30,8 @@ def log_samples(
     advantages: Tensor | None = None,
 ) -> None:
     """One record per shown prompt. Scores/rewards/advantages: [B], [B, N] tensors."""
+    if not distributed.world().main:
+        return
     tok = run.tokenizer
     n = len(rollout.responses) // len(batch)
     for b, ex in enumerate(batch[:PROMPTS_PER_RECORD_STEP]):

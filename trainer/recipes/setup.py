@@ -12,14 +12,21 @@ from typing import Any
 import torch
 
 from trainer import checkpoint as ckpt_io
-from trainer import distributed
+from trainer import distributed, fsdp
 from trainer.config import TrainConfig, parallel_problems
 from trainer.data import load_examples
 from trainer.discriminator import Discriminator, build_discriminator
 from trainer.errors import BadInput
 from trainer.metrics import JsonlSink, MetricsSink, NullSink, Progress, truncate_after
 from trainer.models import load_student, load_tokenizer, resolve_device, resolve_dtype
-from trainer.recipes.common import Run, make_optimizer, restore, seed_everything, write_run_files
+from trainer.recipes.common import (
+    Run,
+    make_optimizer,
+    restore,
+    seed_everything,
+    write_run_files,
+)
+from trainer.recipes.saving import load_optimizers, load_weights
 from trainer.rollout import make_backend
 from trainer.rollout.hf import SamplingSettings
 
@@ -44,26 +51,23 @@ def stage_lr(cfg: TrainConfig, stage: str) -> float:
     return lrs.get(stage, cfg.gad.lr)
 
 
-def _student_source(cfg: TrainConfig, ckpt: Path | None) -> dict[str, Any]:
-    """Where the student's weights come from: the base model, or a checkpoint (full / LoRA)."""
-    if ckpt is None:
-        return {"name_or_path": cfg.student, "lora": cfg.lora}
-    saved = ckpt / "student"
-    if (saved / "adapter_config.json").exists():
-        return {"name_or_path": cfg.student, "adapter_dir": saved}
-    return {"name_or_path": str(saved)}
-
-
-def _discriminator(cfg: TrainConfig, ckpt: Path | None, device: torch.device) -> Discriminator:
-    init_from = str(ckpt / "discriminator") if ckpt else (cfg.discriminator or cfg.student)
+def _discriminator(cfg: TrainConfig, device: torch.device) -> Discriminator:
+    """D with a new head on the student's starting weights (or ``discriminator``); a
+    resume then loads its trained weights from the checkpoint's DCP state."""
     return build_discriminator(
-        init_from,
+        cfg.discriminator or cfg.student,
         device,
         lora=cfg.lora,
         gradient_checkpointing=cfg.gradient_checkpointing,
         seed=cfg.seed,
         base_model=cfg.student,
     )
+
+
+def load_device(world: distributed.World, device: torch.device) -> torch.device:
+    """Where models are loaded: FSDP moves each shard to the rank's device itself, so a
+    sharded model is never whole on a GPU."""
+    return torch.device("cpu") if world.parallel else device
 
 
 def check_parallel(cfg: TrainConfig, world: distributed.World) -> None:
@@ -100,17 +104,25 @@ def build_run(
     if world.main:
         write_run_files(cfg, dataclasses.asdict(stats))
     student = load_student(
-        device=device,
+        cfg.student,
+        load_device(world, device),
+        lora=cfg.lora,
         gradient_checkpointing=cfg.gradient_checkpointing,
-        **_student_source(cfg, ckpt),
     )
+    disc = d_opt = None
+    if with_disc:
+        disc = _discriminator(cfg, load_device(world, device))
+    if world.parallel:  # FSDP2: fp32 master shards, compute in `dtype`, fp32 reduction
+        fsdp.shard(student, dtype, cfg.parallel.cpu_offload)
+        if disc is not None:
+            fsdp.shard(disc, dtype, cfg.parallel.cpu_offload, fp32_modules=(disc.head,))
+    if ckpt is not None:
+        load_weights(ckpt, {"student": student} | ({"disc": disc} if disc is not None else {}))
     plan = stage_plan(cfg)
     position_stage = min(state["position"]["stage"], len(plan) - 1) if state else 0
     stage = plan[position_stage][0]
     g_opt = make_optimizer(student, stage_lr(cfg, stage), cfg.optim.weight_decay)
-    disc = d_opt = None
-    if with_disc:
-        disc = _discriminator(cfg, ckpt, device)
+    if disc is not None:
         d_opt = make_optimizer(disc, cfg.disc.lr, cfg.optim.weight_decay)
     settings = SamplingSettings(
         temperature=cfg.temperature,
@@ -121,10 +133,9 @@ def build_run(
         dtype=dtype,
         seed=cfg.seed,
         gpu_memory_utilization=cfg.rollout.gpu_memory_utilization,
+        tensor_parallel_size=cfg.rollout.tensor_parallel_size,
+        max_model_len=cfg.max_prompt_tokens + cfg.max_response_tokens,
     )
-    distributed.broadcast_params(student)  # identical already; made certain
-    if disc is not None:
-        distributed.broadcast_params(disc)
     rollout = make_backend(cfg.rollout.backend, student, tokenizer, settings)
     if state is not None and world.main:  # records after the checkpoint are replayed
         truncate_after(cfg.output_dir, state["step"])
@@ -145,7 +156,9 @@ def build_run(
         d_opt=d_opt,
     )
     if state is not None:
+        assert ckpt is not None
         restore(run, state)
+        load_optimizers(run, ckpt, state)
     if world.parallel and run.epoch_examples() == 0:
         raise BadInput(
             f"train_file: {len(examples)} examples cannot be shared over {world.size} "

@@ -4,17 +4,22 @@ All forwards go through micro-batches bounded by `micro_batch_tokens` padded tok
 each micro-batch's loss scaled by its share of the whole batch, so the accumulated
 gradient is exactly the gradient of the batch's token-mean (or pair-mean) loss while peak
 memory depends on the budget, not on batch_size.
+
+Under FSDP every forward is a collective, so every rank runs as many micro-batches as the
+rank that needs the most; the extra ones are zero-weighted repeats of a real row
+(``MicroBatch.weight`` 0), which add nothing to any gradient or metric.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any, cast
 
 import torch
 from torch import Tensor
 
-from trainer import distributed, losses
+from trainer import distributed, fsdp, losses
 from trainer.data import Example, token_budget_batches
 from trainer.models import autocast, response_logprobs
 from trainer.recipes.common import Run, clip_and_step
@@ -22,24 +27,40 @@ from trainer.rollout import Rollout
 from trainer.sequences import SeqBatch, pack
 
 
+@dataclass
+class MicroBatch:
+    idx: list[int]  # rows of the update's lists
+    batch: SeqBatch  # on the device
+    tokens: int  # response tokens (from the host-side lists: weighting costs no sync)
+    weight: float = 1.0  # 0 for a padding micro-batch (FSDP: the same count on every rank)
+
+
 def _micro_batches(
     run: Run, prompts: list[list[int]], responses: list[list[int]]
-) -> Iterator[tuple[list[int], SeqBatch, int]]:
-    """Yield (row indices, SeqBatch on device, its response-token count) within the budget.
-
-    The count comes from the host-side lists, so weighting a micro-batch costs no sync.
-    """
+) -> Iterator[MicroBatch]:
+    """The update's rows in micro-batches within the token budget, padded to the count of
+    the rank with the most (a no-op for one process)."""
     lengths = [len(p) + len(r) for p, r in zip(prompts, responses, strict=True)]
-    for idx in token_budget_batches(lengths, run.cfg.micro_batch_tokens):
+    groups = token_budget_batches(lengths, run.cfg.micro_batch_tokens)
+    count = int(distributed.all_max(float(len(groups))))
+    pad = [[0]] * (count - len(groups))  # repeats of the first row, weighted 0
+    for n, idx in enumerate(groups + pad):
         sub = pack(
             [prompts[i] for i in idx], [responses[i] for i in idx], run.tokenizer.pad_token_id
         )
-        yield idx, sub.to(run.device), sum(len(responses[i]) for i in idx)
+        real = n < len(groups)
+        tokens = sum(len(responses[i]) for i in idx) if real else 0
+        yield MicroBatch(idx, sub.to(run.device), tokens, 1.0 if real else 0.0)
 
 
 def sample(run: Run, batch: list[Example]) -> Rollout:
-    """group_size samples per prompt from the current student, prompt-major."""
-    return run.rollout.sample([ex.prompt_ids for ex in batch], run.cfg.group_size)
+    """group_size samples per prompt from the current student, prompt-major, each prompt's
+    drawn from a seed of its own (the step and its place in the global batch)."""
+    positions = distributed.global_positions(len(batch))
+    seeds = [distributed.sample_seed(run.cfg.seed, run.step, p) for p in positions]
+    rollout = run.rollout.sample([ex.prompt_ids for ex in batch], run.cfg.group_size, seeds=seeds)
+    fsdp.reshard(run.student)
+    return rollout
 
 
 def teacher_answers(batch: list[Example]) -> list[list[int]]:
@@ -61,10 +82,10 @@ def sft_update(run: Run, batch: list[Example]) -> dict[str, Any]:
     answers = teacher_answers(batch)
     total = _global_count(sum(len(a) for a in answers))
     loss_sum = torch.zeros((), device=run.device)
-    for _, mb, n_tokens in _micro_batches(run, prompts, answers):
+    for mb in _micro_batches(run, prompts, answers):
         with autocast(run.device, run.dtype):
-            logp, _ = response_logprobs(run.student, mb)
-        loss = losses.sft_loss(logp, mb.response_mask) * (n_tokens / total)
+            logp, _ = response_logprobs(run.student, mb.batch)
+        loss = losses.sft_loss(logp, mb.batch.response_mask) * (mb.weight * mb.tokens / total)
         loss.backward()
         loss_sum += loss.detach()
     grad_norm = clip_and_step(run.student, run.g_opt, run.cfg.optim.grad_clip)
@@ -93,14 +114,14 @@ def policy_update(
     names = ["g/pg_loss", "g/entropy", "g/clip_frac"] + (["g/kl"] if g.kl_coef > 0 else [])
     # accumulated on the device: one host sync per step, not one per micro-batch
     sums = {k: torch.zeros((), device=run.device) for k in names}
-    for idx, mb, n_tokens in _micro_batches(run, prompts, responses):
-        share = n_tokens / total
+    for micro in _micro_batches(run, prompts, responses):
+        share, mb = micro.weight * micro.tokens / total, micro.batch
         with autocast(run.device, run.dtype):
             # At the rollout's temperature: the samples were drawn from logits / T.
             logp, entropy = response_logprobs(
                 run.student, mb, want_entropy=True, temperature=run.cfg.temperature
             )
-        adv = advantages[idx].to(run.device)
+        adv = advantages[micro.idx].to(run.device)
         pg, stats = losses.policy_loss(
             logp, logp.detach(), adv, mb.response_mask, g.clip_low, g.clip_high, g.dual_clip
         )
@@ -116,6 +137,7 @@ def policy_update(
         sums["g/pg_loss"] += pg.detach() * share
         sums["g/entropy"] += losses.masked_mean(entropy, mb.response_mask) * share
         sums["g/clip_frac"] += stats["clip_frac"] * share
+    fsdp.reshard(run.reference)
     grad_norm = clip_and_step(run.student, run.g_opt, run.cfg.optim.grad_clip)
     run.rollout.sync_weights(run.student)
     summed = distributed.all_sum(torch.stack(list(sums.values()))).tolist()
@@ -141,11 +163,14 @@ def score(run: Run, prompts: list[list[int]], responses: list[list[int]]) -> Ten
     run.disc.eval()
     out = torch.empty(len(prompts), dtype=torch.float32)
     try:
-        for idx, mb, _ in _micro_batches(run, prompts, responses):
+        for mb in _micro_batches(run, prompts, responses):
             with autocast(run.device, run.dtype):
-                out[idx] = run.disc(mb).float().cpu()
+                scores = run.disc(mb.batch).float().cpu()
+            if mb.weight:
+                out[mb.idx] = scores
     finally:
         run.disc.train()
+        fsdp.reshard(run.disc)
     return out
 
 
@@ -181,10 +206,10 @@ def disc_update(
     world = distributed.world().size
     assert teacher.grad is not None and student.grad is not None  # leaves of that backward
     score_grads = torch.cat([teacher.grad, student.grad.reshape(-1)]) / world
-    for idx, mb, _ in _micro_batches(run, prompts, responses):
+    for mb in _micro_batches(run, prompts, responses):
         with autocast(run.device, run.dtype):
-            scores = run.disc(mb)
-        (scores * score_grads[idx].to(scores.device)).sum().backward()
+            scores = run.disc(mb.batch)
+        (scores * score_grads[mb.idx].to(scores.device) * mb.weight).sum().backward()
     grad_norm = clip_and_step(run.disc, run.d_opt, run.cfg.optim.grad_clip)
     return {"d/grad_norm": grad_norm, "d/lr": _lr(run.d_opt)}
 

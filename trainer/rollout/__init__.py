@@ -29,9 +29,24 @@ class Rollout:
         return [len(r) for r in self.responses]
 
 
+def row_seeds(seeds: list[int], n: int) -> list[int]:
+    """The seed of each of the n samples of each prompt (prompt-major), from the prompts'."""
+    from trainer.distributed import seed_of
+
+    return [seed_of(s, i) for s in seeds for i in range(n)]
+
+
 class RolloutBackend(Protocol):
-    def sample(self, prompts: list[list[int]], n: int, greedy: bool = False) -> Rollout:
-        """N answers for each prompt (token ids of the rendered chat)."""
+    def sample(
+        self,
+        prompts: list[list[int]],
+        n: int,
+        greedy: bool = False,
+        seeds: list[int] | None = None,
+    ) -> Rollout:
+        """N answers for each prompt (token ids of the rendered chat). ``seeds``: one per
+        prompt; sample i of a prompt draws from (its seed, i) alone, so a prompt gets the
+        same answers whatever else is in the batch and on whichever process."""
         ...
 
     def sync_weights(self, model: nn.Module) -> None:

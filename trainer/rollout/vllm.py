@@ -1,36 +1,73 @@
-"""Rollouts with vLLM on GPU nodes; weights are pushed from the trainer after each update.
+"""Rollouts with vLLM colocated with training: one in-process engine per rank.
 
-Import-guarded: vLLM is an optional extra (`gad-studio[gpu]`) and cannot run on CPU.
+The pattern of TRL's colocate mode. Every trainer rank owns an engine built with
+``distributed_executor_backend="external_launcher"`` (it joins torchrun's process group
+instead of spawning workers, so the engine and its model live in this process) and
+``enable_sleep_mode=True``: it sleeps, weights and KV cache released, while FSDP updates
+the models, and wakes for generation. Before each generation the student's weights are
+pushed into the engine's ``load_weights`` one decoder layer at a time, each tensor the
+FSDP parameter's ``full_tensor()`` (LoRA merged on the fly), never the whole state dict.
+
+With ``rollout.tensor_parallel_size`` k > 1, each group of k consecutive ranks shares one
+engine sharded k ways: the group gathers its prompts, generates them together, and each
+rank keeps its own answers.
+
+Built against vLLM 0.10.2 – 0.11.x (the ``gpu`` extra pins the range). vLLM is not
+installed on the development machines; ``tests/trainer/test_rollout.py`` checks the sync
+against a fake engine, and ``bench/gpu_smoke.sh`` compares vLLM's log-probs with the
+trainer's after a sync wherever vLLM is installed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+from collections.abc import Callable, Iterator
 from typing import Any, cast
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
+from trainer import distributed, fsdp
 from trainer.errors import BadInput
 from trainer.rollout import Rollout
 from trainer.rollout.hf import SamplingSettings
 
+WeightLoader = Callable[[list[tuple[str, Tensor]]], Any]
 
-def hf_weights(model: nn.Module, dtype: torch.dtype) -> Iterator[tuple[str, torch.Tensor]]:
-    """(name, tensor) pairs in plain HF naming; LoRA adapters are merged in on the fly."""
-    if not hasattr(model, "merge_adapter"):
-        for name, t in model.state_dict().items():
-            yield name, t.to(dtype)
-        return
-    peft = cast(Any, model)  # the peft API (trainer.models)
-    peft.merge_adapter()
-    try:
-        for name, t in peft.get_base_model().state_dict().items():
-            if "lora_" in name:
-                continue
-            yield name.replace(".base_layer", ""), t.to(dtype)
-    finally:
-        peft.unmerge_adapter()
+
+def layer_key(name: str) -> str:
+    """The decoder layer a weight belongs to (``model.layers.3``), or the name itself."""
+    parts = name.split(".")
+    for i, part in enumerate(parts[:-1]):
+        if part == "layers" and parts[i + 1].isdigit():
+            return ".".join(parts[: i + 2])
+    return name
+
+
+def layer_batches(model: nn.Module, dtype: torch.dtype) -> Iterator[list[tuple[str, Tensor]]]:
+    """The model's weights in HF naming, grouped by decoder layer (embeddings, norm and
+    head alone), each whole and in ``dtype``: at most one layer is gathered at a time."""
+    batch: list[tuple[str, Tensor]] = []
+    current = None
+    for name, tensor in fsdp.iter_hf_weights(model, dtype):
+        key = layer_key(name)
+        if batch and key != current:
+            yield batch
+            batch = []
+        current = key
+        batch.append((name, tensor))
+    if batch:
+        yield batch
+
+
+def push_weights(model: nn.Module, load: WeightLoader, dtype: torch.dtype) -> int:
+    """Push every weight into an engine's ``load_weights``, one layer per call; every rank
+    takes part (the gathers are collectives). Returns the number of calls."""
+    calls = 0
+    for batch in layer_batches(model, dtype):
+        load(batch)
+        calls += 1
+    return calls
 
 
 class VLLMRollout:
@@ -43,65 +80,107 @@ class VLLMRollout:
                 "on a CUDA machine; use rollout.backend: hf otherwise"
             ) from e
         self.settings = settings
+        self.model = model
         self.eos_id: int = tokenizer.eos_token_id
+        world = distributed.world()
+        self.tp = settings.tensor_parallel_size
+        self.tp_group = None
+        if world.parallel and self.tp > 1:
+            # Consecutive ranks share an engine; new_subgroups_by_enumeration is collective.
+            groups = [list(range(i, i + self.tp)) for i in range(0, world.size, self.tp)]
+            self.tp_group, _ = torch.distributed.new_subgroups_by_enumeration(groups)
         hf = cast(Any, model)  # the transformers/peft API (trainer.models)
         base = hf.get_base_model() if hasattr(model, "get_base_model") else hf
+        name = base.config._name_or_path
+        if world.parallel:
+            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # engine in-process
         self.llm = LLM(
-            model=base.config._name_or_path,
-            tokenizer=base.config._name_or_path,
+            model=name,
+            tokenizer=name,
             dtype=str(settings.dtype).removeprefix("torch."),
             gpu_memory_utilization=settings.gpu_memory_utilization,
+            tensor_parallel_size=self.tp,
+            distributed_executor_backend="external_launcher" if world.parallel else None,
+            enable_sleep_mode=True,
             seed=settings.seed,
+            max_model_len=settings.max_model_len,
             enable_prefix_caching=True,  # the N samples of a prompt share its KV cache
         )
-        self.sync_weights(model)
+        self.llm.sleep(level=2)  # weights are pushed before each generation
 
-    def _engine_model(self) -> Any:
-        """The engine's torch module; its location moved between vLLM releases."""
+    def _load_weights(self) -> WeightLoader:
+        """The engine's model's ``load_weights`` (in this process: external launcher)."""
         engine = self.llm.llm_engine
-        paths = (
-            "model_executor.driver_worker.model_runner.model",
-            "model_executor.driver_worker.worker.model_runner.model",
-        )
-        for path in paths:
-            obj = engine
+        for path in (
+            "model_executor.driver_worker.worker.model_runner.model",  # V1
+            "model_executor.driver_worker.model_runner.model",  # V0
+        ):
+            obj: Any = engine
             try:
                 for attr in path.split("."):
                     obj = getattr(obj, attr)
-                return obj
             except AttributeError:
                 continue
-        return None
+            return cast(WeightLoader, obj.load_weights)
+        raise BadInput(
+            "rollout.backend: vllm: this vLLM release does not expose its in-process model "
+            "(llm_engine.model_executor.driver_worker...); use the pinned range of the "
+            "gpu extra (docs/deployment.md)"
+        )
 
     def sync_weights(self, model: nn.Module) -> None:
-        weights = list(hf_weights(model, self.settings.dtype))
-        target = self._engine_model()
-        if target is not None:
-            target.load_weights(weights)
-        else:  # vLLM V1 engine: workers live in other processes
-            self.llm.collective_rpc(
-                "load_weights", kwargs={"weights": weights}
-            )  # needs a worker extension exposing load_weights
+        """Remember the model: its weights are pushed when the engine next wakes up."""
+        self.model = model
+
+    def _wake_with_weights(self) -> None:
+        self.llm.wake_up(tags=["weights"])
+        push_weights(self.model, self._load_weights(), self.settings.dtype)
+        self.llm.wake_up(tags=["kv_cache"])
         self.llm.reset_prefix_cache()  # cached KV blocks were computed with the old weights
 
-    def sample(self, prompts: list[list[int]], n: int, greedy: bool = False) -> Rollout:
+    def sample(
+        self,
+        prompts: list[list[int]],
+        n: int,
+        greedy: bool = False,
+        seeds: list[int] | None = None,
+    ) -> Rollout:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
         s = self.settings
-        params = SamplingParams(
-            n=n,
-            temperature=0.0 if greedy else s.temperature,
-            top_p=1.0 if greedy else s.top_p,
-            top_k=-1,
-            max_tokens=s.max_new_tokens,
-            stop_token_ids=[self.eos_id],
-            logprobs=0,  # the sampled token's log-prob only
-            detokenize=False,
-        )
-        outs = self.llm.generate(
-            [TokensPrompt(prompt_token_ids=p) for p in prompts], params, use_tqdm=False
-        )
+        if seeds is None:
+            seeds = [s.seed + i for i in range(len(prompts))]
+        mine = len(prompts)
+        if self.tp_group is not None:  # the group's prompts, in rank order
+            prompts, seeds = _gather_group(self.tp_group, prompts, seeds)
+        params = [
+            SamplingParams(
+                n=n,
+                temperature=0.0 if greedy else s.temperature,
+                top_p=1.0 if greedy else s.top_p,
+                top_k=-1,
+                max_tokens=s.max_new_tokens,
+                stop_token_ids=[self.eos_id],
+                logprobs=0,  # the sampled token's log-prob only
+                detokenize=False,
+                seed=seed,  # each prompt's samples from its own seed, on any rank
+            )
+            for seed in seeds
+        ]
+        self._wake_with_weights()
+        try:
+            outs = self.llm.generate(
+                [TokensPrompt(prompt_token_ids=p) for p in prompts], params, use_tqdm=False
+            )
+        finally:
+            self.llm.sleep(level=2)
+        if self.tp_group is not None:  # keep this rank's prompts
+            rank = torch.distributed.get_rank(self.tp_group)
+            outs = outs[rank * mine : (rank + 1) * mine]
+        return self._rollout(outs)
+
+    def _rollout(self, outs: list[Any]) -> Rollout:
         logprobs: list[list[float]] = []
         rollout = Rollout(responses=[], terminated=[], logprobs=logprobs)
         for out in outs:  # vLLM keeps the prompt order; each has n completions
@@ -116,3 +195,11 @@ class VLLMRollout:
                 rollout.terminated.append(terminated)
                 logprobs.append(lps)
         return rollout
+
+
+def _gather_group(
+    group: Any, prompts: list[list[int]], seeds: list[int]
+) -> tuple[list[list[int]], list[int]]:
+    parts: list[Any] = [None] * torch.distributed.get_world_size(group)
+    torch.distributed.all_gather_object(parts, (prompts, seeds), group=group)
+    return [p for ps, _ in parts for p in ps], [s for _, ss in parts for s in ss]

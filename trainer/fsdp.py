@@ -1,0 +1,224 @@
+"""FSDP2: G, D and the reference sharded over the data-parallel processes.
+
+Each model is ``fully_shard``-ed per decoder layer, then at its root (PyTorch's
+``torch.distributed.fsdp.fully_shard``). Master weights stay fp32 and sharded; forwards
+and backwards run in the compute dtype (``MixedPrecisionPolicy(param_dtype=bf16)`` on
+GPUs) and gradients are reduce-scattered in fp32. With ``parallel.cpu_offload`` the
+sharded weights, gradients and optimizer state live in host memory.
+
+Gradients are *summed* over ranks, not averaged: every rank scales its losses by its
+share of the global batch (``trainer.recipes.updates``), so the sum is exactly the
+single-process gradient of the whole batch, and two processes train what one does.
+
+Every forward of a sharded module all-gathers its weights, a collective: all ranks must
+run the same number of forwards. The micro-batch loop pads with zero-weighted
+micro-batches (``updates._micro_batches``); generate runs with ``synced_gpus``.
+
+Without ``torchrun`` (one process) nothing here is used: the single-process trainer keeps
+plain modules with fp32 weights and autocast, which compute the same maths.
+"""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Iterator
+from typing import Any, cast
+
+import torch
+from torch import Tensor, nn
+
+from trainer import distributed
+
+LOGPROBS_METHOD = "gad_response_logprobs"  # the registered forward method of a sharded LM
+
+
+def is_sharded(model: nn.Module) -> bool:
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule)
+
+
+def decoder_layers(model: nn.Module) -> list[nn.Module]:
+    """The transformer blocks: the modules HF names as never to be split across devices
+    (``_no_split_modules``: Qwen2DecoderLayer, LlamaDecoderLayer, ...)."""
+    names: set[str] = set()
+    for module in model.modules():
+        names.update(getattr(module, "_no_split_modules", None) or [])
+    if not names:
+        names = {
+            m.__class__.__name__ for m in model.modules() if "DecoderLayer" in type(m).__name__
+        }
+    return [m for m in model.modules() if type(m).__name__ in names]
+
+
+def _policy(compute_dtype: torch.dtype, cpu_offload: bool) -> dict[str, Any]:
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy
+
+    world = distributed.world()
+    device_type = "cuda" if torch.distributed.get_backend() == "nccl" else "cpu"
+    return {
+        "mesh": init_device_mesh(device_type, (world.size,)),
+        "mp_policy": MixedPrecisionPolicy(param_dtype=compute_dtype, reduce_dtype=torch.float32),
+        "offload_policy": CPUOffloadPolicy() if cpu_offload else OffloadPolicy(),
+    }
+
+
+def shard(
+    model: nn.Module,
+    compute_dtype: torch.dtype,
+    cpu_offload: bool = False,
+    fp32_modules: tuple[nn.Module, ...] = (),
+) -> nn.Module:
+    """Shard ``model`` in place (decoder layers, then the root) and return it.
+
+    ``fp32_modules`` (D's score head) compute in fp32 whatever the compute dtype: their
+    own shard group with an fp32 policy. A causal LM gets the registered forward methods
+    the trainer calls instead of ``forward``: ``generate`` and the response log-probs.
+    """
+    from torch.distributed.fsdp import FSDPModule, fully_shard, register_fsdp_forward_method
+
+    policy = _policy(compute_dtype, cpu_offload)
+    for layer in decoder_layers(model):
+        fully_shard(layer, **policy)
+    for module in fp32_modules:
+        fully_shard(module, **(policy | _policy(torch.float32, cpu_offload)))
+    fully_shard(model, **policy)
+    for module in model.modules():
+        if isinstance(module, FSDPModule):
+            # The ranks' losses are shares of the global batch: sum, do not average.
+            module.set_gradient_divide_factor(1.0)
+            module.set_force_sum_reduction_for_comms(True)  # gloo has no PREMUL_SUM
+    if hasattr(model, "generate"):
+        from trainer.models import _response_logprobs
+
+        setattr(model, LOGPROBS_METHOD, types.MethodType(_response_logprobs, model))
+        register_fsdp_forward_method(model, LOGPROBS_METHOD)
+        register_fsdp_forward_method(model, "generate")
+    return model
+
+
+def reshard(model: nn.Module | None) -> None:
+    """Free the gathered weights a forward without backward left whole (the root's:
+    embeddings and LM head) — after generation, scoring, the reference's forwards."""
+    if model is not None and is_sharded(model):
+        cast(Any, model).reshard()
+
+
+def local_norm(norm: Tensor) -> float:
+    """A gradient norm as a float (a DTensor's full value under FSDP)."""
+    full = getattr(norm, "full_tensor", None)
+    return float(full() if full is not None else norm)
+
+
+# ---------------------------------------------------------------------------- state dicts
+
+
+def model_state(model: nn.Module) -> dict[str, Any]:
+    """The model's state dict, sharded under FSDP (DTensors), for DCP."""
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+    return get_model_state_dict(model)
+
+
+def optim_state(model: nn.Module, opt: torch.optim.Optimizer) -> dict[str, Any]:
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+    return get_optimizer_state_dict(model, opt)
+
+
+def set_model_state(model: nn.Module, state: dict[str, Any]) -> None:
+    from torch.distributed.checkpoint.state_dict import set_model_state_dict
+
+    set_model_state_dict(model, state)
+
+
+def set_optim_state(model: nn.Module, opt: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
+
+    set_optimizer_state_dict(model, opt, state)
+
+
+def full_state(model: nn.Module) -> dict[str, Tensor]:
+    """Every weight, gathered whole to rank 0's host memory (other ranks get {})."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    if not is_sharded(model):
+        return {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    return cast("dict[str, Tensor]", get_model_state_dict(model, options=options))
+
+
+# ---------------------------------------------------------------------------- HF naming
+
+
+def lora_scaling(model: nn.Module) -> float | None:
+    """alpha / r of a peft model's adapter (alpha / sqrt(r) with rsLoRA); None otherwise."""
+    config = getattr(model, "peft_config", None)
+    if not config:
+        return None
+    c = config["default"]
+    return float(c.lora_alpha / (c.r**0.5 if getattr(c, "use_rslora", False) else c.r))
+
+
+def hf_name(name: str) -> str:
+    """A (peft-wrapped) parameter name in plain HF naming."""
+    name = name.removeprefix("base_model.model.")
+    return name.replace(".base_layer.", ".")
+
+
+def merge_lora(state: dict[str, Tensor], scaling: float | None) -> dict[str, Tensor]:
+    """A full state dict in plain HF naming, with W + scaling * B @ A merged in; the
+    adapters' own tensors dropped. The identity (renaming aside) without LoRA."""
+    out: dict[str, Tensor] = {}
+    for name, t in state.items():
+        if ".lora_" in name:
+            continue
+        if ".base_layer." in name and name.endswith(".weight") and scaling is not None:
+            stem = name.removesuffix("base_layer.weight")
+            a, b = state[stem + "lora_A.default.weight"], state[stem + "lora_B.default.weight"]
+            t = t + scaling * (b.float() @ a.float()).to(t.dtype)
+        out[hf_name(name)] = t
+    return out
+
+
+def adapter_state(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """The LoRA adapter's tensors in peft's saved naming (``adapter_model.safetensors``)."""
+    return {k.replace(".default.", "."): v for k, v in state.items() if ".lora_" in k}
+
+
+def _full(t: Tensor) -> Tensor:
+    full = getattr(t, "full_tensor", None)
+    return cast(Tensor, full()) if full is not None else t
+
+
+def iter_hf_weights(model: nn.Module, dtype: torch.dtype) -> Iterator[tuple[str, Tensor]]:
+    """(HF name, whole tensor) pairs, one module at a time, LoRA merged on the fly.
+
+    Under FSDP each tensor is all-gathered (``full_tensor``) when it is reached, so at
+    most one layer's weights are ever whole at once; every rank must iterate (a
+    collective). Frozen and trainable weights alike; tied weights once.
+    """
+    scaling = lora_scaling(model)
+    seen: set[int] = set()
+    for prefix, module in model.named_modules():
+        direct = dict(module.named_parameters(recurse=False)) | dict(
+            module.named_buffers(recurse=False)
+        )
+        if hasattr(module, "base_layer") and scaling is not None:
+            continue  # a LoRA Linear: its base_layer child yields the merged weight
+        for local, tensor in direct.items():
+            if id(tensor) in seen or ".lora_" in f".{prefix}." or local.startswith("lora_"):
+                continue
+            if local in module._non_persistent_buffers_set:
+                continue  # e.g. rotary inv_freq: not in the checkpoint, not loaded
+            seen.add(id(tensor))
+            name = f"{prefix}.{local}" if prefix else local
+            value = _full(tensor.detach())
+            if scaling is not None and prefix.endswith(".base_layer") and local == "weight":
+                parent = model.get_submodule(prefix.removesuffix(".base_layer"))
+                lora = cast(Any, parent)
+                a = _full(lora.lora_A["default"].weight.detach()).float()
+                b = _full(lora.lora_B["default"].weight.detach()).float()
+                value = value.float() + scaling * (b @ a)
+            yield hf_name(name), value.to(dtype) if value.is_floating_point() else value
