@@ -11,7 +11,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 # The trainer modules the web may import: torch-free (tests/judge/test_imports.py).
-WEB_MAY_IMPORT = {"config", "data", "teacher", "judge", "score", "metrics_text"}
+WEB_MAY_IMPORT = {"config", "data", "teacher", "judge", "score", "metrics_text", "plan", "errors"}
 
 
 def imports(package: str) -> list[tuple[Path, int, str]]:

@@ -103,6 +103,14 @@ def _add_evaluation(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     s.add_argument("--out", help="write the report as JSON")
     s.add_argument("--tokenizer", help="count lengths in this tokenizer's tokens")
 
+    pl = sub.add_parser("plan", help="per-GPU memory of a config, part by part; does it fit?")
+    pl.add_argument("--config", required=True)
+    pl.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    pl.add_argument("--nodes", type=int, help="default: the config's nodes")
+    pl.add_argument("--gpus-per-node", type=int, help="default: the config's gpus_per_node")
+    pl.add_argument("--gpu-memory-gb", type=float, default=80.0, help="memory of one GPU")
+    pl.add_argument("--json", action="store_true", help="print the plan as JSON")
+
 
 def _add_endpoint(
     p: argparse.ArgumentParser, *, base_url: str, model: str | None, api_key: str, cache: str
@@ -171,11 +179,30 @@ def _run(args: argparse.Namespace) -> int:
         from trainer.cli_eval import run_score
 
         return run_score(args)
+    if args.command == "plan":
+        return _plan(args)
     if args.command == "toy":
         from trainer.toy import main as toy_main
 
         return toy_main(steps=args.steps, seed=args.seed, plot=args.plot, seeds=args.seeds)
     raise AssertionError(args.command)
+
+
+def _plan(args: argparse.Namespace) -> int:
+    """Exit 0 when the config fits, 3 when it does not (2: bad input)."""
+    import json
+
+    from trainer.config import load_config
+    from trainer.errors import BadInput
+    from trainer.plan import UnknownModel, plan
+
+    cfg = load_config(args.config, args.set)
+    try:
+        result = plan(cfg, args.nodes, args.gpus_per_node, args.gpu_memory_gb)
+    except UnknownModel as e:
+        raise BadInput(str(e)) from e
+    print(json.dumps(result.as_dict(), indent=2) if args.json else result.table())
+    return 0 if result.fits else 3
 
 
 def main(argv: list[str] | None = None) -> int:

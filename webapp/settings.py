@@ -202,6 +202,9 @@ GAD_ALLOWED_TEACHER_HOSTS = env.str_list(
 # Directories under which an administrator may register models for teams to start from
 # (webapp.catalog); a job's student is a hub id, a team checkpoint or such a model.
 GAD_MODEL_ROOTS = env.str_list("GAD_MODEL_ROOTS", [])
+# Memory of one GPU of the site's nodes: the launch form's memory plan (trainer.plan)
+# refuses a job whose per-GPU peak exceeds it.
+GAD_GPU_MEMORY_GB = env.number("GAD_GPU_MEMORY_GB") if env.raw("GAD_GPU_MEMORY_GB") else 80.0
 # GPU indices this worker process may lease; empty means a CPU-only node.
 GAD_WORKER_GPUS = env.int_list("GAD_WORKER_GPUS", [])
 # The queue evaluations' answer generation goes to: "gpu" on a site whose GPU nodes

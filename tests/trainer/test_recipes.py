@@ -286,4 +286,18 @@ def test_micro_batching_does_not_change_the_updates(tmp_path, tiny_model, prompt
         cfg = make_cfg(tmp_path / str(budget), tiny_model, prompts_file, micro_batch_tokens=budget)
         run_gad(cfg)
         results.append(_comparable(read_jsonl(tmp_path / str(budget) / "run" / "metrics.jsonl")))
-    _assert_same_records(*results, rel=1e-4, abs_tol=1e-6)  # only summation order differs
+    # Only summation order differs. D's raw scores share its head bias, whose gradient is
+    # zero under the Bradley-Terry loss: Adam turns rounding noise into lr-sized moves of
+    # every score alike, so compare the shift-invariant margin instead.
+    _assert_same_records(*map(_shift_invariant, results), rel=1e-4, abs_tol=1e-6)
+
+
+def _shift_invariant(records):
+    out = []
+    for r in records:
+        r = dict(r)
+        if "d/teacher_score" in r:
+            r["d/margin"] = r.pop("d/teacher_score") - r.pop("d/student_score")
+        r.pop("reward/mean", None)
+        out.append(r)
+    return out

@@ -444,3 +444,38 @@ def test_abandoning_a_teams_active_jobs_cancels_them_and_charges_their_gpu_time(
     assert done.status == "succeeded"
     [usage] = personas.team.usage_records.filter(kind="gpu_seconds")
     assert usage.amount == 30.0 and usage.job == training
+
+
+def test_a_job_that_cannot_fit_in_gpu_memory_is_refused_with_the_change_that_would(
+    member, client, personas, auth, roomy_quota
+):
+    """The memory planner (trainer.plan) at launch: a full 14B fine-tune on one 80 GB GPU
+    is refused, naming the per-GPU peak and what would fit; the API says the same."""
+    data = launch_data(personas, student="Qwen/Qwen2.5-14B-Instruct", gpus=1)
+    response = member.post("/teams/acme/jobs/new/", data)
+    assert response.status_code == 422
+    body = response.content.decode()
+    assert "gad does not fit in GPU memory:" in body and "GB per GPU of 80 GB" in body
+    assert "run on 2 node(s) of 8 GPUs" in body
+    payload = {"team": "acme", "name": "api", "method": "seqkd", "gpus": 1,
+               "prompt_set": personas.prompt_set.pk, "student": "Qwen/Qwen2.5-14B-Instruct"}  # fmt: skip
+    response = client.post("/api/v1/jobs", payload, content_type="application/json", **auth)
+    assert (
+        response.status_code == 422
+        and "seqkd does not fit in GPU memory" in response.json()["detail"]
+    )
+    assert not Job.objects.exclude(pk=personas.job.pk).exists()
+
+
+def test_the_job_page_and_the_api_show_the_memory_plan(member, client, personas, auth, roomy_quota):
+    assert member.post("/teams/acme/jobs/new/", launch_data(personas, gpus=2)).status_code == 302
+    job = Job.objects.exclude(pk=personas.job.pk).get()
+    body = member.get(f"/teams/acme/jobs/{job.pk}/").content.decode()
+    assert 'data-testid="memory-plan"' in body and "G weights, gradients, AdamW" in body
+    assert 'data-testid="storage-used"' in body
+    plan = client.get(f"/api/v1/jobs/{job.pk}", **auth).json()["plan"]
+    assert plan["fits"] and plan["gpus_per_node"] == 2 and plan["peak_gb"] > 0
+    cpu = launch_data(personas, name="cpu", gpus=0)
+    assert member.post("/teams/acme/jobs/new/", cpu).status_code == 302
+    cpu_job = Job.objects.get(name="cpu")
+    assert client.get(f"/api/v1/jobs/{cpu_job.pk}", **auth).json()["plan"] is None

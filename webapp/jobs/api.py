@@ -11,7 +11,7 @@ from ninja import Status as HttpStatus
 from webapp.api.common import ApiError, team_for
 from webapp.jobs import actions
 from webapp.jobs.archive import checkpoint_response
-from webapp.jobs.configs import build_configs, teacher_problem
+from webapp.jobs.configs import build_configs, memory_plan, teacher_problem
 from webapp.jobs.models import Checkpoint, Job, Sample, Status
 from webapp.monitoring.series import metrics_payload
 from webapp.promptsets.models import PromptSet
@@ -55,6 +55,7 @@ class JobOut(Schema):
     guard_paused: bool
     final_checkpoint: int | None
     config: dict[str, Any]
+    plan: dict[str, Any] | None  # per-GPU memory (trainer.plan); null for CPU jobs
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -78,6 +79,11 @@ class JobOut(Schema):
     @staticmethod
     def resolve_final_checkpoint(obj: Job) -> int | None:
         return obj.final_checkpoint_id
+
+    @staticmethod
+    def resolve_plan(obj: Job) -> dict[str, Any] | None:
+        result = memory_plan(obj.team, obj.config, obj.gpus)
+        return result.as_dict() if result else None
 
 
 class LaunchOut(Schema):

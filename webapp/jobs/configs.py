@@ -6,7 +6,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
+
 from trainer import config as trainer_config
+from trainer import plan as trainer_plan
+from trainer.errors import BadInput
 from webapp.catalog import references
 from webapp.promptsets.models import PromptSet
 from webapp.teachers.models import TeacherEndpoint
@@ -56,7 +60,38 @@ def build_configs(
         cfg, problems = trainer_config.validate_dict(raw)
         if cfg is not None:
             problems += trainer_config.parallel_problems(cfg, gpus)
+            problems += _memory_problems(team, cfg, gpus)
         errors += [p for p in problems if p not in errors]
         if cfg is not None:
             configs[one] = trainer_config.to_dict(cfg)
     return configs, errors
+
+
+def memory_plan(team: Team, config: dict[str, Any], gpus: int) -> trainer_plan.Plan | None:
+    """The per-GPU memory plan of a GPU job (``trainer.plan``) on ``gpus`` GPUs per node
+    of ``GAD_GPU_MEMORY_GB``; None for a CPU job or a student whose shape is unknown here."""
+    if gpus <= 0:
+        return None
+    try:
+        cfg = trainer_config.from_dict(config)
+        student = references.resolve(cfg.student, team)
+        shape = trainer_plan.model_shape(student)
+    except (BadInput, references.InvalidReference, trainer_plan.UnknownModel):
+        return None
+    return trainer_plan.plan(cfg, cfg.nodes, gpus, settings.GAD_GPU_MEMORY_GB, shape=shape)
+
+
+def _memory_problems(
+    team: Team, cfg: trainer_config.TrainConfig, gpus: int
+) -> list[tuple[str, str]]:
+    result = memory_plan(team, trainer_config.to_dict(cfg), gpus)
+    if result is None or result.fits:
+        return []
+    return [
+        (
+            "gpus",
+            f"gpus: {cfg.method} does not fit in GPU memory: {result.peak_gb:.1f} GB per GPU "
+            f"of {result.gpu_memory_gb:g} GB on {result.nodes} node(s) x {gpus} GPU(s); "
+            f"{result.advice} (python -m trainer plan shows each part)",
+        )
+    ]

@@ -22,6 +22,7 @@ from django.views.decorators.http import require_POST
 
 from webapp.jobs import actions
 from webapp.jobs.archive import checkpoint_response
+from webapp.jobs.configs import memory_plan
 from webapp.jobs.forms import LaunchForm, initial_from_config
 from webapp.jobs.models import ACTIVE_STATUSES, Checkpoint, Job, Method, Sample, Status
 from webapp.monitoring import samples as sample_views
@@ -31,6 +32,7 @@ from webapp.monitoring.downsample import DEFAULT_LIMIT
 from webapp.nodes import presence
 from webapp.pages import AuthenticatedRequest
 from webapp.teams import access
+from webapp.teams import actions as team_actions
 from webapp.teams.actions import ActionError, QuotaExceeded
 
 
@@ -135,6 +137,8 @@ def job_detail(request: AuthenticatedRequest, slug: str, pk: int) -> HttpRespons
             "poll_ms": _poll_ms(),
             "sample_steps": Sample.objects.filter(job=job).values("step").distinct().count(),
             "compare_url": _compare_url(team, [job, job.pair] if job.pair else [job]),
+            "plan": memory_plan(team, job.config, job.gpus),
+            "storage_used": team_actions.storage_used(team),
         },
     )
 

@@ -1,0 +1,137 @@
+"""The memory planner: its parts add up to what a run measures, shipped configs fit, and
+a plan that does not fit names the change that would."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.trainer.conftest import write_prompts
+from trainer.config import load_config
+from trainer.plan import KNOWN, model_shape, plan
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
+
+# The peak of the process's anonymous memory (RssAnon: tensors, not the shared libraries'
+# pages, which the kernel may drop and fault back in) over a run, above where it starts.
+MEASURE = """
+import json, sys, threading, time
+import torch
+torch.set_num_threads(1)
+import peft, transformers  # loaded before the baseline: not the run's memory
+from trainer.config import from_dict
+from trainer.recipes.gad import run_gad
+
+def anon():
+    for line in open("/proc/self/status"):
+        if line.startswith("RssAnon:"):
+            return int(line.split()[1]) * 1024
+
+peak, done = [anon()], threading.Event()
+def watch():
+    while not done.is_set():
+        peak[0] = max(peak[0], anon())
+        time.sleep(0.005)
+
+base = anon()
+watcher = threading.Thread(target=watch, daemon=True)
+watcher.start()
+run_gad(from_dict(json.loads(sys.argv[1])))
+done.set()
+watcher.join()
+print(json.dumps({"peak_bytes": max(peak[0], anon()) - base}))
+"""
+
+
+@pytest.fixture(scope="module")
+def mid_model(tmp_path_factory):
+    """Big enough (24M parameters) that the model states dominate the process's memory."""
+    from trainer.tiny import build_tiny
+
+    return build_tiny(tmp_path_factory.mktemp("mid") / "model", layers=6, hidden=512, heads=8)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("lora", [None, {"r": 8, "alpha": 16}], ids=["full", "lora"])
+def test_the_plan_is_within_30_percent_of_a_measured_peak(tmp_path, mid_model, lora):
+    prompts = write_prompts(tmp_path / "prompts.jsonl", n=4)
+    cfg = {
+        "method": "gad", "student": str(mid_model), "train_file": str(prompts),
+        "output_dir": str(tmp_path / "run"), "device": "cpu", "batch_size": 2,
+        "group_size": 2, "max_prompt_tokens": 64, "max_response_tokens": 8,
+        "micro_batch_tokens": 256, "save_every": 1000, "sample_every": 1000,
+        "warmup": {"epochs": 1, "d_only_steps": 0}, "gad": {"epochs": 1, "kl_coef": 0.1},
+        "lora": lora,
+    }  # fmt: skip
+    env = {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}
+    done = subprocess.run(
+        [sys.executable, "-c", MEASURE, json.dumps(cfg)],
+        capture_output=True, text=True, env=env, cwd=ROOT, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    measured = json.loads(done.stdout.strip().splitlines()[-1])["peak_bytes"] / 1024**3
+    from trainer.config import from_dict
+
+    planned = plan(from_dict(cfg), 1, 1, 1e6, device="cpu").peak_gb
+    assert planned == pytest.approx(measured, rel=0.30), (planned, measured)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_every_shipped_config_fits_on_the_hardware_it_names(path):
+    cfg = load_config(path)
+    result = plan(cfg, gpu_memory_gb=80)
+    assert result.fits, result.table()
+    assert (cfg.nodes, cfg.gpus_per_node) == (result.nodes, result.gpus_per_node)
+
+
+def test_the_7b_and_14b_configs_run_where_the_issue_says():
+    seven = load_config(ROOT / "configs" / "gad-7b-1node.yaml")
+    assert (seven.student, seven.nodes, seven.gpus_per_node, seven.lora) == (
+        "Qwen/Qwen2.5-7B-Instruct",
+        1,
+        8,
+        None,
+    )
+    paper = load_config(ROOT / "configs" / "gad-paper.yaml")
+    assert (paper.student, paper.nodes, paper.gpus_per_node) == ("Qwen/Qwen2.5-14B-Instruct", 2, 8)
+
+
+def test_a_plan_that_does_not_fit_names_the_smallest_change():
+    paper = load_config(ROOT / "configs" / "gad-paper.yaml")
+    one_gpu = plan(paper, nodes=1, gpus_per_node=1, gpu_memory_gb=80)
+    assert not one_gpu.fits and "run on 2 node(s) of 8 GPUs" in one_gpu.advice
+    assert "does not fit: " + one_gpu.advice in one_gpu.table()
+    # Full fine-tuning of 14B holds 16 bytes a parameter for G and D: one 8-GPU node
+    # of 40 GB cannot, and the planner says what can.
+    small = plan(paper, nodes=1, gpus_per_node=8, gpu_memory_gb=40)
+    assert not small.fits and small.advice
+
+
+def test_the_shapes_give_the_models_parameter_counts():
+    """Qwen2.5-7B has 7.62B parameters, 14B 14.77B, 1.5B 1.54B (their model cards)."""
+    counts = {"Qwen/Qwen2.5-7B-Instruct": 7.62, "Qwen/Qwen2.5-14B-Instruct": 14.77,
+              "Qwen/Qwen2.5-1.5B-Instruct": 1.54}  # fmt: skip
+    for name, billions in counts.items():
+        assert model_shape(name).params() / 1e9 == pytest.approx(billions, rel=0.01), name
+    assert set(counts) <= set(KNOWN)
+
+
+def test_the_plan_cli_exits_3_when_it_does_not_fit_and_names_an_unknown_model(tmp_path):
+    argv = [sys.executable, "-m", "trainer", "plan", "--config", str(CONFIGS[0])]
+    fits = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT)
+    assert fits.returncode == 0 and fits.stdout.strip().endswith("fits")
+    too_small = subprocess.run(
+        [*argv, "--gpus-per-node", "1"], capture_output=True, text=True, cwd=ROOT
+    )
+    assert too_small.returncode == 3 and "does not fit: " in too_small.stdout
+    unknown = subprocess.run(
+        [*argv, "--set", "student=org/mystery"], capture_output=True, text=True, cwd=ROOT
+    )
+    assert unknown.returncode == 2 and "'org/mystery'" in unknown.stderr
+    as_json = subprocess.run([*argv, "--json"], capture_output=True, text=True, cwd=ROOT)
+    assert json.loads(as_json.stdout)["fits"] is True
