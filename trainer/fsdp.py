@@ -20,6 +20,7 @@ plain modules with fp32 weights and autocast, which compute the same maths.
 
 from __future__ import annotations
 
+import contextlib
 import types
 from collections.abc import Iterator
 from typing import Any, cast
@@ -103,6 +104,26 @@ def reshard(model: nn.Module | None) -> None:
     embeddings and LM head) — after generation, scoring, the reference's forwards."""
     if model is not None and is_sharded(model):
         cast(Any, model).reshard()
+
+
+@contextlib.contextmanager
+def gathered(model: nn.Module) -> Iterator[None]:
+    """Every shard group of ``model`` all-gathered once and kept whole until the block
+    ends: forwards inside then run no collectives, so ranks may generate answers of
+    different lengths independently (the hf sampler; vLLM has its own copy). Costs the
+    whole model in the compute dtype on each rank for the duration."""
+    from torch.distributed.fsdp import FSDPModule
+
+    groups = [m for m in model.modules() if isinstance(m, FSDPModule)]
+    for m in groups:
+        m.set_reshard_after_forward(False, recurse=False)
+        m.unshard()
+    try:
+        yield
+    finally:
+        for m in groups:
+            m.set_reshard_after_forward(True, recurse=False)
+            m.reshard()
 
 
 def local_norm(norm: Tensor) -> float:

@@ -135,3 +135,21 @@ def test_the_plan_cli_exits_3_when_it_does_not_fit_and_names_an_unknown_model(tm
     assert unknown.returncode == 2 and "'org/mystery'" in unknown.stderr
     as_json = subprocess.run([*argv, "--json"], capture_output=True, text=True, cwd=ROOT)
     assert json.loads(as_json.stdout)["fits"] is True
+
+
+def test_the_hardware_table_in_the_readme_and_the_docs_is_the_planners():
+    import re
+
+    from trainer.plan import hardware_table
+
+    students = ["Qwen/Qwen2.5-1.5B-Instruct", "Qwen/Qwen2.5-7B-Instruct",
+                "Qwen/Qwen2.5-14B-Instruct"]  # fmt: skip
+    table = hardware_table(
+        students,
+        [(1, 1, 80), (1, 8, 80), (2, 8, 80)],
+        load_config(ROOT / "configs" / "gad-paper.yaml"),
+    )
+    for doc in ("README.md", "docs/deployment.md"):
+        text = (ROOT / doc).read_text()
+        block = re.search(r"<!-- plan:hardware -->(.*?)<!-- /plan:hardware -->", text, re.S)
+        assert block and table in block[1], f"{doc}: regenerate the table from trainer.plan"

@@ -8,13 +8,14 @@ processes (DESIGN.md, "Reproducible at any scale").
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import nn
 
-from trainer import distributed
+from trainer import distributed, fsdp
 from trainer.models import autocast
 from trainer.rollout import Rollout, row_seeds
 from trainer.sequences import trim_at_eos
@@ -153,10 +154,13 @@ class HFRollout:
         was_training = self.model.training
         self.model.eval()
         size = self.settings.batch_size
+        # FSDP: the weights gathered once for the whole generation, not per token
+        whole = fsdp.gathered(self.model) if fsdp.is_sharded(self.model) else nullcontext()
         try:
-            for start in range(0, len(rows), size):
-                chunk = slice(start, start + size)
-                self._sample_chunk(rows[chunk], per_row[chunk], greedy, out)
+            with whole:
+                for start in range(0, len(rows), size):
+                    chunk = slice(start, start + size)
+                    self._sample_chunk(rows[chunk], per_row[chunk], greedy, out)
         finally:
             self.model.train(was_training)
         return out
@@ -180,8 +184,6 @@ class HFRollout:
                 attention_mask=mask.to(device),
                 generation_config=self._generation_config(),
                 logits_processor=LogitsProcessorList([sampler]),
-                # FSDP: every rank runs a forward per token until all ranks are done
-                synced_gpus=distributed.world().parallel,
             )
         new = gen.sequences[:, width:].tolist()
         for i, tokens in enumerate(new):
