@@ -205,6 +205,10 @@ GAD_MODEL_ROOTS = env.str_list("GAD_MODEL_ROOTS", [])
 # Memory of one GPU of the site's nodes: the launch form's memory plan (trainer.plan)
 # refuses a job whose per-GPU peak exceeds it.
 GAD_GPU_MEMORY_GB = env.number("GAD_GPU_MEMORY_GB") if env.raw("GAD_GPU_MEMORY_GB") else 80.0
+# This node's name (GPU leases, the node's own queue) and the address other nodes reach
+# it at (a multi-node job's rendezvous); default: the host name.
+GAD_NODE_NAME = env.string("GAD_NODE_NAME") or ""
+GAD_NODE_ADDR = env.string("GAD_NODE_ADDR") or ""
 # GPU indices this worker process may lease; empty means a CPU-only node.
 GAD_WORKER_GPUS = env.int_list("GAD_WORKER_GPUS", [])
 # The queue evaluations' answer generation goes to: "gpu" on a site whose GPU nodes

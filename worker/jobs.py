@@ -42,6 +42,22 @@ def run_job(self, job_id: int) -> str:
     return outcome
 
 
+@app.task(
+    name=pipeline.MEMBER_TASK,
+    soft_time_limit=JOB_SOFT_LIMIT_S,
+    time_limit=JOB_SOFT_LIMIT_S + 600,
+)
+def run_job_member(
+    job_id: int, claim: str, nodes: int, node_rank: int, addr: str, port: int
+) -> str:
+    """A member node's torchrun of a multi-node job (sent to this node's own queue by the
+    job's leading worker). Not retried: if it is lost, the leader notices the lapsed
+    leases and sends the whole job back to the queue."""
+    outcome = pipeline.run_member(job_id, claim, nodes, node_rank, addr, port)
+    log.info("job %s: %s", job_id, outcome)
+    return outcome
+
+
 @app.task(name="gad.sweep", soft_time_limit=60, time_limit=90)
 def sweep() -> dict:
     """Re-queue jobs whose worker died (stale heartbeat); resume paused jobs with quota;

@@ -40,7 +40,13 @@ def retry_later(task: Task, rows: QuerySet) -> NoReturn:
 
 
 def node_name() -> str:
-    return socket.gethostname()
+    """This node's name: ``GAD_NODE_NAME``, else the host name (GPU leases are per node)."""
+    return settings.GAD_NODE_NAME or socket.gethostname()
+
+
+def node_queue(node: str) -> str:
+    """The queue only the workers of ``node`` consume (the members of a multi-node job)."""
+    return f"node.{node}"
 
 
 def _of(holder: Holder) -> dict:
@@ -72,10 +78,56 @@ def acquire(holder: Holder, gpus: list[int], count: int) -> list[GpuLease] | Non
         return None  # another worker took one of them at the same moment
 
 
-def renew(holder: Holder) -> None:
-    GpuLease.objects.filter(node=node_name(), **_of(holder)).update(
+def acquire_gang(job: Job, nodes: int, per_node: int) -> list[GpuLease] | None:
+    """All or nothing: ``per_node`` free GPUs on each of ``nodes`` live nodes, this node
+    first (its worker leads the job), or no lease at all — a partial gang never holds
+    GPUs while it waits. Other nodes' GPUs are the ones their workers report."""
+    from webapp.nodes import presence
+
+    here = node_name()
+    offered: dict[str, set[int]] = {here: set(settings.GAD_WORKER_GPUS)}
+    for worker in presence.live_workers():
+        if worker.node != here:
+            offered.setdefault(worker.node, set()).update(worker.gpus or [])
+    now = timezone.now()
+    try:
+        with transaction.atomic():
+            GpuLease.objects.filter(expires_at__lt=now).delete()  # dead holders
+            held: dict[str, set[int]] = {}
+            for node, gpu in GpuLease.objects.select_for_update().values_list("node", "gpu_index"):
+                held.setdefault(node, set()).add(gpu)
+            free = {n: sorted(g - held.get(n, set())) for n, g in offered.items()}
+            if len(free[here]) < per_node:
+                return None
+            others = sorted(n for n in free if n != here and len(free[n]) >= per_node)
+            if len(others) < nodes - 1:
+                return None
+            until = now + timedelta(seconds=LEASE_S)
+            return GpuLease.objects.bulk_create(
+                GpuLease(node=node, gpu_index=g, expires_at=until, job=job)
+                for node in [here, *others[: nodes - 1]]
+                for g in free[node][:per_node]
+            )
+    except IntegrityError:
+        return None  # another worker took one of them at the same moment
+
+
+def renew(holder: Holder, node: str | None = None) -> None:
+    """Renew the holder's leases on this node (``node``: that node's)."""
+    GpuLease.objects.filter(node=node or node_name(), **_of(holder)).update(
         expires_at=timezone.now() + timedelta(seconds=LEASE_S)
     )
+
+
+def lapsed_nodes(job: Job, nodes: list[str]) -> list[str]:
+    """The gang's nodes whose worker stopped renewing its leases (it died, or its node)."""
+    now = timezone.now()
+    alive = set(
+        GpuLease.objects.filter(job=job, node__in=nodes, expires_at__gte=now).values_list(
+            "node", flat=True
+        )
+    )
+    return [n for n in nodes if n not in alive]
 
 
 def release(rows: list[GpuLease]) -> None:

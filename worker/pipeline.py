@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
+import socket
 import threading
 import time
 import traceback
@@ -40,6 +40,7 @@ from worker.ingest import RunIngest, forget_after
 from worker.leases import NoGpu
 from worker.paid import paid_call
 from worker.runner import (
+    Rendezvous,
     TrainerProcess,
     bad_input_message,
     generate_argv,
@@ -53,6 +54,7 @@ from worker.runner import (
 
 log = logging.getLogger(__name__)
 
+MEMBER_TASK = "gad.run_job_member"
 HEARTBEAT_S = 3.0
 POLL_S = 2.0
 GRACE_S = 120.0  # after SIGTERM the trainer may finish its step and save before SIGKILL
@@ -68,6 +70,11 @@ class Cancelled(Exception):
 
 class Paused(Exception):
     pass
+
+
+class GangLost(Exception):
+    """A node of a multi-node job stopped (its worker or the node died, or it never
+    joined): the job goes back to the queue and resumes from its last checkpoint."""
 
 
 class GuardTripped(Exception):
@@ -117,7 +124,13 @@ def run(job_id: int) -> str:
     job = Job.objects.filter(pk=job_id).first()
     if job is None or job.status not in actions.ACTIVE_STATUSES:
         return "ended already"
-    no_node = presence.gpu_problem(job.gpus)
+    nodes = job_nodes(job)
+    # This node counts even before its worker's first report reached the database.
+    here_suffices = nodes == 1 and len(settings.GAD_WORKER_GPUS) >= job.gpus
+    no_node = None if here_suffices else presence.gpu_problem(job.gpus, nodes)
+    if no_node and nodes > 1:
+        # The launch found the nodes; some worker is away (restarting, not up yet): wait.
+        raise NoGpu(f"job {job.pk}: {no_node.removeprefix('gpus: ')}")
     if no_node:
         # No live node has that many GPUs: waiting would be forever.
         claimed = actions.claim(job_id, worker_name(), settings.GAD_HEARTBEAT_STALE_S)
@@ -126,13 +139,15 @@ def run(job_id: int) -> str:
                 claimed, Status.FAILED, error="This job" + no_node.removeprefix("gpus: this job")
             )
         return "no node has the GPUs"
-    held = _lease_gpus(job)
-    devices = [lease.gpu_index for lease in held]
+    held = _lease_gpus(job, nodes)
+    here = leases.node_name()
+    devices = [lease.gpu_index for lease in held if lease.node == here]
+    gang = Gang.of(held, here)
     job = actions.claim(job_id, worker_name(), settings.GAD_HEARTBEAT_STALE_S)
     if job is None:
         leases.release(held)
         return "claimed by another worker, or cancelled"
-    beat = Heartbeat(job, gpus=len(devices))
+    beat = Heartbeat(job, gpus=len(held))
     beat.start()
     space = workspace(job)
     unexpected = None
@@ -140,7 +155,7 @@ def run(job_id: int) -> str:
         try:
             collect_answers(job, beat)
             export_prompts(job, space)
-            train(job, space, devices, beat)
+            train(job, space, devices, beat, gang)
             evaluate(job, space, devices, beat)
             status, error, outcome = Status.SUCCEEDED, "", "succeeded"
         except Cancelled:
@@ -148,6 +163,11 @@ def run(job_id: int) -> str:
         except Paused as paused:
             actions.pause(job, str(paused))
             return "paused"
+        except GangLost as lost:
+            log.warning("job %s: %s; back to the queue", job.pk, lost)
+            if actions.requeue(job, str(lost), settings.GAD_JOB_MAX_ATTEMPTS):
+                return "requeued: a node of its gang was lost"
+            return "failed: its gang was lost too many times"
         except GuardTripped as tripped:
             if tripped.decision.action == "pause":
                 actions.guard_pause(job, tripped.decision.message)
@@ -167,13 +187,57 @@ def run(job_id: int) -> str:
         leases.release(held)
 
 
-def _lease_gpus(job: Job) -> list[GpuLease]:
+def job_nodes(job: Job) -> int:
+    """The nodes a GPU job spans (its config's ``nodes``); a CPU job runs on one."""
+    return max(1, int(job.config.get("nodes") or 1)) if job.gpus > 0 else 1
+
+
+def _lease_gpus(job: Job, nodes: int) -> list[GpuLease]:
     if job.gpus == 0:
         return []
+    if nodes > 1:
+        held = leases.acquire_gang(job, nodes, job.gpus)
+        if held is None:
+            raise NoGpu(
+                f"job {job.pk} needs {job.gpus} free GPU(s) on each of {nodes} nodes, this "
+                "one among them; not all are free (none is held while it waits)"
+            )
+        return held
     held = leases.acquire(job, settings.GAD_WORKER_GPUS, job.gpus)
     if held is None:
         raise NoGpu(f"job {job.pk} needs {job.gpus} GPU(s); this node has none free")
     return held
+
+
+@dataclass(frozen=True)
+class Gang:
+    """The other nodes of a multi-node job (empty for one node), in node-rank order."""
+
+    members: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, held: list[GpuLease], here: str) -> Gang:
+        return cls(tuple(sorted({lease.node for lease in held} - {here})))
+
+    @property
+    def nodes(self) -> int:
+        return len(self.members) + 1
+
+    def start(self, job: Job, space: Workspace, gpus: int) -> Rendezvous:
+        """Send each member node its part of the job; return node 0's rendezvous."""
+        from webapp.celery import app
+
+        addr = settings.GAD_NODE_ADDR or socket.gethostbyname(socket.gethostname())
+        with socket.socket() as probe:  # a free port for rank 0's store
+            probe.bind(("", 0))
+            port = probe.getsockname()[1]
+        for rank, node in enumerate(self.members, start=1):
+            app.send_task(
+                MEMBER_TASK,
+                args=[job.pk, job.worker, self.nodes, rank, addr, port],
+                queue=leases.node_queue(node),
+            )
+        return Rendezvous(self.nodes, 0, addr, port)
 
 
 class Heartbeat:
@@ -364,12 +428,17 @@ def write_config(job: Job, space: Workspace) -> None:
 
 
 def resume_step(run_dir: Path) -> int:
-    root = run_dir / "checkpoints"
-    steps = [int(m[1]) for p in root.glob("step-*") if (m := re.fullmatch(r"step-(\d+)", p.name))]
-    return max(steps, default=0)
+    """The step the trainer resumes from (``resume: auto``): its latest checkpoint that
+    retention kept resumable."""
+    from trainer.checkpoint import latest_checkpoint
+
+    latest = latest_checkpoint(run_dir)
+    return int(latest.name.removeprefix("step-")) if latest is not None else 0
 
 
-def train(job: Job, space: Workspace, devices: list[int], beat: Heartbeat) -> None:
+def train(
+    job: Job, space: Workspace, devices: list[int], beat: Heartbeat, gang: Gang = Gang()
+) -> None:
     write_config(job, space)
     start = resume_step(space.run_dir)
     # Records past the checkpoint this attempt resumes from are replayed by the trainer:
@@ -378,9 +447,11 @@ def train(job: Job, space: Workspace, devices: list[int], beat: Heartbeat) -> No
     forget_after(job, start)
     actions.advance(job, Status.TRAINING, stage=job.stage or "starting", step=start)
     env = trainer_env(",".join(map(str, devices)))
-    argv = trainer_argv(space.config, len(devices))
-    proc = TrainerProcess(argv, space.root, space.log, env, launcher=len(devices) > 1)
-    watch = TrainingWatch(job, proc, RunIngest(job, space.run_dir), beat)
+    rendezvous = gang.start(job, space, len(devices)) if gang.members else None
+    argv = trainer_argv(space.config, len(devices), rendezvous)
+    launcher = len(devices) > 1 or rendezvous is not None
+    proc = TrainerProcess(argv, space.root, space.log, env, launcher=launcher)
+    watch = TrainingWatch(job, proc, RunIngest(job, space.run_dir), beat, gang)
     try:
         with beat.gpu_time():
             code = proc.watch(watch.tick, POLL_S)
@@ -389,10 +460,16 @@ def train(job: Job, space: Workspace, devices: list[int], beat: Heartbeat) -> No
     watch.report()
     if watch.tripped is not None:
         raise GuardTripped(watch.tripped)
+    if watch.gang_lost:
+        raise GangLost(watch.gang_lost)
     beat.check()  # cancelled, or the GPU-hours ran out: the trainer stopped after saving
     if code == 2 or (code == 1 and proc.launcher and has_bad_input(space.log)):
         # torchrun exits 1 when a rank exits 2 (bad input): the rank's message is the point.
         raise JobFailed(bad_input_message(space.log))
+    if code != 0 and gang.members:
+        # A member's ranks died (a collective failed on this node first): the gang is
+        # broken, not the job. Bounded by GAD_JOB_MAX_ATTEMPTS like a lost worker.
+        raise GangLost(f"the trainer exited with status {code} on a {gang.nodes}-node gang")
     if code != 0:
         raise JobFailed(
             f"The trainer exited with status {code}. Its last lines:\n{log_tail(space.log)}"
@@ -404,14 +481,29 @@ class TrainingWatch:
     checkpoints, report progress with the heartbeat, run the health guard, and stop
     the trainer (gracefully: it saves first) on a cancel or a tripped guard."""
 
-    def __init__(self, job: Job, proc: TrainerProcess, ingest: RunIngest, beat: Heartbeat):
-        self.job, self.proc, self.ingest, self.beat = job, proc, ingest, beat
+    def __init__(
+        self,
+        job: Job,
+        proc: TrainerProcess,
+        ingest: RunIngest,
+        beat: Heartbeat,
+        gang: Gang = Gang(),
+    ):
+        self.job, self.proc, self.ingest, self.beat, self.gang = job, proc, ingest, beat, gang
+        self.gang_lost = ""
         self.step_times: list[tuple[float, int]] = []
         self.tripped: health_guard.Decision | None = None
         self.next_check = time.monotonic() + settings.GAD_GUARD_CHECK_S
 
     def tick(self) -> None:
         close_old_connections()
+        lapsed = leases.lapsed_nodes(self.job, list(self.gang.members)) if self.gang.members else []
+        if lapsed and not self.gang_lost:
+            # Its ranks are stuck in a collective with the lost ones: no graceful stop.
+            self.gang_lost = f"node(s) {', '.join(lapsed)} of the job stopped answering"
+            log.warning("job %s: %s; stopping its trainer", self.job.pk, self.gang_lost)
+            self.proc.kill()
+            return
         saved = len(self.ingest.known_steps)
         self.ingest.poll()
         if len(self.ingest.known_steps) != saved:  # a new checkpoint: is storage full?
@@ -451,6 +543,34 @@ def _eta(points: list[tuple[float, int]], total: int | None) -> int | None:
         return None
     rate = (points[-1][1] - points[0][1]) / (points[-1][0] - points[0][0])
     return max(0, round((total - points[-1][1]) / rate))
+
+
+def run_member(job_id: int, claim: str, nodes: int, node_rank: int, addr: str, port: int) -> str:
+    """This node's part of a multi-node job whose leading worker (``claim``) leased GPUs
+    here: its torchrun joins the rendezvous, and runs while the leader's claim holds.
+    Renewing this node's leases is how the leader knows this node is alive."""
+    here = leases.node_name()
+    job = Job.objects.filter(pk=job_id, worker=claim, status__in=actions.ACTIVE_STATUSES).first()
+    held = list(GpuLease.objects.filter(job_id=job_id, node=here))
+    if job is None or not held:
+        return "the gang has moved on"
+    leases.renew(job)  # check in at once: the leader gives up on nodes that do not
+    space = workspace(job)
+    devices = sorted(lease.gpu_index for lease in held)
+    argv = trainer_argv(space.config, len(devices), Rendezvous(nodes, node_rank, addr, port))
+    env = trainer_env(",".join(map(str, devices)))
+    log_path = space.root / f"train-node{node_rank}-{here}.log"
+    proc = TrainerProcess(argv, space.root, log_path, env, launcher=True)
+
+    def tick() -> None:
+        close_old_connections()
+        leases.renew(job)
+        row = Job.objects.filter(pk=job_id).values("worker", "status").first()
+        if row is None or row["worker"] != claim or row["status"] not in actions.ACTIVE_STATUSES:
+            proc.kill()  # the leader ended this attempt (or lost its claim)
+
+    code = proc.watch(tick, POLL_S)
+    return f"node {node_rank} of job {job_id}: torchrun exited with status {code}"
 
 
 # ----------------------------------------------------------------------------- evaluating

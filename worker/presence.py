@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from celery.signals import worker_ready, worker_shutdown
+from celery.signals import celeryd_after_setup, worker_ready, worker_shutdown
 from django.conf import settings
 from django.db import close_old_connections, connection
 
@@ -23,6 +23,16 @@ def _queues(consumer) -> list[str]:
         return sorted(q.name for q in consumer.task_consumer.queues)
     except AttributeError:  # no task consumer (a worker started without queues)
         return []
+
+
+@celeryd_after_setup.connect
+def _consume_the_node_queue(sender=None, instance=None, **kwargs) -> None:
+    """Every worker also consumes its node's own queue, whatever its ``-Q``: the leading
+    worker of a multi-node job sends each member node its part there."""
+    if instance is not None:
+        # Its own exchange, as the queue a sender creates from the name alone.
+        queue = leases.node_queue(leases.node_name())
+        instance.app.amqp.queues.select_add(queue, exchange=queue, routing_key=queue)
 
 
 @worker_ready.connect

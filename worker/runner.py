@@ -17,6 +17,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 LOG_TAIL_LINES = 200
@@ -212,15 +213,35 @@ def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     return "\n".join(kept)
 
 
-def trainer_argv(config_path: Path, gpus: int) -> list[str]:
-    """`python -m trainer run` for the job's config; with k > 1 GPUs, k data-parallel
-    processes under torchrun (trainer.distributed), one per leased GPU.
+@dataclass(frozen=True)
+class Rendezvous:
+    """Where the torchruns of a multi-node job meet: node 0 (the leading worker's) hosts
+    the store at ``addr:port``; ``node_rank`` is this node's place."""
+
+    nodes: int
+    node_rank: int
+    addr: str
+    port: int
+
+
+def trainer_argv(config_path: Path, gpus: int, rendezvous: Rendezvous | None = None) -> list[str]:
+    """`python -m trainer run` for the job's config; with k > 1 GPUs, k processes under
+    torchrun (trainer.distributed, FSDP2), one per leased GPU; on several nodes, one
+    torchrun per node, all meeting at ``rendezvous``.
 
     torchrun rather than `accelerate launch`: the same elastic launcher underneath, with
     no accelerate config file to write per job; ``--standalone`` picks a free rendezvous
-    port, so jobs sharing a node do not collide.
+    port, so jobs sharing a node do not collide. Across nodes the rendezvous is static
+    (``--node-rank``): rank 0, which writes the metrics and logs the progress, is then
+    always on the leading worker's node.
     """
     run = ["-m", "trainer", "run", "--config", str(config_path)]
+    if rendezvous is not None:
+        r = rendezvous
+        launch = ["-m", "torch.distributed.run", "--nnodes", str(r.nodes),
+                  "--node-rank", str(r.node_rank), "--nproc-per-node", str(gpus),
+                  "--master-addr", r.addr, "--master-port", str(r.port)]  # fmt: skip
+        return [sys.executable, *launch, *run]
     if gpus <= 1:
         return [sys.executable, *run]
     launch = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(gpus)]

@@ -292,3 +292,39 @@ def test_health_guard_stops_or_pauses_a_job_when_an_alarm_fires(
     assert "by the health guard" in message and "answers running away" in message
     assert job.guard_paused == (ends == "paused")
     assert Checkpoint.objects.filter(job=job).exists()  # SIGTERM: saved before stopping
+
+
+def test_a_lora_job_offers_the_merged_model_and_the_adapter(workers, team, tiny_student, client):
+    """LoRA jobs export a merged student (what evaluation loads) and the adapter alone;
+    both download, from the page and the API. Marking a checkpoint final keeps its
+    weights through retention (a KEEP file)."""
+    from pathlib import Path
+
+    from webapp.teams.actions import create_api_token
+
+    lora = {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]}
+    job = launch(team, tiny_student, method="seqkd", lora=lora)
+    workers.start("cpu")
+    wait_for(lambda: status(job) in ("succeeded", "failed"), 180, "the job", workers.logs)
+    assert job.status == "succeeded", job.error
+    checkpoint = Checkpoint.objects.filter(job=job).order_by("-step").first()
+    _assert_downloads_and_loads(job, checkpoint)  # the merged model, a plain HF model
+    owner = team.memberships.get().user
+    client.force_login(owner)
+    page = client.get(f"/teams/lab/jobs/{job.pk}/").content.decode()
+    assert 'data-testid="adapter-download"' in page and "LoRA merged" in page
+    response = client.get(f"/teams/lab/checkpoints/{checkpoint.pk}/download/?part=adapter")
+    data = b"".join(response.streaming_content)
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        names = tar.getnames()
+    assert any(n.endswith("adapter_config.json") for n in names)
+    assert any(n.endswith("adapter_model.safetensors") for n in names)
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {create_api_token(owner, 't')[1]}"}
+    api = client.get(f"/api/v1/checkpoints/{checkpoint.pk}/download?part=adapter", **auth)
+    assert api.status_code == 200
+    assert (
+        client.get(f"/api/v1/checkpoints/{checkpoint.pk}/download?part=x", **auth).status_code
+        == 422
+    )
+    client.post(f"/teams/lab/checkpoints/{checkpoint.pk}/final/")
+    assert (Path(checkpoint.path).parent / "KEEP").exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
+from pathlib import Path
 
 from django.db import transaction
 from django.db.models import F
@@ -55,7 +56,10 @@ def launch(team, user, request: LaunchRequest) -> list[Job]:
                 else ""
             )
         )
-    no_node = presence.gpu_problem(request.gpus)
+    nodes = (
+        max(int(c.get("nodes") or 1) for c in request.configs.values()) if request.configs else 1
+    )
+    no_node = presence.gpu_problem(request.gpus, nodes)
     if no_node:
         raise team_actions.ActionError(no_node)
     with transaction.atomic():
@@ -122,7 +126,12 @@ def cancel(job: Job) -> Job:
 
 
 def mark_final(checkpoint: Checkpoint) -> None:
+    """The job's model of choice; its weights are marked to survive retention
+    (``keep_weights: final_and_marked``, trainer.checkpoint.prune)."""
     Job.objects.filter(pk=checkpoint.job_id).update(final_checkpoint=checkpoint)
+    step_dir = Path(checkpoint.path).parent
+    if step_dir.is_dir():
+        (step_dir / "KEEP").write_text("marked final on the job page\n")
 
 
 def record_download(checkpoint: Checkpoint, user) -> Download:
@@ -225,6 +234,21 @@ def pause(job: Job, reason: str) -> bool:
             status=Status.PAUSED, worker="", heartbeat_at=None, log_tail=reason
         )
     )
+
+
+def requeue(job: Job, reason: str, max_attempts: int) -> bool:
+    """This attempt cannot go on (a node of its gang was lost): back to the queue to
+    resume from the last checkpoint, possibly elsewhere; failed after ``max_attempts``.
+    Returns whether it was queued again."""
+    if job.attempts >= max_attempts:
+        finish(job, Status.FAILED, error=f"{reason}; gave up after {job.attempts} attempts")
+        return False
+    queued = Job.objects.filter(pk=job.pk, worker=job.worker, status__in=ACTIVE_STATUSES).update(
+        status=Status.QUEUED, worker="", heartbeat_at=None, log_tail=reason
+    )
+    if queued:
+        transaction.on_commit(partial(enqueue, job))
+    return bool(queued)
 
 
 def guard_pause(job: Job, reason: str) -> bool:

@@ -220,10 +220,14 @@ def job_checkpoints(request, job_id: int):
 
 
 @router.get("/checkpoints/{int:checkpoint_id}/download", summary="Streamed tar of the HF directory")
-def download_checkpoint(request, checkpoint_id: int):
-    response = checkpoint_response(_checkpoint(request, checkpoint_id), request.user)
+def download_checkpoint(request, checkpoint_id: int, part: str = "model"):
+    """``part=adapter``: a LoRA job's adapter alone (peft format) instead of the merged model."""
+    if part not in ("model", "adapter"):
+        raise ApiError(422, f"part: 'model' or 'adapter' (got {part!r})")
+    response = checkpoint_response(_checkpoint(request, checkpoint_id), request.user, part)
     if response is None:
-        raise ApiError(404, "The checkpoint's files are no longer on the data volume.")
+        what = "adapter" if part == "adapter" else "files"
+        raise ApiError(404, f"The checkpoint's {what} are not on the data volume.")
     return response
 
 

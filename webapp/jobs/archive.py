@@ -72,16 +72,27 @@ class TarStream:
         yield b"\0" * (2 * BLOCK)
 
 
-def checkpoint_response(checkpoint, user):
-    """The streamed download of a checkpoint's HF directory, recorded; None if it is gone."""
+ADAPTER_DIR = "student-adapter"  # next to a LoRA job's merged student (trainer.checkpoint)
+
+
+def adapter_dir(checkpoint) -> Path | None:
+    """A LoRA checkpoint's adapter directory (peft format), if it has one."""
+    directory = Path(checkpoint.path).parent / ADAPTER_DIR
+    return directory if (directory / "adapter_config.json").is_file() else None
+
+
+def checkpoint_response(checkpoint, user, part: str = "model"):
+    """The streamed download of a checkpoint's HF directory (``part`` "adapter": a LoRA
+    job's adapter alone), recorded; None if it is gone."""
     from django.http import StreamingHttpResponse
 
     from webapp.jobs.actions import record_download
 
-    directory = Path(checkpoint.path)
-    if not directory.is_dir():
+    directory = Path(checkpoint.path) if part != "adapter" else adapter_dir(checkpoint)
+    if directory is None or not directory.is_dir():
         return None
-    prefix = f"job{checkpoint.job_id}-step-{checkpoint.step}"
+    suffix = "-adapter" if part == "adapter" else ""
+    prefix = f"job{checkpoint.job_id}-step-{checkpoint.step}{suffix}"
     stream = TarStream(directory, prefix)
     record_download(checkpoint, user)
     response = StreamingHttpResponse(iter(stream), content_type="application/x-tar")

@@ -21,7 +21,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from webapp.jobs import actions
-from webapp.jobs.archive import checkpoint_response
+from webapp.jobs.archive import adapter_dir, checkpoint_response
 from webapp.jobs.configs import memory_plan
 from webapp.jobs.forms import LaunchForm, initial_from_config
 from webapp.jobs.models import ACTIVE_STATUSES, Checkpoint, Job, Method, Sample, Status
@@ -129,7 +129,9 @@ def job_detail(request: AuthenticatedRequest, slug: str, pk: int) -> HttpRespons
             "job": job,
             "active": job.status in ACTIVE_STATUSES,
             "config_yaml": yaml.safe_dump(job.config, sort_keys=False),
-            "checkpoints": job.checkpoints.order_by("-step"),
+            "checkpoints": [
+                (c, adapter_dir(c) is not None) for c in job.checkpoints.order_by("-step")
+            ],
             "progress": round(100 * job.step / job.total_steps) if job.total_steps else 0,
             "alarms": monitor.job_alarms(job),
             "state": monitor.job_state(job),
@@ -179,7 +181,8 @@ def _checkpoint(request: AuthenticatedRequest, slug: str, pk: int) -> Checkpoint
 
 @login_required
 def checkpoint_download(request: AuthenticatedRequest, slug: str, pk: int) -> StreamingHttpResponse:
-    response = checkpoint_response(_checkpoint(request, slug, pk), request.user)
+    part = "adapter" if request.GET.get("part") == "adapter" else "model"
+    response = checkpoint_response(_checkpoint(request, slug, pk), request.user, part)
     if response is None:
         raise Http404("The checkpoint's files are no longer on the data volume.")
     return response

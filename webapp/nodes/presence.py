@@ -35,15 +35,22 @@ def most_gpus() -> int:
     return max(gpus_by_node().values(), default=0)
 
 
-def gpu_problem(gpus: int) -> str | None:
-    """Why a job asking for ``gpus`` GPUs could not run on any live node (None: some
-    node could)."""
+def gpu_problem(gpus: int, nodes_wanted: int = 1) -> str | None:
+    """Why a job asking for ``gpus`` GPUs on each of ``nodes_wanted`` nodes could not run
+    on the live nodes (None: they could)."""
     if gpus <= 0:
         return None
     nodes = gpus_by_node()
     most = max(nodes.values(), default=0)
-    if most >= gpus:
+    big_enough = sum(1 for count in nodes.values() if count >= gpus)
+    if big_enough >= nodes_wanted:
         return None
+    if most >= gpus:
+        return (
+            f"gpus: this job needs {gpus} GPU(s) on each of {nodes_wanted} nodes and "
+            f"{big_enough} live node(s) have that many; lower nodes, or start workers on "
+            "more nodes"
+        )
     if not any(nodes.values()):
         return (
             f"gpus: this job needs {gpus} GPU(s) and no GPU worker is running on this site; "
