@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from trainer import distributed  # noqa: E402
-from trainer.config import from_dict  # noqa: E402
+from trainer.config import from_dict, to_dict  # noqa: E402
 from trainer.plan import KNOWN, Shape, estimate  # noqa: E402
 
 SHAPES = {"0.5b": "Qwen/Qwen2.5-0.5B-Instruct", "1.5b": "Qwen/Qwen2.5-1.5B-Instruct",
@@ -83,12 +83,66 @@ def sync() -> None:
         torch.cuda.synchronize()
 
 
-def main() -> None:
+def phase(cfg, shape, world, gpu_gb, steps, batch, kind, params, peak) -> dict:
+    """Time ``steps`` steps of one phase (after the planner says it fits); its peak GPU
+    memory against the planner's estimate."""
     from trainer.models import response_logprobs
     from trainer.recipes.gad import adversarial_step, start_adversarial_stage
     from trainer.recipes.seqkd import seqkd_step
     from trainer.recipes.setup import build_run
     from trainer.sequences import pack
+
+    planned = estimate(cfg, shape, 1, world, gpu_gb or 80.0)
+    out: dict = {f"{kind}_planned_gb": planned.peak_gb}
+    if not planned.fits:
+        out[f"{kind}_skipped"] = f"does not fit: {planned.advice}"
+        return out
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    run, _ = build_run(cfg, None, with_disc=kind == "gad")
+    if kind == "gad":
+        start_adversarial_stage(run)
+    times, tokens, rollout_s, sampled = [], [], [], []
+    for i in range(steps):
+        b = distributed.share(run.examples[i * batch : (i + 1) * batch])
+        sync()
+        t0 = time.perf_counter()
+        rec = adversarial_step(run, b) if kind == "gad" else seqkd_step(run, b)
+        sync()
+        times.append(time.perf_counter() - t0)
+        run.step += 1
+        local = sum(len(e.prompt_ids) + len(e.teacher_ids or []) for e in b)
+        tokens.append(distributed.all_sum(torch.tensor(float(rec.get("_tokens", local)))).item())
+        if kind == "gad":
+            rollout_s.append(rec["perf/rollout_s"])
+            sampled.append(rec["len/student_mean"] * batch * cfg.group_size)
+    k = slice(1, None) if steps > 1 else slice(None)  # the first step pays warm-up costs
+    out[f"{kind}_step_s"] = statistics.median(times[k])
+    out[f"{kind}_tokens_per_s"] = sum(tokens[k]) / sum(times[k])
+    if kind == "sft":  # 6 x params FLOPs a token (forward + backward), attention left out
+        out["update_mfu"] = 6 * params * sum(tokens[k]) / sum(times[k]) / (peak * world)
+    else:
+        out["rollout_tokens_per_s"] = sum(sampled[k]) / sum(rollout_s[k])
+    if torch.cuda.is_available():
+        out[f"{kind}_peak_gb"] = torch.cuda.max_memory_allocated() / 2**30
+    if kind == "gad" and cfg.rollout.backend == "vllm":
+        answers = run.rollout.sample([e.prompt_ids for e in b], 1)
+        with torch.no_grad():
+            mb = pack([e.prompt_ids for e in b], answers.responses, run.tokenizer.pad_token_id)
+            logp, _ = response_logprobs(run.student, mb.to(run.device))
+        out["vllm_logprob_gap"] = max(
+            abs(float(logp[r, t]) - lp)
+            for r, lps in enumerate(answers.logprobs or [])
+            for t, lp in enumerate(lps)
+        )
+    del run
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return out
+
+
+def main() -> None:
 
     tiny = os.environ.get("SMOKE_TINY") == "1"
     steps, world = env_int("STEPS", 3), env_int("WORLD_SIZE", 1)
@@ -119,79 +173,47 @@ def main() -> None:
                         "generation_batch_size": batch * group // world},
             "resume": "never",
         }  # fmt: skip
-        if torch.cuda.is_available():
-            torch.cuda.reset_peak_memory_stats()
-        # Update phase: SeqKD steps are SFT updates alone.
+        row: dict = {"shape": label, "params_b": params / 1e9, "gpus": world}
+        # Update phase: SeqKD steps are SFT updates alone (full fine-tune).
         cfg = from_dict(common | {"method": "seqkd", "output_dir": str(work / f"{label}-sft")})
-        run, _ = build_run(cfg, None, with_disc=False)
-        sft_times, sft_tokens = [], []
-        for i in range(steps):
-            b = distributed.share(run.examples[i * batch : (i + 1) * batch])
-            sync()
-            t0 = time.perf_counter()
-            seqkd_step(run, b)
-            sync()
-            sft_times.append(time.perf_counter() - t0)
-            run.step += 1
-            local = sum(len(e.prompt_ids) + len(e.teacher_ids or []) for e in b)
-            sft_tokens.append(distributed.all_sum(torch.tensor(float(local))).item())
-        del run
-        # The adversarial step: rollout, scoring, D and G updates.
+        row |= phase(cfg, shape, world, gpu_gb, steps, batch, "sft", params, peak)
+        # The adversarial step: rollout, scoring, D and G updates; LoRA where the full
+        # fine-tune of G and D does not fit these GPUs (the planner decides).
         cfg = from_dict(common | {"method": "gad", "output_dir": str(work / f"{label}-gad")})
-        run, _ = build_run(cfg, None, with_disc=True)
-        start_adversarial_stage(run)
-        times, tokens, rollout_s, sampled = [], [], [], []
-        for i in range(steps):
-            b = distributed.share(run.examples[i * batch : (i + 1) * batch])
-            sync()
-            t0 = time.perf_counter()
-            rec = adversarial_step(run, b)
-            sync()
-            times.append(time.perf_counter() - t0)
-            run.step += 1
-            tokens.append(distributed.all_sum(torch.tensor(float(rec["_tokens"]))).item())
-            rollout_s.append(rec["perf/rollout_s"])
-            sampled.append(rec["len/student_mean"] * batch * group)
-        gap = float("nan")
-        if cfg.rollout.backend == "vllm":
-            out = run.rollout.sample([e.prompt_ids for e in b], 1)
-            with torch.no_grad():
-                mb = pack([e.prompt_ids for e in b], out.responses, run.tokenizer.pad_token_id)
-                logp, _ = response_logprobs(run.student, mb.to(run.device))
-            gap = max(
-                abs(float(logp[r, t]) - lp)
-                for r, lps in enumerate(out.logprobs or [])
-                for t, lp in enumerate(lps)
-            )
-        mem = (
-            torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else float("nan")
-        )
-        planned = estimate(cfg, shape, 1, world, gpu_gb or 80.0).peak_gb
-        k = slice(1, None) if steps > 1 else slice(None)  # the first step pays warm-up costs
-        mfu = 6 * params * sum(sft_tokens[k]) / sum(sft_times[k]) / (peak * world)
-        rows.append({
-            "shape": label, "params_b": params / 1e9, "gpus": world,
-            "gad_step_s": statistics.median(times[k]),
-            "tokens_per_s": sum(tokens[k]) / sum(times[k]),
-            "update_mfu": mfu, "rollout_tokens_per_s": sum(sampled[k]) / sum(rollout_s[k]),
-            "peak_gb": mem, "planned_gb": planned, "vllm_logprob_gap": gap,
-        })  # fmt: skip
-        del run
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        if not estimate(cfg, shape, 1, world, gpu_gb or 80.0).fits:
+            cfg = from_dict(to_dict(cfg) | {"lora": {"r": 16, "alpha": 32}})
+            row["gad_lora"] = True
+        row |= phase(cfg, shape, world, gpu_gb, steps, batch, "gad", params, peak)
+        rows.append(row)
     if distributed.world().main:
         dev = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
         print(f"\nFSDP2 on {world} x {dev}; {batch} prompts x {group} samples, <= {resp} tokens")
-        print(
-            "| shape | params | GAD step | tokens/s | update MFU | rollout tok/s | peak GB | planned GB | vLLM logp gap |"
-        )
-        print("|---|---|---|---|---|---|---|---|---|")
+        head = ["shape", "params", "SFT step", "update MFU", "SFT peak / planned GB",
+                "GAD step", "GAD tokens/s", "rollout tok/s", "GAD peak / planned GB",
+                "vLLM logp gap"]  # fmt: skip
+        print("| " + " | ".join(head) + " |")
+        print("|" + "---|" * len(head))
         for r in rows:
-            print(f"| {r['shape']} | {r['params_b']:.2f}B | {r['gad_step_s']:.2f} s | "
-                  f"{r['tokens_per_s']:,.0f} | {100 * r['update_mfu']:.1f}% | "
-                  f"{r['rollout_tokens_per_s']:,.0f} | {r['peak_gb']:.1f} | {r['planned_gb']:.1f} | "
-                  f"{r['vllm_logprob_gap']:.3g} |")  # fmt: skip
+            print("| " + " | ".join(_cells(r)) + " |")
         (work / "results.json").write_text(json.dumps(rows, indent=2))
+
+
+def _cells(r: dict) -> list[str]:
+    def num(key: str, fmt: str) -> str:
+        return format(r[key], fmt) if key in r else "-"
+
+    def mem(kind: str) -> str:
+        if f"{kind}_skipped" in r:
+            return f"skipped ({r[f'{kind}_planned_gb']:.0f} GB planned: {r[f'{kind}_skipped']})"
+        return f"{num(f'{kind}_peak_gb', '.1f')} / {r[f'{kind}_planned_gb']:.1f}"
+
+    gad = " (LoRA)" if r.get("gad_lora") else ""
+    mfu = f"{100 * r['update_mfu']:.1f}%" if "update_mfu" in r else "-"
+    return [
+        r["shape"], f"{r['params_b']:.2f}B", num("sft_step_s", ".2f"), mfu, mem("sft"),
+        num("gad_step_s", ".2f") + gad, num("gad_tokens_per_s", ",.0f"),
+        num("rollout_tokens_per_s", ",.0f"), mem("gad"), num("vllm_logprob_gap", ".3g"),
+    ]  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -58,10 +58,13 @@ def _policy(compute_dtype: torch.dtype, cpu_offload: bool) -> dict[str, Any]:
 
     world = distributed.world()
     device_type = "cuda" if torch.distributed.get_backend() == "nccl" else "cpu"
+    # Offloading to host memory means something only with GPUs (on the CPU everything
+    # is in host memory already, and FSDP's offload needs an accelerator to pin for).
+    offload = cpu_offload and device_type == "cuda"
     return {
         "mesh": init_device_mesh(device_type, (world.size,)),
         "mp_policy": MixedPrecisionPolicy(param_dtype=compute_dtype, reduce_dtype=torch.float32),
-        "offload_policy": CPUOffloadPolicy() if cpu_offload else OffloadPolicy(),
+        "offload_policy": CPUOffloadPolicy() if offload else OffloadPolicy(),
     }
 
 

@@ -92,7 +92,7 @@ def assert_same_metrics(m1: list[dict], m2: list[dict]) -> None:
 LORA = {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]}
 CASES = {
     "gad-full": {},
-    "gad-lora": {"lora": LORA},
+    "gad-lora": {"lora": LORA, "gradient_checkpointing": True},  # checkpointing under FSDP2
     "seqkd-full": {"method": "seqkd", "seqkd__epochs": 3},
     "seqkd-lora": {"method": "seqkd", "seqkd__epochs": 3, "lora": LORA},
 }

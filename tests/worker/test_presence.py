@@ -14,7 +14,8 @@ pytestmark = pytest.mark.slow
 def test_a_running_worker_is_live_with_its_queues_and_gpus(workers, transactional_db):
     proc = workers.start("cpu,gpu", gpus="0,1")
     row = wait_for(lambda: WorkerNode.objects.first(), 60, "the worker's report", workers.logs)
-    assert row.queues == ["cpu", "gpu"] and row.gpus == [0, 1]
+    # The -Q queues, and the node's own queue (its part of a multi-node job) besides.
+    assert row.queues == ["cpu", "gpu", f"node.{row.node}"] and row.gpus == [0, 1]
     assert presence.serves("gpu") and presence.most_gpus() == 2
     proc.terminate()  # a warm shutdown, as on Ctrl-C or SIGTERM
     proc.wait(30)
