@@ -12,7 +12,8 @@ single-process gradient of the whole batch, and two processes train what one doe
 
 Every forward of a sharded module all-gathers its weights, a collective: all ranks must
 run the same number of forwards. The micro-batch loop pads with zero-weighted
-micro-batches (``updates._micro_batches``); generate runs with ``synced_gpus``.
+micro-batches (``updates._micro_batches``); sampling runs on a plain copy that takes the
+gathered weights once per update (``rollout.hf``) or in vLLM (``rollout.vllm``).
 
 Without ``torchrun`` (one process) nothing here is used: the single-process trainer keeps
 plain modules with fp32 weights and autocast, which compute the same maths.
@@ -20,7 +21,6 @@ plain modules with fp32 weights and autocast, which compute the same maths.
 
 from __future__ import annotations
 
-import contextlib
 import types
 from collections.abc import Iterator
 from typing import Any, cast
@@ -77,8 +77,8 @@ def shard(
     """Shard ``model`` in place (decoder layers, then the root) and return it.
 
     ``fp32_modules`` (D's score head) compute in fp32 whatever the compute dtype: their
-    own shard group with an fp32 policy. A causal LM gets the registered forward methods
-    the trainer calls instead of ``forward``: ``generate`` and the response log-probs.
+    own shard group with an fp32 policy. A causal LM gets the registered forward method
+    the trainer calls instead of ``forward``: the response log-probs.
     """
     from torch.distributed.fsdp import FSDPModule, fully_shard, register_fsdp_forward_method
 
@@ -98,7 +98,6 @@ def shard(
 
         setattr(model, LOGPROBS_METHOD, types.MethodType(_response_logprobs, model))
         register_fsdp_forward_method(model, LOGPROBS_METHOD)
-        register_fsdp_forward_method(model, "generate")
     return model
 
 
@@ -107,26 +106,6 @@ def reshard(model: nn.Module | None) -> None:
     embeddings and LM head) — after generation, scoring, the reference's forwards."""
     if model is not None and is_sharded(model):
         cast(Any, model).reshard()
-
-
-@contextlib.contextmanager
-def gathered(model: nn.Module) -> Iterator[None]:
-    """Every shard group of ``model`` all-gathered once and kept whole until the block
-    ends: forwards inside then run no collectives, so ranks may generate answers of
-    different lengths independently (the hf sampler; vLLM has its own copy). Costs the
-    whole model in the compute dtype on each rank for the duration."""
-    from torch.distributed.fsdp import FSDPModule
-
-    groups = [m for m in model.modules() if isinstance(m, FSDPModule)]
-    for m in groups:
-        m.set_reshard_after_forward(False, recurse=False)
-        m.unshard()
-    try:
-        yield
-    finally:
-        for m in groups:
-            m.set_reshard_after_forward(True, recurse=False)
-            m.reshard()
 
 
 def local_norm(norm: Tensor) -> float:

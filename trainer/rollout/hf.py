@@ -8,7 +8,6 @@ processes (DESIGN.md, "Reproducible at any scale").
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
@@ -113,9 +112,12 @@ class HFRollout:
         self.eos_id: int = tokenizer.eos_token_id
         self.pad_id: int = tokenizer.pad_token_id
         self.calls = 0  # sample() calls without seeds: each gets seeds of its own
+        self._copy: nn.Module | None = None  # FSDP: the plain generating copy
+        self._stale = True
 
     def sync_weights(self, model: nn.Module) -> None:
-        self.model = model  # generate runs on the training model itself
+        self.model = model  # generate runs on the training model itself (one process)
+        self._stale = True  # under FSDP: the copy takes the new weights before sampling
 
     def _generation_config(self) -> GenerationConfig:
         from transformers import GenerationConfig
@@ -151,22 +153,53 @@ class HFRollout:
         per_row = row_seeds(seeds, n)
         out = Rollout(responses=[], terminated=[])
         out.logprobs = [] if self.settings.want_logprobs else None
-        was_training = self.model.training
-        self.model.eval()
+        generator = self._generator()
+        was_training = generator.training
+        generator.eval()
         size = self.settings.batch_size
-        # FSDP: the weights gathered once for the whole generation, not per token
-        whole = fsdp.gathered(self.model) if fsdp.is_sharded(self.model) else nullcontext()
         try:
-            with whole:
-                for start in range(0, len(rows), size):
-                    chunk = slice(start, start + size)
-                    self._sample_chunk(rows[chunk], per_row[chunk], greedy, out)
+            for start in range(0, len(rows), size):
+                chunk = slice(start, start + size)
+                self._sample_chunk(generator, rows[chunk], per_row[chunk], greedy, out)
         finally:
-            self.model.train(was_training)
+            generator.train(was_training)
         return out
 
+    def _generator(self) -> nn.Module:
+        """The module that generates: the training model itself, or under FSDP a plain
+        copy in the compute dtype that takes the gathered weights (LoRA merged) after each
+        update. Generating on the sharded model would all-gather every layer at every
+        token, through FSDP's hooks; the copy runs at single-process speed, and ranks
+        answer at their own pace (no collective while they generate)."""
+        if not fsdp.is_sharded(self.model):
+            return self.model
+        if self._copy is None:
+            from transformers import AutoModelForCausalLM
+
+            hf = cast(Any, self.model)  # the transformers/peft API (trainer.models)
+            base = hf.get_base_model() if hasattr(hf, "get_base_model") else hf
+            with torch.device(self.settings.device):
+                copy = AutoModelForCausalLM.from_config(base.config)
+            self._copy = copy.to(self.settings.dtype).eval().requires_grad_(False)
+            self._stale = True
+        if self._stale:
+            weights = dict(fsdp.iter_hf_weights(self.model, self.settings.dtype))
+            result = self._copy.load_state_dict(weights, strict=False)
+            missing = set(result.missing_keys) - {"lm_head.weight"}  # tied to the embedding
+            if missing or result.unexpected_keys:
+                raise RuntimeError(
+                    f"rollout copy: missing {missing}, unexpected {result.unexpected_keys}"
+                )
+            self._stale = False
+        return self._copy
+
     def _sample_chunk(
-        self, rows: list[list[int]], seeds: list[int], greedy: bool, out: Rollout
+        self,
+        generator: nn.Module,
+        rows: list[list[int]],
+        seeds: list[int],
+        greedy: bool,
+        out: Rollout,
     ) -> None:
         width = max(len(r) for r in rows)
         ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
@@ -179,7 +212,7 @@ class HFRollout:
         device = self.settings.device
         sampler = SeededSampler(seeds, width, self.settings, greedy, out.logprobs is not None)
         with autocast(torch.device(device), self.settings.dtype):
-            gen = cast(Any, self.model).generate(  # transformers API (trainer.models)
+            gen = cast(Any, generator).generate(  # transformers API (trainer.models)
                 input_ids=ids.to(device),
                 attention_mask=mask.to(device),
                 generation_config=self._generation_config(),
