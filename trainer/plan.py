@@ -19,7 +19,8 @@ sharing them through FSDP2 (one process: plain modules, nothing sharded):
   plus one layer's worth with it; and the vocab projection, chunked in 2048 tokens;
 - the rollout: vLLM's share of the GPU (``rollout.gpu_memory_utilization``, weights and
   KV cache) while it generates — it sleeps during the updates, so the peak is the larger
-  of the update phase and the rollout phase, not their sum; or the hf sampler's KV cache.
+  of the update phase and the rollout phase, not their sum; or the hf sampler's KV cache
+  (and, sharded, its whole copy of the student in the compute dtype).
 
 The estimate is checked against measured peaks (``tests/trainer/test_plan.py`` on CPU;
 ``bench/gpu_smoke.sh`` on a GPU).
@@ -265,9 +266,13 @@ def estimate(
         plan.rollout_gb = cfg.rollout.gpu_memory_utilization * gpu_memory_gb
     elif gad or cfg.method == "seqkd":
         seqs = cfg.rollout.generation_batch_size
+        if cfg.method == "seqkd":  # samples only for the record: one prompt's group
+            seqs = min(seqs, cfg.group_size)
         length = cfg.max_prompt_tokens + cfg.max_response_tokens
         kv = 2 * shape.layers * shape.kv_dim * compute * seqs * length
-        plan.rollout_gb = kv / GIB
+        # Sharded, the hf sampler generates on a whole copy in the compute dtype.
+        copy = compute * shape.params() if sharded else 0
+        plan.rollout_gb = (kv + copy) / GIB
     return plan
 
 
@@ -302,18 +307,35 @@ def _advice(
 ) -> str:
     """The smallest change that fits: one change if one does, else changes added in order
     (checkpointing, micro-batch, more GPUs, CPU offload, LoRA) until the plan fits."""
+
+    def fits(c: Candidate) -> bool:
+        return estimate(c[0], shape, c[1], c[2], memory, device).fits
+
+    start: Candidate = (cfg, nodes, gpus)
+    for text, candidate in _options(start, shape, memory, device):  # one change
+        if fits(candidate):
+            return text
+    # Several: the config's own knobs first (cheap), then more or other hardware.
     applied: list[str] = []
-    current: Candidate = (cfg, nodes, gpus)
+    current = start
     for _ in range(8):
-        options = [o for o in _changes(*current, shape, memory, device) if o is not None]
-        for text, candidate in options:
-            if estimate(candidate[0], shape, candidate[1], candidate[2], memory, device).fits:
+        options = _options(current, shape, memory, device)
+        tweaks = [o for o in options if o[0].startswith(TWEAKS)]
+        for text, candidate in options if not tweaks else tweaks:
+            if fits(candidate):
                 return "; ".join([*applied, text])
         if not options:
             break
-        text, current = options[0]  # the most preferred change, then look again
+        text, current = (tweaks or options)[0]
         applied.append(text)
     return "no change fits: a smaller student, or GPUs with more memory"
+
+
+TWEAKS = ("set gradient_checkpointing", "lower ")
+
+
+def _options(c: Candidate, shape: Shape, memory: float, device: str) -> list[tuple[str, Candidate]]:
+    return [o for o in _changes(*c, shape, memory, device) if o is not None]
 
 
 Candidate = tuple[TrainConfig, int, int]
@@ -338,6 +360,13 @@ def _changes(
     out.append(
         (f"lower micro_batch_tokens to {best[0].micro_batch_tokens}", best) if best else None
     )
+    if cfg.rollout.backend == "hf" and cfg.rollout.generation_batch_size > 8:
+        sizes = [b for b in (32, 16, 8) if b < cfg.rollout.generation_batch_size]
+        gens = [(replace(cfg, rollout=replace(cfg.rollout, generation_batch_size=b)), nodes, gpus)
+                for b in sizes]  # fmt: skip
+        pick = next((c for c in gens if fits(c)), gens[-1])
+        size = pick[0].rollout.generation_batch_size
+        out.append((f"lower rollout.generation_batch_size to {size}", pick))
     if cfg.rollout.backend == "vllm" and cfg.rollout.gpu_memory_utilization > 0.2:
         rollout = replace(cfg.rollout, gpu_memory_utilization=0.2)
         out.append(("lower rollout.gpu_memory_utilization to 0.2",
