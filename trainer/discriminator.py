@@ -87,6 +87,18 @@ def build_discriminator(
     saved = Path(init_from, HEAD_FILE).exists()
     meta = json.loads(Path(init_from, META_FILE).read_text()) if saved else {}
     backbone: nn.Module
+    if device.type == "meta":  # structure only: FSDP's rank 0 sends the weights
+        if saved:
+            raise ValueError("a saved discriminator is loaded on every rank, not built empty")
+        from trainer.models import apply_lora, empty_model
+
+        backbone = empty_model(init_from, causal=False, what="discriminator")
+        if lora is not None:
+            backbone = apply_lora(backbone, lora)
+        prepare_trainable(backbone, None, gradient_checkpointing)
+        disc = Discriminator(backbone, cast(Any, backbone).config.hidden_size, seed=seed)
+        disc.train()
+        return disc
     if meta.get("lora"):
         from peft import PeftModel
 

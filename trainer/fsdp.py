@@ -22,7 +22,7 @@ plain modules with fp32 weights and autocast, which compute the same maths.
 from __future__ import annotations
 
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, cast
 
 import torch
@@ -98,6 +98,37 @@ def shard(
 
         setattr(model, LOGPROBS_METHOD, types.MethodType(_response_logprobs, model))
         register_fsdp_forward_method(model, LOGPROBS_METHOD)
+    return model
+
+
+def shard_from_rank0(
+    build: Callable[[torch.device], nn.Module],
+    compute_dtype: torch.dtype,
+    cpu_offload: bool = False,
+    fp32_modules: Callable[[nn.Module], tuple[nn.Module, ...]] = lambda m: (),
+) -> nn.Module:
+    """A sharded model whose weights only rank 0 reads from disk: the other ranks build
+    its modules on the meta device (no memory), all shard, and rank 0's whole state is
+    broadcast so that each rank keeps its shards (``set_model_state_dict(...,
+    broadcast_from_rank0=True)``), buffers too. A node's host memory then holds one copy
+    of the model while loading, not one per GPU. ``build(device)`` makes the model on
+    ``device``: the host for rank 0, meta for the others."""
+    import torch.distributed as dist
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    world = distributed.world()
+    model = build(torch.device("cpu") if world.main else torch.device("meta"))
+    full = dict(model.state_dict()) if world.main else {}
+    shard(model, compute_dtype, cpu_offload, fp32_modules=fp32_modules(model))
+    on_gpu = dist.get_backend() == "nccl"
+    device = torch.device("cuda", torch.cuda.current_device()) if on_gpu else torch.device("cpu")
+    if not world.main:  # memory for the shards and buffers, filled below
+        model.to_empty(device=torch.device("cpu") if cpu_offload and on_gpu else device)
+    options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
+    set_model_state_dict(model, full, options=options)
+    del full
+    for _, buffer in model.named_buffers():  # e.g. rotary frequencies: not in the state
+        dist.broadcast(buffer, src=0)
     return model
 
 

@@ -105,6 +105,21 @@ def load_causal_lm(name_or_path: str, dtype: torch.dtype, what: str = "student")
         raise load_error(name_or_path, what, e) from e
 
 
+def empty_model(name_or_path: str, causal: bool, what: str = "student") -> nn.Module:
+    """The model's modules from its config alone, on the meta device (no weights)."""
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+
+    check_model_ref(name_or_path, what)
+    try:
+        config = AutoConfig.from_pretrained(name_or_path)
+    except (OSError, ValueError) as e:
+        raise load_error(name_or_path, what, e) from e
+    factory = AutoModelForCausalLM if causal else AutoModel
+    with torch.device("meta"):
+        model: nn.Module = factory.from_config(config, **dtype_kwarg(torch.float32))
+    return model
+
+
 def disable_dropout(model: nn.Module) -> None:
     """No dropout: train-mode forwards then equal the no-grad scoring and sampling passes
     (on-policy ratio exactly 1, cached D scores exact)."""
@@ -133,10 +148,12 @@ def apply_lora(model: nn.Module, lora: LoraConfig) -> nn.Module:
 
 
 def prepare_trainable(
-    model: nn.Module, device: torch.device, gradient_checkpointing: bool
+    model: nn.Module, device: torch.device | None, gradient_checkpointing: bool
 ) -> nn.Module:
-    """fp32 master weights on `device`, no dropout, optional activation checkpointing."""
-    model.to(device=device, dtype=torch.float32)
+    """fp32 master weights on `device` (None: where they are, e.g. the meta device), no
+    dropout, optional activation checkpointing."""
+    if device is not None:
+        model.to(device=device, dtype=torch.float32)
     disable_dropout(model)
     if gradient_checkpointing:
         # Non-reentrant: works with LoRA (frozen inputs) without enable_input_require_grads.
@@ -157,7 +174,16 @@ def load_student(
     gradient_checkpointing: bool = False,
     adapter_dir: str | Path | None = None,
 ) -> nn.Module:
-    """The trainable student (optionally with LoRA; `adapter_dir` restores trained adapters)."""
+    """The trainable student (optionally with LoRA; `adapter_dir` restores trained adapters).
+
+    On the meta device (``device`` meta) only its structure is built, from the config:
+    FSDP's ranks other than 0 receive their shards of rank 0's weights instead of each
+    loading the whole model into host memory (``trainer.fsdp.shard_from_rank0``)."""
+    if device.type == "meta":
+        model = empty_model(name_or_path, causal=True)
+        if lora is not None:
+            model = apply_lora(model, lora)
+        return prepare_trainable(model, None, gradient_checkpointing)
     model = load_causal_lm(name_or_path, torch.float32)
     if adapter_dir is not None:
         from peft import PeftModel

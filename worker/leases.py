@@ -4,7 +4,7 @@ k GPUs gets k GPUs of this node that no other holder has."""
 from __future__ import annotations
 
 import socket
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import NoReturn
 
 from celery import Task
@@ -120,14 +120,27 @@ def renew(holder: Holder, node: str | None = None) -> None:
 
 
 def lapsed_nodes(job: Job, nodes: list[str]) -> list[str]:
-    """The gang's nodes whose worker stopped renewing its leases (it died, or its node)."""
+    """The gang's nodes whose worker stopped renewing its leases (it died, or its node):
+    their leases are all past expiry. A member that ends its part releases its leases
+    instead (``release_node``), so an empty node is not a lapsed one."""
     now = timezone.now()
-    alive = set(
-        GpuLease.objects.filter(job=job, node__in=nodes, expires_at__gte=now).values_list(
-            "node", flat=True
-        )
-    )
-    return [n for n in nodes if n not in alive]
+    rows = GpuLease.objects.filter(job=job, node__in=nodes).values_list("node", "expires_at")
+    latest: dict[str, datetime] = {}
+    for node, expires in rows:
+        latest[node] = max(latest.get(node, expires), expires)
+    return [n for n in nodes if n in latest and latest[n] < now]
+
+
+def holding_nodes(job: Job, nodes: list[str]) -> list[str]:
+    """The gang's nodes that still hold leases for the job (alive or not yet lapsed)."""
+    now = timezone.now()
+    held = GpuLease.objects.filter(job=job, node__in=nodes, expires_at__gte=now)
+    return sorted(set(held.values_list("node", flat=True)))
+
+
+def release_node(job: Job) -> None:
+    """A member's part ended: give back this node's leases of the job."""
+    GpuLease.objects.filter(job=job, node=node_name()).delete()
 
 
 def release(rows: list[GpuLease]) -> None:

@@ -458,17 +458,26 @@ def train(
     finally:
         watch.ingest.poll()
     watch.report()
+    if beat.progress:  # the last of it, which the next beat would have carried
+        actions.beat(job, **beat.progress)
     if watch.tripped is not None:
         raise GuardTripped(watch.tripped)
-    if watch.gang_lost:
-        raise GangLost(watch.gang_lost)
+    if watch.gang_lost or (code != 0 and gang.members and not beat.stopping):
+        lost = _lost_members(job, gang)
+        presence.forget(lost)  # not chosen again until its worker reports itself
+        reason = watch.gang_lost or (
+            f"node(s) {', '.join(lost)} of the job were lost" if lost else
+            f"the trainer exited with status {code} on a {gang.nodes}-node gang"
+        )  # fmt: skip
+        if lost or watch.gang_lost:
+            raise GangLost(reason)
     beat.check()  # cancelled, or the GPU-hours ran out: the trainer stopped after saving
     if code == 2 or (code == 1 and proc.launcher and has_bad_input(space.log)):
         # torchrun exits 1 when a rank exits 2 (bad input): the rank's message is the point.
         raise JobFailed(bad_input_message(space.log))
-    if code != 0 and gang.members:
-        # A member's ranks died (a collective failed on this node first): the gang is
-        # broken, not the job. Bounded by GAD_JOB_MAX_ATTEMPTS like a lost worker.
+    if code != 0 and gang.members and not has_bad_input(space.log):
+        # The collectives failed with every member alive (a network fault, a rank's
+        # crash): retried like a lost gang, bounded by GAD_JOB_MAX_ATTEMPTS.
         raise GangLost(f"the trainer exited with status {code} on a {gang.nodes}-node gang")
     if code != 0:
         raise JobFailed(
@@ -545,6 +554,17 @@ def _eta(points: list[tuple[float, int]], total: int | None) -> int | None:
     return max(0, round((total - points[-1][1]) / rate))
 
 
+def _lost_members(job: Job, gang: Gang) -> list[str]:
+    """After a multi-node attempt failed: which member nodes died. A member whose part
+    ended gives its leases back; a dead one leaves them to lapse. Waits until each
+    member did one or the other (at most a lease's life)."""
+    members = list(gang.members)
+    deadline = time.monotonic() + leases.LEASE_S + 5
+    while leases.holding_nodes(job, members) and time.monotonic() < deadline:
+        time.sleep(1.0)
+    return leases.lapsed_nodes(job, members)
+
+
 def run_member(job_id: int, claim: str, nodes: int, node_rank: int, addr: str, port: int) -> str:
     """This node's part of a multi-node job whose leading worker (``claim``) leased GPUs
     here: its torchrun joins the rendezvous, and runs while the leader's claim holds.
@@ -569,7 +589,10 @@ def run_member(job_id: int, claim: str, nodes: int, node_rank: int, addr: str, p
         if row is None or row["worker"] != claim or row["status"] not in actions.ACTIVE_STATUSES:
             proc.kill()  # the leader ended this attempt (or lost its claim)
 
-    code = proc.watch(tick, POLL_S)
+    try:
+        code = proc.watch(tick, POLL_S)
+    finally:
+        leases.release_node(job)  # "ended", as opposed to lapsed leases: "died"
     return f"node {node_rank} of job {job_id}: torchrun exited with status {code}"
 
 

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from trainer import checkpoint as ckpt_io
 from trainer import distributed, fsdp
 from trainer.config import TrainConfig
 from trainer.data import Example
@@ -30,7 +31,7 @@ from trainer.metrics import MetricsSink
 from trainer.models import as_reference, freeze, frozen_copy, load_reference, load_student
 from trainer.recipes import samples
 from trainer.recipes.common import Run, StepFn, make_optimizer, save, train_to_end
-from trainer.recipes.saving import load_weights
+from trainer.recipes.saving import load_weights, trainer_state
 from trainer.recipes.setup import build_run
 from trainer.recipes.updates import (
     disc_metrics,
@@ -159,7 +160,20 @@ def start_adversarial_stage(run: Run) -> None:
             run.reference_path = cfg.student
         else:
             run.reference_step = run.step
-            save(run)
+            if run.last_saved_step == run.step:  # the warmup's last save: mark it kept
+                mark_reference(run)
+            else:
+                save(run)
+
+
+def mark_reference(run: Run) -> None:
+    """The checkpoint of this step holds the KL reference: keep it through retention,
+    and record it in its state (a resume reloads the reference from it)."""
+    if distributed.world().main:
+        path = run.out_dir / "checkpoints" / f"step-{run.step}"
+        ckpt_io.mark(path, "the KL reference of the adversarial stage")
+        ckpt_io.write_state(path, trainer_state(run))
+    distributed.barrier()
 
 
 def _reference_of(run: Run, student: nn.Module, copy: bool = True) -> nn.Module:
@@ -167,12 +181,24 @@ def _reference_of(run: Run, student: nn.Module, copy: bool = True) -> nn.Module:
     process; under FSDP a second sharded model of its architecture, given its shards."""
     if not fsdp.is_sharded(student):
         return frozen_copy(student, run.dtype) if copy else as_reference(student, run.dtype)
-    cfg = run.cfg
-    reference = load_student(cfg.student, torch.device("cpu"), lora=cfg.lora)
-    freeze(reference, run.dtype)
-    fsdp.shard(reference, run.dtype, cfg.parallel.cpu_offload)
+    reference = _empty_sharded_like(run)
     fsdp.set_model_state(reference, fsdp.model_state(student))
     return reference
+
+
+def _empty_sharded_like(run: Run) -> nn.Module:
+    """A sharded model of the student's structure in the compute dtype, frozen, with the
+    student's buffers and room for its weights (each rank builds it on the meta device:
+    no rank reads the base model for it)."""
+    cfg = run.cfg
+    model = freeze(load_student(cfg.student, torch.device("meta"), lora=cfg.lora), run.dtype)
+    fsdp.shard(model, run.dtype, cfg.parallel.cpu_offload)
+    model.to_empty(device=next(run.student.parameters()).device)
+    buffers = dict(run.student.named_buffers())
+    with torch.no_grad():
+        for name, buffer in model.named_buffers():
+            buffer.copy_(buffers[name])
+    return model
 
 
 def _load_saved_reference(run: Run) -> None:
@@ -181,24 +207,30 @@ def _load_saved_reference(run: Run) -> None:
     cfg = run.cfg
     if run.reference_step is not None:
         ckpt = run.out_dir / "checkpoints" / f"step-{run.reference_step}"
+        if distributed.world().parallel:  # the checkpoint's fp32 shards, in the compute dtype
+            run.reference = _empty_sharded_like(run)
+            load_weights(ckpt, {"student": run.reference})
+            return
         student = load_student(cfg.student, torch.device("cpu"), lora=cfg.lora)
-        if distributed.world().parallel:
-            fsdp.shard(student, run.dtype, cfg.parallel.cpu_offload)
         load_weights(ckpt, {"student": student})
-        run.reference = _reference_of(run, student, copy=False)
-        if not fsdp.is_sharded(run.reference):
-            run.reference.to(run.device)
+        run.reference = _reference_of(run, student, copy=False).to(run.device)
         return
     path = run.reference_path
     assert path is not None  # load_models calls this only when one is set
     if not os.path.isabs(path) and (run.out_dir / path).exists():  # a pre-DCP checkpoint
         path = str(run.out_dir / path)
-    reference = load_reference(path, cfg.student, torch.device("cpu"), run.dtype)
     if distributed.world().parallel:
-        fsdp.shard(reference, run.dtype, cfg.parallel.cpu_offload)
+        run.reference = fsdp.shard_from_rank0(
+            lambda on: (
+                load_reference(path, cfg.student, on, run.dtype)
+                if on.type != "meta"
+                else freeze(load_student(cfg.student, on), run.dtype)
+            ),
+            run.dtype,
+            cfg.parallel.cpu_offload,
+        )
     else:
-        reference.to(run.device)
-    run.reference = reference
+        run.reference = load_reference(path, cfg.student, run.device, run.dtype)
 
 
 def run_gad(cfg: TrainConfig, sink: MetricsSink | None = None) -> str:

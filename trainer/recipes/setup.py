@@ -7,15 +7,16 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
+from torch import nn
 
 from trainer import checkpoint as ckpt_io
 from trainer import distributed, fsdp
 from trainer.config import TrainConfig, parallel_problems
 from trainer.data import load_examples
-from trainer.discriminator import Discriminator, build_discriminator
+from trainer.discriminator import HEAD_FILE, Discriminator, build_discriminator
 from trainer.errors import BadInput
 from trainer.metrics import JsonlSink, MetricsSink, NullSink, Progress, truncate_after
 from trainer.models import load_student, load_tokenizer, resolve_device, resolve_dtype
@@ -64,10 +65,42 @@ def _discriminator(cfg: TrainConfig, device: torch.device) -> Discriminator:
     )
 
 
-def load_device(world: distributed.World, device: torch.device) -> torch.device:
-    """Where models are loaded: FSDP moves each shard to the rank's device itself, so a
-    sharded model is never whole on a GPU."""
-    return torch.device("cpu") if world.parallel else device
+def _student(
+    cfg: TrainConfig, world: distributed.World, device: torch.device, dtype: torch.dtype
+) -> nn.Module:
+    """One process: the student on its device. Several: sharded with FSDP2 (fp32 master
+    shards, compute in ``dtype``, fp32 reduction), its weights read by rank 0 only."""
+
+    def build(on: torch.device) -> nn.Module:
+        return load_student(
+            cfg.student, on, lora=cfg.lora, gradient_checkpointing=cfg.gradient_checkpointing
+        )
+
+    if not world.parallel:
+        return build(device)
+    return fsdp.shard_from_rank0(build, dtype, cfg.parallel.cpu_offload)
+
+
+def _sharded_discriminator(
+    cfg: TrainConfig, world: distributed.World, device: torch.device, dtype: torch.dtype
+) -> Discriminator:
+    """D like the student; a saved discriminator (``discriminator: DIR``) is read by
+    every rank, then sharded."""
+    if not world.parallel:
+        return _discriminator(cfg, device)
+
+    def head(model: nn.Module) -> tuple[nn.Module, ...]:
+        return (cast(Discriminator, model).head,)
+
+    init = cfg.discriminator or cfg.student
+    if Path(init, HEAD_FILE).exists():
+        disc = _discriminator(cfg, torch.device("cpu"))
+        fsdp.shard(disc, dtype, cfg.parallel.cpu_offload, fp32_modules=(disc.head,))
+        return disc
+    built = fsdp.shard_from_rank0(
+        lambda on: _discriminator(cfg, on), dtype, cfg.parallel.cpu_offload, fp32_modules=head
+    )
+    return cast(Discriminator, built)
 
 
 def check_parallel(cfg: TrainConfig, world: distributed.World) -> None:
@@ -103,19 +136,10 @@ def build_run(
     )
     if world.main:
         write_run_files(cfg, dataclasses.asdict(stats))
-    student = load_student(
-        cfg.student,
-        load_device(world, device),
-        lora=cfg.lora,
-        gradient_checkpointing=cfg.gradient_checkpointing,
-    )
+    student = _student(cfg, world, device, dtype)
     disc = d_opt = None
     if with_disc:
-        disc = _discriminator(cfg, load_device(world, device))
-    if world.parallel:  # FSDP2: fp32 master shards, compute in `dtype`, fp32 reduction
-        fsdp.shard(student, dtype, cfg.parallel.cpu_offload)
-        if disc is not None:
-            fsdp.shard(disc, dtype, cfg.parallel.cpu_offload, fp32_modules=(disc.head,))
+        disc = _sharded_discriminator(cfg, world, device, dtype)
     if ckpt is not None:
         load_weights(ckpt, {"student": student} | ({"disc": disc} if disc is not None else {}))
     plan = stage_plan(cfg)
@@ -168,9 +192,10 @@ def build_run(
         return run, state  # rank 0 reports for everyone
     run.progress = Progress(run.total_steps(), initial=run.step)
     # Tells a reader of the run directory (the worker) where this attempt starts and ends.
-    (Path(cfg.output_dir) / "progress.json").write_text(
-        json.dumps({"start_step": run.step, "total_steps": run.total_steps(), "time": time.time()})
-    )
+    progress = {"start_step": run.step, "total_steps": run.total_steps(), "time": time.time()}
+    tmp = Path(cfg.output_dir) / f".progress-{os.getpid()}.json"
+    tmp.write_text(json.dumps(progress))
+    os.replace(tmp, Path(cfg.output_dir) / "progress.json")  # a reader never sees half
     run.progress.log(f"data: {stats.summary()}")
     if world.parallel:
         run.progress.log(

@@ -77,5 +77,11 @@ def report(name: str, node: str, queues: list[str], gpus: list[int]) -> None:
     )
 
 
+def forget(nodes: list[str]) -> None:
+    """Nodes found dead (a multi-node job lost them): not live until they report again."""
+    if nodes:
+        WorkerNode.objects.filter(node__in=nodes).delete()
+
+
 def gone(name: str) -> None:
     WorkerNode.objects.filter(name=name).delete()
