@@ -321,10 +321,20 @@ if not DEBUG:
         SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     CSRF_TRUSTED_ORIGINS = env.str_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
 
+# plain: "time LEVEL logger: message"; json: one JSON object a line (webapp.logs), for
+# the web, the workers and beat alike (Celery then keeps Django's logging, see below).
+GAD_LOG_FORMAT = env.string("GAD_LOG_FORMAT") or "plain"
+if GAD_LOG_FORMAT not in ("plain", "json"):
+    raise ImproperlyConfigured(f"GAD_LOG_FORMAT={GAD_LOG_FORMAT!r}: use plain or json")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+        "json": {"()": "webapp.logs.JsonFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": GAD_LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": env.string("GAD_LOG_LEVEL", "INFO")},
 }
+# With JSON logs the workers keep the handlers above instead of Celery's own format.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = GAD_LOG_FORMAT != "json"

@@ -62,6 +62,7 @@ def test_full_production_environment_passes_check_deploy_without_warnings():
         ("GAD_MAX_UPLOAD_MB", "lots"),
         ("DATABASE_URL", "nosuchdb://x"),
         ("GAD_CACHE_URL", "memcached://cache:11211"),
+        ("GAD_LOG_FORMAT", "xml"),
     ],
 )
 def test_malformed_value_is_an_error_naming_the_variable(name, value):
@@ -95,3 +96,24 @@ def test_typed_readers(monkeypatch):
     monkeypatch.setenv("X_INT", "0")
     with pytest.raises(ImproperlyConfigured, match="X_INT=0 must be at least 1"):
         env.integer("X_INT", 5, minimum=1)
+
+
+def test_json_logs_are_one_object_a_line():
+    """GAD_LOG_FORMAT=json: what the web (and the workers, with Celery's root-logger
+    hijack off) log is one JSON object a line, exceptions included."""
+    import json
+
+    code = (
+        "import logging; log = logging.getLogger('gad.test'); log.warning('hello %s', 'json')\n"
+        "try:\n    1 / 0\nexcept ZeroDivisionError:\n    log.exception('it broke')"
+    )
+    result = manage("shell", "-c", code, **PRODUCTION, GAD_LOG_FORMAT="json")
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    hello = next(x for x in lines if x["message"] == "hello json")
+    assert hello["level"] == "WARNING" and hello["logger"] == "gad.test" and "time" in hello
+    broke = next(x for x in lines if x["message"] == "it broke")
+    assert "ZeroDivisionError" in broke["exception"]
+    from django.conf import settings
+
+    assert settings.CELERY_WORKER_HIJACK_ROOT_LOGGER  # plain logs: Celery's own format

@@ -20,3 +20,18 @@ def test_a_running_worker_is_live_with_its_queues_and_gpus(workers, transactiona
     proc.terminate()  # a warm shutdown, as on Ctrl-C or SIGTERM
     proc.wait(30)
     assert not WorkerNode.objects.exists()
+
+
+def test_a_worker_logs_json_lines_when_asked(workers, transactional_db):
+    import json
+
+    workers.start("cpu", name="json", GAD_LOG_FORMAT="json")
+    wait_for(lambda: WorkerNode.objects.exists(), 60, "the worker's report", workers.logs)
+
+    def reported():
+        lines = [line for line in workers.logs().splitlines() if line.startswith("{")]
+        records = [json.loads(line) for line in lines]
+        return [r for r in records if "reporting queues" in r["message"]]
+
+    record = wait_for(reported, 30, "a JSON log line", workers.logs)[0]
+    assert record["level"] == "INFO" and record["logger"].startswith("worker")
