@@ -10,8 +10,11 @@ a failed send is recorded on the row (``unsent``), the row's page says so, and t
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from datetime import timedelta
 
 from django.db import models
+from django.utils import timezone
 from kombu.exceptions import OperationalError
 
 log = logging.getLogger(__name__)
@@ -33,7 +36,52 @@ def send_for(rows: models.QuerySet, task: str, args: list, queue: str | None = N
     """Send the task of ``rows`` (one row, by pk) and record on them whether it went."""
     sent = send(task, args, queue)
     if sent:
-        rows.filter(unsent=True).update(unsent=False)
+        rows.update(unsent=False, sent_at=timezone.now())
     else:
         rows.update(unsent=True)
     return sent
+
+
+def resend_lost(
+    rows: models.QuerySet, task: str, resend: Callable[[int], bool], after_s: float
+) -> list[int]:
+    """Rows waiting for a worker (``rows``: queued and unclaimed) whose task was sent
+    more than ``after_s`` ago and never taken: a message lost inside the broker (a Redis
+    restart without AOF). Sent again; a duplicate delivery is harmless (the claims)."""
+    cutoff = timezone.now() - timedelta(seconds=after_s)
+    lost = rows.filter(unsent=False).filter(
+        models.Q(sent_at__lt=cutoff) | models.Q(sent_at__isnull=True, created_at__lt=cutoff)
+    )
+    candidates = list(lost.values_list("pk", flat=True))
+    waiting = _waiting_in_broker() if candidates else set()
+    resent = [pk for pk in candidates if (task, f"[{pk}]") not in waiting and resend(pk)]
+    if resent:
+        log.warning("resent %s %s: their tasks were lost", rows.model.__name__, resent)
+    return resent
+
+
+def _waiting_in_broker() -> set[tuple[str, str]]:
+    """(task, args) of the messages Redis holds: the queues' lists and the delivered but
+    unacknowledged ones. A row whose message a queue still holds, or a worker has (busy,
+    or waiting to retry), is not lost. Empty when unknown (not Redis, unreachable)."""
+    import json
+
+    from webapp.celery import app
+
+    try:
+        import redis
+
+        broker = redis.Redis.from_url(app.conf.broker_url, socket_timeout=2)
+        raw = [m for q in broker.keys("*") if broker.type(q) == b"list"
+               for m in broker.lrange(q, 0, -1)]  # fmt: skip
+        raw += [json.dumps(json.loads(v)[0]) for v in broker.hvals("unacked")]
+    except Exception:  # go by time alone
+        return set()
+    held = set()
+    for message in raw:
+        try:
+            headers = json.loads(message)["headers"]
+            held.add((headers["task"], headers["argsrepr"]))
+        except (ValueError, KeyError, TypeError):
+            continue
+    return held

@@ -220,6 +220,9 @@ if GAD_EVAL_QUEUE not in ("cpu", "gpu"):
 # Worker knobs (docs/deployment.md), read here with every other setting.
 # A job whose heartbeat is older than this is dead (its worker crashed or was lost).
 GAD_HEARTBEAT_STALE_S = float(env.integer("GAD_HEARTBEAT_STALE_S", 45, minimum=10))
+# A job, evaluation or judge run waiting unclaimed this long, its task in no queue and
+# with no worker, lost its message (a broker restart without AOF): the sweep resends it.
+GAD_REQUEUE_AFTER_S = float(env.integer("GAD_REQUEUE_AFTER_S", 600, minimum=1))
 # A task that found no free GPU is retried after this long.
 GAD_GPU_RETRY_S = env.integer("GAD_GPU_RETRY_S", 15, minimum=1)
 # Time limits: a backstop for a hung worker, not a budget (quotas are). A GAD run at

@@ -69,11 +69,15 @@ def sweep() -> dict:
     resumed = actions.resume_paused()
     evaluations = evaluation_actions.requeue_lost_generation()
     judge_runs = judging.requeue_lost_runs()
+    after = settings.GAD_REQUEUE_AFTER_S
     resent = (
         actions.resend_unsent()
         + evaluation_actions.resend_unsent()
         + judging.resend_unsent()
         + ingest.resend_unsent()
+        + actions.resend_lost(after)
+        + evaluation_actions.resend_lost(after)
+        + judging.resend_lost(after)
     )
     if requeued or failed or resumed or evaluations or judge_runs or resent:
         log.warning(

@@ -32,6 +32,7 @@ def retry_later(task: Task, rows: QuerySet) -> NoReturn:
     down: Celery rejects the message instead), flag ``rows`` unsent, so that the sweep
     sends their task again rather than leaving them waiting for nobody."""
     try:
+        rows.update(sent_at=timezone.now())  # alive: not a lost message for the sweep
         task.retry(countdown=settings.GAD_GPU_RETRY_S)  # raises Retry once the retry is sent
     except Reject:
         rows.update(unsent=True)

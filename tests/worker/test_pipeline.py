@@ -328,3 +328,28 @@ def test_a_lora_job_offers_the_merged_model_and_the_adapter(workers, team, tiny_
     )
     client.post(f"/teams/lab/checkpoints/{checkpoint.pk}/final/")
     assert (Path(checkpoint.path).parent / "KEEP").exists()
+
+
+def test_a_job_whose_message_was_lost_in_the_broker_is_sent_again(
+    workers, team, tiny_student, settings
+):
+    """A Redis restart without AOF loses the queued message: the sweep finds the job
+    queued and unclaimed past GAD_REQUEUE_AFTER_S with its task in no queue, and sends
+    it again; a job whose message is still queued is left alone."""
+    import redis
+    from django.utils import timezone
+
+    from worker.jobs import sweep
+
+    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    job = launch(team, tiny_student)
+    assert broker.llen("cpu") == 1
+    settings.GAD_REQUEUE_AFTER_S = 5
+    Job.objects.filter(pk=job.pk).update(sent_at=timezone.now() - timezone.timedelta(seconds=60))
+    assert sweep()["resent"] == 0  # still in its queue: not lost
+    broker.delete("cpu")  # the broker lost it
+    assert sweep()["resent"] == 1 and broker.llen("cpu") == 1
+    assert sweep()["resent"] == 0  # sent just now
+    workers.start("cpu")
+    wait_for(lambda: status(job) in ("succeeded", "failed"), 240, "the job", workers.logs)
+    assert job.status == "succeeded", job.error

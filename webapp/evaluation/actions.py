@@ -229,6 +229,12 @@ def enqueue_generation(evaluation_id: int) -> bool:
     return dispatch.send_for(rows, GENERATE_TASK, [evaluation_id], settings.GAD_EVAL_QUEUE)
 
 
+def resend_lost(after_s: float) -> list[int]:
+    """Evaluations waiting for generation, unclaimed, whose task was lost: sent again."""
+    waiting = Evaluation.objects.filter(status=EvalStatus.GENERATING, claimed_by="")
+    return dispatch.resend_lost(waiting, GENERATE_TASK, enqueue_generation, after_s)
+
+
 def resend_unsent() -> list[int]:
     """Evaluations whose generation task never reached the broker: sent again. Run by
     the sweep."""

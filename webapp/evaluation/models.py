@@ -60,6 +60,9 @@ class Evaluation(models.Model):
     claimed_until = models.DateTimeField(null=True, blank=True)
     # The task could not be sent (broker unreachable); the sweep sends it again.
     unsent = models.BooleanField(default=False)
+    # When its task was last sent (or a worker re-sent it, waiting for GPUs): one queued
+    # unclaimed for longer than GAD_REQUEUE_AFTER_S lost its message; the sweep resends.
+    sent_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]

@@ -98,6 +98,14 @@ def enqueue(job: Job) -> bool:
     return dispatch.send_for(rows, RUN_JOB_TASK, [job.pk], queue_for(job.gpus))
 
 
+def resend_lost(after_s: float) -> list[int]:
+    """Queued jobs whose task message was lost in the broker: sent again (the sweep)."""
+    waiting = Job.objects.filter(status=Status.QUEUED, worker="")
+    return dispatch.resend_lost(
+        waiting, RUN_JOB_TASK, lambda pk: enqueue(Job.objects.get(pk=pk)), after_s
+    )
+
+
 def resend_unsent() -> list[int]:
     """Queued jobs whose task never reached the broker: sent again. Run by the sweep."""
     waiting = Job.objects.filter(unsent=True, status=Status.QUEUED)

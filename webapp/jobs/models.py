@@ -81,6 +81,9 @@ class Job(models.Model):
     attempts = models.PositiveSmallIntegerField(default=0)
     # The task could not be sent (broker unreachable); the sweep sends it again.
     unsent = models.BooleanField(default=False)
+    # When its task was last sent (or a worker re-sent it, waiting for GPUs): one queued
+    # unclaimed for longer than GAD_REQUEUE_AFTER_S lost its message; the sweep resends.
+    sent_at = models.DateTimeField(null=True, blank=True)
     gpu_seconds = models.FloatField(default=0.0, help_text="GPU time used so far, all attempts.")
     gpu_seconds_charged = models.FloatField(
         default=0.0, help_text="The part of gpu_seconds already charged to the team."

@@ -96,6 +96,12 @@ def enqueue(run_id: int) -> bool:
     return dispatch.send_for(JudgeRun.objects.filter(pk=run_id), JUDGE_TASK, [run_id], JUDGE_QUEUE)
 
 
+def resend_lost(after_s: float) -> list[int]:
+    """Queued judge runs, unclaimed, whose task was lost in the broker: sent again."""
+    waiting = JudgeRun.objects.filter(status=JudgeRun.Status.QUEUED, claimed_by="")
+    return dispatch.resend_lost(waiting, JUDGE_TASK, enqueue, after_s)
+
+
 def resend_unsent() -> list[int]:
     """Queued judge runs whose task never reached the broker: sent again. Run by the
     sweep."""
