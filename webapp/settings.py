@@ -77,6 +77,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "webapp.observability.RequestTiming",
     "webapp.middleware.UploadLimitMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -222,6 +223,9 @@ if GAD_EVAL_QUEUE not in ("cpu", "gpu"):
 GAD_HEARTBEAT_STALE_S = float(env.integer("GAD_HEARTBEAT_STALE_S", 45, minimum=10))
 # A job, evaluation or judge run waiting unclaimed this long, its task in no queue and
 # with no worker, lost its message (a broker restart without AOF): the sweep resends it.
+# /metrics (Prometheus): with a token, only "Authorization: Bearer <token>"; without,
+# only from the loopback address.
+GAD_METRICS_TOKEN = env.string("GAD_METRICS_TOKEN") or ""
 GAD_REQUEUE_AFTER_S = float(env.integer("GAD_REQUEUE_AFTER_S", 600, minimum=1))
 # A task that found no free GPU is retried after this long.
 GAD_GPU_RETRY_S = env.integer("GAD_GPU_RETRY_S", 15, minimum=1)

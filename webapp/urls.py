@@ -4,6 +4,7 @@ from django.urls import include, path, re_path
 
 from webapp.api.api import api, api_not_found
 from webapp.health import healthz
+from webapp.observability import metrics
 
 admin.site.site_header = "GAD Studio administration"
 admin.site.site_title = "GAD Studio admin"
@@ -16,6 +17,7 @@ urlpatterns = [
     # Unknown API paths answer in the API's error shape, not with an HTML page.
     re_path(r"^api/v1/", api_not_found),
     path("healthz", healthz, name="healthz"),
+    path("metrics", metrics, name="metrics"),
     path("", include("webapp.teams.urls")),
     path("", include("webapp.promptsets.urls")),
     path("", include("webapp.teachers.urls")),

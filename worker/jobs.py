@@ -7,6 +7,7 @@ import logging
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 
+from webapp import observability
 from webapp.celery import app
 from webapp.evaluation import actions as evaluation_actions
 from webapp.jobs import actions
@@ -63,6 +64,10 @@ def sweep() -> dict:
     """Re-queue jobs whose worker died (stale heartbeat); resume paused jobs with quota;
     re-queue evaluations whose generating worker died (lapsed claim); send again the
     tasks that never reached the broker."""
+    try:
+        observability.record_sweep()
+    except Exception:  # the metrics must not stop the sweep
+        log.warning("sweep: could not record itself for /metrics", exc_info=True)
     requeued, failed = actions.requeue_stale(
         settings.GAD_HEARTBEAT_STALE_S, settings.GAD_JOB_MAX_ATTEMPTS
     )
