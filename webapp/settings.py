@@ -45,6 +45,14 @@ else:
         env.required("GAD_FIELD_KEY", "production needs the key that encrypts teacher API keys"),
     )
 
+# During a rotation: the keys the stored API keys may still be encrypted with (comma-
+# separated). They decrypt, never encrypt; `manage.py rotate_field_key` re-encrypts
+# every stored key with GAD_FIELD_KEY, after which they can be removed.
+GAD_FIELD_KEY_PREVIOUS = [
+    env.fernet_key("GAD_FIELD_KEY_PREVIOUS", key)
+    for key in env.str_list("GAD_FIELD_KEY_PREVIOUS", [])
+]
+
 ALLOWED_HOSTS = env.str_list(
     "DJANGO_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"] if DEBUG else []
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import socket
@@ -741,3 +742,27 @@ def test_test_connection_to_a_closed_port_ends_with_a_typed_error(celery_worker,
     assert "cannot connect" in result["error"]
     page = client.get(url("teacher", personas.team, endpoint)).content.decode()
     assert "cannot connect" in page
+
+
+def test_rotating_the_field_key_reencrypts_every_stored_key(personas, settings):
+    """GAD_FIELD_KEY rotation: the new key plus the old one in GAD_FIELD_KEY_PREVIOUS,
+    then `manage.py rotate_field_key`; afterwards the old key is not needed."""
+    from cryptography.fernet import Fernet
+    from django.core.management import CommandError, call_command
+
+    old, new = settings.GAD_FIELD_KEY, Fernet.generate_key().decode()
+    a = make_endpoint(personas.team, name="a", api_key="sk-first-1234")
+    b = make_endpoint(personas.team, name="b", api_key="sk-second-5678")
+    settings.GAD_FIELD_KEY, settings.GAD_FIELD_KEY_PREVIOUS = new, [old]
+    assert crypto.decrypt(a.api_key_encrypted) == "sk-first-1234"  # still readable
+    out = io.StringIO()
+    call_command("rotate_field_key", stdout=out)
+    assert "re-encrypted 2 API key(s)" in out.getvalue()
+    settings.GAD_FIELD_KEY_PREVIOUS = []  # the old key removed
+    for endpoint, key in ((a, "sk-first-1234"), (b, "sk-second-5678")):
+        endpoint.refresh_from_db()
+        assert crypto.decrypt(endpoint.api_key_encrypted) == key
+    # A key written with a key nobody kept: named, not silently dropped.
+    settings.GAD_FIELD_KEY = Fernet.generate_key().decode()
+    with pytest.raises(CommandError, match="'a'.*'b'|'b'.*'a'"):
+        call_command("rotate_field_key", stdout=io.StringIO())

@@ -6,7 +6,7 @@ moment (the worker, right before the request) and never log the result.
 
 from __future__ import annotations
 
-from cryptography.fernet import Fernet, InvalidToken
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
 from django.http import HttpRequest
 from django.views.debug import SafeExceptionReporterFilter
@@ -17,9 +17,22 @@ class KeyUnreadable(Exception):
     """The stored ciphertext does not decrypt with the current GAD_FIELD_KEY."""
 
 
-def _fernet() -> Fernet:
-    # Built per call rather than at import: settings are read when used, never at import.
-    return Fernet(settings.GAD_FIELD_KEY.encode())
+def _fernet() -> MultiFernet:
+    """The current key first (it encrypts), then the previous ones during a rotation
+    (``GAD_FIELD_KEY_PREVIOUS``: they still decrypt). Built per call rather than at
+    import: settings are read when used, never at import."""
+    keys = [settings.GAD_FIELD_KEY, *settings.GAD_FIELD_KEY_PREVIOUS]
+    return MultiFernet([Fernet(k.encode()) for k in keys])
+
+
+def reencrypt(token: str) -> str:
+    """The same secret encrypted with the current key (``rotate_field_key``)."""
+    try:
+        return _fernet().rotate(token.encode()).decode()
+    except (InvalidToken, ValueError):
+        raise KeyUnreadable(
+            "encrypted with none of GAD_FIELD_KEY, GAD_FIELD_KEY_PREVIOUS"
+        ) from None
 
 
 @sensitive_variables("plain")
