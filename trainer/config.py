@@ -181,6 +181,11 @@ class TrainConfig:
         metadata={"help": "null for full fine-tuning, or {r, alpha, target_modules}."},
     )
     resume: str = _f("auto", "auto (latest checkpoint in output_dir), never, or a checkpoint path.")
+    report_to: list[str] = _f(
+        [],
+        "Trackers that also get the metrics: tensorboard (OUT/tensorboard), mlflow "
+        "(MLFLOW_TRACKING_URI, else OUT/mlruns), wandb (WANDB_* variables).",
+    )
 
 
 # ---------------------------------------------------------------------------- introspection
@@ -319,6 +324,15 @@ def _build(cls: type, data: Any, prefix: str, errors: list[tuple[str, str]]) -> 
 
 def _cross_checks(cfg: TrainConfig) -> list[tuple[str, str]]:
     errors = []
+    unknown = [name for name in cfg.report_to if name not in ("tensorboard", "mlflow", "wandb")]
+    if unknown:
+        errors.append(
+            (
+                "report_to",
+                f"report_to: {', '.join(map(repr, unknown))} is not a tracker; use "
+                "tensorboard, mlflow or wandb",
+            )
+        )
     if cfg.method == "gad" and cfg.disc.update == "frozen" and cfg.disc.frozen_epochs < 1:
         errors.append(
             (

@@ -47,6 +47,25 @@ class NullSink:
         pass
 
 
+class FanOut:
+    """Every record to several sinks: ``metrics.jsonl`` first, then the trackers."""
+
+    def __init__(self, sinks: list[MetricsSink]):
+        self.sinks = sinks
+
+    def metrics(self, record: dict[str, Any]) -> None:
+        for sink in self.sinks:
+            sink.metrics(record)
+
+    def samples(self, record: dict[str, Any]) -> None:
+        for sink in self.sinks:
+            sink.samples(record)
+
+    def close(self) -> None:
+        for sink in self.sinks:
+            sink.close()
+
+
 class JsonlSink:
     """Appends one JSON object per line and flushes, so a tailing reader sees whole lines."""
 

@@ -14,11 +14,11 @@ from torch import nn
 
 from trainer import checkpoint as ckpt_io
 from trainer import distributed, fsdp
-from trainer.config import TrainConfig, parallel_problems
+from trainer.config import TrainConfig, parallel_problems, to_dict
 from trainer.data import load_examples
 from trainer.discriminator import HEAD_FILE, Discriminator, build_discriminator
 from trainer.errors import BadInput
-from trainer.metrics import JsonlSink, MetricsSink, NullSink, Progress, truncate_after
+from trainer.metrics import FanOut, JsonlSink, MetricsSink, NullSink, Progress, truncate_after
 from trainer.models import load_student, load_tokenizer, resolve_device, resolve_dtype
 from trainer.recipes.common import (
     Run,
@@ -103,6 +103,16 @@ def _sharded_discriminator(
     return cast(Discriminator, built)
 
 
+def _sink(cfg: TrainConfig) -> MetricsSink:
+    """metrics.jsonl, and the trackers ``report_to`` names (rank 0 only)."""
+    if not cfg.report_to:
+        return JsonlSink(cfg.output_dir)
+    from trainer import trackers
+
+    extra = trackers.make(cfg.report_to, cfg.output_dir, to_dict(cfg))
+    return FanOut([JsonlSink(cfg.output_dir), *extra])
+
+
 def check_parallel(cfg: TrainConfig, world: distributed.World) -> None:
     """What data parallelism needs of a config; names the key and what to do."""
     problems = parallel_problems(cfg, world.size)
@@ -173,7 +183,7 @@ def build_run(
         examples=examples,
         student=student,
         g_opt=g_opt,
-        sink=sink if sink is not None else JsonlSink(cfg.output_dir),
+        sink=sink if sink is not None else _sink(cfg),
         rollout=rollout,
         plan=plan,
         disc=disc,
