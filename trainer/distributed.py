@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TypeVar, cast
+from typing import NoReturn, TypeVar, cast
 
 import torch
 import torch.distributed as dist
@@ -98,6 +99,16 @@ def die_with_launcher() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except OSError:
         pass  # not Linux
+
+
+def end_process(code: int) -> NoReturn:
+    """End a rank after ``shutdown``, skipping Python's teardown: it would destroy the
+    communication backend's C++ objects still referenced by sharded modules (their
+    device mesh) in an arbitrary order, and gloo's threads sometimes abort the process
+    ("terminate called without an active exception") after a run that finished."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def shutdown() -> None:

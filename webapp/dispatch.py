@@ -36,7 +36,10 @@ def send_for(rows: models.QuerySet, task: str, args: list, queue: str | None = N
     """Send the task of ``rows`` (one row, by pk) and record on them whether it went."""
     sent = send(task, args, queue)
     if sent:
-        rows.update(unsent=False, sent_at=timezone.now())
+        fields: dict[str, object] = {"unsent": False}
+        if any(f.name == "sent_at" for f in rows.model._meta.get_fields()):
+            fields["sent_at"] = timezone.now()  # for the sweep's lost-message check
+        rows.update(**fields)
     else:
         rows.update(unsent=True)
     return sent

@@ -48,6 +48,7 @@ def _worker(rank: int, world: int, port: int, cfg_dict: dict) -> None:
         (run_gad if cfg.method == "gad" else run_seqkd)(cfg)
     finally:
         distributed.shutdown()
+    distributed.end_process(0)  # as `python -m trainer` does under torchrun
 
 
 def _free_port() -> int:

@@ -17,8 +17,9 @@ from trainer.plan import KNOWN, model_shape, plan
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
 
-# The peak of the process's anonymous memory (RssAnon: tensors, not the shared libraries'
-# pages, which the kernel may drop and fault back in) over a run, above where it starts.
+# The peak of the process's resident memory (VmRSS: anonymous, and file-backed, since a
+# LoRA run's frozen base weights may stay mapped from the safetensors file) over a run,
+# above where it starts (the libraries are loaded by then).
 MEASURE = """
 import json, sys, threading, time
 import torch
@@ -29,7 +30,7 @@ from trainer.recipes.gad import run_gad
 
 def anon():
     for line in open("/proc/self/status"):
-        if line.startswith("RssAnon:"):
+        if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
 
 peak, done = [anon()], threading.Event()

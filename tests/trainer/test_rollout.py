@@ -250,6 +250,7 @@ def _sync_rank(rank: int, world: int, port: int, path: str, lora: bool) -> None:
         assert engine.calls
     finally:
         distributed.shutdown()
+    distributed.end_process(0)  # as `python -m trainer` does under torchrun
 
 
 @pytest.mark.slow
