@@ -223,7 +223,7 @@ class Gang:
     def nodes(self) -> int:
         return len(self.members) + 1
 
-    def start(self, job: Job, space: Workspace, gpus: int) -> Rendezvous:
+    def start(self, job: Job) -> Rendezvous:
         """Send each member node its part of the job; return node 0's rendezvous."""
         from webapp.celery import app
 
@@ -447,7 +447,7 @@ def train(
     forget_after(job, start)
     actions.advance(job, Status.TRAINING, stage=job.stage or "starting", step=start)
     env = trainer_env(",".join(map(str, devices)))
-    rendezvous = gang.start(job, space, len(devices)) if gang.members else None
+    rendezvous = gang.start(job) if gang.members else None
     argv = trainer_argv(space.config, len(devices), rendezvous)
     launcher = len(devices) > 1 or rendezvous is not None
     proc = TrainerProcess(argv, space.root, space.log, env, launcher=launcher)
@@ -465,12 +465,8 @@ def train(
     if watch.gang_lost or (code != 0 and gang.members and not beat.stopping):
         lost = _lost_members(job, gang)
         presence.forget(lost)  # not chosen again until its worker reports itself
-        reason = watch.gang_lost or (
-            f"node(s) {', '.join(lost)} of the job were lost" if lost else
-            f"the trainer exited with status {code} on a {gang.nodes}-node gang"
-        )  # fmt: skip
         if lost or watch.gang_lost:
-            raise GangLost(reason)
+            raise GangLost(watch.gang_lost or f"node(s) {', '.join(lost)} of the job were lost")
     beat.check()  # cancelled, or the GPU-hours ran out: the trainer stopped after saving
     if code == 2 or (code == 1 and proc.launcher and has_bad_input(space.log)):
         # torchrun exits 1 when a rank exits 2 (bad input): the rank's message is the point.

@@ -58,9 +58,7 @@ def sample(run: Run, batch: list[Example]) -> Rollout:
     drawn from a seed of its own (the step and its place in the global batch)."""
     positions = distributed.global_positions(len(batch))
     seeds = [distributed.sample_seed(run.cfg.seed, run.step, p) for p in positions]
-    rollout = run.rollout.sample([ex.prompt_ids for ex in batch], run.cfg.group_size, seeds=seeds)
-    fsdp.reshard(run.student)
-    return rollout
+    return run.rollout.sample([ex.prompt_ids for ex in batch], run.cfg.group_size, seeds=seeds)
 
 
 def teacher_answers(batch: list[Example]) -> list[list[int]]:
