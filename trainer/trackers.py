@@ -6,18 +6,23 @@ Each tracker's package is imported only when asked for (the ``trackers`` extra) 
 configured the way its users expect: TensorBoard writes ``OUT/tensorboard``; MLflow uses
 ``MLFLOW_TRACKING_URI`` (default: a file store in ``OUT/mlruns``); W&B uses its own
 environment (``WANDB_PROJECT``, ``WANDB_MODE=offline``, ``WANDB_API_KEY``).
+
+Where each went is written to ``OUT/trackers.json`` (``where``), for the job page's links.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from trainer.errors import BadInput
 
 TRACKERS = ("tensorboard", "mlflow", "wandb")
+TRACKERS_FILE = "trackers.json"
 PACKAGES = {"tensorboard": "tensorboard", "mlflow": "mlflow-skinny", "wandb": "wandb"}
 
 
@@ -54,6 +59,9 @@ class TensorBoardSink:
     def samples(self, record: dict[str, Any]) -> None:
         pass
 
+    def where(self) -> str:
+        return self.log_dir.name
+
     def close(self) -> None:
         self.writer.close()
 
@@ -70,6 +78,7 @@ class MLflowSink:
             uri = (Path(out_dir) / "mlruns").resolve().as_uri()
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
         mlflow.set_tracking_uri(uri)
+        self.uri = uri
         mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME", "gad-studio"))
         self.run = mlflow.start_run(run_name=run_name)
         mlflow.log_params({k: str(v)[:250] for k, v in params.items()})
@@ -80,6 +89,18 @@ class MLflowSink:
 
     def samples(self, record: dict[str, Any]) -> None:
         pass
+
+    def where(self) -> dict[str, Any]:
+        info = self.run.info
+        uri = _public(self.uri)
+        web = uri.startswith(("http://", "https://"))
+        url = f"{uri.rstrip('/')}/#/experiments/{info.experiment_id}/runs/{info.run_id}"
+        return {
+            "tracking_uri": uri,
+            "experiment_id": info.experiment_id,
+            "run_id": info.run_id,
+            "url": url if web else None,  # a file store has no page to link to
+        }
 
     def close(self) -> None:
         self.mlflow.end_run()
@@ -104,8 +125,24 @@ class WandbSink:
     def samples(self, record: dict[str, Any]) -> None:
         pass
 
+    def where(self) -> dict[str, Any]:
+        return {
+            "project": self.run.project,
+            "run_id": self.run.id,
+            "url": self.run.url,  # None offline: ``wandb sync`` the run's folder first
+            "offline": self.run.offline,
+        }
+
     def close(self) -> None:
         self.run.finish()
+
+
+def _public(uri: str) -> str:
+    """The URI without a user name or password (the file is shown on the job page)."""
+    parts = urlsplit(uri)
+    if "@" not in parts.netloc:
+        return uri
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
 def flat(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -123,12 +160,24 @@ def make(names: list[str], out_dir: str | Path, config: dict[str, Any]) -> list[
     """The sinks ``report_to`` names, in its order."""
     run_name = Path(out_dir).resolve().parent.name or "run"
     params = flat(config)
-    built: list[Any] = []
+    built: dict[str, Any] = {}
     for name in names:
         if name == "tensorboard":
-            built.append(TensorBoardSink(out_dir))
+            built[name] = TensorBoardSink(out_dir)
         elif name == "mlflow":
-            built.append(MLflowSink(out_dir, run_name, params))
+            built[name] = MLflowSink(out_dir, run_name, params)
         elif name == "wandb":
-            built.append(WandbSink(out_dir, run_name, params))
-    return built
+            built[name] = WandbSink(out_dir, run_name, params)
+    write_where(out_dir, built)
+    return list(built.values())
+
+
+def write_where(out_dir: str | Path, sinks: dict[str, Any]) -> None:
+    """``OUT/trackers.json``: each tracker's run (``where()``), e.g. ``{"tensorboard":
+    "tensorboard", "mlflow": {"tracking_uri", "experiment_id", "run_id", "url"}, "wandb":
+    {"project", "run_id", "url", "offline"}}``. Replaced whole: the web may read it now."""
+    path = Path(out_dir) / TRACKERS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({name: sink.where() for name, sink in sinks.items()}, indent=1))
+    tmp.replace(path)

@@ -207,6 +207,12 @@ TEAM_URLS = [
     # Monitoring: the charts' data, the samples viewer, run comparison (members' pages).
     ("job-metrics", "get", {"pk": "job"}, {"owner": OK, "member": OK, "annotator": FORBIDDEN}),
     ("job-samples", "get", {"pk": "job"}, {"owner": OK, "member": OK, "annotator": FORBIDDEN}),
+    (
+        "job-tensorboard",
+        "get",
+        {"pk": "tensorboard_job"},
+        {"owner": OK, "member": OK, "annotator": FORBIDDEN},
+    ),
     ("jobs-compare", "get", {}, {"owner": OK, "member": OK, "annotator": FORBIDDEN}),
     # Checkpoint sweeps start from a job (members); a bogus POST is a form error, not a sweep.
     ("job-sweep", "get", {"pk": "job"}, {"owner": OK, "member": OK, "annotator": FORBIDDEN}),
@@ -241,6 +247,12 @@ def _assignment(personas):
     return SimpleNamespace(pk=mine.key)  # items are addressed by their opaque key
 
 
+def _tensorboard_job(personas):
+    from tests.webapp.test_job_trackers import with_tensorboard
+
+    return with_tensorboard(personas.job)
+
+
 def _upload(personas):
     from webapp.promptsets.models import Upload
 
@@ -256,6 +268,7 @@ OBJECT_FACTORIES = {
     "campaign": _campaign,
     "assignment": _assignment,
     "upload": _upload,
+    "tensorboard_job": _tensorboard_job,
 }
 
 

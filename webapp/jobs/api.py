@@ -10,7 +10,12 @@ from ninja import Status as HttpStatus
 
 from webapp.api.common import ApiError, team_for
 from webapp.jobs import actions
-from webapp.jobs.archive import checkpoint_response
+from webapp.jobs.archive import (
+    checkpoint_response,
+    tensorboard_dir,
+    tensorboard_response,
+    tracker_runs,
+)
 from webapp.jobs.configs import build_configs, memory_plan, teacher_problem
 from webapp.jobs.models import Checkpoint, Job, Sample, Status
 from webapp.monitoring.series import metrics_payload
@@ -84,6 +89,17 @@ class JobOut(Schema):
     def resolve_plan(obj: Job) -> dict[str, Any] | None:
         result = memory_plan(obj.team, obj.config, obj.gpus)
         return result.as_dict() if result else None
+
+
+class JobDetailOut(JobOut):
+    trackers: dict[str, Any]  # where report_to sent the metrics (not in the list: file reads)
+
+    @staticmethod
+    def resolve_trackers(obj: Job) -> dict[str, Any]:
+        """{"tensorboard": the logs' download path or null, "mlflow"/"wandb" (when the
+        trainer reported there): {"run_id", "url" (null: no page), …}}."""
+        logs = f"/api/v1/jobs/{obj.pk}/tensorboard" if tensorboard_dir(obj) else None
+        return {"tensorboard": logs, **tracker_runs(obj)}
 
 
 class LaunchOut(Schema):
@@ -181,7 +197,7 @@ def list_jobs(request, team: str | None = None, status: str | None = None):
     return rows.order_by("-created_at")[:500]
 
 
-@router.get("/jobs/{int:job_id}", response=JobOut)
+@router.get("/jobs/{int:job_id}", response=JobDetailOut)
 def get_job(request, job_id: int):
     return _job(request, job_id)
 
@@ -217,6 +233,14 @@ def job_samples(request, job_id: int, step: int | None = None):
 def job_checkpoints(request, job_id: int):
     job = _job(request, job_id)
     return job.checkpoints.select_related("job").order_by("step")
+
+
+@router.get("/jobs/{int:job_id}/tensorboard", summary="Streamed .tar.gz of the TensorBoard logs")
+def download_tensorboard(request, job_id: int):
+    response = tensorboard_response(_job(request, job_id))
+    if response is None:
+        raise ApiError(404, "This job wrote no TensorBoard logs (report_to: [tensorboard]).")
+    return response
 
 
 @router.get("/checkpoints/{int:checkpoint_id}/download", summary="Streamed tar of the HF directory")

@@ -1,17 +1,22 @@
-"""Stream a directory as an uncompressed tar, never holding more than one chunk.
+"""Stream a directory as a tar, never holding more than one chunk; a job's run directory
+on the data volume and what the trainer left there for the job page.
 
 ``tarfile`` writes a whole member before returning, which for a 30 GB safetensors
 shard means 30 GB in memory; so we use ``tarfile`` only for the 512-byte headers and
 stream each file's bytes ourselves. Weights do not compress, so no gzip: the CPU stays
-free and the exact Content-Length is known before the first byte.
+free and the exact Content-Length is known before the first byte. TensorBoard's event
+files do compress (several times over), so they go out gzipped, without a length.
 """
 
 from __future__ import annotations
 
+import json
 import tarfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 BLOCK = 512
 CHUNK = 1024 * 1024
@@ -72,6 +77,32 @@ class TarStream:
         yield b"\0" * (2 * BLOCK)
 
 
+def gzipped(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """The chunks as one gzip stream (``wbits`` 31: gzip header and trailer)."""
+    packer = zlib.compressobj(6, zlib.DEFLATED, 31)
+    for chunk in chunks:
+        packed = packer.compress(chunk)
+        if packed:
+            yield packed
+    yield packer.flush()
+
+
+def tar_response(directory: Path, name: str, gzip: bool = False):
+    """A streamed download of ``directory`` as ``name.tar`` (``name.tar.gz``), its members
+    under ``name/``."""
+    from django.http import StreamingHttpResponse
+
+    stream = TarStream(directory, name)
+    if gzip:
+        response = StreamingHttpResponse(gzipped(iter(stream)), content_type="application/gzip")
+        response["Content-Disposition"] = f'attachment; filename="{name}.tar.gz"'
+        return response
+    response = StreamingHttpResponse(iter(stream), content_type="application/x-tar")
+    response["Content-Length"] = str(len(stream))
+    response["Content-Disposition"] = f'attachment; filename="{name}.tar"'
+    return response
+
+
 ADAPTER_DIR = "student-adapter"  # next to a LoRA job's merged student (trainer.checkpoint)
 
 
@@ -84,18 +115,63 @@ def adapter_dir(checkpoint) -> Path | None:
 def checkpoint_response(checkpoint, user, part: str = "model"):
     """The streamed download of a checkpoint's HF directory (``part`` "adapter": a LoRA
     job's adapter alone), recorded; None if it is gone."""
-    from django.http import StreamingHttpResponse
-
     from webapp.jobs.actions import record_download
 
     directory = Path(checkpoint.path) if part != "adapter" else adapter_dir(checkpoint)
     if directory is None or not directory.is_dir():
         return None
     suffix = "-adapter" if part == "adapter" else ""
-    prefix = f"job{checkpoint.job_id}-step-{checkpoint.step}{suffix}"
-    stream = TarStream(directory, prefix)
+    response = tar_response(directory, f"job{checkpoint.job_id}-step-{checkpoint.step}{suffix}")
     record_download(checkpoint, user)
-    response = StreamingHttpResponse(iter(stream), content_type="application/x-tar")
-    response["Content-Length"] = str(len(stream))
-    response["Content-Disposition"] = f'attachment; filename="{prefix}.tar"'
     return response
+
+
+# ----------------------------------------------------------------------------- the run
+
+# What the trainer writes in its output_dir (trainer.trackers; the web does not import it).
+TENSORBOARD_DIR = "tensorboard"
+TRACKERS_FILE = "trackers.json"
+
+
+def job_dir(job) -> Path:
+    """The job's work dir on the shared GAD_DATA_DIR (worker.pipeline.workspace)."""
+    from django.conf import settings
+
+    return Path(settings.GAD_DATA_DIR) / "jobs" / str(job.pk)
+
+
+def run_dir(job) -> Path:
+    """The job's trainer output_dir: ``run/`` of its work dir."""
+    return job_dir(job) / "run"
+
+
+def tensorboard_dir(job) -> Path | None:
+    """The job's TensorBoard log directory (``report_to: [tensorboard]``), if it has one."""
+    directory = run_dir(job) / TENSORBOARD_DIR
+    return directory if directory.is_dir() else None
+
+
+def tensorboard_response(job):
+    """The streamed ``.tar.gz`` of the job's TensorBoard logs; None if it wrote none."""
+    directory = tensorboard_dir(job)
+    if directory is None:
+        return None
+    return tar_response(directory, f"job{job.pk}-tensorboard", gzip=True)
+
+
+def tracker_runs(job) -> dict[str, dict[str, Any]]:
+    """The MLflow and W&B runs the trainer reported to (its ``trackers.json``), each with
+    ``run_id`` and ``url`` (None where there is no page: a file store, W&B offline)."""
+    try:
+        written = json.loads((run_dir(job) / TRACKERS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}  # none written yet, or not on this volume
+    runs = {}
+    for name in ("mlflow", "wandb"):
+        entry = written.get(name) if isinstance(written, dict) else None
+        if not isinstance(entry, dict) or not isinstance(entry.get("run_id"), str):
+            continue
+        url = entry.get("url")
+        web = isinstance(url, str) and url.startswith(("https://", "http://"))
+        runs[name] = {**entry, "url": url if web else None}  # only web links become hrefs
+    return runs

@@ -10,6 +10,11 @@ urlpatterns = [
     path("teams/<slug:slug>/jobs/<int:pk>/resume/", views.job_resume, name="job-resume"),
     path("teams/<slug:slug>/jobs/<int:pk>/metrics.json", views.job_metrics, name="job-metrics"),
     path("teams/<slug:slug>/jobs/<int:pk>/samples/", views.job_samples, name="job-samples"),
+    path(
+        "teams/<slug:slug>/jobs/<int:pk>/tensorboard.tar.gz",
+        views.job_tensorboard,
+        name="job-tensorboard",
+    ),
     path("teams/<slug:slug>/compare/", views.jobs_compare, name="jobs-compare"),
     path(
         "teams/<slug:slug>/checkpoints/<int:pk>/download/",

@@ -21,7 +21,13 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from webapp.jobs import actions
-from webapp.jobs.archive import adapter_dir, checkpoint_response
+from webapp.jobs.archive import (
+    adapter_dir,
+    checkpoint_response,
+    tensorboard_dir,
+    tensorboard_response,
+    tracker_runs,
+)
 from webapp.jobs.configs import memory_plan
 from webapp.jobs.forms import LaunchForm, initial_from_config
 from webapp.jobs.models import ACTIVE_STATUSES, Checkpoint, Job, Method, Sample, Status
@@ -141,6 +147,8 @@ def job_detail(request: AuthenticatedRequest, slug: str, pk: int) -> HttpRespons
             "compare_url": _compare_url(team, [job, job.pair] if job.pair else [job]),
             "plan": memory_plan(team, job.config, job.gpus),
             "storage_used": team_actions.storage_used(team),
+            "tensorboard": tensorboard_dir(job) is not None,
+            "tracker_runs": tracker_runs(job),
         },
     )
 
@@ -185,6 +193,15 @@ def checkpoint_download(request: AuthenticatedRequest, slug: str, pk: int) -> St
     response = checkpoint_response(_checkpoint(request, slug, pk), request.user, part)
     if response is None:
         raise Http404("The checkpoint's files are no longer on the data volume.")
+    return response
+
+
+@login_required
+def job_tensorboard(request: AuthenticatedRequest, slug: str, pk: int) -> StreamingHttpResponse:
+    """The job's TensorBoard logs as a .tar.gz (``report_to: [tensorboard]``)."""
+    response = tensorboard_response(access.team_object(request, slug, Job, pk))
+    if response is None:
+        raise Http404("This job wrote no TensorBoard logs (report_to: [tensorboard]).")
     return response
 
 
