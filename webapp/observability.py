@@ -47,6 +47,12 @@ def record_sweep() -> None:
     broker.set(SWEEP_LAST, time.time())
 
 
+def last_sweep() -> float | None:
+    """When the last sweep ran (epoch seconds), None if never."""
+    last = _redis().get(SWEEP_LAST)
+    return float(last) if last else None
+
+
 class SiteCollector(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         from django.db.models import Count, Sum

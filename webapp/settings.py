@@ -306,7 +306,9 @@ CELERY_TASK_SOFT_TIME_LIMIT = 60 * 60
 CELERY_TASK_TIME_LIMIT = 60 * 60 + 300
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # The sweep re-queues jobs whose worker died and resumes paused jobs (run by celery beat).
-CELERY_BEAT_SCHEDULE = {"sweep": {"task": "gad.sweep", "schedule": 30.0}}
+# GAD_SWEEP_S (30 s) is read by beat; the tests shorten it to watch a recovery happen.
+GAD_SWEEP_S = env.integer("GAD_SWEEP_S", 30, minimum=1)
+CELERY_BEAT_SCHEDULE = {"sweep": {"task": "gad.sweep", "schedule": float(GAD_SWEEP_S)}}
 # Routing, declared once: every documented worker consumes "cpu" (GPU nodes run
 # "-Q gpu,cpu", CPU nodes "-Q cpu", the demo "-Q cpu,gpu"), so a task sent without a
 # queue (the beat's sweep, "Test connection") goes there, never to Celery's "celery"
@@ -329,6 +331,8 @@ if not DEBUG:
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
     SECURE_SSL_REDIRECT = env.boolean("DJANGO_SECURE_SSL_REDIRECT", True)
+    # Load balancers and the containers' healthchecks probe over plain HTTP.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
     SECURE_HSTS_SECONDS = env.integer("DJANGO_SECURE_HSTS_SECONDS", 31_536_000, minimum=0)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = env.boolean("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
     SECURE_HSTS_PRELOAD = env.boolean("DJANGO_SECURE_HSTS_PRELOAD", True)

@@ -3,7 +3,6 @@ k GPUs gets k GPUs of this node that no other holder has."""
 
 from __future__ import annotations
 
-import socket
 from datetime import datetime, timedelta
 from typing import NoReturn
 
@@ -17,6 +16,7 @@ from django.utils import timezone
 from webapp.evaluation.models import Evaluation
 from webapp.jobs.models import Job
 from webapp.nodes.models import GpuLease
+from webapp.nodes.presence import node_name
 
 LEASE_S = 30  # renewed with every heartbeat (every few seconds)
 
@@ -38,11 +38,6 @@ def retry_later(task: Task, rows: QuerySet) -> NoReturn:
         rows.update(unsent=True)
         raise
     raise AssertionError("Task.retry returned")  # pragma: no cover
-
-
-def node_name() -> str:
-    """This node's name: ``GAD_NODE_NAME``, else the host name (GPU leases are per node)."""
-    return settings.GAD_NODE_NAME or socket.gethostname()
 
 
 def node_queue(node: str) -> str:

@@ -27,7 +27,7 @@ from django.db import close_old_connections
 from trainer.metrics import truncate_after
 from trainer.teacher import collect
 from webapp.catalog import references
-from webapp.jobs import actions
+from webapp.jobs import actions, archive
 from webapp.jobs.models import Job, JobAnswer, Status
 from webapp.monitoring import guard as health_guard
 from webapp.nodes import presence
@@ -107,7 +107,7 @@ class Workspace:
 
 
 def workspace(job: Job) -> Workspace:
-    root = Path(settings.GAD_DATA_DIR) / "jobs" / str(job.pk)
+    root = archive.job_dir(job)
     root.mkdir(parents=True, exist_ok=True)
     return Workspace(root)
 

@@ -10,14 +10,21 @@ from pathlib import Path
 import pytest
 import redis
 
+from tests.processes import SOURCES, queues_of
 from webapp.celery import app
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def documented_worker_queues() -> list[set[str]]:
-    """The -Q of every worker command in the demo script and the deployment docs."""
-    found = []
+    """The -Q of every worker command in the compose file, the demo script and the
+    deployment docs (anywhere in them, not only the blocks tests/processes.py reads)."""
+    found = [
+        queues_of(argv)
+        for commands in SOURCES.values()
+        for role, argv in commands().items()
+        if role.endswith("worker")
+    ]
     for path in (ROOT / "scripts" / "demo.sh", ROOT / "docs" / "deployment.md"):
         for match in re.finditer(r"celery -A webapp worker[^\n]*?-Q ([\w,|]+)", path.read_text()):
             found.append(set(re.split(r"[,|]", match.group(1))))

@@ -3,14 +3,21 @@ current; ``worker.presence`` writes them)."""
 
 from __future__ import annotations
 
+import socket
 from datetime import timedelta
 
+from django.conf import settings
 from django.utils import timezone
 
 from webapp.nodes.models import WorkerNode
 
 REPORT_EVERY_S = 10
 LIVE_S = 45  # a worker not heard from for this long is gone
+
+
+def node_name() -> str:
+    """This node's name: ``GAD_NODE_NAME``, else the host name (GPU leases are per node)."""
+    return settings.GAD_NODE_NAME or socket.gethostname()
 
 
 def live_workers():
