@@ -7,6 +7,8 @@ The broker outage is injected at the one wrapper the web side sends through
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from kombu.exceptions import OperationalError
 
@@ -119,3 +121,40 @@ def test_a_connection_test_that_cannot_be_queued_says_so_at_once(
     endpoint = TeacherEndpoint.objects.get(pk=endpoint.pk)
     assert endpoint.test_status == "error"
     assert "task queue cannot be reached" in endpoint.test_error
+
+
+def test_evaluation_and_judge_messages_lost_inside_redis_are_sent_again(personas, settings):
+    """A Redis restart without AOF loses queued messages (here: deleted from the real
+    broker). The sweep leaves a row alone while its message is still queued, and sends
+    it again once the row has waited unclaimed past GAD_REQUEUE_AFTER_S with its task in
+    no queue."""
+    import redis
+    from django.utils import timezone
+
+    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    queues = [settings.GAD_EVAL_QUEUE, judging_actions.JUDGE_QUEUE]
+    broker.delete(*queues)
+    evaluation = make_evaluation(personas.team, n_prompts=2)
+    evaluation.status = EvalStatus.GENERATING
+    evaluation.save()
+    run = JudgeRun.objects.create(evaluation=evaluation, judge_name="j")
+    try:
+        assert evaluation_actions.enqueue_generation(evaluation.pk)
+        assert judging_actions.enqueue(run.pk)
+        settings.GAD_REQUEUE_AFTER_S = 5
+        long_ago = timezone.now() - timezone.timedelta(seconds=60)
+        type(evaluation).objects.filter(pk=evaluation.pk).update(sent_at=long_ago)
+        JudgeRun.objects.filter(pk=run.pk).update(sent_at=long_ago)
+        assert sweep()["resent"] == 0  # still in their queues: not lost
+        broker.delete(*queues)  # the broker lost them
+        assert sweep()["resent"] == 2
+        held = [m for q in set(queues) for m in broker.lrange(q, 0, -1)]
+        assert {
+            (m["headers"]["task"], m["headers"]["argsrepr"]) for m in map(json.loads, held)
+        } == {
+            (evaluation_actions.GENERATE_TASK, f"[{evaluation.pk}]"),
+            (judging_actions.JUDGE_TASK, f"[{run.pk}]"),
+        }
+        assert sweep()["resent"] == 0  # sent just now
+    finally:
+        broker.delete(*queues)

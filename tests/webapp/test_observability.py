@@ -50,3 +50,60 @@ def test_a_broker_that_is_down_shows_as_down_not_as_an_error(client, db, monkeyp
     )
     found = scrape(client)
     assert found["gad_broker_up"][0].value == 0 and "gad_jobs" in found
+
+
+def test_healthcheck_sweep_fails_until_a_sweep_ran_and_again_when_it_is_old(db, settings):
+    import time
+
+    import pytest
+    from django.core.management import CommandError, call_command
+
+    from webapp.observability import SWEEP_LAST, _redis, record_sweep
+
+    broker = _redis()
+    broker.delete(SWEEP_LAST)
+    with pytest.raises(CommandError, match="no sweep has run yet"):
+        call_command("healthcheck", "sweep")
+    record_sweep()
+    call_command("healthcheck", "sweep")
+    broker.set(SWEEP_LAST, time.time() - 4 * settings.GAD_SWEEP_S - 10)
+    with pytest.raises(CommandError, match="is celery beat running"):
+        call_command("healthcheck", "sweep")
+    call_command("healthcheck", "sweep", "--max-age", "3600")
+
+
+def test_healthcheck_worker_needs_a_live_worker_on_this_node(db, settings):
+    import pytest
+    from django.core.management import CommandError, call_command
+
+    from webapp.nodes import presence
+
+    settings.GAD_NODE_NAME = "node-x"
+    presence.report("cpu@elsewhere", "node-y", ["cpu"], [])
+    with pytest.raises(CommandError, match="no worker on node node-x"):
+        call_command("healthcheck", "worker")
+    presence.report("cpu@here", "node-x", ["cpu"], [])
+    call_command("healthcheck", "worker")
+
+
+def test_healthcheck_web_asks_this_hosts_server_and_says_what_is_down(live_server, monkeypatch):
+    import pytest
+    from django.core.management import CommandError, call_command
+
+    from tests.conftest import free_port
+
+    port = live_server.url.rsplit(":", 1)[-1]
+    monkeypatch.setenv("GAD_WEB_BIND", f"0.0.0.0:{port}")
+    call_command("healthcheck", "web")
+    from kombu import Connection
+
+    from webapp.celery import app
+
+    # The live server answers from a thread of this process: its broker is now down.
+    down = "redis://127.0.0.1:1/0"
+    monkeypatch.setattr(app, "connection_for_write", lambda: Connection(down))
+    with pytest.raises(CommandError, match="answered 503.*broker"):
+        call_command("healthcheck", "web")
+    monkeypatch.setenv("GAD_WEB_BIND", f"0.0.0.0:{free_port()}")
+    with pytest.raises(CommandError, match="did not answer"):
+        call_command("healthcheck", "web")
