@@ -32,6 +32,14 @@ def send(task: str, args: list, queue: str | None = None) -> bool:
     return True
 
 
+def queue_of(task: str) -> str:
+    """The queue a task sent without one goes to (settings.CELERY_TASK_ROUTES)."""
+    from django.conf import settings
+
+    route = settings.CELERY_TASK_ROUTES.get(task, {})
+    return str(route.get("queue", settings.CELERY_TASK_DEFAULT_QUEUE))
+
+
 def send_for(rows: models.QuerySet, task: str, args: list, queue: str | None = None) -> bool:
     """Send the task of ``rows`` (one row, by pk) and record on them whether it went."""
     sent = send(task, args, queue)

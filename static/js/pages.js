@@ -43,6 +43,8 @@ document.addEventListener("DOMContentLoaded", function () {
         .then(function (r) { if (!r.ok) throw new Error(r.status); return r.json(); })
         .then(function (s) {
           if (s.status !== "pending") { show(s); return; }
+          // No worker reads the test's queue: say so now, and keep asking.
+          detail.textContent = s.waiting || "asking the teacher…";
           if (++polls < 120) { setTimeout(poll, 1000); return; }
           detail.textContent = "no answer after 2 minutes: is a worker running? Try again.";
         })

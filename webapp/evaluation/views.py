@@ -4,6 +4,7 @@ generating again, and deletion."""
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpResponse, JsonResponse
@@ -17,6 +18,7 @@ from webapp.evaluation import actions
 from webapp.evaluation.forms import EvaluationForm
 from webapp.evaluation.models import EvalStatus, Evaluation
 from webapp.judging import runs, sweep
+from webapp.nodes import presence
 from webapp.pages import AuthenticatedRequest
 from webapp.teams import access
 from webapp.teams.actions import ActionError
@@ -79,6 +81,14 @@ def evaluation_create(request: AuthenticatedRequest, slug: str) -> HttpResponse:
     return render(request, "evaluation/create.html", {"team": team, "form": form}, status=status)
 
 
+def _waiting(evaluation: Evaluation) -> str | None:
+    """Why an evaluation's answers are not being generated: no live worker reads the
+    generation queue."""
+    if evaluation.status != EvalStatus.GENERATING or evaluation.claimed_by or evaluation.unsent:
+        return None
+    return presence.queue_problem(settings.GAD_EVAL_QUEUE)
+
+
 @login_required
 def evaluation_detail(request: AuthenticatedRequest, slug: str, pk: int) -> HttpResponse:
     evaluation = evaluation_for(request, slug, pk)
@@ -91,6 +101,7 @@ def evaluation_detail(request: AuthenticatedRequest, slug: str, pk: int) -> Http
             "systems": evaluation.systems.all(),
             "campaigns": evaluation.campaigns.all(),
             "can_campaign": evaluation.status != EvalStatus.GENERATING,
+            "waiting": _waiting(evaluation),
             **runs.page_context(evaluation, request.GET.get("judge")),
             **sweep.evaluation_context(evaluation, request.GET.get("bound")),
         },

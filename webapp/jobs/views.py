@@ -149,8 +149,17 @@ def job_detail(request: AuthenticatedRequest, slug: str, pk: int) -> HttpRespons
             "storage_used": team_actions.storage_used(team),
             "tensorboard": tensorboard_dir(job) is not None,
             "tracker_runs": tracker_runs(job),
+            "waiting": _waiting(job),
         },
     )
+
+
+def _waiting(job: Job) -> str | None:
+    """Why a queued job has not started: no live worker reads its queue, or every GPU
+    of the nodes that could run it is leased (and by whom)."""
+    if job.status != Status.QUEUED or job.unsent:
+        return None
+    return presence.queue_problem(actions.queue_for(job.gpus)) or presence.gpu_wait(job.gpus)
 
 
 @login_required

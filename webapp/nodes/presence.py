@@ -9,7 +9,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.utils import timezone
 
-from webapp.nodes.models import WorkerNode
+from webapp.nodes.models import GpuLease, WorkerNode
 
 REPORT_EVERY_S = 10
 LIVE_S = 45  # a worker not heard from for this long is gone
@@ -67,6 +67,54 @@ def gpu_problem(gpus: int, nodes_wanted: int = 1) -> str | None:
         f"gpus: this job needs {gpus} GPUs and the largest live node has {most}; ask for at "
         f"most {most}, or start a worker on a node with more"
     )
+
+
+def queue_problem(queue: str) -> str | None:
+    """Why work sent to ``queue`` would wait for nobody: no live worker consumes it
+    (None: one does). Pages say it at once, rather than after a timeout."""
+    workers = list(live_workers())
+    if any(queue in (w.queues or []) for w in workers):
+        return None
+    start = f"celery -A webapp worker -Q {queue} (docs/deployment.md, Processes)"
+    if not workers:
+        return (
+            f"No worker is running on this site: the task waits in the '{queue}' queue "
+            f"until one starts: {start}."
+        )
+    read = sorted({q for w in workers for q in (w.queues or []) if not q.startswith("node.")})
+    return (
+        f"No running worker reads the '{queue}' queue (the running ones read "
+        f"{', '.join(read) or 'nothing'}): the task waits until one does: {start}."
+    )
+
+
+def gpu_wait(gpus: int) -> str | None:
+    """Why a queued task asking for ``gpus`` GPUs on one node waits although nodes have
+    that many: who holds them. None when a node has enough free (it starts soon)."""
+    if gpus <= 0:
+        return None
+    offered = {node: n for node, n in gpus_by_node().items() if n >= gpus}
+    if not offered:
+        return None  # gpu_problem's case: no node could ever run it
+    leases = GpuLease.objects.filter(node__in=offered, expires_at__gt=timezone.now())
+    held: dict[str, list[str]] = {}
+    for lease in leases.select_related("job", "evaluation").order_by("gpu_index"):
+        holder = (
+            f"job {lease.job.name!r} (#{lease.job_id})"
+            if lease.job is not None
+            else f"evaluation #{lease.evaluation_id}"
+        )
+        held.setdefault(lease.node, [])
+        if holder not in held[lease.node]:
+            held[lease.node].append(holder)
+    busy = []
+    for node, total in sorted(offered.items()):
+        taken = leases.filter(node=node).count()
+        if total - taken >= gpus:
+            return None
+        amount = f"all {total}" if taken >= total else f"{taken} of {total}"
+        busy.append(f"{amount} on node {node} are leased by {', '.join(held.get(node, []))}")
+    return f"Waiting for {gpus} GPU{'s' if gpus > 1 else ''}: " + "; ".join(busy) + "."
 
 
 def report(name: str, node: str, queues: list[str], gpus: list[int]) -> None:

@@ -14,6 +14,8 @@ from django.shortcuts import redirect, render
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 from django.views.decorators.http import require_GET, require_POST
 
+from webapp import dispatch
+from webapp.nodes import presence
 from webapp.pages import AuthenticatedRequest
 from webapp.teachers import actions, crypto
 from webapp.teachers.models import TeacherEndpoint
@@ -172,7 +174,15 @@ def teacher_detail(request: AuthenticatedRequest, slug: str, pk: int) -> HttpRes
             return redirect("teacher", slug=endpoint.team.slug, pk=endpoint.pk)
     status = 422 if form.is_bound else 200
     context = {"team": endpoint.team, "endpoint": endpoint, "form": form}
+    context["waiting"] = _waiting(endpoint)
     return render(request, "teachers/detail.html", context, status=status)
+
+
+def _waiting(endpoint: TeacherEndpoint) -> str | None:
+    """While a test is pending: why no worker will run it, if none reads its queue."""
+    if endpoint.test_status != "pending":
+        return None
+    return presence.queue_problem(dispatch.queue_of(actions.TEST_TASK))
 
 
 @login_required
@@ -201,4 +211,5 @@ def teacher_test(request: AuthenticatedRequest, slug: str, pk: int) -> HttpRespo
 @require_GET
 def teacher_status(request: AuthenticatedRequest, slug: str, pk: int) -> JsonResponse:
     """The last test's result, polled by the detail page while a test is pending."""
-    return JsonResponse(_endpoint(request, slug, pk).last_test())
+    endpoint = _endpoint(request, slug, pk)
+    return JsonResponse({**endpoint.last_test(), "waiting": _waiting(endpoint)})
