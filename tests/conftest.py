@@ -106,3 +106,31 @@ def pytest_collection_modifyitems(config, items):
     # the session, after which asyncio.run() (the teacher client) refuses to start:
     # browser tests go last.
     items.sort(key=lambda item: "tests/e2e/" in item.nodeid)
+
+
+@pytest.fixture(scope="session")
+def tiny_student_dir(tmp_path_factory) -> Path:
+    from trainer.tiny import build_tiny
+
+    return build_tiny(tmp_path_factory.mktemp("student") / "tiny", layers=2, hidden=32, heads=4)
+
+
+@pytest.fixture
+def site_of(settings, tmp_path, transactional_db):
+    import redis
+
+    from tests.processes import Site
+
+    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    broker.delete("cpu", "gpu", "celery")
+    settings.GAD_DATA_DIR = tmp_path / "data"
+    sites = []
+
+    def make(source: str):
+        sites.append(Site(source, settings, tmp_path))
+        return sites[-1]
+
+    yield make
+    for site in sites:
+        site.stop()
+    broker.delete("cpu", "gpu", "celery")

@@ -10,8 +10,11 @@ Roles: ``migrate``, ``web``, ``worker`` (consumes ``cpu``), ``gpu-worker`` (also
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
+import signal
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +26,9 @@ COMPOSE = ROOT / "docker" / "compose.yaml"
 DEMO = ROOT / "scripts" / "demo.sh"
 DOCS = ROOT / "docs" / "deployment.md"
 COMPOSE_DATA_DIR = "/data"  # GAD_DATA_DIR inside the containers
+# The tests' sweep period and heartbeat staleness (production: 30 s and 45 s).
+SWEEP_S = 4
+STALE_S = 15
 
 
 def queues_of(argv: list[str]) -> set[str]:
@@ -123,3 +129,81 @@ def runnable(argv: list[str], variables: dict[str, str], data_dir: Path) -> list
     elif name in ("celery", "gunicorn"):
         out[0] = str(Path(sys.executable).with_name(name))
     return out
+
+
+class Site:
+    """The processes of one source (compose, demo or docs), as their commands say."""
+
+    def __init__(self, source: str, settings, tmp_path: Path):
+        self.commands = SOURCES[source]()
+        self.commands.setdefault("worker", self.commands.get("gpu-worker", []))
+        self.tmp_path = tmp_path
+        from tests.conftest import free_port
+
+        self.port = free_port()
+        db = settings.DATABASES["default"]
+        data_dir = Path(settings.GAD_DATA_DIR)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir = data_dir
+        self.env = {
+            **os.environ,
+            "DJANGO_DEBUG": "1",
+            "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+            "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+            "GAD_DATA_DIR": str(data_dir),
+            "GAD_MODEL_ROOTS": ",".join(map(str, settings.GAD_MODEL_ROOTS)),
+            "GAD_WEB_BIND": f"127.0.0.1:{self.port}",  # webapp.gunicorn reads it
+            "GAD_SWEEP_S": str(SWEEP_S),
+            "GAD_HEARTBEAT_STALE_S": str(STALE_S),
+            "GAD_WORKER_GPUS": "",
+            "HF_HUB_OFFLINE": "1",
+        }
+        self.env.pop("GAD_CACHE_URL", None)
+        # What scripts/demo.sh defines before its commands.
+        self.variables = {
+            "PY": sys.executable,
+            "HOST": "127.0.0.1",
+            "PORT": str(self.port),
+            "GAD_DATA_DIR": str(data_dir),
+        }
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    def argv(self, role: str) -> list[str]:
+        return runnable(self.commands[role], self.variables, self.data_dir)
+
+    def run(self, role: str) -> None:
+        done = subprocess.run(
+            self.argv(role), cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=300
+        )
+        assert done.returncode == 0, f"{self.argv(role)}:\n{done.stdout}\n{done.stderr}"
+
+    def start(self, role: str, name: str | None = None) -> subprocess.Popen:
+        name = name or role
+        log = open(self.tmp_path / f"{name}.log", "wb")  # noqa: SIM115 (the process writes it)
+        # A session of its own: killing it kills what a container's death would.
+        self.procs[name] = proc = subprocess.Popen(
+            self.argv(role), cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+        return proc
+
+    def log(self, name: str) -> str:
+        path = self.tmp_path / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {n}\n{self.log(n)[-3000:]}" for n in self.procs)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()

@@ -24,16 +24,13 @@ from pathlib import Path
 import pytest
 from django.contrib.auth import get_user_model
 
-from tests.conftest import free_port
-from tests.processes import COMPOSE, ROOT, SOURCES, queues_of, runnable
+from tests.processes import COMPOSE, ROOT, STALE_S, SWEEP_S, Site, queues_of
 from tests.webapp.factories import make_prompt_set, register_model
 from tests.worker.conftest import wait_for
 from webapp.jobs.models import Checkpoint, Job, MetricPoint
 from webapp.promptsets.models import Prompt
 from webapp.teams.actions import create_api_token, create_team
 
-SWEEP_S = 4
-STALE_S = 15
 SMALL = {
     "batch_size": 2, "group_size": 2, "max_prompt_tokens": 48, "max_response_tokens": 6,
     "micro_batch_tokens": 256, "save_every": 2, "sample_every": 1,
@@ -42,110 +39,8 @@ SMALL = {
 }  # fmt: skip
 
 
-class Site:
-    """The processes of one source (compose, demo or docs), as their commands say."""
-
-    def __init__(self, source: str, settings, tmp_path: Path):
-        self.commands = SOURCES[source]()
-        self.commands.setdefault("worker", self.commands.get("gpu-worker", []))
-        self.tmp_path = tmp_path
-        self.port = free_port()
-        db = settings.DATABASES["default"]
-        data_dir = Path(settings.GAD_DATA_DIR)
-        data_dir.mkdir(parents=True, exist_ok=True)
-        self.data_dir = data_dir
-        self.env = {
-            **os.environ,
-            "DJANGO_DEBUG": "1",
-            "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-            "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
-            "GAD_DATA_DIR": str(data_dir),
-            "GAD_MODEL_ROOTS": ",".join(map(str, settings.GAD_MODEL_ROOTS)),
-            "GAD_WEB_BIND": f"127.0.0.1:{self.port}",  # webapp.gunicorn reads it
-            "GAD_SWEEP_S": str(SWEEP_S),
-            "GAD_HEARTBEAT_STALE_S": str(STALE_S),
-            "GAD_WORKER_GPUS": "",
-            "HF_HUB_OFFLINE": "1",
-        }
-        self.env.pop("GAD_CACHE_URL", None)
-        # What scripts/demo.sh defines before its commands.
-        self.variables = {
-            "PY": sys.executable,
-            "HOST": "127.0.0.1",
-            "PORT": str(self.port),
-            "GAD_DATA_DIR": str(data_dir),
-        }
-        self.procs: dict[str, subprocess.Popen] = {}
-
-    def argv(self, role: str) -> list[str]:
-        return runnable(self.commands[role], self.variables, self.data_dir)
-
-    def run(self, role: str) -> None:
-        done = subprocess.run(
-            self.argv(role), cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=300
-        )
-        assert done.returncode == 0, f"{self.argv(role)}:\n{done.stdout}\n{done.stderr}"
-
-    def start(self, role: str, name: str | None = None) -> subprocess.Popen:
-        name = name or role
-        log = open(self.tmp_path / f"{name}.log", "wb")  # noqa: SIM115 (the process writes it)
-        # A session of its own: killing it kills what a container's death would.
-        self.procs[name] = proc = subprocess.Popen(
-            self.argv(role), cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
-        return proc
-
-    def log(self, name: str) -> str:
-        path = self.tmp_path / f"{name}.log"
-        return path.read_text(errors="replace") if path.exists() else ""
-
-    def logs(self) -> str:
-        return "\n".join(f"--- {n}\n{self.log(n)[-3000:]}" for n in self.procs)
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def stop(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-
-
 @pytest.fixture
-def site_of(settings, tmp_path, transactional_db):
-    import redis
-
-    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
-    broker.delete("cpu", "gpu", "celery")
-    settings.GAD_DATA_DIR = tmp_path / "data"
-    sites = []
-
-    def make(source: str) -> Site:
-        sites.append(Site(source, settings, tmp_path))
-        return sites[-1]
-
-    yield make
-    for site in sites:
-        site.stop()
-    broker.delete("cpu", "gpu", "celery")
-
-
-@pytest.fixture(scope="module")
-def tiny_student(tmp_path_factory) -> Path:
-    from trainer.tiny import build_tiny
-
-    return build_tiny(tmp_path_factory.mktemp("student") / "tiny", layers=2, hidden=32, heads=4)
-
-
-@pytest.fixture
-def lab(settings, tiny_student):
+def lab(settings, tiny_student_dir):
     """A team with a member and her API token, a prompt set with teacher answers, and
     the tiny student registered (before the processes start: they read its root)."""
     user = get_user_model().objects.create_user("ops", password="x")
@@ -154,7 +49,7 @@ def lab(settings, tiny_student):
     team.quota.save()
     prompt_set = make_prompt_set(team, n=8)
     Prompt.objects.filter(prompt_set=prompt_set).update(teacher_response="the answer is four")
-    student = register_model(settings, tiny_student)
+    student = register_model(settings, tiny_student_dir)
     _, token = create_api_token(user, "ops")
     return {"team": team, "prompt_set": prompt_set, "student": student, "token": token}
 
