@@ -234,6 +234,15 @@ def run_judge(args: argparse.Namespace) -> int:
             f"judge: stopped at the token budget ({args.max_total_tokens:,}); {unjudged} "
             "answers are not judged yet: run again with a larger budget to judge only those"
         )
+    if report.summary.stopped == "unreadable":
+        print(
+            f"judge: stopped early: the judge's replies could not be read "
+            f"({report.summary.unreadable} of its first {config.probe_verdicts} verdicts, even "
+            f"after a retry), e.g. {report.summary.unreadable_example!r}; choose a judge model "
+            "that follows the verdict format",
+            file=sys.stderr,
+        )
+        return 1
     return _exit_status("judge", report.summary.failed, "judge calls")
 
 

@@ -28,7 +28,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,7 @@ from django.conf import settings
 from django.db import close_old_connections
 
 from trainer.judge import judge, reports_by_group
-from trainer.teacher import collect
+from trainer.teacher import Limits, collect
 from webapp.catalog import references
 from webapp.celery import app
 from webapp.evaluation import actions
@@ -340,7 +340,8 @@ def _store_teacher_answers(system: System, prompts: list[Prompt], fingerprint: s
     time_limit=JUDGE_SOFT_LIMIT_S + 300,
 )
 def judge_evaluation(run_id: int) -> str:
-    """Judge an evaluation's answers; the run always ends succeeded or failed.
+    """Judge an evaluation's answers; the run always ends succeeded, failed or paused
+    (at its token cap).
 
     A redelivered task (worker lost) runs again: verdicts already paid for are cached.
     """
@@ -350,8 +351,9 @@ def judge_evaluation(run_id: int) -> str:
     run = JudgeRun.objects.select_related("evaluation__team", "judge").get(pk=run_id)
     lease = renewal(partial(judging_actions.renew, run_id, name, LEASE_S), f"judge-lease-{run_id}")
     lease.start()
+    paused = False
     try:
-        error = run_judge(run, lease)
+        error, paused = run_judge(run, lease)
     except LostClaim:
         log.warning("judge run %s: claim lost to another worker; stopping", run_id)
         return "claim lost"
@@ -364,17 +366,43 @@ def judge_evaluation(run_id: int) -> str:
         error = f"Internal error in the worker ({type(exc).__name__}); see the worker log."
     finally:
         lease.stop()
-    if not judging_actions.finish(run, error, name):
+    if not judging_actions.finish(run, error, name, paused=paused):
         return "claim lost"
     return run.status
 
 
-def run_judge(run: JudgeRun, lease: Renewal | None = None) -> str:
-    """Fill ``run.report`` and ``run.tokens_used``; return an error message or ''."""
+@dataclass
+class TokenCap:
+    """The judge run's token cap, around the team budget's ``allow``: no request that
+    would take the run past ``cap`` (what its earlier deliveries spent counted in), and
+    a record that it was the cap, not the team's budget, that stopped the run."""
+
+    cap: int | None
+    spent_before: int
+    reached: bool = False
+
+    def around(self, limits: Limits) -> Limits:
+        team = limits.allow
+
+        def allow(total: int) -> bool:
+            # The cap first: a request it refuses reserves none of the team's tokens.
+            if self.cap is not None and self.spent_before + total > self.cap:
+                self.reached = True
+                return False
+            return team is None or team(total)
+
+        return replace(limits, allow=allow)
+
+
+def run_judge(run: JudgeRun, lease: Renewal | None = None) -> tuple[str, bool]:
+    """Fill ``run.report`` and ``run.tokens_used``; return (the message for the page or
+    '', whether the run paused at its token cap)."""
     endpoint, evaluation = run.judge, run.evaluation
     if endpoint is None:
-        return "The judge endpoint was deleted; choose another judge."
+        return "The judge endpoint was deleted; choose another judge.", False
     items, answers = runs.judge_inputs(evaluation)
+    # Tokens of earlier deliveries (a worker lost, a paused run continued) count too.
+    cap = TokenCap(runs.token_cap(run), run.tokens_used)
     shown: dict[str, Any] = {"at": 0.0, "phase": ""}
 
     def progress(p, orm) -> None:
@@ -384,22 +412,23 @@ def run_judge(run: JudgeRun, lease: Renewal | None = None) -> str:
         if p.phase != shown["phase"] or now - shown["at"] > POLL_S or p.done == p.total:
             shown.update(at=now, phase=p.phase)
             state = {"phase": p.phase, "done": p.done, "total": p.total}
-            orm.call(judging_actions.record_progress, run.pk, state, p.tokens)
+            spent = cap.spent_before + p.tokens
+            orm.call(judging_actions.record_progress, run.pk, state, spent)
 
     paid = paid_call(
         endpoint,
         evaluation.team,
         lambda spec, store, limits, on_progress: judge(
-            items, answers, spec, store, limits=limits, on_progress=on_progress
+            items, answers, spec, store, limits=cap.around(limits), on_progress=on_progress
         ),
         role="judge",
         on_progress=progress,
         tokens_of=lambda report: report.summary.tokens,
     )
-    run.tokens_used = paid.tokens
+    run.tokens_used = cap.spent_before + paid.tokens
     report = paid.result
     if report is None:
-        return paid.error
+        return paid.error, False
     data = report.to_dict()
     group_of, sizes = runs.test_sets(evaluation)
     data["test_set"] = ", ".join(sizes)
@@ -409,6 +438,14 @@ def run_judge(run: JudgeRun, lease: Renewal | None = None) -> str:
     ]
     data["diagnostics"] = runs.diagnostics(evaluation)
     run.report = data
+    if report.summary.stopped == "unreadable":
+        return runs.unreadable_message(data), False
+    if report.summary.stopped == "budget" and cap.cap is not None and cap.reached:
+        # The cap also turns a request away while others are in flight (their tokens
+        # are reserved at their estimates): the run paused only if calls were left.
+        if any(s.n_unjudged for s in report.systems):
+            return runs.paused_message(run, cap.cap), True
+        return "", False
     if report.summary.stopped == "budget":
-        return f"The team's teacher token budget ran out ({report.summary.line()})."
-    return ""
+        return f"The team's teacher token budget ran out ({report.summary.line()}).", False
+    return "", False

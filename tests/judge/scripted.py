@@ -4,6 +4,8 @@ by a function of the request, so judge tests go through the real openai client p
 `QualityJudge` is the reply function most tests use: answers carry their quality as a
 tag ("q=7"), the judge's own reference answer is "q=5", and the judge reads the tags
 back as scores, optionally favouring whichever answer it is shown first (position bias).
+`garbage` is a judge that cannot judge (the demo's tiny teacher), `verbose` one that
+pads every reply far past what the forecast expects.
 """
 
 from __future__ import annotations
@@ -23,11 +25,17 @@ REFERENCE = "the judge's own answer q=5"
 
 
 class ScriptedJudge(FaultProxy):
-    """FaultProxy(upstream=None) whose answer text is ``reply(messages)``."""
+    """FaultProxy(upstream=None) whose answer text is ``reply(messages)``.
 
-    def __init__(self, reply: Reply, **kw):
+    Each answer reports 10 prompt and 3 completion tokens; with ``counted``, the
+    tokens of its texts instead (4 characters a token, the completion cut at the
+    request's ``max_tokens``, as a real server cuts it).
+    """
+
+    def __init__(self, reply: Reply, counted: bool = False, **kw):
         super().__init__(None, **kw)
         self.reply = reply
+        self.counted = counted
         # The handler writes headers and body separately: without NODELAY (inherited by
         # accepted sockets on Linux) each answer waits ~40 ms for a delayed ACK.
         self.server.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -35,6 +43,14 @@ class ScriptedJudge(FaultProxy):
     def _answer(self, body: bytes) -> tuple[int, dict]:
         request = json.loads(body)
         text = self.reply(request["messages"])
+        usage = {"prompt_tokens": 10, "completion_tokens": 3}
+        if self.counted:
+            cut = request.get("max_tokens") or len(text)
+            text = text[: 4 * cut]
+            usage = {
+                "prompt_tokens": sum(len(m["content"]) for m in request["messages"]) // 4,
+                "completion_tokens": len(text) // 4,
+            }
         return 200, {
             "id": "scripted",
             "object": "chat.completion",
@@ -47,7 +63,7 @@ class ScriptedJudge(FaultProxy):
                     "message": {"role": "assistant", "content": text},
                 }
             ],
-            "usage": {"prompt_tokens": 10, "completion_tokens": 3, "total_tokens": 13},
+            "usage": {**usage, "total_tokens": sum(usage.values())},
         }
 
 
@@ -87,6 +103,17 @@ class QualityJudge:
             return "Both answers are fine, I think."
         first, second = shown_answers(messages)
         return f"{quality(first) + self.bias:g} {quality(second):g}\nAn explanation."
+
+
+def garbage(reply: str) -> Reply:
+    """Reference answers as `QualityJudge`'s; every verdict is ``reply`` (no scores)."""
+    return lambda messages: reply if is_verdict(messages) else REFERENCE
+
+
+def verbose(judge: Reply) -> Reply:
+    """``judge``'s replies, each padded with 10,000 characters (cut at max_tokens by a
+    ``counted`` ScriptedJudge)."""
+    return lambda messages: judge(messages) + " and so on" * 1000
 
 
 class SamplingProxy(FaultProxy):

@@ -273,7 +273,10 @@ def test_end_to_end_generate_judge_and_score_with_a_tiny_served_model(
         result = trainer(*args, timeout=300)
         asked = proxy.requests
         rerun = trainer(*args[:-2], timeout=300)  # without --out: the report stays
-    assert result.returncode == 0, result.stderr
+    # A random model writes no scores: the run stops after its first 8 verdicts (each
+    # retried once), says so, and exits 1, instead of paying for all 12 and their retries.
+    assert result.returncode == 1, result.stderr
+    assert "the judge's replies could not be read (8 of its first 8 verdicts" in result.stderr
     lines = result.stdout.splitlines()
     header = next(line for line in lines if line.startswith("system"))
     assert "judge score [95% CI]" in header and "failures" in header
@@ -281,18 +284,21 @@ def test_end_to_end_generate_judge_and_score_with_a_tiny_served_model(
     assert len(rows) == 2 and all("—" in row for row in rows)
     report = json.loads(out.read_text())
     for system in report["systems"]:
-        # A random model writes no scores: every answer is a counted failure, none a zero.
+        # Every answer is a counted failure or not judged, none a zero.
         assert system["n_answers"] == 3 and system["n_scored"] == 0
-        assert system["n_failures"] == 3 and system["mean"] is None
+        assert system["n_failures"] == 2 and system["n_unjudged"] == 1
+        assert system["mean"] is None
     assert all(item["score"] is None and item["reason"] for item in report["items"])
     summary = report["summary"]
     assert summary["references"] == 3 and summary["failed"] == 0
-    # Each verdict asked is unreadable, so each is retried exactly once.
-    assert summary["verdicts"] > 0 and summary["nudges"] == summary["verdicts"]
-    assert summary["requested"] == asked == 3 + summary["verdicts"] + summary["nudges"]
+    assert summary["stopped"] == "unreadable" and summary["unreadable"] == 8
+    assert summary["unreadable_example"]
+    # 12 verdicts were needed; the 8 of the probe were asked, each retried exactly once.
+    assert summary["verdicts"] == 12 and summary["nudges"] == 8
+    assert summary["requested"] == asked == 3 + 8 + 8
     assert any("unreadable verdict" in item["reason"] for item in report["items"])
     assert summary["tokens"] > 0
-    assert rerun.returncode == 0 and "0 asked" in rerun.stdout
+    assert rerun.returncode == 1 and "0 asked" in rerun.stdout
     assert proxy.requests == asked  # the rerun was served from the cache
 
     score = trainer(

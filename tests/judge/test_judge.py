@@ -1,5 +1,6 @@
 """The judge run against a scripted judge server: arithmetic, order swapping, retries,
-cache, permanent failures and the budget, through the real openai client path."""
+cache, permanent failures, the budget and the probe of a judge that cannot judge,
+through the real openai client path."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import asyncio
 
 import pytest
 
-from tests.judge.scripted import REFERENCE, QualityJudge, ScriptedJudge, is_verdict
+from tests.judge.scripted import REFERENCE, QualityJudge, ScriptedJudge, garbage, is_verdict
 from trainer.judge import (
     JudgeConfig,
     JudgeItem,
@@ -283,3 +284,65 @@ def test_reports_by_group_score_each_test_set_on_its_own_items(store):
     assert empty.mean is None and empty.n_answers == 0 and empty.ci_low is None
     # The pooled report averages over all four items.
     assert report.systems[0].mean == pytest.approx((50 + 100 * 7 / 12) / 2)
+
+
+# ---------------------------------------------------------------------------- the probe
+
+
+def test_a_judge_whose_first_verdicts_cannot_be_read_stops_after_them(store):
+    # 4 prompts x 2 systems x 2 orders = 16 verdicts; the probe is the first 8 (p0, p1).
+    reply = "<b>Both answers are fine</b> " * 20
+    answers = {"a": same_quality(5), "b": same_quality(7)}
+    with ScriptedJudge(garbage(reply)) as server:
+        report = run(server, make_items(), answers, store)
+    s = report.summary
+    assert s.stopped == "unreadable" and s.unreadable == 8
+    assert s.unreadable_example == reply[:300] + "…"
+    # The probe's verdicts and their retries, not the other 8 verdicts nor their retries.
+    assert server.requests == 4 + 8 + 8
+    assert (s.verdicts, s.nudges, s.requested, s.cached) == (16, 8, 20, 0)
+    by_prompt = {(r.item_id, r.system): r for r in report.items}
+    for system in answers:
+        for item in ("p0", "p1"):
+            assert by_prompt[item, system].status == "failed"
+            assert "unreadable verdict" in by_prompt[item, system].reason
+        for item in ("p2", "p3"):
+            assert by_prompt[item, system].status == "unjudged"
+            assert "could not be read" in by_prompt[item, system].reason
+    assert all(r.score is None for r in report.items)
+    assert "stopped: unreadable (8 unreadable after a retry)" in s.line()
+
+
+def test_a_judge_that_needs_the_nudge_passes_the_probe_and_nothing_is_asked_twice(store):
+    first_try_only = QualityJudge(unreadable=lambda question, nudged: not nudged)
+    with ScriptedJudge(first_try_only) as server:
+        report = run(server, make_items(), {"a": same_quality(5), "b": same_quality(7)}, store)
+    assert report.summary.stopped == "done"
+    assert [s.n_scored for s in report.systems] == [4, 4]
+    assert server.requests == 4 + 16 + 16 and max(server.received.values()) == 1
+    s = report.summary
+    assert (s.nudges, s.requested, s.cached) == (16, 36, 0)  # the probe's not counted twice
+
+
+def test_a_probe_half_unreadable_is_not_most_and_the_run_goes_on(store):
+    # p0's 4 verdicts of the 8 in the probe are unreadable, even after the nudge.
+    half = QualityJudge(unreadable=lambda question, nudged: "Question 0?" in question)
+    with ScriptedJudge(half) as server:
+        report = run(server, make_items(), {"a": same_quality(5), "b": same_quality(7)}, store)
+    assert report.summary.stopped == "done" and report.summary.unreadable == 0
+    assert [(s.n_scored, s.n_failures) for s in report.systems] == [(3, 1), (3, 1)]
+    assert server.requests == 4 + 16 + 4
+
+
+def test_no_probe_with_probe_verdicts_zero(store):
+    with ScriptedJudge(garbage("no scores here")) as server:
+        report = run(
+            server,
+            make_items(),
+            {"a": same_quality(5), "b": same_quality(7)},
+            store,
+            JudgeConfig(probe_verdicts=0),
+        )
+    assert report.summary.stopped == "done"
+    assert server.requests == 4 + 16 + 16
+    assert all(r.status == "failed" for r in report.items)

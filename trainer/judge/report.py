@@ -24,6 +24,10 @@ class JudgeConfig:
     verdict_max_tokens: int = 512  # two scores and an explanation
     temperature: float | None = 0.0  # deterministic judging: reruns agree, caches hold
     disagreement: float = 10.0  # item-score points between the two orders
+    # Verdicts asked first, with their retries, before the rest: when most of them
+    # cannot be read even after the nudge, the judge cannot judge and the run stops
+    # (a tiny model would otherwise be paid for every verdict twice). 0: no probe.
+    probe_verdicts: int = 8
     resamples: int = 1000  # bootstrap
     confidence: float = 0.95
     seed: int = 0  # bootstrap seed
@@ -79,7 +83,9 @@ class JudgeSummary:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     wall_s: float = 0.0
-    stopped: str = "done"  # done | budget
+    stopped: str = "done"  # done | budget | unreadable (the probe, see JudgeConfig)
+    unreadable: int = 0  # stopped "unreadable": probe verdicts unreadable after a retry
+    unreadable_example: str = ""  # stopped "unreadable": one such reply, cut short
 
     @property
     def tokens(self) -> int:
@@ -104,6 +110,7 @@ class JudgeSummary:
             f"{self.completion_tokens:,} completion); {self.http_requests} requests, "
             f"{self.retries} retries, {self.failed} failed; {self.wall_s:.1f} s; "
             f"stopped: {self.stopped}"
+            + (f" ({self.unreadable} unreadable after a retry)" if self.unreadable else "")
         )
 
 

@@ -13,6 +13,11 @@ teacher's retries, typed errors, rate limits, token budget and durable cache:
    different prompt, hence a different cache key). A verdict still unreadable is a
    failure, never a zero.
 
+Rounds 2 and 3 are first run on a probe, the first ``JudgeConfig.probe_verdicts``
+verdicts: when most of those are unreadable even after the nudge, the run stops there
+(summary ``stopped == "unreadable"``, with an example reply) instead of paying for
+every other verdict and its retry.
+
 The store keeps raw verdict texts; parsing happens when the results are built, so a
 better parser re-reads old verdicts for free.
 """
@@ -264,6 +269,7 @@ async def judge(
     started = time.monotonic()
     ref_spec, verdict_spec = judge_specs(endpoint, config)
     summary = JudgeSummary()
+    stored: set[str] = set()  # prompt hashes whose answers this run has read already
 
     async def ask_all(phase: str, prompts: list[Messages], spec: TeacherSpec) -> dict[str, Answer]:
         hashes = [prompt_hash(m) for m in prompts]
@@ -282,8 +288,22 @@ async def judge(
                     spent, failed = summary.tokens + s.tokens, summary.failed + s.failed
                     on_progress(JudgeProgress(phase, done, s.total, spent, failed))
 
-            summary.add(await collect(prompts, spec, store, phase_limits, retry, progress))
-        return store.get_many(spec.fingerprint, hashes)
+            collected = await collect(prompts, spec, store, phase_limits, retry, progress)
+            # The probe's verdicts are in the store now: counted once already.
+            collected.cached -= len(stored.intersection(hashes))
+            summary.add(collected)
+        found = store.get_many(spec.fingerprint, hashes)
+        stored.update(found)
+        return found
+
+    async def verdict_round(phase: str, plan: list[_Verdict]) -> _Round:
+        """The verdicts of ``plan``, then each unreadable one once more with the nudge."""
+        verdicts = await ask_all(phase, [v.messages for v in plan], verdict_spec)
+        unreadable = [v for v in plan if _unreadable(verdicts.get(prompt_hash(v.messages)))]
+        retries = {v.key: replace(v, messages=nudged(v.messages)) for v in unreadable}
+        summary.nudges = len({prompt_hash(v.messages) for v in retries.values()})
+        retried = await ask_all("retries", [v.messages for v in retries.values()], verdict_spec)
+        return _Round(verdicts, retries, retried)
 
     ref_prompts = list({prompt_hash(it.messages): it.messages for it in items}.values())
     summary.references = len(ref_prompts)
@@ -291,12 +311,12 @@ async def judge(
 
     plan = _verdict_plan(items, answers, refs)
     summary.verdicts = len({prompt_hash(v.messages) for v in plan})
-    verdicts = await ask_all("verdicts", [v.messages for v in plan], verdict_spec)
-
-    unreadable = [v for v in plan if _unreadable(verdicts.get(prompt_hash(v.messages)))]
-    retries = {v.key: replace(v, messages=nudged(v.messages)) for v in unreadable}
-    summary.nudges = len({prompt_hash(v.messages) for v in retries.values()})
-    retried = await ask_all("retries", [v.messages for v in retries.values()], verdict_spec)
+    # A judge that cannot write verdicts (a tiny model) is found out on a few of them.
+    probe = plan[: config.probe_verdicts]
+    asked = await verdict_round("probe", probe) if len(plan) > len(probe) > 0 else None
+    if asked is None or not _unreadable_probe(probe, asked, summary):
+        asked = await verdict_round("verdicts", plan)
+    verdicts, retries, retried = asked.verdicts, asked.retries, asked.retried
     summary.wall_s = time.monotonic() - started
 
     results = _results(items, answers, refs, plan, verdicts, retries, retried, summary, config)
@@ -315,6 +335,36 @@ async def judge(
         items=results,
         summary=summary,
     )
+
+
+@dataclass(frozen=True)
+class _Round:
+    """A round of verdicts: the answers, the nudged retries of the unreadable ones
+    (by verdict key), and their answers."""
+
+    verdicts: Mapping[str, Answer]
+    retries: Mapping[tuple[str, str, int], _Verdict]
+    retried: Mapping[str, Answer]
+
+
+EXAMPLE_CHARS = 300  # of an unreadable reply, kept in the summary to show
+
+
+def _unreadable_probe(probe: Sequence[_Verdict], asked: _Round, summary: JudgeSummary) -> bool:
+    """True, and the summary says so, when most of the probe's verdicts are unreadable
+    on both tries: the judge cannot judge, and the run stops."""
+    unreadable = [
+        v
+        for v in probe
+        if v.key in asked.retries
+        and _unreadable(asked.retried.get(prompt_hash(asked.retries[v.key].messages)))
+    ]
+    if 2 * len(unreadable) <= len(probe):
+        return False
+    reply = asked.verdicts[prompt_hash(unreadable[0].messages)].response
+    summary.stopped, summary.unreadable = "unreadable", len(unreadable)
+    summary.unreadable_example = reply[:EXAMPLE_CHARS] + ("…" if len(reply) > EXAMPLE_CHARS else "")
+    return True
 
 
 def _unreadable(answer: Answer | None) -> bool:
@@ -363,6 +413,8 @@ def _order_outcome(
 def _not_asked(summary: JudgeSummary) -> str:
     if summary.stopped == "budget":
         return "not judged: the token budget ran out"
+    if summary.stopped == "unreadable":
+        return "not judged: the run stopped, the judge's first verdicts could not be read"
     return "not judged: the judge gave no answer after retries (run again to ask)"
 
 

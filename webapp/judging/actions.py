@@ -116,10 +116,22 @@ def record_progress(run_id: int, state: dict, tokens: int) -> None:
     )
 
 
-def finish(run: JudgeRun, error: str, worker: str) -> bool:
-    """Write the outcome, only while ``worker`` still holds the run (False if not)."""
-    failed = bool(error) and not run.report
-    run.status = JudgeRun.Status.FAILED if failed else JudgeRun.Status.SUCCEEDED
+def finish(run: JudgeRun, error: str, worker: str, *, paused: bool = False) -> bool:
+    """Write the outcome, only while ``worker`` still holds the run (False if not).
+
+    Paused (stopped at its token cap: ``continue_run`` goes on); failed when no answer
+    was scored (no report, the judge's replies unreadable, or none scored), with why;
+    else "Done", with ``error`` as a note when the run did not end normally."""
+    report = run.report
+    if paused:
+        run.status = JudgeRun.Status.PAUSED
+    elif (
+        not report or not runs.n_scored(report) or report["summary"].get("stopped") == "unreadable"
+    ):
+        run.status = JudgeRun.Status.FAILED
+        error = error or runs.nothing_scored_message(report)
+    else:
+        run.status = JudgeRun.Status.SUCCEEDED
     run.error = error
     run.finished_at = timezone.now()
     return bool(
@@ -133,6 +145,33 @@ def finish(run: JudgeRun, error: str, worker: str) -> bool:
             claimed_until=None,
         )
     )
+
+
+def continue_run(run: JudgeRun, token_cap: int | None = None) -> JudgeRun:
+    """Queue a paused run again with its token cap raised to ``token_cap`` (default
+    ``runs.suggested_cap``); it asks the judge only for what is not answered yet."""
+    with transaction.atomic():
+        team_actions.lock_quota(run.evaluation.team)
+        team_actions.check_may_spend(run.evaluation.team)
+        locked = JudgeRun.objects.select_for_update().get(pk=run.pk)
+        if locked.status != JudgeRun.Status.PAUSED:
+            raise ActionError(
+                f"Judge run {run.pk} is {locked.get_status_display().lower()}: only a run "
+                "paused at its token cap can continue."
+            )
+        current = runs.token_cap(locked) or 0
+        cap = runs.suggested_cap(locked) if token_cap is None else token_cap
+        if cap <= max(locked.tokens_used, current):
+            raise ActionError(
+                f"Continue with a token cap above the current one ({current:,} tokens; "
+                f"{locked.tokens_used:,} spent)."
+            )
+        JudgeRun.objects.filter(pk=run.pk).update(
+            status=JudgeRun.Status.QUEUED, token_cap=cap, error="", finished_at=None
+        )
+        transaction.on_commit(partial(enqueue, run.pk))
+    run.refresh_from_db()
+    return run
 
 
 # ----------------------------------------------------------------------------- sweeps

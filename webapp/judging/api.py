@@ -34,6 +34,7 @@ class JudgeRunOut(Schema):
     progress: dict[str, Any]
     forecast: dict[str, Any]
     tokens_used: int
+    token_cap: int | None
     error: str
     table: dict[str, Any] | None
     created_at: datetime
@@ -47,9 +48,17 @@ class JudgeRunOut(Schema):
     def resolve_table(obj) -> dict[str, Any] | None:
         return runs.table(obj)
 
+    @staticmethod
+    def resolve_token_cap(obj) -> int | None:
+        return runs.token_cap(obj)
+
 
 class JudgeIn(Schema):
     judge: int
+
+
+class ContinueIn(Schema):
+    token_cap: int | None = None  # default: twice the run's cap
 
 
 class SweepIn(Schema):
@@ -92,6 +101,25 @@ def start_judge_run(request, evaluation_id: int, payload: JudgeIn):
     except ActionError as refused:
         raise ApiError(422, str(refused)) from None
     return HttpStatus(201, run)
+
+
+@router.post(
+    "/evaluations/{int:evaluation_id}/judge-runs/{int:run_id}/continue",
+    response=JudgeRunOut,
+    summary="Continue a judge run paused at its token cap, with the cap raised",
+)
+def continue_judge_run(request, evaluation_id: int, run_id: int, payload: ContinueIn):
+    run = evaluation_for(request, evaluation_id).judge_runs.filter(pk=run_id).first()
+    if run is None:
+        raise ApiError(404, f"no judge run {run_id} in evaluation {evaluation_id}")
+    if payload.token_cap is not None and not 1 <= payload.token_cap <= 10**12:
+        raise ApiError(422, "token_cap: must be between 1 and 10^12 tokens (or null)")
+    try:
+        return actions.continue_run(run, payload.token_cap)
+    except QuotaExceeded as refused:
+        raise ApiError(429, str(refused), "quota_exceeded") from None
+    except ActionError as refused:
+        raise ApiError(422, str(refused)) from None
 
 
 @router.get(

@@ -1,4 +1,4 @@
-"""The form for a checkpoint sweep."""
+"""The forms for a checkpoint sweep and for continuing a paused judge run."""
 
 from __future__ import annotations
 
@@ -61,3 +61,13 @@ class SweepForm(forms.Form):
             job.teacher_id or endpoints.values_list("pk", flat=True).first()
         )
         self.fields["length_bound"].initial = sweep.default_bound(job)
+
+
+class ContinueForm(forms.Form):
+    token_cap = forms.IntegerField(
+        label="New token cap",
+        required=False,
+        min_value=1,
+        max_value=10**12,
+        help_text="The run may spend this many tokens in all; blank: twice its cap.",
+    )

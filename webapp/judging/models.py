@@ -20,6 +20,8 @@ class JudgeRun(models.Model):
         RUNNING = "running", "Judging"
         SUCCEEDED = "succeeded", "Done"
         FAILED = "failed", "Failed"
+        # Stopped before passing its token cap; continuing raises the cap.
+        PAUSED = "paused", "Paused at the token cap"
 
     evaluation = models.ForeignKey(Evaluation, on_delete=models.CASCADE, related_name="judge_runs")
     judge = models.ForeignKey(
@@ -33,7 +35,14 @@ class JudgeRun(models.Model):
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
     forecast = models.JSONField(default=dict, blank=True)
     report = models.JSONField(null=True, blank=True)
+    # By every delivery of the run's task (a worker lost, a paused run continued).
     tokens_used = models.PositiveBigIntegerField(default=0)
+    token_cap = models.PositiveBigIntegerField(
+        null=True,
+        blank=True,
+        help_text="The run pauses rather than spend more tokens than this; blank: "
+        "1.5 times the forecast.",
+    )
     # While running: {"phase": references | verdicts | retries, "done": n, "total": n}.
     progress = models.JSONField(default=dict, blank=True)
     # The running task's claim, renewed while it runs: a second delivery of the task

@@ -11,6 +11,9 @@ the teacher system's answers, ROUGE-L, mean length).
 
 from __future__ import annotations
 
+import math
+from collections import Counter
+
 from django.db.models import Count
 
 from trainer.judge import Forecast, JudgeItem, forecast_run
@@ -192,18 +195,92 @@ def table(run: JudgeRun) -> dict | None:
 
 
 def progress_line(run: JudgeRun) -> str:
-    """ "Verdicts: 120 / 400 calls" while running; '' otherwise."""
+    """ "Verdicts: 120 / 400 calls; 51,200 / 111,760 tokens forecast" while running;
+    '' otherwise."""
     p = run.progress or {}
     if run.status != JudgeRun.Status.RUNNING or not p.get("total"):
         return ""
-    return f"{PHASES.get(p['phase'], p['phase'])}: {p['done']} / {p['total']} calls"
+    calls = f"{PHASES.get(p['phase'], p['phase'])}: {p['done']} / {p['total']} calls"
+    if "est_tokens" not in (run.forecast or {}):
+        return calls
+    return f"{calls}; {run.tokens_used:,} / {forecast_tokens(run):,} tokens forecast"
 
 
 PHASES = {
     "references": "The judge's own answers",
+    "probe": "The judge's first verdicts (can they be read?)",
     "verdicts": "Verdicts",
     "retries": "Retries of unreadable verdicts",
 }
+
+# A run pauses, to ask, rather than spend more than this times its forecast tokens
+# (the forecast leaves out retries of unreadable verdicts: this is their room).
+CAP_OVER_FORECAST = 1.5
+# Continuing a paused run raises its cap to twice what it was, and by at least this.
+MIN_RAISE = 10_000
+
+
+def forecast_tokens(run: JudgeRun) -> int:
+    return int((run.forecast or {}).get("est_tokens", 0))
+
+
+def token_cap(run: JudgeRun) -> int | None:
+    """The tokens the run may spend in all before it pauses: its cap if one was set
+    (continued), else 1.5 times its forecast; None (no cap) for a run without one."""
+    if run.token_cap is not None:
+        return run.token_cap
+    if "est_tokens" not in (run.forecast or {}):
+        return None
+    return math.ceil(CAP_OVER_FORECAST * forecast_tokens(run))
+
+
+def suggested_cap(run: JudgeRun) -> int:
+    """The cap a paused run continues with unless another is asked for."""
+    cap = token_cap(run) or 0
+    return max(2 * cap, cap + MIN_RAISE, run.tokens_used + MIN_RAISE)
+
+
+def paused_message(run: JudgeRun, cap: int) -> str:
+    """Why the run paused at ``cap``, and how to go on (``run.tokens_used`` as spent)."""
+    return (
+        f"Paused before spending more than its token cap of {cap:,} tokens: the "
+        f"forecast was about {forecast_tokens(run):,} tokens, and {run.tokens_used:,} are "
+        "spent. The answers and verdicts paid for so far are kept. To go on, continue the "
+        "run with a higher cap (the Continue button, or POST "
+        f"/api/v1/evaluations/{run.evaluation_id}/judge-runs/{run.pk}/continue with "
+        '{"token_cap": N}); it asks the judge only for what is not answered yet.'
+    )
+
+
+def unreadable_message(report: dict) -> str:
+    """Why a run whose probe found the judge's verdicts unreadable stopped."""
+    summary, probe = report["summary"], report["config"]["probe_verdicts"]
+    return (
+        f"Stopped early: the judge's replies could not be read. {summary['unreadable']} of "
+        f"its first {probe} verdicts held no two scores, even after a retry, so the rest "
+        f"of its {summary['verdicts']} verdicts were not asked. Choose a judge model that follows "
+        "the verdict format (a small model seldom does). An example reply: "
+        f"{summary['unreadable_example']!r}"
+    )
+
+
+def n_scored(report: dict | None) -> int:
+    return sum(s["n_scored"] for s in report["systems"]) if report else 0
+
+
+def nothing_scored_message(report: dict | None) -> str:
+    """Why not one answer was scored: the counts and the most common reason."""
+    if not report:
+        return "The judge run ended without a report."
+    systems, items = report["systems"], report.get("items", [])
+    reasons = Counter(i["reason"] for i in items if i["status"] != "scored" and i["reason"])
+    common = reasons.most_common(1)
+    return (
+        f"The judge scored none of the {sum(s['n_answers'] for s in systems)} answers "
+        f"({sum(s['n_failures'] for s in systems)} failed, "
+        f"{sum(s['n_unjudged'] for s in systems)} not judged)"
+        + (f"; the most common reason: {common[0][0]}." if common else ".")
+    )
 
 
 def run_status(run: JudgeRun) -> dict:
@@ -237,7 +314,13 @@ def page_context(evaluation: Evaluation, chosen: str | None) -> dict:
         "judge_ready": ready(evaluation),
         "judge_endpoints": list(judges(evaluation)),
         "judge_runs": [
-            {"run": run, "table": table(run), "progress": progress_line(run)}
+            {
+                "run": run,
+                "table": table(run),
+                "progress": progress_line(run),
+                "cap": token_cap(run),
+                "suggested_cap": suggested_cap(run),
+            }
             for run in evaluation.judge_runs.select_related("judge")[:5]
         ],
         "live": live(evaluation),

@@ -1,11 +1,12 @@
-"""Judging pages: launching a judge run on an evaluation, and a job's checkpoint sweep."""
+"""Judging pages: launching a judge run on an evaluation (and continuing one paused at
+its token cap), and a job's checkpoint sweep."""
 
 from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpResponse
-from django.shortcuts import redirect, render
+from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
@@ -14,7 +15,7 @@ from webapp.evaluation.models import PromptChoice
 from webapp.evaluation.views import evaluation_for
 from webapp.jobs.models import Job
 from webapp.judging import actions, runs, sweep
-from webapp.judging.forms import SweepForm
+from webapp.judging.forms import ContinueForm, SweepForm
 from webapp.pages import AuthenticatedRequest
 from webapp.teams import access
 from webapp.teams.actions import ActionError
@@ -39,6 +40,25 @@ def evaluation_judge(request: AuthenticatedRequest, slug: str, pk: int) -> HttpR
     except ActionError as refused:
         return HttpResponse(str(refused), status=422, content_type="text/plain")
     messages.success(request, f"Judging with {endpoint.name} (run {run.pk}).")
+    return redirect(reverse("evaluation", kwargs={"slug": slug, "pk": pk}) + "#judge")
+
+
+@login_required
+@require_POST
+def judge_run_continue(
+    request: AuthenticatedRequest, slug: str, pk: int, run_id: int
+) -> HttpResponse:
+    """Continue a run paused at its token cap, with the cap raised."""
+    evaluation = evaluation_for(request, slug, pk)
+    run = get_object_or_404(evaluation.judge_runs, pk=run_id)
+    form = ContinueForm(request.POST)
+    if not form.is_valid():
+        return HttpResponse(form.errors.as_text(), status=422, content_type="text/plain")
+    try:
+        run = actions.continue_run(run, form.cleaned_data["token_cap"])
+    except ActionError as refused:
+        return HttpResponse(str(refused), status=422, content_type="text/plain")
+    messages.success(request, f"Judge run {run.pk} continues, up to {run.token_cap:,} tokens.")
     return redirect(reverse("evaluation", kwargs={"slug": slug, "pk": pk}) + "#judge")
 
 
