@@ -11,6 +11,7 @@ process group), so a run resumes on any number of processes.
 from __future__ import annotations
 
 import shutil
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -21,6 +22,12 @@ from trainer import checkpoint as ckpt_io
 from trainer import distributed, fsdp
 from trainer.config import to_dict
 from trainer.models import resolve_dtype
+
+# A single-process run saves and loads its DCP state in one process by design; DCP's
+# warning that it assumes so would fill every job log once per checkpoint.
+warnings.filterwarnings(
+    "ignore", message="torch.distributed is disabled, unavailable or uninitialized"
+)
 
 if TYPE_CHECKING:
     from trainer.recipes.common import Run
