@@ -234,7 +234,10 @@
 
   async function fetchJob(job) {
     const full = !job.loaded || job.lastStep === null;
-    const url = full ? job.url : `${job.url}?after_step=${encodeURIComponent(job.lastStep)}`;
+    const query = new URLSearchParams();
+    if (!full) query.set("after_step", job.lastStep);
+    if (job.id === primaryId && logBox) query.set("log", logBox.dataset.digest || "");
+    const url = String(query) ? `${job.url}?${query}` : job.url;
     const response = await fetch(url, { headers: { Accept: "application/json" }, credentials: "same-origin" });
     if (!response.ok) {
       if (response.status < 500) job.active = false; // gone or forbidden: stop asking
@@ -247,8 +250,9 @@
     if (full) renderAll();
     else if (hadPoints || stagesChanged) append(job, payload, stagesChanged);
     showJob(payload);
+    if (job.id === primaryId && payload.log) showLog(payload.log);
     if (job.id === primaryId && wasActive && !job.active && !full) {
-      state.ended = `The job has ended (${payload.job.status_display}): reload the page for its checkpoints and log.`;
+      state.ended = `The job has ended (${payload.job.status_display}): reload the page for its checkpoints.`;
     }
   }
 
@@ -268,13 +272,49 @@
     document.querySelectorAll(`[data-health="${job.id}"]`).forEach((el) => showHealth(el, payload.health || []));
     if (job.id !== primaryId) return;
     setText("[data-live=stage]", job.stage || "—");
+    // Training steps; the collecting stage's teacher answers have their own line.
     setText("[data-live=step]", job.total_steps ? `${job.step} / ${job.total_steps}` : String(job.step));
     setText("[data-live=eta]", job.eta || "");
-    document.querySelectorAll("[data-live=progress]").forEach((el) => {
-      el.hidden = job.progress === null;
+    showBar("[data-live=progress]", job.progress);
+    const answers = job.answers;
+    document.querySelectorAll("[data-live=answers-row]").forEach((el) => { el.hidden = !answers; });
+    setText("[data-live=answers]", answers ? `teacher answers ${answers.done} / ${answers.total}` : "");
+    showBar("[data-live=answers-progress]", answers ? answers.progress : null);
+  }
+
+  function showBar(selector, percent) {
+    document.querySelectorAll(selector).forEach((el) => {
+      el.hidden = percent === null;
       const bar = el.querySelector("span");
-      if (bar && job.progress !== null) bar.style.width = `${job.progress}%`;
+      if (bar && percent !== null) bar.style.width = `${percent}%`;
     });
+  }
+
+  // The log box opens at its end and follows new lines, unless the reader scrolled up:
+  // then their position stays until they scroll back to the bottom.
+  const logBox = document.querySelector("pre[data-live-log]");
+  const log = { follow: true };
+
+  function atBottom(el) {
+    return el.scrollHeight - el.scrollTop - el.clientHeight < 8;
+  }
+
+  function toEnd() {
+    if (logBox && log.follow) logBox.scrollTop = logBox.scrollHeight;
+  }
+
+  function showLog(update) {
+    if (!logBox || update.text === undefined) return;
+    logBox.dataset.digest = update.digest;
+    logBox.textContent = update.text;
+    logBox.hidden = !update.text;
+    document.querySelectorAll("[data-log-empty]").forEach((el) => { el.hidden = Boolean(update.text); });
+    toEnd();
+  }
+
+  if (logBox) {
+    logBox.addEventListener("scroll", () => { log.follow = atBottom(logBox); }, { passive: true });
+    toEnd();
   }
 
   function showHealth(container, alarms) {
@@ -389,8 +429,8 @@
 
   function updateCompareLink() {
     if (!compareLink) return;
-    const ids = state.jobs.map((j) => j.id).join(",");
-    compareLink.href = `${config.compare}?jobs=${encodeURIComponent(ids)}`;
+    // Ids are numbers: the comma stays literal (?jobs=3,4), as the server writes it.
+    compareLink.href = `${config.compare}?jobs=${state.jobs.map((j) => Number(j.id)).join(",")}`;
   }
 
   function showChips() {

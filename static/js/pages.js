@@ -23,6 +23,47 @@ document.addEventListener("DOMContentLoaded", function () {
     window.addEventListener("pageshow", function () { token.disabled = false; });
   }
 
+  // The evaluation form: "Max new tokens" follows the largest max_response_tokens of the
+  // jobs (and checkpoints' jobs) ticked, until the user types a value of their own.
+  const tokenData = document.getElementById("response-tokens");
+  const tokens = document.getElementById("id_max_new_tokens");
+  if (tokenData && tokens) {
+    const known = JSON.parse(tokenData.textContent);
+    const form = tokens.form;
+    let follow = known.follow;
+    tokens.addEventListener("input", function () { follow = false; });
+    form.addEventListener("change", function (e) {
+      if (!follow || (e.target.name !== "jobs" && e.target.name !== "checkpoints")) return;
+      const chosen = [];
+      form.querySelectorAll("input[name=jobs]:checked").forEach(function (box) {
+        chosen.push(known.jobs[box.value]);
+      });
+      form.querySelectorAll("select[name=checkpoints] option:checked").forEach(function (option) {
+        chosen.push(known.checkpoints[option.value]);
+      });
+      const values = chosen.filter(Number.isFinite);
+      tokens.value = values.length ? Math.max.apply(null, values) : known.fallback;
+    });
+  }
+
+  // The campaign form: "Annotators per item" is at most the number of people ticked,
+  // and 2 (or fewer people) until the user sets it. The server checks it too.
+  const overlap = document.querySelector("[data-testid=campaign-form] input[name=overlap]");
+  if (overlap) {
+    const people = overlap.form.querySelectorAll("input[name=annotators]");
+    let chosenByUser = false;
+    overlap.addEventListener("input", function () { chosenByUser = true; });
+    const cap = function (initial) {
+      const n = Array.from(people).filter(function (box) { return box.checked; }).length;
+      overlap.max = String(Math.max(1, n));
+      if (initial) return; // a value the server rendered (and may have refused) stays
+      const wanted = chosenByUser ? Number(overlap.value) || 1 : 2;
+      overlap.value = String(Math.max(1, Math.min(wanted, n)));
+    };
+    people.forEach(function (box) { box.addEventListener("change", function () { cap(false); }); });
+    cap(true);
+  }
+
   // A teacher's "Test connection": while the test is pending, ask for its result every
   // second (only while the page is visible).
   const box = document.getElementById("connection");

@@ -28,20 +28,21 @@ class CampaignForm(forms.Form):
     annotators = forms.ModelMultipleChoiceField(
         queryset=get_user_model().objects.none(),
         widget=forms.CheckboxSelectMultiple,
-        help_text="Annotators and members are chosen by default.",
+        help_text="The team's annotators are chosen by default (you, when it has none).",
     )
     overlap = forms.IntegerField(
         label="Annotators per item",
         initial=2,
         min_value=1,
         max_value=actions.MAX_OVERLAP,
-        help_text="2 or more measures agreement (Cohen's κ, Fleiss' κ).",
+        help_text="At most the number of people chosen above. 2 or more measures "
+        "agreement (Cohen's κ, Fleiss' κ).",
     )
     seed = forms.IntegerField(
         required=False, min_value=0, help_text="Blank: random. Fixes sides and assignments."
     )
 
-    def __init__(self, evaluation: Evaluation, *args, **kwargs):
+    def __init__(self, evaluation: Evaluation, *args, creator=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.evaluation = evaluation
         systems = list(evaluation.systems.select_related("job"))
@@ -63,13 +64,30 @@ class CampaignForm(forms.Form):
         assert isinstance(people_field, forms.ModelMultipleChoiceField)
         people_field.queryset = people
         # One filter() call: team and role must hold for the same membership row.
-        voters = get_user_model().objects.filter(
-            memberships__team=team, memberships__role__in=[Role.ANNOTATOR, Role.MEMBER]
+        annotators = get_user_model().objects.filter(
+            memberships__team=team, memberships__role=Role.ANNOTATOR
         )
-        self.fields["annotators"].initial = list(voters.values_list("pk", flat=True))
+        chosen = list(annotators.values_list("pk", flat=True))
+        if not chosen and creator is not None and people.filter(pk=creator.pk).exists():
+            chosen = [creator.pk]
+        self.fields["annotators"].initial = chosen
+        self.fields["overlap"].initial = max(1, min(2, len(chosen)))
+        self.fields["overlap"].widget.attrs["max"] = max(1, len(chosen))  # pages.js follows
         self.fields[
             "title"
         ].initial = f"Which answer is better? (set {evaluation.campaigns.count() + 1})"
+
+    def clean(self):
+        data = super().clean()
+        people, overlap = data.get("annotators"), data.get("overlap")
+        if people is not None and overlap is not None and overlap > len(people):
+            chosen = f"{len(people)} {'person is' if len(people) == 1 else 'people are'}"
+            self.add_error(
+                "overlap",
+                f"Annotators per item is {overlap}, but only {chosen} chosen under "
+                f"Annotators: lower it to {len(people)} or choose more people.",
+            )
+        return data
 
     def clean_pairs(self) -> list[tuple[System, System]]:
         pairs = []

@@ -47,7 +47,7 @@ def _campaign(request: AuthenticatedRequest, slug: str, pk: int) -> Campaign:
 def campaign_create(request: AuthenticatedRequest, slug: str, pk: int) -> HttpResponse:
     evaluation = evaluation_for(request, slug, pk)
     status = 200
-    form = CampaignForm(evaluation, request.POST or None)
+    form = CampaignForm(evaluation, request.POST or None, creator=request.user)
     if request.method == "POST":
         campaign, status = pages.submit(
             form,

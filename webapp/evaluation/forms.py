@@ -5,6 +5,7 @@ from __future__ import annotations
 from django import forms
 from django.db.models import Exists, OuterRef
 
+from trainer import config as trainer_config
 from webapp.catalog import references
 from webapp.evaluation import actions
 from webapp.evaluation.models import PromptChoice
@@ -13,6 +14,20 @@ from webapp.promptsets.models import PromptSet
 from webapp.teachers.models import TeacherEndpoint
 
 MAX_PATHS = 8
+MAX_NEW_TOKENS = 32768
+# A job's students answer within its max_response_tokens (config key); the trainer's
+# default where a job's config lacks it, and for an evaluation of no job.
+TOKENS_KEY = "max_response_tokens"
+DEFAULT_NEW_TOKENS = next(
+    spec["default"] for spec in trainer_config.field_specs() if spec["key"] == TOKENS_KEY
+)
+
+
+def response_tokens(value: object) -> int:
+    """A job's max_response_tokens as an evaluation's max new tokens."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        return DEFAULT_NEW_TOKENS
+    return min(value, MAX_NEW_TOKENS)
 
 
 class JobChoices(forms.ModelMultipleChoiceField):
@@ -79,7 +94,12 @@ class EvaluationForm(forms.Form):
         "(checkpoint:ID) or a registered model (model:NAME).",
     )
     max_new_tokens = forms.IntegerField(
-        label="Max new tokens", initial=1536, min_value=1, max_value=32768
+        label="Max new tokens",
+        initial=DEFAULT_NEW_TOKENS,
+        min_value=1,
+        max_value=MAX_NEW_TOKENS,
+        help_text="By default the largest max_response_tokens of the chosen jobs "
+        "(their students were trained to answer within it).",
     )
     auto_judge = forms.ModelChoiceField(
         queryset=TeacherEndpoint.objects.none(),
@@ -110,6 +130,30 @@ class EvaluationForm(forms.Form):
         )
         self.fields["teacher"].queryset = TeacherEndpoint.objects.filter(team=team)
         self.fields["auto_judge"].queryset = TeacherEndpoint.objects.filter(team=team)
+        self._default_tokens_from_jobs()
+
+    def _default_tokens_from_jobs(self) -> None:
+        """Max new tokens from the jobs the form starts with (?job=ID from a job's page),
+        and, for static/js/pages.js to follow the boxes ticked, each job's and
+        checkpoint's max_response_tokens."""
+        jobs = self.fields["jobs"].queryset  # type: ignore[attr-defined]
+        checkpoints = Checkpoint.objects.filter(job__team=self.team)
+        per_job = {
+            pk: response_tokens(value)
+            for pk, value in jobs.values_list("pk", f"config__{TOKENS_KEY}")
+        }
+        self.response_tokens = {
+            "jobs": per_job,
+            "checkpoints": {
+                pk: response_tokens(value)
+                for pk, value in checkpoints.values_list("pk", f"job__config__{TOKENS_KEY}")
+            },
+            "fallback": DEFAULT_NEW_TOKENS,
+            "follow": not self.is_bound,  # a value the user sent back stays theirs
+        }
+        # Several jobs: the largest, so that no student is cut shorter than it was trained.
+        chosen = [per_job[pk] for pk in self.initial.get("jobs") or [] if pk in per_job]
+        self.fields["max_new_tokens"].initial = max(chosen, default=DEFAULT_NEW_TOKENS)
 
     def clean_model_paths(self) -> list[str]:
         paths = [p.strip() for p in self.cleaned_data["model_paths"].splitlines() if p.strip()]

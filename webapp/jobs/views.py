@@ -3,8 +3,6 @@ live monitoring: metrics.json for the charts, run comparison, the samples viewer
 
 from __future__ import annotations
 
-from urllib.parse import urlencode
-
 import yaml
 from django.conf import settings
 from django.contrib import messages
@@ -56,7 +54,7 @@ def job_list(request: AuthenticatedRequest, slug: str) -> HttpResponse:
         "jobs/list.html",
         {
             "team": team,
-            "jobs": _with_alarms(list(jobs[:200])),
+            "jobs": _with_state(list(jobs[:200])),
             "status": status,
             "method": method,
             "statuses": Status.choices,
@@ -138,9 +136,9 @@ def job_detail(request: AuthenticatedRequest, slug: str, pk: int) -> HttpRespons
             "checkpoints": [
                 (c, adapter_dir(c) is not None) for c in job.checkpoints.order_by("-step")
             ],
-            "progress": round(100 * job.step / job.total_steps) if job.total_steps else 0,
             "alarms": monitor.job_alarms(job),
             "state": monitor.job_state(job),
+            "log_digest": monitor.log_digest(job.log_tail),
             "monitor": _monitor_config(team, [job]),
             "poll_ms": _poll_ms(),
             "sample_steps": Sample.objects.filter(job=job).values("step").distinct().count(),
@@ -238,17 +236,24 @@ def _poll_ms() -> int:
     return max(200, round(1000 * float(getattr(settings, "GAD_MONITOR_POLL_S", 5))))
 
 
-def _with_alarms(jobs: list[Job]) -> list[Job]:
-    """Each job gets ``alarms``: the health banners the list shows under its name."""
+def _with_state(jobs: list[Job]) -> list[Job]:
+    """Each job gets ``alarms``, the health banners the list shows under its name, and
+    ``state``, its training progress apart from the teacher answers collected."""
     health = monitor.alarms_for_jobs(jobs)
     for job in jobs:
         job.alarms = health.get(job.pk, [])  # type: ignore[attr-defined]  # for the template
+        job.state = monitor.job_state(job)  # type: ignore[attr-defined]  # for the template
     return jobs
 
 
+def _compare_query(ids) -> str:
+    """?jobs=1,2 with a literal comma: ids are digits, and the URL is meant to be read
+    and shared (urlencode would write 1%2C2)."""
+    return "?jobs=" + ",".join(str(i) for i in ids)
+
+
 def _compare_url(team, jobs) -> str:
-    ids = ",".join(str(j.pk) for j in jobs)
-    return f"{reverse('jobs-compare', kwargs={'slug': team.slug})}?{urlencode({'jobs': ids})}"
+    return reverse("jobs-compare", kwargs={"slug": team.slug}) + _compare_query(j.pk for j in jobs)
 
 
 def _monitor_config(team, jobs: list[Job]) -> dict:
@@ -283,7 +288,8 @@ def job_metrics(request: AuthenticatedRequest, slug: str, pk: int) -> JsonRespon
         after_step = int(request.GET.get("after_step", -1))
     except ValueError:
         return JsonResponse({"error": "after_step must be an integer"}, status=400)
-    payload = monitor.live_payload(job, after_step)
+    # ?log=DIGEST: the job page follows the log too (see monitor.live_payload).
+    payload = monitor.live_payload(job, after_step, log_seen=request.GET.get("log"))
     return JsonResponse(payload, json_dumps_params={"separators": (",", ":")})
 
 
@@ -297,7 +303,7 @@ def jobs_compare(request: AuthenticatedRequest, slug: str) -> HttpResponse:
     team = access.working_team(request, slug)
     if "job" in request.GET:  # the page's own form: ?job=1&job=2 -> ?jobs=1,2
         picked = [j for j in request.GET.getlist("job") if _is_id(j)]
-        return redirect(f"{request.path}?{urlencode({'jobs': ','.join(picked)})}")
+        return redirect(request.path + _compare_query(picked))
     raw = [part.strip() for part in request.GET.get("jobs", "").split(",") if part.strip()]
     if not all(_is_id(part) for part in raw):
         raise Http404("No such job.")
@@ -355,8 +361,15 @@ def job_samples(request: AuthenticatedRequest, slug: str, pk: int) -> HttpRespon
             "steps": steps,
             "step": step,
             "stage": rows[0].stage if prompts else "",
+            "std_norm": _std_norm(job),
             "prompts": prompts,
             "previous": steps[index - 1] if step is not None and index > 0 else None,
             "next": steps[index + 1] if step is not None and index + 1 < len(steps) else None,
         },
     )
+
+
+def _std_norm(job: Job) -> bool:
+    """Whether the job's advantages are in group standard deviations (gad.std_norm)."""
+    gad = job.config.get("gad")
+    return not isinstance(gad, dict) or gad.get("std_norm", True) is not False

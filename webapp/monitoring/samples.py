@@ -1,4 +1,6 @@
-"""The samples viewer's view model: model text split into prose and code blocks.
+"""The samples viewer's view model: model text split into prose and code blocks, and
+the prompt (the trainer writes it as the chat template rendered it, special tokens and
+all) split into its turns.
 
 Nothing here produces HTML. The template renders every piece with autoescaping: prose
 in a pre-wrapped block, a markdown code fence as ``<pre><code>``. Model output is
@@ -15,12 +17,44 @@ FOLD_CHARS = 600
 FOLD_LINES = 12
 PREVIEW_CHARS = 160
 
+# Chat templates whose turns the viewer shows as turns: group 1 the role, group 2 the
+# text. A turn ends at its end token, the next turn, or the end of the text.
+CHAT_FORMATS = (
+    # ChatML (Qwen, SmolLM, the tiny test models)
+    re.compile(r"<\|im_start\|>(\w+)\n?(.*?)(?:<\|im_end\|>|(?=<\|im_start\|>)|\Z)", re.S),
+    # Llama 3
+    re.compile(
+        r"<\|start_header_id\|>(\w+)<\|end_header_id\|>(.*?)"
+        r"(?:<\|eot_id\|>|(?=<\|start_header_id\|>)|\Z)",
+        re.S,
+    ),
+    # Gemma
+    re.compile(r"<start_of_turn>(\w+)\n?(.*?)(?:<end_of_turn>|(?=<start_of_turn>)|\Z)", re.S),
+    # Phi-3
+    re.compile(
+        r"<\|(system|user|assistant)\|>(.*?)"
+        r"(?:<\|end\|>|(?=<\|(?:system|user|assistant)\|>)|\Z)",
+        re.S,
+    ),
+)
+# What a template writes around its turns (begin-of-text and end tokens): nothing to show.
+# Any other text outside the turns means a format the viewer does not know.
+BETWEEN_TURNS = re.compile(r"<\|[\w.-]+\|>|</?s>|<bos>|<eos>|\s+")
+# An empty reasoning block some templates (Qwen3) open the answer with.
+EMPTY_THINK = re.compile(r"<think>\s*</think>")
+
 
 @dataclass(frozen=True)
 class Segment:
     kind: str  # text | code
     text: str
     lang: str = ""
+
+
+@dataclass(frozen=True)
+class Turn:
+    role: str
+    segments: list[Segment]
 
 
 @dataclass
@@ -36,6 +70,7 @@ class Answer:
     length: int | None = None
     terminated: bool | None = None
     teacher: bool = False
+    turns: list[Turn] = field(default_factory=list)  # a chat prompt's turns, if parsed
 
 
 @dataclass
@@ -73,13 +108,39 @@ def _add_text(segments: list[Segment], text: str) -> None:
         segments.append(Segment("text", text.strip("\n")))
 
 
-def answer(label: str, text: object, **numbers) -> Answer:
+def chat_turns(text: str) -> list[tuple[str, str]] | None:
+    """(role, text) of each turn of a prompt rendered by a known chat template, without
+    its special tokens; None for any other text. Empty turns (the generation prompt's
+    opened assistant turn) are left out."""
+    for pattern in CHAT_FORMATS:
+        turns: list[tuple[str, str]] = []
+        outside, pos = [], 0
+        for match in pattern.finditer(text):
+            outside.append(text[pos : match.start()])
+            turns.append((match.group(1), EMPTY_THINK.sub("", match.group(2)).strip("\n")))
+            pos = match.end()
+        if not turns:
+            continue
+        outside.append(text[pos:])
+        if any(BETWEEN_TURNS.sub("", part) for part in outside):
+            return None
+        return [(role, body) for role, body in turns if body.strip()] or None
+    return None
+
+
+def answer(label: str, text: object, chat: bool = False, **numbers) -> Answer:
+    """One text of the viewer; with ``chat``, a prompt shown as its turns when its chat
+    template is one the viewer knows (else as the plain text)."""
     text = text if isinstance(text, str) else ("" if text is None else str(text))
-    folded = len(text) > FOLD_CHARS or text.count("\n") >= FOLD_LINES
-    preview = " ".join(text[:PREVIEW_CHARS].split())
-    if len(text) > PREVIEW_CHARS:
+    turns = chat_turns(text) if chat else None
+    shown = "\n".join(body for _, body in turns) if turns else text
+    folded = len(shown) > FOLD_CHARS or shown.count("\n") >= FOLD_LINES
+    preview = " ".join(shown[:PREVIEW_CHARS].split())
+    if len(shown) > PREVIEW_CHARS:
         preview += " …"
-    return Answer(label, split_fences(text), len(text), folded, preview, **numbers)
+    result = Answer(label, split_fences(shown), len(shown), folded, preview, **numbers)
+    result.turns = [Turn(role, split_fences(body)) for role, body in turns or []]
+    return result
 
 
 def _at(values: object, i: int, kind: type):
@@ -119,5 +180,5 @@ def prompt_view(data: dict) -> PromptView:
         for i, text in enumerate(samples)
     ]
     return PromptView(
-        str(data.get("id", "")), answer("Prompt", data.get("prompt")), teacher, students
+        str(data.get("id", "")), answer("Prompt", data.get("prompt"), chat=True), teacher, students
     )

@@ -4,6 +4,7 @@ the health of its game, read from the database (the rules themselves are pure, i
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 
 from django.conf import settings
@@ -24,9 +25,32 @@ def thresholds() -> health.Thresholds:
     return health.Thresholds.from_settings(settings)
 
 
+# The worker reports the collecting stage's count of teacher answers through the same
+# ``step`` / ``total_steps`` fields as the trainer's steps; the stage says which it is.
+# In "starting" the trainer has reported no step yet, so the fields may still hold the
+# collecting count (the worker's heartbeat repeats its last progress until then).
+COLLECTING_STAGE = "collecting"
+NOT_TRAINING_YET = frozenset({COLLECTING_STAGE, "starting"})
+
+
+def _percent(done: int, total: int | None) -> int | None:
+    return min(100, round(100 * done / total)) if total else None
+
+
 def job_state(job: Job) -> dict:
-    """Status, step, progress and ETA: what the page updates on each poll."""
-    progress = min(100, round(100 * job.step / job.total_steps)) if job.total_steps else None
+    """Status, training step, progress and ETA: what the page updates on each poll.
+
+    ``step`` / ``total_steps`` / ``progress`` are always training steps; ``answers``
+    is the collecting stage's progress ({done, total, progress}), else None.
+    """
+    step, total = (0, None) if job.stage in NOT_TRAINING_YET else (job.step, job.total_steps)
+    answers = None
+    if job.stage == COLLECTING_STAGE and job.total_steps:
+        answers = {
+            "done": job.step,
+            "total": job.total_steps,
+            "progress": _percent(job.step, job.total_steps),
+        }
     return {
         "id": job.pk,
         "name": job.name,
@@ -34,9 +58,10 @@ def job_state(job: Job) -> dict:
         "status_display": job.get_status_display(),
         "active": job.status in ACTIVE_STATUSES,
         "stage": job.stage,
-        "step": job.step,
-        "total_steps": job.total_steps,
-        "progress": progress,
+        "step": step,
+        "total_steps": total,
+        "progress": _percent(step, total),
+        "answers": answers,
         "eta_seconds": job.eta_seconds,
         "eta": eta_text(job.eta_seconds) if job.status in ACTIVE_STATUSES else "",
     }
@@ -106,10 +131,27 @@ def alarms_for_jobs(jobs: Iterable[Job], limit: int = LIST_HEALTH_MAX) -> dict[i
     return out
 
 
-def live_payload(job: Job, after_step: int = -1, limit: int = DEFAULT_LIMIT) -> dict:
-    """The page's metrics.json: the API's payload plus the job's state and health."""
-    return {
+def live_payload(
+    job: Job, after_step: int = -1, limit: int = DEFAULT_LIMIT, log_seen: str | None = None
+) -> dict:
+    """The page's metrics.json: the API's payload plus the job's state and health.
+
+    With ``log_seen`` (the digest of the log the page shows, "" for none) it also has
+    ``log``: the log's digest, and its text only when that differs, so that a page
+    polling every few seconds is not sent the same 200 lines each time.
+    """
+    payload = {
         **metrics_payload(job, after_step, limit),
         "job": job_state(job),
         "health": [a.as_dict() for a in job_alarms(job)],
     }
+    if log_seen is not None:
+        digest = log_digest(job.log_tail)
+        payload["log"] = {"digest": digest}
+        if digest != log_seen:
+            payload["log"]["text"] = job.log_tail
+    return payload
+
+
+def log_digest(text: str) -> str:
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest() if text else ""
