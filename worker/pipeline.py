@@ -445,7 +445,10 @@ def train(
     # drop them from the files and the database first, so nothing counts twice.
     truncate_after(space.run_dir, start)
     forget_after(job, start)
-    actions.advance(job, Status.TRAINING, stage=job.stage or "starting", step=start)
+    # A job re-queued while collecting starts training afresh, not in stage "collecting".
+    stage = job.stage if job.stage not in ("", "collecting") else "starting"
+    actions.advance(job, Status.TRAINING, stage=stage, step=start)
+    beat.progress = {}  # the collecting progress (answers / prompts) is not training steps
     env = trainer_env(",".join(map(str, devices)))
     rendezvous = gang.start(job) if gang.members else None
     argv = trainer_argv(space.config, len(devices), rendezvous)

@@ -147,6 +147,13 @@ TEAM_URLS = [
         {"owner": 422, "member": 422, "annotator": FORBIDDEN},
     ),
     (
+        # A running run is not paused: members are refused with the reason (422).
+        "judge-run-continue",
+        "post",
+        {"pk": "evaluation", "run_id": "judge_run"},
+        {"owner": 422, "member": 422, "annotator": FORBIDDEN},
+    ),
+    (
         "campaign-create",
         "get",
         {"pk": "evaluation"},
@@ -232,6 +239,15 @@ def _evaluation(personas):
     return make_evaluation(personas.team)
 
 
+def _judge_run(personas):
+    """A judge run of the evaluation made last for this request (its ``pk``)."""
+    from webapp.evaluation.models import Evaluation
+    from webapp.judging.models import JudgeRun
+
+    evaluation = Evaluation.objects.filter(team=personas.team).latest("pk")
+    return JudgeRun.objects.create(evaluation=evaluation, judge_name="j", status="running")
+
+
 def _campaign(personas):
     from tests.webapp.test_evaluation import make_campaign
 
@@ -266,6 +282,7 @@ OBJECT_FACTORIES = {
     "teacher": _teacher,
     "evaluation": _evaluation,
     "campaign": _campaign,
+    "judge_run": _judge_run,
     "assignment": _assignment,
     "upload": _upload,
     "tensorboard_job": _tensorboard_job,

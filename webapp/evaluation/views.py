@@ -7,6 +7,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.cache import cache
 from django.http import HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -57,7 +58,7 @@ def evaluation_list(request: AuthenticatedRequest, slug: str) -> HttpResponse:
 def evaluation_create(request: AuthenticatedRequest, slug: str) -> HttpResponse:
     team = access.working_team(request, slug)
     status = 200
-    form = EvaluationForm(team, request.POST or None)
+    form = EvaluationForm(team, request.POST or None, initial=_from_jobs(request))
     if request.method == "POST":
         evaluation, status = pages.submit(
             form,
@@ -81,12 +82,39 @@ def evaluation_create(request: AuthenticatedRequest, slug: str) -> HttpResponse:
     return render(request, "evaluation/create.html", {"team": team, "form": form}, status=status)
 
 
+def _from_jobs(request: AuthenticatedRequest) -> dict:
+    """The jobs a job page's "Evaluate" link starts the form with: ?job=ID, repeatable
+    (the form's choices keep only the team's)."""
+    ids = [int(i) for i in request.GET.getlist("job") if i.isdecimal() and len(i) <= 18]
+    return {"jobs": ids} if ids else {}
+
+
 def _waiting(evaluation: Evaluation) -> str | None:
     """Why an evaluation's answers are not being generated: no live worker reads the
     generation queue."""
     if evaluation.status != EvalStatus.GENERATING or evaluation.claimed_by or evaluation.unsent:
         return None
     return presence.queue_problem(settings.GAD_EVAL_QUEUE)
+
+
+def _overlap(evaluation: Evaluation) -> dict | None:
+    """The automatic scores, no judge needed: each system's mean length, and against the
+    teacher's answers (when a teacher is among the systems) n-gram F1 and ROUGE-L.
+    Cached per evaluation and answer count: a large evaluation's scores take seconds."""
+    if evaluation.status == EvalStatus.GENERATING:
+        return None
+    answers = sum(s.num_answers for s in evaluation.systems.all())
+    key = f"evaluation-overlap:{evaluation.pk}:{answers}"
+    found = cache.get_or_set(key, lambda: runs.diagnostics(evaluation), 24 * 3600)
+    if not found or not found["systems"]:
+        return None
+    ns = [str(n) for n in range(1, 5)]
+    rows = [
+        {**row, "f1": [row["ngram_f1"].get(n) for n in ns]}
+        for row in found["systems"]
+        if row["system"] != found["reference"]
+    ]
+    return {"reference": found["reference"], "ns": ns, "rows": rows}
 
 
 @login_required
@@ -102,6 +130,7 @@ def evaluation_detail(request: AuthenticatedRequest, slug: str, pk: int) -> Http
             "campaigns": evaluation.campaigns.all(),
             "can_campaign": evaluation.status != EvalStatus.GENERATING,
             "waiting": _waiting(evaluation),
+            "overlap": _overlap(evaluation),
             **runs.page_context(evaluation, request.GET.get("judge")),
             **sweep.evaluation_context(evaluation, request.GET.get("bound")),
         },
