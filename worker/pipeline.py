@@ -445,10 +445,14 @@ def train(
     # drop them from the files and the database first, so nothing counts twice.
     truncate_after(space.run_dir, start)
     forget_after(job, start)
-    # A job re-queued while collecting starts training afresh, not in stage "collecting".
-    stage = job.stage if job.stage not in ("", "collecting") else "starting"
-    actions.advance(job, Status.TRAINING, stage=stage, step=start)
-    beat.progress = {}  # the collecting progress (answers / prompts) is not training steps
+    # Collecting reported teacher answers through step / total_steps: training starts
+    # with neither (the trainer reports its own), in stage "starting", also for a job
+    # re-queued while it was collecting.
+    fields: dict = {"stage": job.stage, "step": start}
+    if job.stage in ("", "collecting"):
+        fields.update(stage="starting", total_steps=None)
+    actions.advance(job, Status.TRAINING, **fields)
+    beat.progress = {}
     env = trainer_env(",".join(map(str, devices)))
     rendezvous = gang.start(job) if gang.members else None
     argv = trainer_argv(space.config, len(devices), rendezvous)

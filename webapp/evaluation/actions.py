@@ -18,6 +18,7 @@ from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import Count
 
+from trainer import config as trainer_config
 from webapp import claims, dispatch
 from webapp.catalog import references
 from webapp.evaluation.models import (
@@ -35,6 +36,22 @@ from webapp.teachers.models import TeacherEndpoint
 from webapp.teams import actions as team_actions
 from webapp.teams.actions import ActionError
 from webapp.teams.models import Team
+
+MAX_NEW_TOKENS = 32768
+# A job's students answer within its max_response_tokens (config key); the trainer's
+# default where a job's config lacks it, and for an evaluation of no job.
+TOKENS_KEY = "max_response_tokens"
+DEFAULT_NEW_TOKENS = next(
+    spec["default"] for spec in trainer_config.field_specs() if spec["key"] == TOKENS_KEY
+)
+
+
+def response_tokens(value: object) -> int:
+    """A job's max_response_tokens as an evaluation's max new tokens."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        return DEFAULT_NEW_TOKENS
+    return min(value, MAX_NEW_TOKENS)
+
 
 GENERATE_TASK = "gad.generate_answers"
 # Generation goes to settings.GAD_EVAL_QUEUE; on a GPU node a model's generation leases

@@ -5,29 +5,20 @@ from __future__ import annotations
 from django import forms
 from django.db.models import Exists, OuterRef
 
-from trainer import config as trainer_config
 from webapp.catalog import references
 from webapp.evaluation import actions
+from webapp.evaluation.actions import (
+    DEFAULT_NEW_TOKENS,
+    MAX_NEW_TOKENS,
+    TOKENS_KEY,
+    response_tokens,
+)
 from webapp.evaluation.models import PromptChoice
 from webapp.jobs.models import Checkpoint, Job
 from webapp.promptsets.models import PromptSet
 from webapp.teachers.models import TeacherEndpoint
 
 MAX_PATHS = 8
-MAX_NEW_TOKENS = 32768
-# A job's students answer within its max_response_tokens (config key); the trainer's
-# default where a job's config lacks it, and for an evaluation of no job.
-TOKENS_KEY = "max_response_tokens"
-DEFAULT_NEW_TOKENS = next(
-    spec["default"] for spec in trainer_config.field_specs() if spec["key"] == TOKENS_KEY
-)
-
-
-def response_tokens(value: object) -> int:
-    """A job's max_response_tokens as an evaluation's max new tokens."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        return DEFAULT_NEW_TOKENS
-    return min(value, MAX_NEW_TOKENS)
 
 
 class JobChoices(forms.ModelMultipleChoiceField):

@@ -203,7 +203,9 @@ def create_sweep(
             f"takes at most {sweep.MAX_CHECKPOINTS}. Sweep every {sweep.smallest_every(job)} or more."
         )
     if max_new_tokens is None:
-        max_new_tokens = int(job.config.get("max_response_tokens", 1536))
+        max_new_tokens = evaluation_actions.response_tokens(
+            job.config.get(evaluation_actions.TOKENS_KEY)
+        )
     systems = [
         evaluation_actions.base_system(job),
         *(evaluation_actions.checkpoint_system(c) for c in chosen),

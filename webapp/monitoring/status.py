@@ -27,8 +27,9 @@ def thresholds() -> health.Thresholds:
 
 # The worker reports the collecting stage's count of teacher answers through the same
 # ``step`` / ``total_steps`` fields as the trainer's steps; the stage says which it is.
-# In "starting" the trainer has reported no step yet, so the fields may still hold the
-# collecting count (the worker's heartbeat repeats its last progress until then).
+# In "starting" the trainer has reported no step yet: the page shows step 0 until it
+# does (the worker clears the collecting count then; rows written before it did may
+# still hold it).
 COLLECTING_STAGE = "collecting"
 NOT_TRAINING_YET = frozenset({COLLECTING_STAGE, "starting"})
 

@@ -97,23 +97,24 @@ def gpu_wait(gpus: int) -> str | None:
     if not offered:
         return None  # gpu_problem's case: no node could ever run it
     leases = GpuLease.objects.filter(node__in=offered, expires_at__gt=timezone.now())
-    held: dict[str, list[str]] = {}
-    for lease in leases.select_related("job", "evaluation").order_by("gpu_index"):
+    taken: dict[str, int] = {}
+    holders: dict[str, list[str]] = {}
+    for lease in leases.select_related("job").order_by("gpu_index"):
+        taken[lease.node] = taken.get(lease.node, 0) + 1
         holder = (
             f"job {lease.job.name!r} (#{lease.job_id})"
             if lease.job is not None
             else f"evaluation #{lease.evaluation_id}"
         )
-        held.setdefault(lease.node, [])
-        if holder not in held[lease.node]:
-            held[lease.node].append(holder)
+        if holder not in holders.setdefault(lease.node, []):
+            holders[lease.node].append(holder)
     busy = []
     for node, total in sorted(offered.items()):
-        taken = leases.filter(node=node).count()
-        if total - taken >= gpus:
+        held = taken.get(node, 0)
+        if total - held >= gpus:
             return None
-        amount = f"all {total}" if taken >= total else f"{taken} of {total}"
-        busy.append(f"{amount} on node {node} are leased by {', '.join(held.get(node, []))}")
+        amount = f"all {total}" if held >= total else f"{held} of {total}"
+        busy.append(f"{amount} on node {node} are leased by {', '.join(holders[node])}")
     return f"Waiting for {gpus} GPU{'s' if gpus > 1 else ''}: " + "; ".join(busy) + "."
 
 

@@ -197,9 +197,7 @@ class Command(BaseCommand):
             prompt_set=prompt_set,
             prompt_choice=PromptChoice.TEST,
             systems=systems,
-            max_new_tokens=gad.config.get(
-                "max_response_tokens", DEMO_CONFIG["max_response_tokens"]
-            ),
+            max_new_tokens=eval_actions.response_tokens(gad.config.get(eval_actions.TOKENS_KEY)),
             temperature=None,
         )
 
