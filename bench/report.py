@@ -40,3 +40,24 @@ def write_section(name: str, title: str, body: str, doc: Path = DOC) -> None:
     else:
         text = text.rstrip() + "\n\n" + section + "\n"
     doc.write_text(text)
+
+
+def step_config(
+    model: str,
+    prompts: str,
+    out: str,
+    batch: int,
+    group: int,
+    max_new: int,
+    max_prompt: int,
+    **more: object,
+) -> dict[str, object]:
+    """A trainer config (plain data) of endless GAD/SeqKD steps without checkpoints or
+    samples, for timing steps; ``more`` adds or replaces keys."""
+    return {
+        "method": "gad", "student": model, "train_file": prompts, "output_dir": out,
+        "batch_size": batch, "group_size": group, "max_prompt_tokens": max_prompt,
+        "max_response_tokens": max_new, "save_every": 10**6, "sample_every": 10**6,
+        "warmup": {"epochs": 0}, "gad": {"epochs": 100}, "seqkd": {"epochs": 100},
+        "resume": "never", **more,
+    }  # fmt: skip

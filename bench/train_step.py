@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.report import table, write_section  # noqa: E402
+from bench.report import step_config, table, write_section  # noqa: E402
 
 PROMPTS, BATCH, GROUP, MAX_NEW, MAX_PROMPT = 16, 4, 4, 32, 64
 MODEL = {"layers": 4, "hidden": 128, "heads": 4, "vocab": 1024}
@@ -52,25 +52,8 @@ def _prompt_records(n: int) -> list[dict]:
 def _cfg(model: str, prompts: str, out: str, method: str, disc_update: str = "on_policy"):
     from trainer.config import from_dict
 
-    return from_dict(
-        {
-            "method": method,
-            "student": model,
-            "train_file": prompts,
-            "output_dir": out,
-            "batch_size": BATCH,
-            "group_size": GROUP,
-            "max_prompt_tokens": MAX_PROMPT,
-            "max_response_tokens": MAX_NEW,
-            "save_every": 10**6,
-            "sample_every": 10**6,
-            "warmup": {"epochs": 0},
-            "gad": {"epochs": 100},
-            "seqkd": {"epochs": 100},
-            "disc": {"update": disc_update},
-            "resume": "never",
-        }
-    )
+    more = {"method": method, "disc": {"update": disc_update}}
+    return from_dict(step_config(model, prompts, out, BATCH, GROUP, MAX_NEW, MAX_PROMPT, **more))
 
 
 def run_ours(case: str, model: str, prompts: str, steps: int) -> list[float]:

@@ -111,6 +111,15 @@ class ParallelConfig:
         "FSDP2: keep sharded weights, gradients and optimizer state in host memory "
         "(slower steps; for a model whose state does not fit the GPUs).",
     )
+    gather: str = _f(
+        "auto",
+        "FSDP2: 'layer' gathers each decoder layer for its forward and again for its "
+        "backward (least memory); 'model' keeps a model's gathered layers from its forward "
+        "to its backward (one all-gather less per micro-batch; the whole model in the "
+        "compute dtype during a backward); 'auto' is 'model' where the memory planner says "
+        "that fits the process's GPU (or host memory on a CPU), else 'layer'.",
+        choices=["auto", "layer", "model"],
+    )
 
 
 @dataclass

@@ -52,7 +52,9 @@ def decoder_layers(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules() if type(m).__name__ in names]
 
 
-def _policy(compute_dtype: torch.dtype, cpu_offload: bool) -> dict[str, Any]:
+def _policy(
+    compute_dtype: torch.dtype, cpu_offload: bool, keep_gathered: bool = False
+) -> dict[str, Any]:
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy
 
@@ -65,6 +67,9 @@ def _policy(compute_dtype: torch.dtype, cpu_offload: bool) -> dict[str, Any]:
         "mesh": init_device_mesh(device_type, (world.size,)),
         "mp_policy": MixedPrecisionPolicy(param_dtype=compute_dtype, reduce_dtype=torch.float32),
         "offload_policy": CPUOffloadPolicy() if offload else OffloadPolicy(),
+        # parallel.gather: model keeps the layers whole from a forward to its backward
+        # (one all-gather less per micro-batch); the backward reshards each as it ends.
+        "reshard_after_forward": not keep_gathered,
     }
 
 
@@ -73,20 +78,22 @@ def shard(
     compute_dtype: torch.dtype,
     cpu_offload: bool = False,
     fp32_modules: tuple[nn.Module, ...] = (),
+    keep_gathered: bool = False,
 ) -> nn.Module:
     """Shard ``model`` in place (decoder layers, then the root) and return it.
 
     ``fp32_modules`` (D's score head) compute in fp32 whatever the compute dtype: their
     own shard group with an fp32 policy. A causal LM gets the registered forward method
-    the trainer calls instead of ``forward``: the response log-probs.
+    the trainer calls instead of ``forward``: the response log-probs. ``keep_gathered``:
+    ``parallel.gather`` resolved to 'model' (``trainer.plan.keeps_gathered``).
     """
     from torch.distributed.fsdp import FSDPModule, fully_shard, register_fsdp_forward_method
 
-    policy = _policy(compute_dtype, cpu_offload)
+    policy = _policy(compute_dtype, cpu_offload, keep_gathered)
     for layer in decoder_layers(model):
         fully_shard(layer, **policy)
     for module in fp32_modules:
-        fully_shard(module, **(policy | _policy(torch.float32, cpu_offload)))
+        fully_shard(module, **(policy | _policy(torch.float32, cpu_offload, keep_gathered)))
     fully_shard(model, **policy)
     for module in model.modules():
         if isinstance(module, FSDPModule):
@@ -106,6 +113,7 @@ def shard_from_rank0(
     compute_dtype: torch.dtype,
     cpu_offload: bool = False,
     fp32_modules: Callable[[nn.Module], tuple[nn.Module, ...]] = lambda m: (),
+    keep_gathered: bool = False,
 ) -> nn.Module:
     """A sharded model whose weights only rank 0 reads from disk: the other ranks build
     its modules on the meta device (no memory), all shard, and rank 0's whole state is
@@ -119,7 +127,7 @@ def shard_from_rank0(
     world = distributed.world()
     model = build(torch.device("cpu") if world.main else torch.device("meta"))
     full = dict(model.state_dict()) if world.main else {}
-    shard(model, compute_dtype, cpu_offload, fp32_modules=fp32_modules(model))
+    shard(model, compute_dtype, cpu_offload, fp32_modules(model), keep_gathered)
     on_gpu = dist.get_backend() == "nccl"
     device = torch.device("cuda", torch.cuda.current_device()) if on_gpu else torch.device("cpu")
     if not world.main:  # memory for the shards and buffers, filled below
@@ -133,16 +141,39 @@ def shard_from_rank0(
 
 
 def reshard(model: nn.Module | None) -> None:
-    """Free the gathered weights a forward without backward left whole (the root's:
-    embeddings and LM head) — after generation, scoring, the reference's forwards."""
+    """Free the gathered weights a forward without backward left whole (every layer's
+    with ``parallel.gather: model``; the root's where torch keeps it gathered) after
+    scoring and the reference's forwards. Each FSDP unit reshards only its own."""
     if model is not None and is_sharded(model):
-        cast(Any, model).reshard()
+        from torch.distributed.fsdp import FSDPModule
+
+        for module in model.modules():
+            if isinstance(module, FSDPModule):
+                module.reshard()
 
 
-def local_norm(norm: Tensor) -> float:
-    """A gradient norm as a float (a DTensor's full value under FSDP)."""
-    full = getattr(norm, "full_tensor", None)
-    return float(full() if full is not None else norm)
+def clip_grad_norm(params: list[nn.Parameter], max_norm: float) -> float:
+    """Scale the gradients so that their global L2 norm is at most ``max_norm``; return
+    the norm before scaling (``torch.nn.utils.clip_grad_norm_``'s contract).
+
+    Under FSDP the gradients are DTensors whose shards partition every gradient, so the
+    global squared norm is the sum over ranks of the local shards' squared norms: one
+    all-reduce of a scalar, then each rank scales its own shards. (``clip_grad_norm_``
+    on the DTensors computes the same, but dispatches every per-tensor op through DTensor,
+    three times the cost of this step on a small model.)"""
+    from torch.distributed.tensor import DTensor
+
+    grads = [p.grad for p in params if p.grad is not None]
+    if not any(isinstance(g, DTensor) for g in grads):
+        return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+    local = [g.to_local() if isinstance(g, DTensor) else g for g in grads]
+    squared = torch.nn.utils.get_total_norm(local, 2.0).double().square()
+    total = float(distributed.all_sum(squared).sqrt())
+    coef = max_norm / (total + 1e-6)
+    if coef < 1.0:  # as clip_grad_norm_: a factor clamped to 1
+        for g in local:
+            g.mul_(coef)
+    return total
 
 
 # ---------------------------------------------------------------------------- state dicts
@@ -221,38 +252,68 @@ def adapter_state(state: dict[str, Tensor]) -> dict[str, Tensor]:
     return {k.replace(".default.", "."): v for k, v in state.items() if ".lora_" in k}
 
 
-def _full(t: Tensor) -> Tensor:
-    full = getattr(t, "full_tensor", None)
-    return cast(Tensor, full()) if full is not None else t
+def _owners(model: nn.Module) -> dict[str, Any]:
+    """Each submodule's FSDP unit: its nearest sharded ancestor (or itself), by name."""
+    from torch.distributed.fsdp import FSDPModule
+
+    units = {p: m for p, m in model.named_modules() if isinstance(m, FSDPModule)}
+    owners: dict[str, Any] = {}
+    for prefix, _ in model.named_modules():
+        inside = [p for p in units if p == "" or prefix == p or prefix.startswith(p + ".")]
+        owners[prefix] = units[max(inside, key=len)]
+    return owners
 
 
 def iter_hf_weights(model: nn.Module, dtype: torch.dtype) -> Iterator[tuple[str, Tensor]]:
     """(HF name, whole tensor) pairs, one module at a time, LoRA merged on the fly.
 
-    Under FSDP each tensor is all-gathered (``full_tensor``) when it is reached, so at
-    most one layer's weights are ever whole at once; every rank must iterate (a
-    collective). Frozen and trainable weights alike; tied weights once.
+    Under FSDP each unit (a decoder layer) is gathered whole when the walk reaches it, in
+    one coalesced all-gather (``FSDPModule.unshard``), and resharded when the walk leaves
+    it; the root's weights (embeddings, final norm, head) stay gathered for the walk. So at
+    most one layer is whole at once besides the root, and every rank must iterate (the
+    gathers are collectives). The gathered weights are the compute-dtype copies FSDP runs
+    forwards with (LoRA merged in fp32 from them); each tensor yielded has memory of its
+    own, valid after the walk moves on. Frozen and trainable weights alike; tied weights
+    once.
     """
     scaling = lora_scaling(model)
     seen: set[int] = set()
-    for prefix, module in model.named_modules():
-        direct = dict(module.named_parameters(recurse=False)) | dict(
-            module.named_buffers(recurse=False)
-        )
-        if hasattr(module, "base_layer") and scaling is not None:
-            continue  # a LoRA Linear: its base_layer child yields the merged weight
-        for local, tensor in direct.items():
-            if id(tensor) in seen or ".lora_" in f".{prefix}." or local.startswith("lora_"):
-                continue
-            if local in module._non_persistent_buffers_set:
-                continue  # e.g. rotary inv_freq: not in the checkpoint, not loaded
-            seen.add(id(tensor))
-            name = f"{prefix}.{local}" if prefix else local
-            value = _full(tensor.detach())
-            if scaling is not None and prefix.endswith(".base_layer") and local == "weight":
-                parent = model.get_submodule(prefix.removesuffix(".base_layer"))
-                lora = cast(Any, parent)
-                a = _full(lora.lora_A["default"].weight.detach()).float()
-                b = _full(lora.lora_B["default"].weight.detach()).float()
-                value = value.float() + scaling * (b @ a)
-            yield hf_name(name), value.to(dtype) if value.is_floating_point() else value
+    owners = _owners(model) if is_sharded(model) else {}
+    root = owners.get("")
+    current: Any = None
+    if root is not None:
+        root.unshard()
+    try:
+        for prefix, module in model.named_modules():
+            unit = owners.get(prefix)
+            if unit is not None and unit is not root and unit is not current:
+                if current is not None:
+                    current.reshard()
+                current = unit
+                current.unshard()
+            direct = dict(module.named_parameters(recurse=False)) | dict(
+                module.named_buffers(recurse=False)
+            )
+            if hasattr(module, "base_layer") and scaling is not None:
+                continue  # a LoRA Linear: its base_layer child yields the merged weight
+            for local, tensor in direct.items():
+                if id(tensor) in seen or ".lora_" in f".{prefix}." or local.startswith("lora_"):
+                    continue
+                if local in module._non_persistent_buffers_set:
+                    continue  # e.g. rotary inv_freq: not in the checkpoint, not loaded
+                seen.add(id(tensor))
+                name = f"{prefix}.{local}" if prefix else local
+                value = tensor.detach()
+                if scaling is not None and prefix.endswith(".base_layer") and local == "weight":
+                    lora = cast(Any, model.get_submodule(prefix.removesuffix(".base_layer")))
+                    a = lora.lora_A["default"].weight.detach().float()
+                    b = lora.lora_B["default"].weight.detach().float()
+                    value = (value.float() + scaling * (b @ a)).to(dtype)
+                elif value.is_floating_point():
+                    # Its own memory: a gathered weight's is freed when its unit reshards.
+                    value = value.to(dtype, copy=bool(owners))
+                yield hf_name(name), value
+    finally:
+        for unit in (current, root):
+            if unit is not None:
+                unit.reshard()

@@ -13,7 +13,8 @@ sharing them through FSDP2 (one process: plain modules, nothing sharded):
 - transient, whole on every rank: the layers FSDP has gathered (the current and the
   prefetched one, in the compute dtype, and their gradients before the reduce-scatter),
   and the root's embeddings and LM head, which stay gathered through a forward and its
-  backward;
+  backward; with ``parallel.gather: model`` the whole model in the compute dtype instead,
+  from a forward to its backward (``auto`` takes that where it fits with 15% to spare);
 - activations of one micro-batch of ``micro_batch_tokens``: every layer's (about
   (8 h + 4 i) values a token) without activation checkpointing, or each layer's input
   plus one layer's worth with it; and the vocab projection, chunked in 2048 tokens;
@@ -38,6 +39,9 @@ from trainer.config import TrainConfig
 GIB = 1024**3
 HEAD_CHUNK_TOKENS = 2048  # trainer.models: rows of the vocab projection at once
 RUNTIME_OVERHEAD_GB = 2.5  # CUDA context, NCCL buffers, allocator slack (0 on CPU)
+# parallel.gather: auto keeps models gathered (faster) only with the planner's own error
+# bound to spare: checked within 15% of measured peaks on GPUs (bench/gpu_smoke.sh).
+AUTO_MARGIN = 0.85
 
 # Shapes of common students (config.json values), for hub ids the web host has not got.
 KNOWN: dict[str, dict[str, Any]] = {
@@ -146,6 +150,7 @@ class Plan:
     rollout_gb: float = 0.0
     overhead_gb: float = 0.0
     advice: str = ""
+    gather: str = "layer"  # parallel.gather as resolved (auto: model where that fits)
 
     @property
     def processes(self) -> int:
@@ -200,6 +205,7 @@ class Plan:
             "peak_gb": round(self.peak_gb, 3),
             "fits": self.fits,
             "advice": self.advice,
+            "gather": self.gather,
         }
 
 
@@ -221,7 +227,14 @@ def estimate(
     device: str = "cuda",
 ) -> Plan:
     """The per-GPU plan of ``cfg`` (without advice; see ``plan``)."""
-    plan = Plan(nodes, gpus_per_node, gpu_memory_gb)
+    if cfg.parallel.gather == "auto":  # keep models gathered where that fits
+        hardware = (shape, nodes, gpus_per_node, gpu_memory_gb, device)
+        by_layer = estimate(_gather(cfg, "layer"), *hardware)
+        if by_layer.processes == 1:  # nothing sharded
+            return by_layer
+        kept = estimate(_gather(cfg, "model"), *hardware)
+        return kept if kept.peak_gb <= AUTO_MARGIN * gpu_memory_gb else by_layer
+    plan = Plan(nodes, gpus_per_node, gpu_memory_gb, gather=cfg.parallel.gather)
     world = plan.processes
     sharded = world > 1
     compute = _bytes(cfg.dtype, device)
@@ -253,8 +266,13 @@ def estimate(
     if sharded:
         layer = shape.layer_params()
         root = shape.embed_params() * (1 if shape.tied else 2)
-        parts["gathered layers and their gradients (FSDP)"] = 2 * layer * (compute + 4)
-        parts["gathered embeddings and LM head"] = root * compute
+        if plan.gather == "model":  # the biggest model (G) whole through its backward
+            parts["gathered model, forward to backward (FSDP, gather: model)"] = (
+                shape.params() * compute + 2 * layer * 4
+            )
+        else:
+            parts["gathered layers and their gradients (FSDP)"] = 2 * layer * (compute + 4)
+            parts["gathered embeddings and LM head"] = root * compute
     elif compute == 2:  # autocast's bf16 copies of the weights in a forward
         parts["autocast weight copies"] = 2.0 * shape.params()
     parts["activations of one micro-batch"] = _activations(cfg, shape, compute)
@@ -274,6 +292,23 @@ def estimate(
         copy = compute * shape.params() if sharded else 0
         plan.rollout_gb = (kv + copy) / GIB
     return plan
+
+
+def _gather(cfg: TrainConfig, mode: str) -> TrainConfig:
+    return replace(cfg, parallel=replace(cfg.parallel, gather=mode))
+
+
+def keeps_gathered(cfg: TrainConfig, world: int, memory_gb: float, device: str) -> bool:
+    """Whether a run of ``cfg`` on ``world`` processes with ``memory_gb`` each keeps its
+    sharded models gathered from a forward to its backward (``parallel.gather``; for
+    ``auto``, the planner's answer, 'layer' for a model whose shape it does not know)."""
+    if cfg.parallel.gather != "auto":
+        return cfg.parallel.gather == "model"
+    try:
+        shape = model_shape(cfg.student)
+    except UnknownModel:
+        return False
+    return estimate(cfg, shape, 1, world, memory_gb, device).gather == "model"
 
 
 def _activations(cfg: TrainConfig, shape: Shape, compute: int) -> float:
@@ -331,7 +366,7 @@ def _advice(
     return "no change fits: a smaller student, or GPUs with more memory"
 
 
-TWEAKS = ("set gradient_checkpointing", "lower ")
+TWEAKS = ("set parallel.gather", "set gradient_checkpointing", "lower ")
 
 
 def _options(c: Candidate, shape: Shape, memory: float, device: str) -> list[tuple[str, Candidate]]:
@@ -351,6 +386,8 @@ def _changes(
         return estimate(c[0], shape, c[1], c[2], memory, device).fits
 
     out: list[tuple[str, Candidate] | None] = []
+    if cfg.parallel.gather == "model" and nodes * max(gpus, 1) > 1:
+        out.append(("set parallel.gather: layer", (_gather(cfg, "layer"), nodes, gpus)))
     if not cfg.gradient_checkpointing:
         out.append(("set gradient_checkpointing: true",
                     (replace(cfg, gradient_checkpointing=True), nodes, gpus)))  # fmt: skip
@@ -394,9 +431,11 @@ def _changes(
 def hardware_table(
     students: list[str], setups: list[tuple[int, int, float]], base: TrainConfig
 ) -> str:
-    """Markdown: which student sizes fit which hardware (full fine-tune and LoRA)."""
+    """Markdown: which student sizes fit which hardware (full fine-tune and LoRA), each
+    with its least memory (``parallel.gather: layer``)."""
     from trainer.config import LoraConfig
 
+    base = _gather(base, "layer")
     head = "| student | " + " | ".join(f"{n}×{g}×{m:g} GB" for n, g, m in setups) + " |"
     lines = [head, "|---" * (len(setups) + 1) + "|"]
     for student in students:

@@ -91,8 +91,8 @@ def assert_same_metrics(m1: list[dict], m2: list[dict]) -> None:
 
 
 LORA = {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]}
-CASES = {
-    "gad-full": {},
+CASES = {  # parallel.gather: auto is 'model' for these tiny models; 'layer' is the default
+    "gad-full": {"parallel__gather": "layer"},  # at scale, so it is tested too
     "gad-lora": {"lora": LORA, "gradient_checkpointing": True},  # checkpointing under FSDP2
     "seqkd-full": {"method": "seqkd", "seqkd__epochs": 3},
     "seqkd-lora": {"method": "seqkd", "seqkd__epochs": 3, "lora": LORA},

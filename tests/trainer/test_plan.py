@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -167,3 +168,36 @@ def test_the_hardware_table_in_the_readme_and_the_docs_is_the_planners():
         text = (ROOT / doc).read_text()
         block = re.search(r"<!-- plan:hardware -->(.*?)<!-- /plan:hardware -->", text, re.S)
         assert block and table in block[1], f"{doc}: regenerate the table from trainer.plan"
+
+
+def _gathering(cfg, mode):
+    return replace(cfg, parallel=replace(cfg.parallel, gather=mode))
+
+
+def test_gather_auto_keeps_models_whole_only_with_15_percent_to_spare():
+    from trainer.plan import keeps_gathered
+
+    seven = load_config(ROOT / "configs" / "gad-7b-1node.yaml")
+    paper = load_config(ROOT / "configs" / "gad-paper.yaml")
+    # 7B on 8x80 GB: G whole in bf16 through a backward leaves more than 15% spare.
+    auto7 = plan(seven, gpu_memory_gb=80)
+    assert auto7.gather == "model" and auto7.peak_gb <= 0.85 * 80
+    assert any("gathered model" in part for part in auto7.parts)
+    assert auto7.update_gb > plan(_gathering(seven, "layer"), gpu_memory_gb=80).update_gb
+    # 14B on 2x8x80 GB would fit kept whole (75 GB) but without the margin: by layer.
+    assert plan(_gathering(paper, "model"), gpu_memory_gb=80).fits
+    assert plan(paper, gpu_memory_gb=80).gather == "layer"
+    assert plan(paper, gpu_memory_gb=80).as_dict()["gather"] == "layer"
+    # The trainer asks the same question with its process's memory.
+    assert keeps_gathered(seven, 8, 80, "cuda") and not keeps_gathered(paper, 16, 80, "cuda")
+    assert not keeps_gathered(_gathering(seven, "layer"), 8, 80, "cuda")
+    assert keeps_gathered(_gathering(paper, "model"), 16, 80, "cuda")
+    unknown = replace(seven, student="someone/unknown-model")
+    assert not keeps_gathered(unknown, 8, 80, "cuda")  # no shape: the least memory
+
+
+def test_a_forced_gather_model_that_does_not_fit_is_told_to_gather_by_layer():
+    seven = _gathering(load_config(ROOT / "configs" / "gad-7b-1node.yaml"), "model")
+    tight = plan(seven, gpu_memory_gb=48)
+    assert not tight.fits and tight.advice.startswith("set parallel.gather: layer")
+    assert plan(_gathering(seven, "layer"), gpu_memory_gb=48).peak_gb < tight.peak_gb

@@ -215,14 +215,25 @@ def test_vllm_sync_pushes_the_hf_weights_one_layer_at_a_time(tmp_path, arch, lor
 
     path = _layout(arch, tmp_path)
     adapters = LoraConfig(r=4, alpha=8, target_modules=["q_proj", "v_proj"]) if lora else None
-    model = load_student(str(path), torch.device("cpu"), lora=adapters)
-    if lora:  # trained adapters: B != 0, so the merge shows in the pushed weights
-        with torch.no_grad():
-            for name, p in model.named_parameters():
-                if "lora_B" in name:
-                    p.normal_(std=0.5)
+    model = _trained(load_student(str(path), torch.device("cpu"), lora=adapters))
     engine = _check_sync(model, path, lora)
-    merged = model.merge_and_unload() if lora else model
+    _check_values(engine, model)
+
+
+def _trained(model):
+    """LoRA adapters as if trained: B != 0, so the merge shows in the pushed weights; A
+    and B the same on every rank (peft draws A from each process's own RNG)."""
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_" in name:
+                p.normal_(std=0.5)
+    return model
+
+
+def _check_values(engine: FakeEngine, model) -> None:
+    """The pushed values are the model's (LoRA merged), as they were when pushed."""
+    merged = model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
     for name, value in merged.state_dict().items():
         if name in engine.values:
             torch.testing.assert_close(
@@ -231,6 +242,7 @@ def test_vllm_sync_pushes_the_hf_weights_one_layer_at_a_time(tmp_path, arch, lor
 
 
 def _sync_rank(rank: int, world: int, port: int, path: str, lora: bool) -> None:
+    import copy
     import os
 
     os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world),
@@ -244,10 +256,16 @@ def _sync_rank(rank: int, world: int, port: int, path: str, lora: bool) -> None:
     distributed.init("cpu")
     try:
         adapters = LoraConfig(r=4, alpha=8, target_modules=["q_proj", "v_proj"]) if lora else None
-        model = load_student(path, torch.device("cpu"), lora=adapters)
+        model = _trained(load_student(path, torch.device("cpu"), lora=adapters))
+        whole = copy.deepcopy(model)
         fsdp.shard(model, torch.float32)
         engine = _check_sync(model, Path(path), lora)  # every rank pushes to its own engine
-        assert engine.calls
+        _check_values(engine, whole)  # each layer's values, though resharded since
+        # In the compute dtype (no cast, no copy of its own): still valid after the walk.
+        walked = dict(fsdp.iter_hf_weights(model, torch.float32))
+        merged = whole.merge_and_unload() if lora else whole
+        for name, value in merged.state_dict().items():
+            torch.testing.assert_close(walked[name], value, msg=name)
     finally:
         distributed.shutdown()
     distributed.end_process(0)  # as `python -m trainer` does under torchrun
@@ -263,3 +281,44 @@ def test_vllm_sync_under_fsdp_gathers_each_layer_on_every_rank(tmp_path, lora):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     torch.multiprocessing.spawn(_sync_rank, args=(2, port, str(path), lora), nprocs=2, join=True)
+
+
+def _gather_rank(rank: int, world: int, port: int, path: str) -> None:
+    import os
+
+    os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world),
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})  # fmt: skip
+    torch.set_num_threads(1)
+    from torch.distributed.tensor import DTensor
+
+    from trainer import distributed, fsdp
+
+    def sharded(model) -> set[bool]:
+        return {isinstance(p, DTensor) for p in model.parameters()}
+
+    distributed.init("cpu")
+    try:
+        for keep in (False, True):
+            model = fsdp.shard(load_student(path, torch.device("cpu")), torch.float32,
+                               keep_gathered=keep)  # fmt: skip
+            with torch.no_grad():
+                model(input_ids=torch.tensor([[1, 2, 3, 4]]))
+            # After a forward without backward, parallel.gather: layer has resharded
+            # everything; model leaves every layer whole, and reshard frees them all.
+            assert sharded(model) == ({False} if keep else {True}), keep
+            fsdp.reshard(model)
+            assert sharded(model) == {True}, keep
+    finally:
+        distributed.shutdown()
+    distributed.end_process(0)
+
+
+@pytest.mark.slow
+def test_reshard_frees_every_layer_that_gather_model_kept_whole(tmp_path):
+    import socket
+
+    path = _layout("qwen2", tmp_path)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    torch.multiprocessing.spawn(_gather_rank, args=(2, port, str(path)), nprocs=2, join=True)

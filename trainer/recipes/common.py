@@ -138,10 +138,10 @@ def clip_and_step(model: nn.Module, opt: torch.optim.Optimizer, grad_clip: float
     """
     params = [p for p in model.parameters() if p.requires_grad]
     max_norm = grad_clip if grad_clip > 0 else float("inf")
-    norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+    norm = fsdp.clip_grad_norm(params, max_norm)
     opt.step()
     opt.zero_grad(set_to_none=True)
-    return fsdp.local_norm(norm)
+    return norm
 
 
 # ---------------------------------------------------------------------------- checkpoints

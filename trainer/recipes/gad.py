@@ -61,12 +61,12 @@ class Scored:
     student: Tensor  # [B, N]
 
 
-def _sample_and_score(run: Run, batch: list[Example]) -> Scored:
+def _sample_and_score(run: Run, batch: list[Example], update_disc: bool) -> Scored:
     t0 = time.perf_counter()
     rollout = sample(run, batch)
     rollout_s = time.perf_counter() - t0
     prompts, responses = disc_rows(batch, rollout)
-    scores = score(run, prompts, responses)
+    scores = score(run, prompts, responses, update_follows=update_disc)
     teacher, student = scores[: len(batch)], scores[len(batch) :].view(len(batch), -1)
     return Scored(rollout, rollout_s, prompts, responses, scores, teacher, student)
 
@@ -97,7 +97,7 @@ def warmup_step(run: Run, batch: list[Example]) -> dict[str, Any]:
     record = teacher_length_metrics(batch)
     rollout = None
     if train_d:
-        s = _sample_and_score(run, batch)
+        s = _sample_and_score(run, batch, update_disc=True)
         rollout = s.rollout
         record |= {"perf/rollout_s": s.rollout_s, **student_length_metrics(rollout)}
         record |= disc_metrics(*_gathered(s), cfg.disc.loss)
@@ -113,7 +113,7 @@ def warmup_step(run: Run, batch: list[Example]) -> dict[str, Any]:
 def disc_step(run: Run, batch: list[Example]) -> dict[str, Any]:
     """The off-policy ablation's D stage: D learns teacher vs the samples of a fixed
     student (the warmed-up G, which does not move here)."""
-    s = _sample_and_score(run, batch)
+    s = _sample_and_score(run, batch, update_disc=True)
     record = teacher_length_metrics(batch) | student_length_metrics(s.rollout)
     record |= {"perf/rollout_s": s.rollout_s}
     record |= disc_metrics(*_gathered(s), run.cfg.disc.loss)
@@ -126,7 +126,7 @@ def disc_step(run: Run, batch: list[Example]) -> dict[str, Any]:
 
 def adversarial_step(run: Run, batch: list[Example]) -> dict[str, Any]:
     cfg = run.cfg
-    s = _sample_and_score(run, batch)
+    s = _sample_and_score(run, batch, update_disc=cfg.disc.update == "on_policy")
     # Rewards come from D *before* its update in this step (GAD.md pitfall 3).
     rewards = s.student
     advantages = grpo_advantages(rewards, std_norm=cfg.gad.std_norm)

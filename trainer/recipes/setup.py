@@ -14,6 +14,7 @@ from torch import nn
 
 from trainer import checkpoint as ckpt_io
 from trainer import distributed, fsdp
+from trainer import plan as planner
 from trainer.config import TrainConfig, parallel_problems, to_dict
 from trainer.data import load_examples
 from trainer.discriminator import HEAD_FILE, Discriminator, build_discriminator
@@ -78,7 +79,20 @@ def _student(
 
     if not world.parallel:
         return build(device)
-    return fsdp.shard_from_rank0(build, dtype, cfg.parallel.cpu_offload)
+    keep = keeps_gathered(cfg, world, device)
+    return fsdp.shard_from_rank0(build, dtype, cfg.parallel.cpu_offload, keep_gathered=keep)
+
+
+def keeps_gathered(cfg: TrainConfig, world: distributed.World, device: torch.device) -> bool:
+    """``parallel.gather`` for this run: 'auto' asks the planner whether G kept whole
+    from a forward to its backward fits this process's memory (the GPU's, or its share
+    of the host's on a CPU). Every rank gets the same answer from the same figures."""
+    if device.type == "cuda":
+        memory = torch.cuda.get_device_properties(device).total_memory
+    else:
+        per_node = int(os.environ.get("LOCAL_WORLD_SIZE", world.size))
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // per_node
+    return planner.keeps_gathered(cfg, world.size, memory / planner.GIB, device.type)
 
 
 def _sharded_discriminator(
@@ -93,12 +107,13 @@ def _sharded_discriminator(
         return (cast(Discriminator, model).head,)
 
     init = cfg.discriminator or cfg.student
+    keep = keeps_gathered(cfg, world, device)
     if Path(init, HEAD_FILE).exists():
         disc = _discriminator(cfg, torch.device("cpu"))
-        fsdp.shard(disc, dtype, cfg.parallel.cpu_offload, fp32_modules=(disc.head,))
+        fsdp.shard(disc, dtype, cfg.parallel.cpu_offload, (disc.head,), keep)
         return disc
     built = fsdp.shard_from_rank0(
-        lambda on: _discriminator(cfg, on), dtype, cfg.parallel.cpu_offload, fp32_modules=head
+        lambda on: _discriminator(cfg, on), dtype, cfg.parallel.cpu_offload, head, keep
     )
     return cast(Discriminator, built)
 
@@ -210,7 +225,8 @@ def build_run(
     if world.parallel:
         run.progress.log(
             f"data parallel: {world.size} processes, {cfg.batch_size // world.size} prompts "
-            f"each per step, {run.epoch_examples()} of {len(examples)} examples per epoch"
+            f"each per step, {run.epoch_examples()} of {len(examples)} examples per epoch; "
+            f"FSDP2 parallel.gather: {'model' if keeps_gathered(cfg, world, device) else 'layer'}"
         )
     if ckpt is not None:
         run.progress.log(f"resuming from {ckpt} at step {run.step}")

@@ -155,8 +155,14 @@ def disc_rows(batch: list[Example], rollout: Rollout) -> tuple[list[list[int]], 
 
 
 @torch.no_grad()
-def score(run: Run, prompts: list[list[int]], responses: list[list[int]]) -> Tensor:
-    """D's scores [rows] in eval mode without grad (rewards, metrics, cached for the update)."""
+def score(
+    run: Run, prompts: list[list[int]], responses: list[list[int]], update_follows: bool = False
+) -> Tensor:
+    """D's scores [rows] in eval mode without grad (rewards, metrics, cached for the update).
+
+    ``update_follows``: D's update is next, so a sharded D stays as gathered as its last
+    forward left it, and the update's first forward gathers nothing (a whole model with
+    ``parallel.gather: model``); otherwise it is resharded here."""
     assert run.disc is not None  # GAD runs are built with_disc
     run.disc.eval()
     out = torch.empty(len(prompts), dtype=torch.float32)
@@ -166,8 +172,12 @@ def score(run: Run, prompts: list[list[int]], responses: list[list[int]]) -> Ten
                 scores = run.disc(mb.batch).float().cpu()
             if mb.weight:
                 out[mb.idx] = scores
+    except BaseException:
+        fsdp.reshard(run.disc)
+        raise
     finally:
         run.disc.train()
+    if not update_follows:
         fsdp.reshard(run.disc)
     return out
 
