@@ -82,16 +82,20 @@ def run(source: Path, config: Path, procs: int) -> list[float]:
 
 
 @contextlib.contextmanager
-def worktree(rev: str) -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="gad-peer-")) / "src"
+def worktree(rev: str, parent: Path) -> Iterator[Path]:
+    """The trainer at ``rev`` in a temporary git worktree under ``parent``."""
+    path = parent / "peer"
     git = ["git", "-C", str(ROOT)]
-    subprocess.run(
-        [*git, "worktree", "add", "--detach", str(path), rev], check=True, capture_output=True
+    added = subprocess.run(
+        [*git, "worktree", "add", "--detach", str(path), rev], capture_output=True, text=True
     )
+    if added.returncode:
+        raise SystemExit(f"the peer {rev} needs the repository's history: {added.stderr}")
     try:
         yield path
     finally:
         subprocess.run([*git, "worktree", "remove", "--force", str(path)], capture_output=True)
+        subprocess.run([*git, "worktree", "prune"], capture_output=True)
 
 
 def main() -> None:
@@ -104,14 +108,14 @@ def main() -> None:
     args = parser.parse_args()
     procs = [int(p) for p in args.procs.split(",")]
     shapes = args.shapes.split(",")
-    root = Path(tempfile.mkdtemp(prefix="gad-dp-"))
-    prompts = _prompts(root)
     from trainer.tiny import build_tiny
 
     with contextlib.ExitStack() as stack:
+        root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="gad-dp-")))
+        prompts = _prompts(root)
         engines = {"FSDP2": ROOT}
         if args.peer != "none":
-            engines[f"replaced ({args.peer})"] = stack.enter_context(worktree(args.peer))
+            engines[f"replaced ({args.peer})"] = stack.enter_context(worktree(args.peer, root))
         rows = []
         for shape in shapes:
             model = build_tiny(root / shape, **SHAPES[shape])

@@ -69,7 +69,9 @@ def _policy(
         "offload_policy": CPUOffloadPolicy() if offload else OffloadPolicy(),
         # parallel.gather: model keeps the layers whole from a forward to its backward
         # (one all-gather less per micro-batch); the backward reshards each as it ends.
-        "reshard_after_forward": not keep_gathered,
+        # None (layer): torch's default, which also keeps the root gathered to its
+        # backward (True would free the embeddings and LM head after every forward).
+        "reshard_after_forward": False if keep_gathered else None,
     }
 
 
@@ -166,7 +168,10 @@ def clip_grad_norm(params: list[nn.Parameter], max_norm: float) -> float:
     grads = [p.grad for p in params if p.grad is not None]
     if not any(isinstance(g, DTensor) for g in grads):
         return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
-    local = [g.to_local() if isinstance(g, DTensor) else g for g in grads]
+    # Every gradient a shard (not a replica, which each rank would count again).
+    if not all(isinstance(g, DTensor) and g.placements[0].is_shard() for g in grads):
+        raise RuntimeError("clip_grad_norm: a gradient that FSDP does not shard")
+    local = [cast(DTensor, g).to_local() for g in grads]
     squared = torch.nn.utils.get_total_norm(local, 2.0).double().square()
     total = float(distributed.all_sum(squared).sqrt())
     coef = max_norm / (total + 1e-6)

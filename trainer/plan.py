@@ -21,7 +21,8 @@ sharing them through FSDP2 (one process: plain modules, nothing sharded):
 - the rollout: vLLM's share of the GPU (``rollout.gpu_memory_utilization``, weights and
   KV cache) while it generates — it sleeps during the updates, so the peak is the larger
   of the update phase and the rollout phase, not their sum; or the hf sampler's KV cache
-  (and, sharded, its whole copy of the student in the compute dtype).
+  (and, sharded, its whole copy of the student in the compute dtype, which it keeps
+  between rollouts, so it counts in the update phase too).
 
 The estimate is checked against measured peaks (``tests/trainer/test_plan.py`` on CPU;
 ``bench/gpu_smoke.sh`` on a GPU).
@@ -275,6 +276,10 @@ def estimate(
             parts["gathered embeddings and LM head"] = root * compute
     elif compute == 2:  # autocast's bf16 copies of the weights in a forward
         parts["autocast weight copies"] = 2.0 * shape.params()
+    if sharded and cfg.rollout.backend == "hf":  # kept between rollouts, not only in them
+        parts[f"{RESIDENT}hf sampler's copy of G ({'bf16' if compute == 2 else 'fp32'}, whole)"] = (
+            compute * shape.params()
+        )
     parts["activations of one micro-batch"] = _activations(cfg, shape, compute)
     tokens = min(cfg.micro_batch_tokens, HEAD_CHUNK_TOKENS)
     parts["vocab projection (one 2048-token chunk)"] = 3.0 * tokens * shape.vocab * 4
@@ -288,9 +293,7 @@ def estimate(
             seqs = min(seqs, cfg.group_size)
         length = cfg.max_prompt_tokens + cfg.max_response_tokens
         kv = 2 * shape.layers * shape.kv_dim * compute * seqs * length
-        # Sharded, the hf sampler generates on a whole copy in the compute dtype.
-        copy = compute * shape.params() if sharded else 0
-        plan.rollout_gb = (kv + copy) / GIB
+        plan.rollout_gb = kv / GIB  # sharded, on the copy counted above
     return plan
 
 

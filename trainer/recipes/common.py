@@ -136,6 +136,9 @@ def clip_and_step(model: nn.Module, opt: torch.optim.Optimizer, grad_clip: float
     Under FSDP the gradients are sharded DTensors, already summed over ranks by the
     reduce-scatter: their norm is the global one, and each rank clips and steps its shard.
     """
+    # A unit still gathered would keep computing with its pre-step weights (its next
+    # forward finds it gathered and gathers nothing): reshard first (free if sharded).
+    fsdp.reshard(model)
     params = [p for p in model.parameters() if p.requires_grad]
     max_norm = grad_clip if grad_clip > 0 else float("inf")
     norm = fsdp.clip_grad_norm(params, max_norm)

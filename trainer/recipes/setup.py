@@ -67,7 +67,11 @@ def _discriminator(cfg: TrainConfig, device: torch.device) -> Discriminator:
 
 
 def _student(
-    cfg: TrainConfig, world: distributed.World, device: torch.device, dtype: torch.dtype
+    cfg: TrainConfig,
+    world: distributed.World,
+    device: torch.device,
+    dtype: torch.dtype,
+    keep: bool,
 ) -> nn.Module:
     """One process: the student on its device. Several: sharded with FSDP2 (fp32 master
     shards, compute in ``dtype``, fp32 reduction), its weights read by rank 0 only."""
@@ -79,24 +83,31 @@ def _student(
 
     if not world.parallel:
         return build(device)
-    keep = keeps_gathered(cfg, world, device)
     return fsdp.shard_from_rank0(build, dtype, cfg.parallel.cpu_offload, keep_gathered=keep)
 
 
 def keeps_gathered(cfg: TrainConfig, world: distributed.World, device: torch.device) -> bool:
     """``parallel.gather`` for this run: 'auto' asks the planner whether G kept whole
-    from a forward to its backward fits this process's memory (the GPU's, or its share
-    of the host's on a CPU). Every rank gets the same answer from the same figures."""
+    from a forward to its backward fits the memory of the process with the least (its
+    GPU's, or its share of its host's on a CPU). A collective when sharded: every rank
+    must make the same choice, or their gathers would not match."""
+    if not world.parallel:
+        return False
     if device.type == "cuda":
-        memory = torch.cuda.get_device_properties(device).total_memory
+        memory = float(torch.cuda.get_device_properties(device).total_memory)
     else:
         per_node = int(os.environ.get("LOCAL_WORLD_SIZE", world.size))
-        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // per_node
-    return planner.keeps_gathered(cfg, world.size, memory / planner.GIB, device.type)
+        memory = float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // per_node)
+    least = -distributed.all_max(-memory)
+    return planner.keeps_gathered(cfg, world.size, least / planner.GIB, device.type)
 
 
 def _sharded_discriminator(
-    cfg: TrainConfig, world: distributed.World, device: torch.device, dtype: torch.dtype
+    cfg: TrainConfig,
+    world: distributed.World,
+    device: torch.device,
+    dtype: torch.dtype,
+    keep: bool,
 ) -> Discriminator:
     """D like the student; a saved discriminator (``discriminator: DIR``) is read by
     every rank, then sharded."""
@@ -107,7 +118,6 @@ def _sharded_discriminator(
         return (cast(Discriminator, model).head,)
 
     init = cfg.discriminator or cfg.student
-    keep = keeps_gathered(cfg, world, device)
     if Path(init, HEAD_FILE).exists():
         disc = _discriminator(cfg, torch.device("cpu"))
         fsdp.shard(disc, dtype, cfg.parallel.cpu_offload, (disc.head,), keep)
@@ -161,10 +171,11 @@ def build_run(
     )
     if world.main:
         write_run_files(cfg, dataclasses.asdict(stats))
-    student = _student(cfg, world, device, dtype)
+    keep = keeps_gathered(cfg, world, device)
+    student = _student(cfg, world, device, dtype, keep)
     disc = d_opt = None
     if with_disc:
-        disc = _sharded_discriminator(cfg, world, device, dtype)
+        disc = _sharded_discriminator(cfg, world, device, dtype, keep)
     if ckpt is not None:
         load_weights(ckpt, {"student": student} | ({"disc": disc} if disc is not None else {}))
     plan = stage_plan(cfg)
@@ -226,7 +237,7 @@ def build_run(
         run.progress.log(
             f"data parallel: {world.size} processes, {cfg.batch_size // world.size} prompts "
             f"each per step, {run.epoch_examples()} of {len(examples)} examples per epoch; "
-            f"FSDP2 parallel.gather: {'model' if keeps_gathered(cfg, world, device) else 'layer'}"
+            f"FSDP2 parallel.gather: {'model' if keep else 'layer'}"
         )
     if ckpt is not None:
         run.progress.log(f"resuming from {ckpt} at step {run.step}")
