@@ -271,6 +271,10 @@ def estimate(
             parts["gathered model, forward to backward (FSDP, gather: model)"] = (
                 shape.params() * compute + 2 * layer * 4
             )
+            if gad and cfg.gad.kl_coef > 0:  # beside it, the reference gathers by layer
+                parts["the KL reference's gathered layers and root (FSDP)"] = (
+                    2 * layer + root
+                ) * compute
         else:
             parts["gathered layers and their gradients (FSDP)"] = 2 * layer * (compute + 4)
             parts["gathered embeddings and LM head"] = root * compute
