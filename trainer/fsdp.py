@@ -261,11 +261,10 @@ def _owners(model: nn.Module) -> dict[str, Any]:
     """Each submodule's FSDP unit: its nearest sharded ancestor (or itself), by name."""
     from torch.distributed.fsdp import FSDPModule
 
-    units = {p: m for p, m in model.named_modules() if isinstance(m, FSDPModule)}
     owners: dict[str, Any] = {}
-    for prefix, _ in model.named_modules():
-        inside = [p for p in units if p == "" or prefix == p or prefix.startswith(p + ".")]
-        owners[prefix] = units[max(inside, key=len)]
+    for prefix, module in model.named_modules():  # parents before their children
+        sharded = isinstance(module, FSDPModule)
+        owners[prefix] = module if sharded else owners[prefix.rpartition(".")[0]]
     return owners
 
 

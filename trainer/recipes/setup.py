@@ -86,7 +86,7 @@ def _student(
     return fsdp.shard_from_rank0(build, dtype, cfg.parallel.cpu_offload, keep_gathered=keep)
 
 
-def keeps_gathered(cfg: TrainConfig, world: distributed.World, device: torch.device) -> bool:
+def _keeps_gathered(cfg: TrainConfig, world: distributed.World, device: torch.device) -> bool:
     """``parallel.gather`` for this run: 'auto' asks the planner whether G kept whole
     from a forward to its backward fits the memory of the process with the least (its
     GPU's, or its share of its host's on a CPU). A collective when sharded: every rank
@@ -171,7 +171,7 @@ def build_run(
     )
     if world.main:
         write_run_files(cfg, dataclasses.asdict(stats))
-    keep = keeps_gathered(cfg, world, device)
+    keep = _keeps_gathered(cfg, world, device)
     student = _student(cfg, world, device, dtype, keep)
     disc = d_opt = None
     if with_disc:

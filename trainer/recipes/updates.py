@@ -172,9 +172,6 @@ def score(
                 scores = run.disc(mb.batch).float().cpu()
             if mb.weight:
                 out[mb.idx] = scores
-    except BaseException:
-        fsdp.reshard(run.disc)
-        raise
     finally:
         run.disc.train()
     if not update_follows:
