@@ -203,7 +203,7 @@ def test_torchrun_with_real_sampling_finishes_and_a_bad_batch_size_is_named(tmp_
 
 def test_a_short_last_batch_is_cut_to_a_multiple_of_the_processes(tmp_path, tiny_model):
     from trainer import distributed
-    from trainer.recipes.common import Run
+    from trainer.recipes.run import Run
 
     run = Run.__new__(Run)
     run.cfg = make_cfg(tmp_path, tiny_model, tmp_path / "p.jsonl", batch_size=4)
@@ -214,7 +214,7 @@ def test_a_short_last_batch_is_cut_to_a_multiple_of_the_processes(tmp_path, tiny
             assert (run.epoch_examples(), run.steps_per_epoch()) == (kept, steps), size
         # A one-process checkpoint saved before the short third batch, resumed on 4
         # processes (2 batches an epoch): that epoch is over, the next one starts.
-        from trainer.recipes.common import Position, restore
+        from trainer.recipes.run import Position, restore
 
         distributed._world = distributed.World(0, 4, 0)
         run.plan = [("warmup", 2), ("gad", 1)]

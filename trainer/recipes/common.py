@@ -1,4 +1,4 @@
-"""What the SeqKD and GAD recipes share: the run state, data order, the step loop, saving.
+"""What the SeqKD and GAD recipes share: data order, the optimizer step, the step loop.
 
 The loop is stage -> epoch -> batch, one optimizer step (for G and/or D) per batch. The
 position saved in a checkpoint is the *next* batch to run; with the per-epoch order a pure
@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import random
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -27,65 +25,8 @@ from trainer import checkpoint as ckpt_io
 from trainer import distributed, fsdp
 from trainer.config import TrainConfig, save_config
 from trainer.data import Example
-from trainer.discriminator import Discriminator
-from trainer.metrics import MetricsSink, Progress
-from trainer.rollout import RolloutBackend
-
-
-@dataclass
-class Position:
-    stage: int = 0
-    epoch: int = 0
-    batch: int = 0
-
-
-@dataclass
-class Run:
-    """Everything a step needs; built by a recipe's setup, mutated by the loop."""
-
-    cfg: TrainConfig
-    device: torch.device
-    dtype: torch.dtype
-    tokenizer: Any
-    examples: list[Example]
-    student: nn.Module
-    g_opt: torch.optim.Optimizer
-    sink: MetricsSink
-    rollout: RolloutBackend
-    plan: list[tuple[str, int]]  # (stage name, epochs)
-    disc: Discriminator | None = None
-    d_opt: torch.optim.Optimizer | None = None
-    reference: nn.Module | None = None
-    reference_path: str | None = None  # the base model, when there was no warmup
-    reference_step: int | None = None  # else the checkpoint that holds the warmed-up G
-    step: int = 0
-    pos: Position = field(default_factory=Position)
-    stop_requested: bool = False
-    progress: Progress | None = None
-    last_saved_step: int = -1
-
-    @property
-    def out_dir(self) -> Path:
-        return Path(self.cfg.output_dir)
-
-    @property
-    def stage(self) -> str:
-        return self.plan[min(self.pos.stage, len(self.plan) - 1)][0]
-
-    def epoch_examples(self) -> int:
-        """Examples used per epoch. With data parallelism a batch must split evenly over
-        the ranks, so a short last batch is cut to a multiple of the world size (at most
-        world size - 1 examples, different ones each epoch, since the order is shuffled)."""
-        n, world = len(self.examples), distributed.world().size
-        return n - (n % self.cfg.batch_size) % world
-
-    def steps_per_epoch(self) -> int:
-        return math.ceil(self.epoch_examples() / self.cfg.batch_size)
-
-    def total_steps(self) -> int:
-        total = sum(epochs for _, epochs in self.plan) * self.steps_per_epoch()
-        return min(total, self.cfg.max_steps) if self.cfg.max_steps else total
-
+from trainer.recipes import saving
+from trainer.recipes.run import Run, advance
 
 # ---------------------------------------------------------------------------- setup helpers
 
@@ -147,30 +88,6 @@ def clip_and_step(model: nn.Module, opt: torch.optim.Optimizer, grad_clip: float
     return norm
 
 
-# ---------------------------------------------------------------------------- checkpoints
-
-
-def save(run: Run) -> Path:
-    from trainer.recipes.saving import save as save_checkpoint
-
-    return save_checkpoint(run)
-
-
-def restore(run: Run, state: dict[str, Any]) -> None:
-    """Position, step and the KL reference from a checkpoint's ``trainer_state.pt`` (the
-    weights and optimizers come from its DCP state; RNG is restored last, by the loop)."""
-    run.step = state["step"]
-    run.pos = Position(**state["position"])
-    run.reference_path = state.get("reference_path")
-    run.reference_step = state.get("reference_step")
-    run.last_saved_step = run.step
-    if run.pos.batch >= run.steps_per_epoch():
-        # Saved at an epoch's short last batch, which this number of processes cuts
-        # (trainer.distributed): that epoch is over; go on with the next.
-        run.pos.batch = run.steps_per_epoch() - 1
-        _advance(run)
-
-
 # ---------------------------------------------------------------------------- the loop
 
 StepFn = Callable[[Run, list[Example]], dict[str, Any]]
@@ -200,14 +117,6 @@ class StopOnSigterm:
             signal.signal(signal.SIGTERM, self.previous)
 
 
-def _advance(run: Run) -> None:
-    run.pos.batch += 1
-    if run.pos.batch >= run.steps_per_epoch():
-        run.pos.batch, run.pos.epoch = 0, run.pos.epoch + 1
-    if run.pos.stage < len(run.plan) and run.pos.epoch >= run.plan[run.pos.stage][1]:
-        run.pos.epoch, run.pos.stage = 0, run.pos.stage + 1
-
-
 def _skip_empty_stages(run: Run) -> None:
     while run.pos.stage < len(run.plan) and run.plan[run.pos.stage][1] == 0:
         run.pos.stage += 1
@@ -234,7 +143,7 @@ def train_loop(
         t0 = time.perf_counter()
         record = steps[stage](run, distributed.share(batch))
         run.step += 1
-        _advance(run)
+        advance(run)
         _skip_empty_stages(run)
         record["perf/step_s"] = time.perf_counter() - t0
         tokens = distributed.all_sum(torch.tensor(float(record.pop("_tokens", 0)))).item()
@@ -244,7 +153,7 @@ def train_loop(
         if run.progress:
             run.progress.update(full)
         if run.step % cfg.save_every == 0:
-            save(run)
+            saving.save(run)
         # A SIGTERM reaches every rank, not always between the same two steps: stop together.
         if distributed.all_max(float(run.stop_requested)):
             run.stop_requested = True
@@ -255,7 +164,7 @@ def train_loop(
 def finish(run: Run, reason: str) -> None:
     """Final checkpoint (unless this step is saved already) and, on SIGTERM, a last record."""
     if run.last_saved_step != run.step and run.step > 0:
-        save(run)
+        saving.save(run)
     if reason == "stopped":
         run.sink.metrics(
             {

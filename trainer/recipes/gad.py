@@ -29,8 +29,9 @@ from trainer.data import Example
 from trainer.losses import grpo_advantages
 from trainer.metrics import MetricsSink
 from trainer.models import as_reference, freeze, frozen_copy, load_reference, load_student
-from trainer.recipes import samples
-from trainer.recipes.common import Run, StepFn, make_optimizer, save, train_to_end
+from trainer.recipes import samples, saving
+from trainer.recipes.common import StepFn, make_optimizer, train_to_end
+from trainer.recipes.run import Run
 from trainer.recipes.saving import load_weights, trainer_state
 from trainer.recipes.setup import build_run
 from trainer.recipes.updates import (
@@ -163,7 +164,7 @@ def start_adversarial_stage(run: Run) -> None:
             if run.last_saved_step == run.step:  # the warmup's last save: mark it kept
                 mark_reference(run)
             else:
-                save(run)
+                saving.save(run)
 
 
 def mark_reference(run: Run) -> None:

@@ -6,7 +6,7 @@ from torch import Tensor
 
 from trainer import distributed
 from trainer.data import Example
-from trainer.recipes.common import Run
+from trainer.recipes.run import Run
 from trainer.rollout import Rollout
 
 PROMPTS_PER_RECORD_STEP = 2

@@ -13,7 +13,7 @@ from __future__ import annotations
 import shutil
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -22,15 +22,13 @@ from trainer import checkpoint as ckpt_io
 from trainer import distributed, fsdp
 from trainer.config import to_dict
 from trainer.models import resolve_dtype
+from trainer.recipes.run import Run
 
 # A single-process run saves and loads its DCP state in one process by design; DCP's
 # warning that it assumes so would fill every job log once per checkpoint.
 warnings.filterwarnings(
     "ignore", message="torch.distributed is disabled, unavailable or uninitialized"
 )
-
-if TYPE_CHECKING:
-    from trainer.recipes.common import Run
 
 
 def trainer_state(run: Run) -> dict[str, Any]:

@@ -12,7 +12,8 @@ from trainer.config import TrainConfig
 from trainer.data import Example
 from trainer.metrics import MetricsSink
 from trainer.recipes import samples
-from trainer.recipes.common import Run, train_to_end
+from trainer.recipes.common import train_to_end
+from trainer.recipes.run import Run
 from trainer.recipes.setup import build_run
 from trainer.recipes.updates import sample, sft_update, teacher_answers, teacher_length_metrics
 

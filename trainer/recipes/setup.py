@@ -21,13 +21,8 @@ from trainer.discriminator import HEAD_FILE, Discriminator, build_discriminator
 from trainer.errors import BadInput
 from trainer.metrics import FanOut, JsonlSink, MetricsSink, NullSink, Progress, truncate_after
 from trainer.models import load_student, load_tokenizer, resolve_device, resolve_dtype
-from trainer.recipes.common import (
-    Run,
-    make_optimizer,
-    restore,
-    seed_everything,
-    write_run_files,
-)
+from trainer.recipes.common import make_optimizer, seed_everything, write_run_files
+from trainer.recipes.run import Run, restore
 from trainer.recipes.saving import load_optimizers, load_weights
 from trainer.rollout import make_backend
 from trainer.rollout.hf import SamplingSettings

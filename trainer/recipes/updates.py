@@ -22,7 +22,8 @@ from torch import Tensor
 from trainer import distributed, fsdp, losses
 from trainer.data import Example, token_budget_batches
 from trainer.models import autocast, response_logprobs
-from trainer.recipes.common import Run, clip_and_step
+from trainer.recipes.common import clip_and_step
+from trainer.recipes.run import Run
 from trainer.rollout import Rollout
 from trainer.sequences import SeqBatch, pack
 
