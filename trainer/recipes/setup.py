@@ -16,7 +16,7 @@ from trainer import checkpoint as ckpt_io
 from trainer import distributed, fsdp
 from trainer import plan as planner
 from trainer.config import TrainConfig, parallel_problems, to_dict
-from trainer.data import load_examples
+from trainer.data import EncodeStats, Example, load_examples
 from trainer.discriminator import HEAD_FILE, Discriminator, build_discriminator
 from trainer.errors import BadInput
 from trainer.metrics import FanOut, JsonlSink, MetricsSink, NullSink, Progress, truncate_after
@@ -24,7 +24,7 @@ from trainer.models import load_student, load_tokenizer, resolve_device, resolve
 from trainer.recipes.common import make_optimizer, seed_everything, write_run_files
 from trainer.recipes.run import Run, restore
 from trainer.recipes.saving import load_optimizers, load_weights
-from trainer.rollout import make_backend
+from trainer.rollout import RolloutBackend, make_backend
 from trainer.rollout.hf import SamplingSettings
 
 
@@ -144,6 +144,41 @@ def build_run(
     cfg: TrainConfig, sink: MetricsSink | None, with_disc: bool
 ) -> tuple[Run, dict[str, Any] | None]:
     """Everything but the loop; returns the run and the checkpoint state it resumes from."""
+    ckpt, state = _resume_state(cfg)
+    world, device, dtype = _process(cfg)
+    tokenizer, examples, stats = _data(cfg, world)
+    keep = _keeps_gathered(cfg, world, device)
+    student, disc = _models(cfg, world, device, dtype, keep, with_disc, ckpt)
+    plan = stage_plan(cfg)
+    g_opt, d_opt = _optimizers(cfg, plan, state, student, disc)
+    rollout = _sampler(cfg, student, tokenizer, device, dtype)
+    run = Run(
+        cfg=cfg,
+        device=device,
+        dtype=dtype,
+        tokenizer=tokenizer,
+        examples=examples,
+        student=student,
+        g_opt=g_opt,
+        sink=_run_sink(cfg, world, sink, state),
+        rollout=rollout,
+        plan=plan,
+        disc=disc,
+        d_opt=d_opt,
+    )
+    if state is not None:
+        assert ckpt is not None
+        restore(run, state)
+        load_optimizers(run, ckpt, state)
+    _check_shares(run, world)
+    if world.main:  # rank 0 reports for everyone
+        _announce(run, world, stats, keep, ckpt)
+    return run, state
+
+
+def _resume_state(cfg: TrainConfig) -> tuple[Path | None, dict[str, Any] | None]:
+    """The checkpoint this run resumes from and its trainer state (None, None: a new
+    run), once the partial checkpoints an earlier run left are removed."""
     # Rank 0 only (torchrun's RANK: the process group is not up yet), before any save.
     if os.environ.get("RANK", "0") == "0":
         for partial in ckpt_io.remove_partial(cfg.output_dir):
@@ -155,30 +190,69 @@ def build_run(
             f"resume: checkpoint {ckpt} is from a {state['config'].get('method')} run, this "
             f"config is method: {cfg.method}; use another output_dir or resume: never"
         )
+    return ckpt, state
+
+
+def _process(cfg: TrainConfig) -> tuple[distributed.World, torch.device, torch.dtype]:
+    """This process's group (none for one process), device and compute dtype; seeded."""
     world = distributed.init(cfg.device)
     check_parallel(cfg, world)
     seed_everything(cfg.seed)
     device = distributed.device_for(resolve_device(cfg.device))
-    dtype = resolve_dtype(cfg.dtype, device)
+    return world, device, resolve_dtype(cfg.dtype, device)
+
+
+def _data(cfg: TrainConfig, world: distributed.World) -> tuple[Any, list[Example], EncodeStats]:
+    """The tokenizer and the training examples; rank 0 writes the run's config and the
+    data's statistics beside them."""
     tokenizer = load_tokenizer(cfg.student)
     examples, stats = load_examples(
         cfg.train_file, tokenizer, cfg.max_prompt_tokens, cfg.max_response_tokens
     )
     if world.main:
         write_run_files(cfg, dataclasses.asdict(stats))
-    keep = _keeps_gathered(cfg, world, device)
+    return tokenizer, examples, stats
+
+
+def _models(
+    cfg: TrainConfig,
+    world: distributed.World,
+    device: torch.device,
+    dtype: torch.dtype,
+    keep: bool,
+    with_disc: bool,
+    ckpt: Path | None,
+) -> tuple[nn.Module, Discriminator | None]:
+    """G and (``with_disc``) D, sharded under torchrun, with a resumed run's weights."""
     student = _student(cfg, world, device, dtype, keep)
-    disc = d_opt = None
-    if with_disc:
-        disc = _sharded_discriminator(cfg, world, device, dtype, keep)
+    disc = _sharded_discriminator(cfg, world, device, dtype, keep) if with_disc else None
     if ckpt is not None:
         load_weights(ckpt, {"student": student} | ({"disc": disc} if disc is not None else {}))
-    plan = stage_plan(cfg)
+    return student, disc
+
+
+def _optimizers(
+    cfg: TrainConfig,
+    plan: list[tuple[str, int]],
+    state: dict[str, Any] | None,
+    student: nn.Module,
+    disc: Discriminator | None,
+) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer | None]:
+    """G's optimizer at the learning rate of the stage the run starts (or resumes) in,
+    and D's; a resumed run loads their states once the run is built."""
     position_stage = min(state["position"]["stage"], len(plan) - 1) if state else 0
     stage = plan[position_stage][0]
     g_opt = make_optimizer(student, stage_lr(cfg, stage), cfg.optim.weight_decay)
+    d_opt = None
     if disc is not None:
         d_opt = make_optimizer(disc, cfg.disc.lr, cfg.optim.weight_decay)
+    return g_opt, d_opt
+
+
+def _sampler(
+    cfg: TrainConfig, student: nn.Module, tokenizer: Any, device: torch.device, dtype: torch.dtype
+) -> RolloutBackend:
+    """G's sampler (``rollout.backend``) at the run's sampling settings."""
     settings = SamplingSettings(
         temperature=cfg.temperature,
         top_p=cfg.top_p,
@@ -191,49 +265,52 @@ def build_run(
         tensor_parallel_size=cfg.rollout.tensor_parallel_size,
         max_model_len=cfg.max_prompt_tokens + cfg.max_response_tokens,
     )
-    rollout = make_backend(cfg.rollout.backend, student, tokenizer, settings)
+    return make_backend(cfg.rollout.backend, student, tokenizer, settings)
+
+
+def _run_sink(
+    cfg: TrainConfig,
+    world: distributed.World,
+    sink: MetricsSink | None,
+    state: dict[str, Any] | None,
+) -> MetricsSink:
+    """The caller's sink or the configured ones on rank 0 (the others record nothing)."""
     if state is not None and world.main:  # records after the checkpoint are replayed
         truncate_after(cfg.output_dir, state["step"])
     if not world.main:
-        sink = NullSink()
-    run = Run(
-        cfg=cfg,
-        device=device,
-        dtype=dtype,
-        tokenizer=tokenizer,
-        examples=examples,
-        student=student,
-        g_opt=g_opt,
-        sink=sink if sink is not None else _sink(cfg),
-        rollout=rollout,
-        plan=plan,
-        disc=disc,
-        d_opt=d_opt,
-    )
-    if state is not None:
-        assert ckpt is not None
-        restore(run, state)
-        load_optimizers(run, ckpt, state)
+        return NullSink()
+    return sink if sink is not None else _sink(cfg)
+
+
+def _check_shares(run: Run, world: distributed.World) -> None:
     if world.parallel and run.epoch_examples() == 0:
         raise BadInput(
-            f"train_file: {len(examples)} examples cannot be shared over {world.size} "
+            f"train_file: {len(run.examples)} examples cannot be shared over {world.size} "
             "processes (each needs at least one per batch); train on fewer GPUs"
         )
-    if not world.main:
-        return run, state  # rank 0 reports for everyone
+
+
+def _announce(
+    run: Run, world: distributed.World, stats: EncodeStats, keep: bool, ckpt: Path | None
+) -> None:
+    """Rank 0: the progress bar, progress.json and the log lines that open a run."""
+    cfg = run.cfg
     run.progress = Progress(run.total_steps(), initial=run.step)
-    # Tells a reader of the run directory (the worker) where this attempt starts and ends.
-    progress = {"start_step": run.step, "total_steps": run.total_steps(), "time": time.time()}
-    tmp = Path(cfg.output_dir) / f".progress-{os.getpid()}.json"
-    tmp.write_text(json.dumps(progress))
-    os.replace(tmp, Path(cfg.output_dir) / "progress.json")  # a reader never sees half
+    _write_progress(run)
     run.progress.log(f"data: {stats.summary()}")
     if world.parallel:
         run.progress.log(
             f"data parallel: {world.size} processes, {cfg.batch_size // world.size} prompts "
-            f"each per step, {run.epoch_examples()} of {len(examples)} examples per epoch; "
+            f"each per step, {run.epoch_examples()} of {len(run.examples)} examples per epoch; "
             f"FSDP2 parallel.gather: {'model' if keep else 'layer'}"
         )
     if ckpt is not None:
         run.progress.log(f"resuming from {ckpt} at step {run.step}")
-    return run, state
+
+
+def _write_progress(run: Run) -> None:
+    """Tells a reader of the run directory (the worker) where this attempt starts and ends."""
+    progress = {"start_step": run.step, "total_steps": run.total_steps(), "time": time.time()}
+    tmp = run.out_dir / f".progress-{os.getpid()}.json"
+    tmp.write_text(json.dumps(progress))
+    os.replace(tmp, run.out_dir / "progress.json")  # a reader never sees half
