@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import types
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, cast
 
 import torch
@@ -152,6 +153,22 @@ def reshard(model: nn.Module | None) -> None:
         for module in model.modules():
             if isinstance(module, FSDPModule):
                 module.reshard()
+
+
+@contextmanager
+def forwards(*models: nn.Module | None, keep_gathered: bool = False) -> Iterator[None]:
+    """A block of forwards (and their backwards) of ``models``: leaving it reshards them,
+    so no unit stays gathered into an optimizer step (it would keep computing with its
+    pre-step weights: its next forward finds it gathered and gathers nothing).
+
+    ``keep_gathered``: the next block is the same model's update (a scored D), whose
+    first forward then gathers nothing; that block reshards it. Nothing is resharded when
+    the block raises (the process ends anyway, and FSDP ignores a reshard mid-forward),
+    nor for plain modules (one process)."""
+    yield
+    if not keep_gathered:
+        for model in models:
+            reshard(model)
 
 
 def clip_grad_norm(params: list[nn.Parameter], max_norm: float) -> float:

@@ -72,14 +72,12 @@ def write_run_files(cfg: TrainConfig, stats_summary: dict[str, Any]) -> None:
 
 
 def clip_and_step(model: nn.Module, opt: torch.optim.Optimizer, grad_clip: float) -> float:
-    """Clip the global grad norm, step, zero grads; return the norm before clipping.
+    """Clip the global grad norm, step, zero grads; return the norm before clipping. Call
+    it once the update's ``fsdp.forwards`` block is left (no unit of ``model`` gathered).
 
     Under FSDP the gradients are sharded DTensors, already summed over ranks by the
     reduce-scatter: their norm is the global one, and each rank clips and steps its shard.
     """
-    # A unit still gathered would keep computing with its pre-step weights (its next
-    # forward finds it gathered and gathers nothing): reshard first (free if sharded).
-    fsdp.reshard(model)
     params = [p for p in model.parameters() if p.requires_grad]
     max_norm = grad_clip if grad_clip > 0 else float("inf")
     norm = fsdp.clip_grad_norm(params, max_norm)

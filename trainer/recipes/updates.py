@@ -81,12 +81,13 @@ def sft_update(run: Run, batch: list[Example]) -> dict[str, Any]:
     answers = teacher_answers(batch)
     total = _global_count(sum(len(a) for a in answers))
     loss_sum = torch.zeros((), device=run.device)
-    for mb in _micro_batches(run, prompts, answers):
-        with autocast(run.device, run.dtype):
-            logp, _ = response_logprobs(run.student, mb.batch)
-        loss = losses.sft_loss(logp, mb.batch.response_mask) * (mb.weight * mb.tokens / total)
-        loss.backward()
-        loss_sum += loss.detach()
+    with fsdp.forwards(run.student):
+        for mb in _micro_batches(run, prompts, answers):
+            with autocast(run.device, run.dtype):
+                logp, _ = response_logprobs(run.student, mb.batch)
+            loss = losses.sft_loss(logp, mb.batch.response_mask) * (mb.weight * mb.tokens / total)
+            loss.backward()
+            loss_sum += loss.detach()
     grad_norm = clip_and_step(run.student, run.g_opt, run.cfg.optim.grad_clip)
     run.rollout.sync_weights(run.student)
     mean_loss = distributed.all_sum(loss_sum).item()
@@ -113,30 +114,32 @@ def policy_update(
     names = ["g/pg_loss", "g/entropy", "g/clip_frac"] + (["g/kl"] if g.kl_coef > 0 else [])
     # accumulated on the device: one host sync per step, not one per micro-batch
     sums = {k: torch.zeros((), device=run.device) for k in names}
-    for micro in _micro_batches(run, prompts, responses):
-        share, mb = micro.weight * micro.tokens / total, micro.batch
-        with autocast(run.device, run.dtype):
-            # At the rollout's temperature: the samples were drawn from logits / T.
-            logp, entropy = response_logprobs(
-                run.student, mb, want_entropy=True, temperature=run.cfg.temperature
+    with fsdp.forwards(run.student, run.reference):
+        for micro in _micro_batches(run, prompts, responses):
+            share, mb = micro.weight * micro.tokens / total, micro.batch
+            with autocast(run.device, run.dtype):
+                # At the rollout's temperature: the samples were drawn from logits / T.
+                logp, entropy = response_logprobs(
+                    run.student, mb, want_entropy=True, temperature=run.cfg.temperature
+                )
+            adv = advantages[micro.idx].to(run.device)
+            pg, stats = losses.policy_loss(
+                logp, logp.detach(), adv, mb.response_mask, g.clip_low, g.clip_high, g.dual_clip
             )
-        adv = advantages[micro.idx].to(run.device)
-        pg, stats = losses.policy_loss(
-            logp, logp.detach(), adv, mb.response_mask, g.clip_low, g.clip_high, g.dual_clip
-        )
-        loss = pg
-        if g.kl_coef > 0:
-            assert run.reference is not None  # set when the GAD stage starts
-            with torch.no_grad(), autocast(run.device, run.dtype):
-                ref_logp, _ = response_logprobs(run.reference, mb, temperature=run.cfg.temperature)
-            kl = losses.masked_mean(losses.k3_kl(logp, ref_logp), mb.response_mask)
-            loss = loss + g.kl_coef * kl
-            sums["g/kl"] += kl.detach() * share
-        (loss * share).backward()
-        sums["g/pg_loss"] += pg.detach() * share
-        sums["g/entropy"] += losses.masked_mean(entropy, mb.response_mask) * share
-        sums["g/clip_frac"] += stats["clip_frac"] * share
-    fsdp.reshard(run.reference)
+            loss = pg
+            if g.kl_coef > 0:
+                assert run.reference is not None  # set when the GAD stage starts
+                with torch.no_grad(), autocast(run.device, run.dtype):
+                    ref_logp, _ = response_logprobs(
+                        run.reference, mb, temperature=run.cfg.temperature
+                    )
+                kl = losses.masked_mean(losses.k3_kl(logp, ref_logp), mb.response_mask)
+                loss = loss + g.kl_coef * kl
+                sums["g/kl"] += kl.detach() * share
+            (loss * share).backward()
+            sums["g/pg_loss"] += pg.detach() * share
+            sums["g/entropy"] += losses.masked_mean(entropy, mb.response_mask) * share
+            sums["g/clip_frac"] += stats["clip_frac"] * share
     grad_norm = clip_and_step(run.student, run.g_opt, run.cfg.optim.grad_clip)
     run.rollout.sync_weights(run.student)
     summed = distributed.all_sum(torch.stack(list(sums.values()))).tolist()
@@ -167,16 +170,15 @@ def score(
     assert run.disc is not None  # GAD runs are built with_disc
     run.disc.eval()
     out = torch.empty(len(prompts), dtype=torch.float32)
-    try:
-        for mb in _micro_batches(run, prompts, responses):
-            with autocast(run.device, run.dtype):
-                scores = run.disc(mb.batch).float().cpu()
-            if mb.weight:
-                out[mb.idx] = scores
-    finally:
-        run.disc.train()
-    if not update_follows:
-        fsdp.reshard(run.disc)
+    with fsdp.forwards(run.disc, keep_gathered=update_follows):
+        try:
+            for mb in _micro_batches(run, prompts, responses):
+                with autocast(run.device, run.dtype):
+                    scores = run.disc(mb.batch).float().cpu()
+                if mb.weight:
+                    out[mb.idx] = scores
+        finally:
+            run.disc.train()
     return out
 
 
@@ -212,10 +214,11 @@ def disc_update(
     world = distributed.world().size
     assert teacher.grad is not None and student.grad is not None  # leaves of that backward
     score_grads = torch.cat([teacher.grad, student.grad.reshape(-1)]) / world
-    for mb in _micro_batches(run, prompts, responses):
-        with autocast(run.device, run.dtype):
-            scores = run.disc(mb.batch)
-        (scores * score_grads[mb.idx].to(scores.device) * mb.weight).sum().backward()
+    with fsdp.forwards(run.disc):  # also frees what score kept gathered for this update
+        for mb in _micro_batches(run, prompts, responses):
+            with autocast(run.device, run.dtype):
+                scores = run.disc(mb.batch)
+            (scores * score_grads[mb.idx].to(scores.device) * mb.weight).sum().backward()
     grad_norm = clip_and_step(run.disc, run.d_opt, run.cfg.optim.grad_clip)
     return {"d/grad_norm": grad_norm, "d/lr": _lr(run.d_opt)}
 
