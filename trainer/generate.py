@@ -21,8 +21,8 @@ from trainer.data import (
     require_chat_template,
 )
 from trainer.models import load_causal_lm, load_tokenizer, resolve_device, resolve_dtype
-from trainer.rollout import Rollout
-from trainer.rollout.hf import HFRollout, SamplingSettings
+from trainer.rollout import Rollout, SamplingSettings
+from trainer.rollout.hf import HFRollout
 
 MAX_PROMPT_TOKENS = 2048
 

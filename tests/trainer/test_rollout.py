@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from trainer.models import load_student, response_logprobs
-from trainer.rollout.hf import HFRollout, SamplingSettings
+from trainer.rollout import SamplingSettings
+from trainer.rollout.hf import HFRollout
 from trainer.sequences import pack
 
 

@@ -24,8 +24,7 @@ from trainer.models import load_student, load_tokenizer, resolve_device, resolve
 from trainer.recipes.common import make_optimizer, seed_everything, write_run_files
 from trainer.recipes.run import Run, restore
 from trainer.recipes.saving import load_optimizers, load_weights
-from trainer.rollout import RolloutBackend, make_backend
-from trainer.rollout.hf import SamplingSettings
+from trainer.rollout import RolloutBackend, SamplingSettings, make_backend
 
 
 def stage_plan(cfg: TrainConfig) -> list[tuple[str, int]]:

@@ -8,7 +8,6 @@ processes (DESIGN.md, "Reproducible at any scale").
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 import torch
@@ -16,26 +15,11 @@ from torch import nn
 
 from trainer import distributed, fsdp
 from trainer.models import autocast
-from trainer.rollout import Rollout, row_seeds
+from trainer.rollout.base import Rollout, SamplingSettings, row_seeds
 from trainer.sequences import trim_at_eos
 
 if TYPE_CHECKING:
     from transformers import GenerationConfig
-
-
-@dataclass
-class SamplingSettings:
-    temperature: float = 0.8
-    top_p: float = 1.0
-    max_new_tokens: int = 1536
-    batch_size: int = 64  # sequences per generate call: bounds the KV cache
-    device: torch.device | str = "cpu"
-    dtype: torch.dtype = torch.float32
-    seed: int = 0
-    gpu_memory_utilization: float = 0.3  # vllm only
-    tensor_parallel_size: int = 1  # vllm only
-    max_model_len: int | None = None  # vllm only: prompt + answer tokens
-    want_logprobs: bool = False
 
 
 _MASK64 = (1 << 64) - 1

@@ -29,8 +29,7 @@ from torch import Tensor, nn
 
 from trainer import distributed, fsdp
 from trainer.errors import BadInput
-from trainer.rollout import Rollout
-from trainer.rollout.hf import SamplingSettings
+from trainer.rollout.base import Rollout, SamplingSettings
 
 WeightLoader = Callable[[list[tuple[str, Tensor]]], Any]
 
