@@ -12,6 +12,8 @@ import os
 import sys
 import traceback
 
+from trainer.config import MAX_RESPONSE_TOKENS
+
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m trainer", description=__doc__)
@@ -42,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
         api_key="environment variable holding the API key",
         cache="answer store (SQLite); default ~/.cache/gad-studio/teacher.sqlite",
     )
-    c.add_argument("--max-tokens", type=int, default=1536)
+    c.add_argument("--max-tokens", type=int, default=MAX_RESPONSE_TOKENS)
     c.add_argument("--temperature", type=float)
     c.add_argument("--top-p", type=float)
     c.add_argument("--seed", type=int, help="sent where the API supports it")
@@ -51,7 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--model", required=True)
     g.add_argument("--prompts", required=True)
     g.add_argument("--out", required=True, help="JSONL output")
-    g.add_argument("--max-new-tokens", type=int, default=1536)
+    g.add_argument("--max-new-tokens", type=int, default=MAX_RESPONSE_TOKENS)
     g.add_argument("--batch-size", type=int, default=16)
     g.add_argument("--seed", type=int, default=0)
     mode = g.add_mutually_exclusive_group()
@@ -88,7 +90,9 @@ def _add_evaluation(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         cache="answer store (SQLite); default: the teacher cache",
     )
     j.add_argument("--out", help="write the full report (systems and items) as JSON")
-    j.add_argument("--max-tokens", type=int, default=1536, help="judge's reference answers")
+    j.add_argument(
+        "--max-tokens", type=int, default=MAX_RESPONSE_TOKENS, help="judge's reference answers"
+    )
     j.add_argument("--verdict-max-tokens", type=int, default=512)
     j.add_argument("--temperature", type=float, default=0.0, help="judge sampling (0: greedy)")
     j.add_argument(

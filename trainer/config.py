@@ -22,6 +22,11 @@ import yaml
 
 from trainer.errors import BadInput
 
+# The paper's response length cap (GAD.md "Defaults", max response tokens; its evaluation
+# answers too): one value for every default that cuts or asks for an answer, in training,
+# teacher collection, generation and the judge's reference answers.
+MAX_RESPONSE_TOKENS = 1536
+
 
 def _f(default: Any, help: str, **meta: Any) -> Any:
     """A dataclass field with help text and validation metadata."""
@@ -154,7 +159,9 @@ class TrainConfig:
     temperature: float = _f(0.8, "Sampling temperature of the student.", gt=0.0)
     top_p: float = _f(1.0, "Nucleus sampling p.", gt=0.0, max=1.0)
     max_prompt_tokens: int = _f(2048, "Longer prompts are cut from the left.", min=1)
-    max_response_tokens: int = _f(1536, "Student samples and teacher answers are cut here.", min=1)
+    max_response_tokens: int = _f(
+        MAX_RESPONSE_TOKENS, "Student samples and teacher answers are cut here.", min=1
+    )
     max_steps: int | None = _f(None, "Stop after this many optimizer steps (smoke runs).", min=1)
     save_every: int = _f(50, "Checkpoint interval in steps.", min=1)
     sample_every: int = _f(50, "Write samples.jsonl every this many steps.", min=1)

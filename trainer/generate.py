@@ -13,6 +13,7 @@ from typing import Any, TextIO
 
 import torch
 
+from trainer.config import MAX_RESPONSE_TOKENS
 from trainer.data import (
     PromptRecord,
     iter_records,
@@ -31,7 +32,7 @@ def generate_file(
     model_path: str,
     prompts_path: str,
     out_path: str,
-    max_new_tokens: int = 1536,
+    max_new_tokens: int = MAX_RESPONSE_TOKENS,
     temperature: float | None = None,
     batch_size: int = 16,
     seed: int = 0,

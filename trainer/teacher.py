@@ -41,6 +41,8 @@ try:  # the HTTP client the openai package is built on (httpx2 from openai 3 on)
 except ImportError:  # pragma: no cover - older openai releases
     import httpx  # type: ignore[no-redef]
 
+from trainer.config import MAX_RESPONSE_TOKENS
+
 Scope = Literal["transient", "prompt", "run"]
 Flag = Literal["ok", "empty", "length", "refused", "error"]
 
@@ -54,7 +56,7 @@ class Sampling:
 
     temperature: float | None = None
     top_p: float | None = None
-    max_tokens: int | None = 1536
+    max_tokens: int | None = MAX_RESPONSE_TOKENS
     seed: int | None = None
 
     @cached_property

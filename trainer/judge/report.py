@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, cast
 
+from trainer.config import MAX_RESPONSE_TOKENS
 from trainer.metrics_text import bootstrap_ci
 from trainer.score import format_table
 from trainer.teacher import Summary
@@ -20,7 +21,7 @@ from trainer.teacher import Summary
 
 @dataclass(frozen=True)
 class JudgeConfig:
-    reference_max_tokens: int = 1536  # the paper's answer length cap
+    reference_max_tokens: int = MAX_RESPONSE_TOKENS
     verdict_max_tokens: int = 512  # two scores and an explanation
     temperature: float | None = 0.0  # deterministic judging: reruns agree, caches hold
     disagreement: float = 10.0  # item-score points between the two orders

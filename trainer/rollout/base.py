@@ -10,12 +10,14 @@ from typing import Protocol
 import torch
 from torch import nn
 
+from trainer.config import MAX_RESPONSE_TOKENS
+
 
 @dataclass
 class SamplingSettings:
     temperature: float = 0.8
     top_p: float = 1.0
-    max_new_tokens: int = 1536
+    max_new_tokens: int = MAX_RESPONSE_TOKENS
     batch_size: int = 64  # sequences per generate call: bounds the KV cache
     device: torch.device | str = "cpu"
     dtype: torch.dtype = torch.float32
