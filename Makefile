@@ -26,6 +26,7 @@ services:
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 	DJANGO_DEBUG=1 $(BIN)/mypy
 
 # OMP_NUM_THREADS=1: tiny models on a 2-core machine shared by the test process, the
@@ -34,6 +35,7 @@ lint: setup
 # on a busy 2-core machine; bench/train_step.py pins one thread for the same reason).
 test: setup services
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 	DJANGO_DEBUG=1 $(BIN)/mypy
 	DATABASE_URL=$${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/gad} \
 	CELERY_BROKER_URL=$${CELERY_BROKER_URL:-redis://127.0.0.1:6379/0} \

@@ -193,7 +193,7 @@ def _shared_cache_case(job, page: Client, page_url: str, last: int, rounds: int)
     """GAD_CACHE_URL set: the worker's ingestion updates the job's summary in Redis after
     every batch of points (worker/ingest.py), and a web process that never saw the job
     reads it from there. Returns (ingester update ms per batch, the page's requests)."""
-    from webapp.monitoring import series
+    from webapp.jobs import series
 
     location = os.environ.get("GAD_BENCH_REDIS", "redis://127.0.0.1:6379/9")
     redis_cache = {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": location}

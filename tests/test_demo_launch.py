@@ -15,11 +15,11 @@ from django.db import connection
 
 from tests.webapp.factories import make_job, make_prompt_set, register_model
 from webapp.annotation.models import Campaign
+from webapp.demo.management.commands.demo_launch import DEMO_STUDENT
 from webapp.evaluation.models import EvalStatus, Evaluation
 from webapp.jobs.models import Checkpoint, Job
 from webapp.promptsets.models import Split
 from webapp.teachers import actions as teacher_actions
-from webapp.teams.management.commands.demo_launch import DEMO_STUDENT
 from webapp.teams.models import Team
 
 

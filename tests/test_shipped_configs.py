@@ -19,8 +19,8 @@ def test_shipped_config_loads(path, tmp_path):
 
 
 def test_demo_job_config_is_valid(db):
+    from webapp.demo.management.commands.demo_launch import DEMO_CONFIG
     from webapp.jobs.configs import build_configs
-    from webapp.teams.management.commands.demo_launch import DEMO_CONFIG
     from webapp.teams.models import Team
 
     team = Team.objects.create(name="Demo", slug="demo")

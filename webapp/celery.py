@@ -15,6 +15,14 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks(["worker"])
 
 
+def broker_redis():
+    """A client of the broker's Redis (short timeouts: callers report it down rather than
+    wait): the sweep's record of itself, the queues' lengths, the messages it holds."""
+    import redis
+
+    return redis.Redis.from_url(app.conf.broker_url, socket_timeout=2)
+
+
 @app.task(name="gad.ping", soft_time_limit=10, time_limit=20)
 def ping() -> str:
     """Round trip through the broker; used by health checks and tests."""

@@ -77,12 +77,10 @@ def _waiting_in_broker() -> set[tuple[str, str]]:
     or waiting to retry), is not lost. Empty when unknown (not Redis, unreachable)."""
     import json
 
-    from webapp.celery import app
+    from webapp.celery import broker_redis
 
     try:
-        import redis
-
-        broker = redis.Redis.from_url(app.conf.broker_url, socket_timeout=2)
+        broker = broker_redis()
         raw = [m for q in broker.keys("*") if broker.type(q) == b"list"
                for m in broker.lrange(q, 0, -1)]  # fmt: skip
         raw += [json.dumps(json.loads(v)[0]) for v in broker.hvals("unacked")]

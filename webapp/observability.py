@@ -3,7 +3,7 @@
 Read at scrape time from the database and the broker, so every web process answers the
 same: jobs by state, GPU leases held, teacher tokens spent this month, each queue's
 length, sweep runs and the age of the last sweep (the sweep records itself in the
-broker's Redis, ``record_sweep``). Request latency is a histogram of the web process
+broker's Redis, ``webapp.nodes.presence.record_sweep``). Request latency is a histogram of the web process
 that answers the scrape (per process: scrape each one, or read it as a sample).
 
 Restricted: with ``GAD_METRICS_TOKEN`` set, only ``Authorization: Bearer <token>``;
@@ -22,7 +22,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram,
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-SWEEP_RUNS, SWEEP_LAST = "gad:sweep:runs", "gad:sweep:last"
+from webapp.celery import broker_redis
+from webapp.nodes import presence
 
 REQUEST_SECONDS = Histogram(
     "gad_http_request_duration_seconds",
@@ -30,27 +31,6 @@ REQUEST_SECONDS = Histogram(
     ["method", "status"],
     registry=None,
 )
-
-
-def _redis():
-    import redis
-
-    from webapp.celery import app
-
-    return redis.Redis.from_url(app.conf.broker_url, socket_timeout=2)
-
-
-def record_sweep() -> None:
-    """Called by each sweep run (worker side): its count and time, for /metrics."""
-    broker = _redis()
-    broker.incr(SWEEP_RUNS)
-    broker.set(SWEEP_LAST, time.time())
-
-
-def last_sweep() -> float | None:
-    """When the last sweep ran (epoch seconds), None if never."""
-    last = _redis().get(SWEEP_LAST)
-    return float(last) if last else None
 
 
 class SiteCollector(Collector):
@@ -82,14 +62,13 @@ class SiteCollector(Collector):
 def _broker_metrics() -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
     up = GaugeMetricFamily("gad_broker_up", "1 when the broker answered this scrape.")
     try:
-        broker = _redis()
+        broker = broker_redis()
         queues = GaugeMetricFamily(
             "gad_queue_length", "Messages waiting per queue.", labels=["queue"]
         )
         for name in ("cpu", "gpu", "celery"):
             queues.add_metric([name], broker.llen(name))
-        runs = int(broker.get(SWEEP_RUNS) or 0)
-        last = broker.get(SWEEP_LAST)
+        runs, last = presence.sweep_record(broker)
     except Exception:
         up.add_metric([], 0)
         yield up

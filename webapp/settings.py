@@ -16,7 +16,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from webapp import env
-from webapp.monitoring.health import Thresholds
+from webapp.lib.health import Thresholds
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -81,6 +81,7 @@ INSTALLED_APPS = [
     "webapp.judging",
     "webapp.nodes",
     "webapp.catalog",
+    "webapp.demo",
 ]
 
 MIDDLEWARE = [

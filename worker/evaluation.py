@@ -39,10 +39,10 @@ from django.db import close_old_connections
 
 from trainer.judge import judge, reports_by_group
 from trainer.teacher import Limits, collect
-from webapp.catalog import references
 from webapp.celery import app
-from webapp.evaluation import actions
+from webapp.evaluation import actions, results
 from webapp.evaluation.models import Evaluation, System, SystemKind
+from webapp.jobs import references
 from webapp.jobs.models import JobAnswer
 from webapp.judging import actions as judging_actions
 from webapp.judging import runs
@@ -430,13 +430,13 @@ def run_judge(run: JudgeRun, lease: Renewal | None = None) -> tuple[str, bool]:
     if report is None:
         return paid.error, False
     data = report.to_dict()
-    group_of, sizes = runs.test_sets(evaluation)
+    group_of, sizes = results.test_sets(evaluation)
     data["test_set"] = ", ".join(sizes)
     data["test_sets"] = [
         {"name": name, "n_prompts": sizes[name], "systems": [asdict(r) for r in reports]}
         for name, reports in reports_by_group(report, group_of, sizes).items()
     ]
-    data["diagnostics"] = runs.diagnostics(evaluation)
+    data["diagnostics"] = results.diagnostics(evaluation)
     run.report = data
     if report.summary.stopped == "unreadable":
         return runs.unreadable_message(data), False

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from django.db import transaction
 
+from webapp.jobs import series
 from webapp.jobs.models import Checkpoint, Job, MetricPoint, Sample
-from webapp.monitoring import series
 
 log = logging.getLogger(__name__)
 

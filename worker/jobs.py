@@ -7,12 +7,12 @@ import logging
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 
-from webapp import observability
 from webapp.celery import app
 from webapp.evaluation import actions as evaluation_actions
 from webapp.jobs import actions
 from webapp.jobs.models import Job
 from webapp.judging import actions as judging
+from webapp.nodes import presence
 from webapp.promptsets import ingest
 from worker import leases, pipeline
 
@@ -65,7 +65,7 @@ def sweep() -> dict:
     re-queue evaluations whose generating worker died (lapsed claim); send again the
     tasks that never reached the broker."""
     try:
-        observability.record_sweep()
+        presence.record_sweep()
     except Exception:  # the metrics must not stop the sweep
         log.warning("sweep: could not record itself for /metrics", exc_info=True)
     requeued, failed = actions.requeue_stale(

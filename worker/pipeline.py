@@ -26,10 +26,9 @@ from django.db import close_old_connections
 
 from trainer.metrics import truncate_after
 from trainer.teacher import collect
-from webapp.catalog import references
-from webapp.jobs import actions, archive
+from webapp.jobs import actions, archive, monitor, references
 from webapp.jobs.models import Job, JobAnswer, Status
-from webapp.monitoring import guard as health_guard
+from webapp.lib import health
 from webapp.nodes import presence
 from webapp.nodes.models import GpuLease
 from webapp.promptsets.models import Prompt, Split, TeacherAnswer
@@ -504,7 +503,7 @@ class TrainingWatch:
         self.job, self.proc, self.ingest, self.beat, self.gang = job, proc, ingest, beat, gang
         self.gang_lost = ""
         self.step_times: list[tuple[float, int]] = []
-        self.tripped: health_guard.Decision | None = None
+        self.tripped: health.Decision | None = None
         self.next_check = time.monotonic() + settings.GAD_GUARD_CHECK_S
 
     def tick(self) -> None:
@@ -529,7 +528,7 @@ class TrainingWatch:
                 log.warning("job %s: trainer ignored SIGTERM for %ss; killed", self.job.pk, GRACE_S)
         elif self.job.guard != "off" and time.monotonic() >= self.next_check:
             self.next_check = time.monotonic() + settings.GAD_GUARD_CHECK_S
-            self.tripped = health_guard.check(self.job, self.job.guard)
+            self.tripped = monitor.guard_check(self.job, self.job.guard)
             if self.tripped is not None:
                 with open(self.proc.log_path, "a", encoding="utf-8") as f:
                     f.write(f"[health guard] {self.tripped.message}\n")

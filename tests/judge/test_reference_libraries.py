@@ -15,7 +15,7 @@ from sklearn.metrics import cohen_kappa_score
 from statsmodels.stats.inter_rater import fleiss_kappa as sm_fleiss_kappa
 
 from trainer.metrics_text import rouge_l, rouge_tokens
-from webapp.annotation import stats
+from webapp.lib import stats
 
 VOCAB = "the a cat dog sat lay on mat rug and, It's 42 naïve co-operate! Ünïcode é. x2".split()
 

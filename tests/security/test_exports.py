@@ -12,7 +12,7 @@ from django.urls import reverse
 from tests.webapp.test_evaluation import make_campaign, make_evaluation
 from webapp.annotation import actions as annotation_actions
 from webapp.annotation import queue
-from webapp.exports import safe_cell
+from webapp.lib.exports import safe_cell
 
 
 @pytest.mark.parametrize("start", ["=", "+", "-", "@", "\t", "\r"])

@@ -10,8 +10,8 @@ from django.urls import reverse
 
 from tests.webapp.factories import make_checkpoint, make_job, make_prompt_set, register_model
 from tests.webapp.test_jobs import launch_data
-from webapp.catalog import references
 from webapp.catalog.models import RegisteredModel
+from webapp.jobs import references
 from webapp.jobs.configs import build_configs
 from webapp.jobs.models import Job
 from webapp.teams.actions import create_api_token

@@ -18,8 +18,8 @@ from webapp.annotation.models import Assignment, Item, Vote
 from webapp.evaluation import actions
 from webapp.evaluation.models import EvalStatus, Evaluation, System, SystemAnswer, SystemStatus
 from webapp.jobs.models import Checkpoint
+from webapp.lib.errors import ActionError
 from webapp.promptsets.models import Split
-from webapp.teams.actions import ActionError
 
 # Names that must never reach an annotator (searched for in their pages).
 GAD_JOB, SEQKD_JOB, STUDENT = "Aurora-run", "Borealis-run", "org/tiny-student"

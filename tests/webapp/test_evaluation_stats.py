@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from webapp.annotation import stats
+from webapp.lib import stats
 
 # Fleiss (1971) as worked on Wikipedia: 10 items, 14 raters, 5 categories.
 FLEISS_TABLE = np.array(

@@ -10,15 +10,15 @@ from django.urls import reverse
 from tests.judge.scripted import QualityJudge, ScriptedJudge
 from tests.webapp.factories import make_job, make_prompt_set
 from tests.webapp.test_teachers import LOOPBACK, make_endpoint
-from webapp.evaluation import actions
+from webapp.evaluation import actions, results
 from webapp.evaluation.models import EvalStatus, SystemAnswer, SystemKind, SystemStatus
 from webapp.jobs.models import Checkpoint
 from webapp.judging import actions as judging_actions
 from webapp.judging import runs as judging
 from webapp.judging import sweep
 from webapp.judging.models import JudgeRun, Sweep
+from webapp.lib.errors import ActionError
 from webapp.promptsets.models import Split
-from webapp.teams.actions import ActionError
 from worker.evaluation import judge_evaluation
 
 
@@ -228,7 +228,7 @@ def test_judge_table_has_one_column_per_test_set(transactional_db, login, person
         auto_judge=judge_endpoint,
     )
     assert evaluation.num_prompts == 5
-    group_of, sizes = judging.test_sets(evaluation)
+    group_of, sizes = results.test_sets(evaluation)
     assert sizes == {"train": 2, "ood-math": 3}
     # Out of distribution, the distilled checkpoint answers better (q=9 vs q=5).
     for system in evaluation.systems.all():

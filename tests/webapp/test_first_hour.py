@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 from tests.webapp.factories import make_checkpoint, make_job
 from tests.webapp.test_evaluation import make_evaluation
 from webapp.evaluation.forms import DEFAULT_NEW_TOKENS
+from webapp.jobs import monitor
 from webapp.jobs.models import Sample
-from webapp.monitoring import status as monitor
-from webapp.monitoring.samples import chat_turns, prompt_view
+from webapp.lib.samples import chat_turns, prompt_view
 from webapp.teams.actions import create_team, set_membership
 
 JSON = {"HTTP_ACCEPT": "application/json"}

@@ -12,11 +12,11 @@ from hypothesis import strategies as st
 
 from tests.webapp.factories import make_job
 from webapp.jobs.models import MetricPoint, Sample
-from webapp.monitoring import health
-from webapp.monitoring.downsample import SeriesSummary, downsample
-from webapp.monitoring.guard import check as guard_check
-from webapp.monitoring.guard import guard_action
-from webapp.monitoring.samples import Segment, split_fences
+from webapp.jobs.monitor import guard_check
+from webapp.lib import health
+from webapp.lib.downsample import SeriesSummary, downsample
+from webapp.lib.health import guard_action
+from webapp.lib.samples import Segment, split_fences
 
 T = health.Thresholds()
 
@@ -432,7 +432,7 @@ def test_ingestion_keeps_the_shared_summary_current_so_the_first_request_reads_n
 def test_a_cache_outage_does_not_stop_the_ingestion(personas, tmp_path, monkeypatch):
     import json
 
-    from webapp.monitoring import series
+    from webapp.jobs import series
     from worker.ingest import RunIngest
 
     def down(job):

@@ -46,7 +46,7 @@ def test_a_broker_that_is_down_shows_as_down_not_as_an_error(client, db, monkeyp
     from webapp import observability
 
     monkeypatch.setattr(
-        observability, "_redis", lambda: redis.Redis.from_url("redis://127.0.0.1:1/0")
+        observability, "broker_redis", lambda: redis.Redis.from_url("redis://127.0.0.1:1/0")
     )
     found = scrape(client)
     assert found["gad_broker_up"][0].value == 0 and "gad_jobs" in found
@@ -58,9 +58,10 @@ def test_healthcheck_sweep_fails_until_a_sweep_ran_and_again_when_it_is_old(db, 
     import pytest
     from django.core.management import CommandError, call_command
 
-    from webapp.observability import SWEEP_LAST, _redis, record_sweep
+    from webapp.celery import broker_redis
+    from webapp.nodes.presence import SWEEP_LAST, record_sweep
 
-    broker = _redis()
+    broker = broker_redis()
     broker.delete(SWEEP_LAST)
     with pytest.raises(CommandError, match="no sweep has run yet"):
         call_command("healthcheck", "sweep")

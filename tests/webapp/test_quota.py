@@ -9,6 +9,7 @@ import pytest
 from django.db import transaction
 
 from webapp.jobs.models import Job, Status
+from webapp.lib.errors import ActionError
 from webapp.teams import actions
 from webapp.teams.models import Membership, Role, UsageKind
 
@@ -88,9 +89,9 @@ def test_lock_quota_holds_a_row_lock(personas):
 
 
 def test_last_owner_cannot_be_demoted_or_removed(personas):
-    with pytest.raises(actions.ActionError, match="at least one owner"):
+    with pytest.raises(ActionError, match="at least one owner"):
         actions.set_membership(personas.team, personas.owner, Role.MEMBER)
-    with pytest.raises(actions.ActionError, match="at least one owner"):
+    with pytest.raises(ActionError, match="at least one owner"):
         actions.remove_membership(personas.team, personas.owner)
     assert Membership.objects.get(team=personas.team, user=personas.owner).role == Role.OWNER
 

@@ -15,7 +15,7 @@ from django.utils import timezone
 from webapp.annotation.models import Assignment, Campaign, Choice, Item, Pair, Vote
 from webapp.evaluation.models import Evaluation, System, SystemAnswer, SystemKind
 from webapp.jobs.models import Method
-from webapp.teams.actions import ActionError
+from webapp.lib.errors import ActionError
 
 UNDO_WINDOW = timedelta(minutes=2)
 MAX_OVERLAP = 10

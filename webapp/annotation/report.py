@@ -16,9 +16,8 @@ from itertools import combinations
 import numpy as np
 from django.db.models import Count, Max, Q
 
-from webapp import exports
-from webapp.annotation import stats
 from webapp.annotation.models import Assignment, Campaign, Choice, Pair, Vote
+from webapp.lib import exports, stats
 
 OUTCOMES = ("a", "tie", "b")  # agreement categories: on the systems, not the sides
 

@@ -21,15 +21,15 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
-from webapp import pages
 from webapp.annotation import actions, queue, report
 from webapp.annotation.forms import CampaignForm, VoteForm
 from webapp.annotation.markdown import render as markdown
 from webapp.annotation.models import Assignment, Campaign
-from webapp.evaluation.views import evaluation_for
-from webapp.pages import AuthenticatedRequest
+from webapp.evaluation.access import evaluation_for
+from webapp.lib import pages
+from webapp.lib.errors import ActionError
+from webapp.lib.pages import AuthenticatedRequest
 from webapp.teams import access
-from webapp.teams.actions import ActionError
 
 
 def _campaign(request: AuthenticatedRequest, slug: str, pk: int) -> Campaign:

@@ -1,8 +1,7 @@
 from django import forms
 from django.contrib import admin
 
-from webapp.catalog import references
-from webapp.catalog.models import RegisteredModel
+from webapp.catalog.models import RegisteredModel, model_roots, under_roots
 
 
 class RegisteredModelForm(forms.ModelForm):
@@ -12,8 +11,8 @@ class RegisteredModelForm(forms.ModelForm):
 
     def clean_path(self) -> str:
         path = self.cleaned_data["path"].strip()
-        if not references.under_roots(path):
-            roots = ", ".join(map(str, references.model_roots())) or "none set"
+        if not under_roots(path):
+            roots = ", ".join(map(str, model_roots())) or "none set"
             raise forms.ValidationError(
                 f"Not under a model root (GAD_MODEL_ROOTS: {roots}); put the model there, "
                 "or ask the site's operator to add its directory."

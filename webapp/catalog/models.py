@@ -3,7 +3,11 @@ evaluate): a directory on the workers under one of the site's model roots."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from django.conf import settings
 from django.db import models
+from django.db.models import Q
 from django.utils import timezone
 
 
@@ -31,3 +35,18 @@ class RegisteredModel(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+def model_roots() -> list[Path]:
+    return [Path(root).resolve() for root in settings.GAD_MODEL_ROOTS]
+
+
+def under_roots(path: str) -> bool:
+    """The directory (links followed) lies inside one of GAD_MODEL_ROOTS."""
+    real = Path(path).resolve()
+    return any(real == root or root in real.parents for root in model_roots())
+
+
+def registered_for(team) -> models.QuerySet[RegisteredModel]:
+    """The models a team may use: those registered for it, or for every team."""
+    return RegisteredModel.objects.filter(Q(teams=team) | Q(teams__isnull=True)).distinct()

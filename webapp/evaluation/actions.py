@@ -20,7 +20,7 @@ from django.db.models import Count
 
 from trainer import config as trainer_config
 from webapp import claims, dispatch
-from webapp.catalog import references
+from webapp.evaluation import panels
 from webapp.evaluation.models import (
     EvalStatus,
     Evaluation,
@@ -30,11 +30,12 @@ from webapp.evaluation.models import (
     SystemKind,
     SystemStatus,
 )
+from webapp.jobs import references
 from webapp.jobs.models import Checkpoint, Job
+from webapp.lib.errors import ActionError
 from webapp.promptsets.models import Prompt, PromptSet, Split
 from webapp.teachers.models import TeacherEndpoint
 from webapp.teams import actions as team_actions
-from webapp.teams.actions import ActionError
 from webapp.teams.models import Team
 
 MAX_NEW_TOKENS = 32768
@@ -105,7 +106,7 @@ def base_system(job: Job) -> SystemSpec:
 
 
 def model_system(ref: str) -> SystemSpec:
-    """A model named by a reference (``webapp.catalog.references``): a hub id or a
+    """A model named by a reference (``webapp.jobs.references``): a hub id or a
     registered model."""
     return SystemSpec(SystemKind.PATH, f"Model {ref}", path=ref)
 
@@ -218,9 +219,8 @@ def create_evaluation(
 
 def delete_evaluation(evaluation: Evaluation) -> None:
     """Delete an evaluation with its answers, campaigns, votes, judge runs and sweep, and
-    its generation work dir. Refused while a worker is writing to it."""
-    from webapp.judging.models import JudgeRun
-
+    its generation work dir. Refused while a worker is writing to it (generating its
+    answers, or a panel's work: a judge run)."""
     with transaction.atomic():
         locked = Evaluation.objects.select_for_update().get(pk=evaluation.pk)
         if locked.status == EvalStatus.GENERATING:
@@ -228,9 +228,9 @@ def delete_evaluation(evaluation: Evaluation) -> None:
                 "The answers are still being generated; delete the evaluation once they "
                 "are done (or failed)."
             )
-        # A run a live worker holds; a queued one whose task comes later finds it gone.
-        if claims.held(locked.judge_runs.filter(status=JudgeRun.Status.RUNNING)).exists():
-            raise ActionError("A judge run is in progress; delete the evaluation once it ends.")
+        busy = panels.busy(locked)
+        if busy:
+            raise ActionError(busy)
         locked.delete()
         transaction.on_commit(partial(_remove_work_dir, evaluation.pk))
 

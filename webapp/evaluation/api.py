@@ -11,9 +11,8 @@ from datetime import datetime
 
 from ninja import Router, Schema
 
+from webapp.evaluation import results
 from webapp.evaluation.models import Evaluation
-from webapp.judging import runs
-from webapp.judging.models import Sweep
 from webapp.teams import access
 
 router = Router(tags=["evaluations"])
@@ -56,7 +55,7 @@ class EvaluationOut(Schema):
 
     @staticmethod
     def resolve_test_sets(obj: Evaluation) -> dict[str, int]:
-        return runs.test_set_sizes(obj)
+        return results.test_set_sizes(obj)
 
     @staticmethod
     def resolve_systems(obj: Evaluation):
@@ -64,10 +63,11 @@ class EvaluationOut(Schema):
 
     @staticmethod
     def resolve_sweep(obj: Evaluation) -> int | None:
-        try:
-            return obj.sweep.pk
-        except Sweep.DoesNotExist:
-            return None
+        # The checkpoint sweep that made the evaluation, if one did: the judging app's
+        # one-to-one row, read through its relation (getattr: its absence raises an
+        # AttributeError subclass), as this app imports nothing above it.
+        found = getattr(obj, "sweep", None)
+        return found.pk if found is not None else None
 
 
 def _evaluations():

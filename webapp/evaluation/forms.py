@@ -5,7 +5,6 @@ from __future__ import annotations
 from django import forms
 from django.db.models import Exists, OuterRef
 
-from webapp.catalog import references
 from webapp.evaluation import actions
 from webapp.evaluation.actions import (
     DEFAULT_NEW_TOKENS,
@@ -14,6 +13,7 @@ from webapp.evaluation.actions import (
     response_tokens,
 )
 from webapp.evaluation.models import PromptChoice
+from webapp.jobs import references
 from webapp.jobs.models import Checkpoint, Job
 from webapp.promptsets.models import PromptSet
 from webapp.teachers.models import TeacherEndpoint

@@ -13,28 +13,15 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
-from webapp import pages
-from webapp.annotation import queue
-from webapp.evaluation import actions
+from webapp.evaluation import actions, panels, results
+from webapp.evaluation.access import evaluation_for
 from webapp.evaluation.forms import EvaluationForm
 from webapp.evaluation.models import EvalStatus, Evaluation
-from webapp.judging import runs, sweep
+from webapp.lib import pages
+from webapp.lib.errors import ActionError
+from webapp.lib.pages import AuthenticatedRequest
 from webapp.nodes import presence
-from webapp.pages import AuthenticatedRequest
 from webapp.teams import access
-from webapp.teams.actions import ActionError
-
-
-def evaluation_for(request: AuthenticatedRequest, slug: str, pk: int) -> Evaluation:
-    """The team's evaluation (404 for another team's, 403 for an annotator)."""
-    return access.get_object(
-        Evaluation.objects.select_related("team", "prompt_set"),
-        request.user,
-        pk,
-        access.LAUNCH_ROLES,
-        slug=slug,
-    )
-
 
 # ----------------------------------------------------------------------------- evaluations
 
@@ -49,7 +36,7 @@ def evaluation_list(request: AuthenticatedRequest, slug: str) -> HttpResponse:
         {
             "team": team,
             "evaluations": evaluations.prefetch_related("systems", "campaigns")[:200],
-            "queue": queue.my_campaigns(request.user, team),
+            **panels.list_context(request.user, team),
         },
     )
 
@@ -105,7 +92,7 @@ def _overlap(evaluation: Evaluation) -> dict | None:
         return None
     answers = sum(s.num_answers for s in evaluation.systems.all())
     key = f"evaluation-overlap:{evaluation.pk}:{answers}"
-    found = cache.get_or_set(key, lambda: runs.diagnostics(evaluation), 24 * 3600)
+    found = cache.get_or_set(key, lambda: results.diagnostics(evaluation), 24 * 3600)
     if not found or not found["systems"]:
         return None
     ns = [str(n) for n in range(1, 5)]
@@ -127,12 +114,11 @@ def evaluation_detail(request: AuthenticatedRequest, slug: str, pk: int) -> Http
             "team": evaluation.team,
             "evaluation": evaluation,
             "systems": evaluation.systems.all(),
-            "campaigns": evaluation.campaigns.all(),
-            "can_campaign": evaluation.status != EvalStatus.GENERATING,
             "waiting": _waiting(evaluation),
             "overlap": _overlap(evaluation),
-            **runs.page_context(evaluation, request.GET.get("judge")),
-            **sweep.evaluation_context(evaluation, request.GET.get("bound")),
+            "live": _live(evaluation),
+            "test_set_sizes": results.test_set_sizes(evaluation),
+            **panels.detail_context(evaluation, request),
         },
     )
 
@@ -153,16 +139,20 @@ def evaluation_status(request: AuthenticatedRequest, slug: str, pk: int) -> Json
         }
         for s in evaluation.systems.all()
     ]
-    judge_runs = [runs.run_status(run) for run in evaluation.judge_runs.all()[:5]]
     return JsonResponse(
         {
             "status": evaluation.status,
             "num_prompts": evaluation.num_prompts,
             "systems": systems,
-            "judge_runs": judge_runs,
-            "live": runs.live(evaluation),
+            "live": _live(evaluation),
+            **panels.status(evaluation),
         }
     )
+
+
+def _live(evaluation: Evaluation) -> bool:
+    """Something is still moving: answers generated, or a panel's work (a judge run)."""
+    return evaluation.status == EvalStatus.GENERATING or panels.live(evaluation)
 
 
 @login_required

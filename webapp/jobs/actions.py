@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from webapp import dispatch
 from webapp.jobs.models import ACTIVE_STATUSES, Checkpoint, Download, Job, Status
+from webapp.lib.errors import ActionError
 from webapp.nodes import presence
 from webapp.promptsets.models import PromptSet
 from webapp.teachers.models import TeacherEndpoint
@@ -48,7 +49,7 @@ def launch(team, user, request: LaunchRequest) -> list[Job]:
     longest = max(len(method) for method in request.configs) + 3  # " (seqkd)"
     room = NAME_CHARS - (longest if len(request.configs) > 1 else 0)
     if not request.name.strip() or len(request.name) > room:
-        raise team_actions.ActionError(
+        raise ActionError(
             f"name: 1 to {room} characters"
             + (
                 " for a GAD + SeqKD pair (each job's name gets its method)"
@@ -61,7 +62,7 @@ def launch(team, user, request: LaunchRequest) -> list[Job]:
     )
     no_node = presence.gpu_problem(request.gpus, nodes)
     if no_node:
-        raise team_actions.ActionError(no_node)
+        raise ActionError(no_node)
     with transaction.atomic():
         team_actions.lock_quota(team)
         team_actions.check_launch_allowed(team, count=len(request.configs))

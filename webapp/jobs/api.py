@@ -8,7 +8,6 @@ from typing import Any
 from ninja import Router, Schema
 from ninja import Status as HttpStatus
 
-from webapp.api.common import ApiError, team_for
 from webapp.jobs import actions
 from webapp.jobs.archive import (
     checkpoint_response,
@@ -18,11 +17,12 @@ from webapp.jobs.archive import (
 )
 from webapp.jobs.configs import build_configs, memory_plan, teacher_problem
 from webapp.jobs.models import Checkpoint, Job, Sample, Status
-from webapp.monitoring.series import metrics_payload
+from webapp.jobs.series import metrics_payload
+from webapp.lib.errors import ActionError, ApiError
 from webapp.promptsets.models import PromptSet
 from webapp.teachers.models import TeacherEndpoint
 from webapp.teams import access
-from webapp.teams.actions import ActionError, QuotaExceeded
+from webapp.teams.actions import QuotaExceeded
 
 router = Router(tags=["jobs"])
 ROLES = access.LAUNCH_ROLES
@@ -142,7 +142,7 @@ def _checkpoint(request, checkpoint_id: int) -> Checkpoint:
 
 @router.post("/jobs", response={201: LaunchOut}, summary="Launch a job (or a GAD + SeqKD pair)")
 def launch_job(request, payload: JobIn):
-    team = team_for(request, payload.team, roles=ROLES)
+    team = access.team_for(request, payload.team, roles=ROLES)
     if payload.method not in ("gad", "seqkd", "pair"):
         raise ApiError(422, f"method: must be gad, seqkd or pair (got {payload.method!r})")
     if payload.guard not in ("off", "pause", "stop"):
@@ -189,7 +189,7 @@ def launch_job(request, payload: JobIn):
 def list_jobs(request, team: str | None = None, status: str | None = None):
     rows = access.for_user(Job.objects.select_related("team"), request.user, roles=ROLES)
     if team:
-        rows = rows.filter(team=team_for(request, team, roles=ROLES))
+        rows = rows.filter(team=access.team_for(request, team, roles=ROLES))
     if status:
         if status not in Status.values:
             raise ApiError(422, f"status: must be one of {', '.join(Status.values)}")

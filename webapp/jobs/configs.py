@@ -11,7 +11,7 @@ from django.conf import settings
 from trainer import config as trainer_config
 from trainer import plan as trainer_plan
 from trainer.errors import BadInput
-from webapp.catalog import references
+from webapp.jobs import references
 from webapp.promptsets.models import PromptSet
 from webapp.teachers.models import TeacherEndpoint
 from webapp.teams.models import Team
@@ -40,7 +40,7 @@ def build_configs(
 ) -> tuple[dict[str, dict], list[tuple[str, str]]]:
     """The validated trainer config of each job to create (two for a pair), or the errors.
 
-    ``student`` must be a model reference the team may use (``webapp.catalog.references``).
+    ``student`` must be a model reference the team may use (``webapp.jobs.references``).
     ``overrides`` is a nested mapping of config keys; the managed keys are set here.
     With ``gpus`` > 1 the job trains data parallel, one process per GPU, which the
     config must allow (``trainer.config.parallel_problems``).

@@ -11,7 +11,7 @@ from typing import Any
 from django import forms
 
 from trainer import config as trainer_config
-from webapp.catalog import references
+from webapp.jobs import references
 from webapp.jobs.configs import MANAGED_KEYS, build_configs, teacher_problem
 from webapp.promptsets.models import PromptSet
 from webapp.teachers.models import TeacherEndpoint

@@ -3,6 +3,7 @@ from django.urls import path
 from webapp.jobs import views
 
 urlpatterns = [
+    path("teams/<slug:slug>/", views.dashboard, name="team"),
     path("teams/<slug:slug>/jobs/", views.job_list, name="jobs"),
     path("teams/<slug:slug>/jobs/new/", views.job_launch, name="job-launch"),
     path("teams/<slug:slug>/jobs/<int:pk>/", views.job_detail, name="job"),

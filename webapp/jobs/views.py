@@ -1,5 +1,6 @@
-"""Job pages: list, launch (and "run again with changes"), detail, cancel, checkpoints;
-live monitoring: metrics.json for the charts, run comparison, the samples viewer."""
+"""Job pages: the team's dashboard, list, launch (and "run again with changes"), detail,
+cancel, checkpoints; live monitoring: metrics.json for the charts, run comparison, the
+samples viewer."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
-from webapp.jobs import actions
+from webapp.jobs import actions, monitor
 from webapp.jobs.archive import (
     adapter_dir,
     checkpoint_response,
@@ -29,15 +30,56 @@ from webapp.jobs.archive import (
 from webapp.jobs.configs import memory_plan
 from webapp.jobs.forms import LaunchForm, initial_from_config
 from webapp.jobs.models import ACTIVE_STATUSES, Checkpoint, Job, Method, Sample, Status
-from webapp.monitoring import samples as sample_views
-from webapp.monitoring import status as monitor
-from webapp.monitoring.charts import chart_config
-from webapp.monitoring.downsample import DEFAULT_LIMIT
+from webapp.lib import samples as sample_views
+from webapp.lib.charts import chart_config
+from webapp.lib.downsample import DEFAULT_LIMIT
+from webapp.lib.errors import ActionError
+from webapp.lib.pages import AuthenticatedRequest
 from webapp.nodes import presence
-from webapp.pages import AuthenticatedRequest
 from webapp.teams import access
 from webapp.teams import actions as team_actions
-from webapp.teams.actions import ActionError, QuotaExceeded
+from webapp.teams.actions import QuotaExceeded
+
+
+@login_required
+def dashboard(request: AuthenticatedRequest, slug: str) -> HttpResponse:
+    """The team's home page: its running and recent jobs, and its quota."""
+    team, role = access.get_team(request.user, slug)
+    request.session["team"] = team.slug
+    quota = team.quota
+    usage = team_actions.month_usage(team)
+    jobs = Job.objects.filter(team=team)
+    # Annotators judge answers blind: job names (often the method's) are not theirs to see.
+    shown = jobs if role in access.LAUNCH_ROLES else Job.objects.none()
+    running = list(shown.active().order_by("-created_at")[:20])
+    recent = list(shown.exclude(pk__in=[j.pk for j in running])[:10])
+    health = monitor.alarms_for_jobs(running + recent)
+    for job in running + recent:
+        job.alarms = health.get(job.pk, [])  # type: ignore[attr-defined]  # for the template
+        job.state = monitor.job_state(job)  # type: ignore[attr-defined]  # for the template
+    context = {
+        "team": team,
+        "role": role,
+        "quota": quota,
+        "usage": usage,
+        "running_jobs": running,
+        "recent_jobs": recent,
+        "can_open_jobs": role in access.LAUNCH_ROLES,
+        "bars": _quota_bars(quota, usage, jobs.active().count()),
+    }
+    return render(request, "jobs/dashboard.html", context)
+
+
+def _quota_bars(quota, usage, running: int) -> list[dict]:
+    def bar(label: str, used, limit, unit: str = "") -> dict:
+        pct = 0 if not limit else min(100, round(100 * float(used) / float(limit)))
+        return {"label": label, "used": used, "limit": limit, "unit": unit, "pct": pct}
+
+    return [
+        bar("Concurrent jobs", running, quota.max_concurrent_jobs),
+        bar("GPU-hours this month", usage.gpu_hours, quota.gpu_hours_per_month, " h"),
+        bar("Teacher tokens this month", usage.teacher_tokens, quota.teacher_tokens_per_month),
+    ]
 
 
 @login_required

@@ -13,16 +13,16 @@ from typing import Any
 from ninja import Router, Schema
 from ninja import Status as HttpStatus
 
-from webapp.api.common import ApiError
 from webapp.evaluation.api import ROLES, evaluation_for
 from webapp.evaluation.models import PromptChoice
 from webapp.jobs.models import Job
 from webapp.judging import actions, runs, sweep
 from webapp.judging.models import Sweep
+from webapp.lib.errors import ActionError, ApiError
 from webapp.promptsets.models import PromptSet
 from webapp.teachers.models import TeacherEndpoint
 from webapp.teams import access
-from webapp.teams.actions import ActionError, QuotaExceeded
+from webapp.teams.actions import QuotaExceeded
 
 router = Router(tags=["evaluations"])
 

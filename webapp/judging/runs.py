@@ -5,8 +5,9 @@ A member picks one of the team's teacher endpoints as the judge and sees the cos
 forecast (``trainer.judge.forecast_run``: judge calls and estimated tokens, cached
 calls subtracted) before launching (``webapp.judging.actions.launch``). The worker's
 ``gad.judge_evaluation`` judges every system's answers with ``judge_inputs``, charges
-the judge's tokens to the team and adds the no-judge ``diagnostics`` (n-gram F1 against
-the teacher system's answers, ROUGE-L, mean length).
+the judge's tokens to the team and adds the evaluation's no-judge scores
+(``webapp.evaluation.results.diagnostics``: n-gram F1 against the teacher system's
+answers, ROUGE-L, mean length).
 """
 
 from __future__ import annotations
@@ -14,17 +15,10 @@ from __future__ import annotations
 import math
 from collections import Counter
 
-from django.db.models import Count
-
 from trainer.judge import Forecast, JudgeItem, forecast_run
-from trainer.score import MAX_N, score_system
-from webapp.evaluation.models import (
-    EvalStatus,
-    Evaluation,
-    SystemAnswer,
-    SystemKind,
-    SystemStatus,
-)
+from trainer.score import MAX_N
+from webapp.evaluation import results
+from webapp.evaluation.models import EvalStatus, Evaluation, SystemStatus
 from webapp.judging.models import JudgeRun
 from webapp.promptsets.answers import load_answers
 from webapp.teachers import crypto, ssrf
@@ -52,61 +46,13 @@ def ready(evaluation: Evaluation) -> bool:
     )
 
 
-def unique_labels(named: list[tuple[int, str]]) -> dict[int, str]:
-    """id → its name, with ``#id`` added to a name that repeats (labels must be unique:
-    they key the judge's report)."""
-    names = [name for _, name in named]
-    return {pk: name if names.count(name) == 1 else f"{name} #{pk}" for pk, name in named}
-
-
-def system_labels(evaluation: Evaluation) -> dict[int, str]:
-    """System id → a unique label (the system's name)."""
-    return unique_labels([(s.pk, s.name) for s in evaluation.systems.all()])
-
-
 def judge_inputs(evaluation: Evaluation) -> tuple[list[JudgeItem], dict[str, dict[str, str]]]:
     """The test prompts as judge items and every system's answers (label → prompt id → text)."""
     items = [
         JudgeItem(str(p.pk), p.messages)
         for p in evaluation.prompts.order_by("prompt_set_id", "index")
     ]
-    labels = system_labels(evaluation)
-    answers: dict[str, dict[str, str]] = {label: {} for label in labels.values()}
-    rows = SystemAnswer.objects.filter(system__evaluation=evaluation).values_list(
-        "system_id", "prompt_id", "response"
-    )
-    for system_id, prompt_id, response in rows.iterator():
-        answers[labels[system_id]][str(prompt_id)] = response
-    return items, answers
-
-
-def test_set_sizes(evaluation: Evaluation) -> dict[str, int]:
-    """Set label → number of prompts, the evaluation's main prompt set first (one
-    aggregate query: the pages and the API need no more)."""
-    rows = (
-        evaluation.prompts.order_by()  # no ordering columns in the GROUP BY
-        .values("prompt_set_id", "prompt_set__name")
-        .annotate(n=Count("pk"))
-        .values_list("prompt_set_id", "prompt_set__name", "n")
-    )
-    ordered = sorted(rows, key=lambda row: (row[0] != evaluation.prompt_set_id, row[0]))
-    labels = unique_labels([(set_id, name) for set_id, name, _ in ordered])
-    return {labels[set_id]: n for set_id, _, n in ordered}
-
-
-def test_sets(evaluation: Evaluation) -> tuple[dict[str, str], dict[str, int]]:
-    """The evaluation's test sets: prompt id → set label (for the judge's per-set
-    report), and ``test_set_sizes``."""
-    sizes = test_set_sizes(evaluation)
-    labels = unique_labels(
-        list(
-            evaluation.prompts.order_by()
-            .values_list("prompt_set_id", "prompt_set__name")
-            .distinct()
-        )
-    )
-    rows = evaluation.prompts.values_list("pk", "prompt_set_id").iterator()
-    return {str(pk): labels[set_id] for pk, set_id in rows}, sizes
+    return items, results.answers_by_label(evaluation)
 
 
 def judges(evaluation: Evaluation):
@@ -128,30 +74,6 @@ def forecast_dict(forecast: Forecast) -> dict:
         "est_tokens": forecast.est_tokens,
         "line": forecast.line(),
     }
-
-
-def diagnostics(evaluation: Evaluation) -> dict:
-    """Per system: mean length, and against the teacher system's answers (when the
-    evaluation has one) n-gram F1 for n = 1..6 and ROUGE-L."""
-    items, answers = judge_inputs(evaluation)
-    labels = system_labels(evaluation)
-    teacher = next(
-        (labels[s.pk] for s in evaluation.systems.all() if s.kind == SystemKind.TEACHER), None
-    )
-    reference = answers.get(teacher) if teacher else None
-    rows = []
-    for label, by_id in answers.items():
-        scores = score_system(label, by_id, reference)
-        rows.append(
-            {
-                "system": label,
-                "mean_length": scores.lengths.mean if scores.lengths else None,
-                "n_matched": scores.n_matched,
-                "ngram_f1": {str(n): f for n, f in scores.ngram_f1.items()},
-                "rouge_l": scores.rouge_l,
-            }
-        )
-    return {"reference": teacher, "max_n": MAX_N, "systems": rows}
 
 
 def table(run: JudgeRun) -> dict | None:
@@ -298,11 +220,9 @@ def run_status(run: JudgeRun) -> dict:
 
 
 def live(evaluation: Evaluation) -> bool:
-    """Something is still moving: answers generated, a judge run queued or running, or
-    the automatic judge about to start (the answers are ready, its run not yet made)."""
+    """The judge is moving: a run queued or running, or the automatic judge about to
+    start (the answers are ready, its run not yet made)."""
     runs = evaluation.judge_runs
-    if evaluation.status == EvalStatus.GENERATING:
-        return True
     if evaluation.auto_judge_id and evaluation.status == EvalStatus.READY and not runs.exists():
         return True
     return runs.filter(status__in=[JudgeRun.Status.QUEUED, JudgeRun.Status.RUNNING]).exists()
@@ -323,8 +243,6 @@ def page_context(evaluation: Evaluation, chosen: str | None) -> dict:
             }
             for run in evaluation.judge_runs.select_related("judge")[:5]
         ],
-        "live": live(evaluation),
-        "test_set_sizes": test_set_sizes(evaluation),
     }
     if chosen and context["judge_ready"]:
         endpoint = next((e for e in context["judge_endpoints"] if str(e.pk) == chosen), None)

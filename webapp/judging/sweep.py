@@ -20,10 +20,9 @@ from dataclasses import asdict, dataclass
 
 from trainer.judge import forecast
 from trainer.metrics_text import whitespace_tokens
-from webapp.evaluation import actions
+from webapp.evaluation import actions, results
 from webapp.evaluation.models import SystemKind
 from webapp.jobs.models import Checkpoint, Job
-from webapp.judging import runs
 from webapp.judging.models import JudgeRun, Sweep
 from webapp.promptsets.models import PromptSet
 
@@ -110,7 +109,7 @@ def points(sweep: Sweep, run: JudgeRun | None) -> list[Point]:
     if run is None or not run.report:
         return []
     evaluation = sweep.evaluation
-    labels = runs.system_labels(evaluation)
+    labels = results.system_labels(evaluation)
     scores = {s["system"]: s for s in run.report.get("systems", [])}
     final = sweep.job.final_checkpoint_id or (
         sweep.job.checkpoints.order_by("-step").values_list("pk", flat=True).first()

@@ -10,15 +10,15 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from webapp import pages
+from webapp.evaluation.access import evaluation_for
 from webapp.evaluation.models import PromptChoice
-from webapp.evaluation.views import evaluation_for
 from webapp.jobs.models import Job
 from webapp.judging import actions, runs, sweep
 from webapp.judging.forms import ContinueForm, SweepForm
-from webapp.pages import AuthenticatedRequest
+from webapp.lib import pages
+from webapp.lib.errors import ActionError
+from webapp.lib.pages import AuthenticatedRequest
 from webapp.teams import access
-from webapp.teams.actions import ActionError
 
 
 @login_required

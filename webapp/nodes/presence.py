@@ -1,16 +1,20 @@
 """Which workers are alive, and what they offer (``WorkerNode`` rows the workers keep
-current; ``worker.presence`` writes them)."""
+current; ``worker.presence`` writes them); and whether the sweep (celery beat's
+``gad.sweep``) runs: each run records itself in the broker's Redis."""
 
 from __future__ import annotations
 
 import socket
+import time
 from datetime import timedelta
 
 from django.conf import settings
 from django.utils import timezone
 
+from webapp.celery import broker_redis
 from webapp.nodes.models import GpuLease, WorkerNode
 
+SWEEP_RUNS, SWEEP_LAST = "gad:sweep:runs", "gad:sweep:last"
 REPORT_EVERY_S = 10
 LIVE_S = 45  # a worker not heard from for this long is gone
 
@@ -141,3 +145,22 @@ def forget(nodes: list[str]) -> None:
 
 def gone(name: str) -> None:
     WorkerNode.objects.filter(name=name).delete()
+
+
+def record_sweep() -> None:
+    """Called by each sweep run (worker side): its count and time, for /metrics and
+    ``manage.py healthcheck sweep``."""
+    broker = broker_redis()
+    broker.incr(SWEEP_RUNS)
+    broker.set(SWEEP_LAST, time.time())
+
+
+def sweep_record(broker) -> tuple[int, float | None]:
+    """(sweeps run, when the last one ran in epoch seconds or None) from ``broker``."""
+    last = broker.get(SWEEP_LAST)
+    return int(broker.get(SWEEP_RUNS) or 0), float(last) if last else None
+
+
+def last_sweep() -> float | None:
+    """When the last sweep ran (epoch seconds), None if never."""
+    return sweep_record(broker_redis())[1]

@@ -6,13 +6,12 @@ import random
 
 from django.db import transaction
 
-from webapp.jobs.models import ACTIVE_STATUSES
+from webapp.lib.errors import ActionError
 from webapp.promptsets.models import Prompt, PromptSet, Split
-from webapp.teams.actions import ActionError
 
 
 def _refuse_if_in_use(prompt_set: PromptSet, doing: str) -> None:
-    running = prompt_set.jobs.filter(status__in=ACTIVE_STATUSES).values_list("name", flat=True)
+    running = prompt_set.jobs.active().values_list("name", flat=True)
     names = list(running[:3])
     if names:
         raise ActionError(

@@ -9,7 +9,7 @@ from django.conf import settings
 from ninja import File, Form, Router, Schema, Status
 from ninja.files import UploadedFile
 
-from webapp.api.common import ApiError, team_for
+from webapp.lib.errors import ApiError
 from webapp.promptsets.ingest import UploadRejected, stage
 from webapp.promptsets.models import PromptSet, Upload, UploadStatus
 from webapp.teams import access
@@ -64,7 +64,7 @@ def _upload_out(upload: Upload) -> dict:
     "numbers; a file still being imported then is 202 with its upload's status URL.",
 )
 def create_prompt_set(request, team: Form[str], file: File[UploadedFile], name: Form[str] = ""):
-    owner = team_for(request, team, roles=access.LAUNCH_ROLES)
+    owner = access.team_for(request, team, roles=access.LAUNCH_ROLES)
     try:
         upload = stage(owner, request.user, name, file)
     except UploadRejected as rejected:
@@ -109,7 +109,7 @@ def list_prompt_sets(request, team: str | None = None):
         PromptSet.objects.select_related("team"), request.user, roles=access.LAUNCH_ROLES
     )
     if team:
-        rows = rows.filter(team=team_for(request, team, roles=access.LAUNCH_ROLES))
+        rows = rows.filter(team=access.team_for(request, team, roles=access.LAUNCH_ROLES))
     return rows
 
 

@@ -11,14 +11,14 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
-from webapp.pages import AuthenticatedRequest
+from webapp.lib.errors import ActionError
+from webapp.lib.pages import AuthenticatedRequest
 from webapp.promptsets import actions
 from webapp.promptsets.answers import collected, count_collected
 from webapp.promptsets.export import jsonl_lines
 from webapp.promptsets.ingest import UploadRejected, stage
 from webapp.promptsets.models import PromptSet, Upload, UploadStatus
 from webapp.teams import access
-from webapp.teams.actions import ActionError
 
 
 class UploadForm(forms.Form):

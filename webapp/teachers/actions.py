@@ -19,11 +19,10 @@ from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
 from webapp import dispatch
-from webapp.jobs.models import ACTIVE_STATUSES
+from webapp.lib.errors import ActionError
 from webapp.teachers import crypto, ssrf
 from webapp.teachers.models import ConnectionStatus, TeacherEndpoint
 from webapp.teachers.params import ParamError, clean_params
-from webapp.teams.actions import ActionError
 from webapp.teams.models import Team
 
 TEST_TASK = "gad.test_teacher"
@@ -196,7 +195,7 @@ def update_endpoint(
 def delete_endpoint(endpoint: TeacherEndpoint) -> None:
     with transaction.atomic():
         row = TeacherEndpoint.objects.select_for_update().get(pk=endpoint.pk)
-        active = list(row.jobs.filter(status__in=ACTIVE_STATUSES).values_list("name", flat=True))
+        active = list(row.jobs.active().values_list("name", flat=True))
         if active:
             names = ", ".join(repr(n) for n in active[:3]) + (" …" if len(active) > 3 else "")
             raise InUse(

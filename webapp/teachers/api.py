@@ -11,7 +11,7 @@ from typing import Any
 from ninja import Field, Router, Schema, Status
 from pydantic import SecretStr
 
-from webapp.api.common import ApiError, team_for
+from webapp.lib.errors import ApiError
 from webapp.teachers import actions, crypto
 from webapp.teachers.models import TeacherEndpoint
 from webapp.teams import access
@@ -79,7 +79,7 @@ def _get(request, teacher_id: int) -> TeacherEndpoint:
 @router.post("", response={201: TeacherOut}, summary="Register a teacher endpoint")
 def create_teacher(request, payload: TeacherIn):
     crypto.hide_key_in_error_reports(request)
-    team = team_for(request, payload.team, roles=access.LAUNCH_ROLES)
+    team = access.team_for(request, payload.team, roles=access.LAUNCH_ROLES)
     try:
         endpoint = actions.create_endpoint(
             team,
@@ -105,7 +105,7 @@ def list_teachers(request, team: str | None = None):
         team__memberships__role__in=access.LAUNCH_ROLES,
     )
     if team is not None:
-        rows = rows.filter(team=team_for(request, team, roles=access.LAUNCH_ROLES))
+        rows = rows.filter(team=access.team_for(request, team, roles=access.LAUNCH_ROLES))
     return [_out(e) for e in rows.select_related("team").order_by("team__slug", "name")]
 
 

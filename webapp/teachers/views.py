@@ -15,8 +15,8 @@ from django.views.decorators.debug import sensitive_post_parameters, sensitive_v
 from django.views.decorators.http import require_GET, require_POST
 
 from webapp import dispatch
+from webapp.lib.pages import AuthenticatedRequest
 from webapp.nodes import presence
-from webapp.pages import AuthenticatedRequest
 from webapp.teachers import actions, crypto
 from webapp.teachers.models import TeacherEndpoint
 from webapp.teachers.params import RULES

@@ -75,6 +75,13 @@ def working_team(request, slug: str) -> Team:
     return team
 
 
+def team_for(request, slug: str, roles: Iterable[str] = ALL_ROLES) -> Team:
+    """The team named by ``slug`` in an API request's body or query: 404 unless a
+    member, 403 for the role."""
+    team, _ = get_team(request.user, slug, roles=roles)
+    return team
+
+
 def for_user(
     queryset: models.QuerySet[M],
     user: AnyUser,

@@ -11,6 +11,7 @@ from django.db import transaction
 from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
+from webapp.lib.errors import ActionError
 from webapp.teams.models import (
     ApiToken,
     Membership,
@@ -21,10 +22,6 @@ from webapp.teams.models import (
     UsageRecord,
     hash_token,
 )
-
-
-class ActionError(Exception):
-    """A refused action; the message is shown to the user as it is."""
 
 
 class QuotaExceeded(ActionError):
@@ -108,10 +105,10 @@ def check_launch_allowed(team: Team, now: datetime | None = None, count: int = 1
     Call inside the transaction that creates the job, after locking the team's quota
     row with ``select_for_update`` (``lock_quota``), so concurrent launches serialize.
     """
-    from webapp.jobs.models import Job
-
     quota = check_may_spend(team, now)
-    running = Job.objects.filter(team=team).active().count()
+    # Through the jobs app's relation to the team: teams sits below jobs and imports none
+    # of its code.
+    running = team.jobs.active().count()
     if running + count > quota.max_concurrent_jobs:
         raise QuotaExceeded(
             f"{running} of {quota.max_concurrent_jobs} concurrent jobs are already queued or "
@@ -150,13 +147,11 @@ GB = 10**9
 
 
 def storage_used(team: Team) -> int:
-    """Bytes the team keeps: its prompt sets (as uploaded) and its jobs' checkpoints."""
-    from webapp.jobs.models import Checkpoint
-    from webapp.promptsets.models import PromptSet
-
-    uploads = PromptSet.objects.filter(team=team).aggregate(n=Sum("size_bytes"))["n"] or 0
-    checkpoints = Checkpoint.objects.filter(job__team=team).aggregate(n=Sum("size_bytes"))["n"]
-    return int(uploads) + int(checkpoints or 0)
+    """Bytes the team keeps: its prompt sets (as uploaded) and its jobs' checkpoints
+    (read through the apps' relations to the team: teams imports neither app)."""
+    uploads = team.prompt_sets.aggregate(n=Sum("size_bytes"))["n"]
+    checkpoints = team.jobs.aggregate(n=Sum("checkpoints__size_bytes"))["n"]
+    return int(uploads or 0) + int(checkpoints or 0)
 
 
 def storage_full(team: Team, quota: Quota | None = None, adding: int = 0) -> str | None:

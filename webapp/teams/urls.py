@@ -6,7 +6,6 @@ urlpatterns = [
     path("", views.home, name="home"),
     path("profile/", views.profile, name="profile"),
     path("profile/tokens/<int:token_id>/revoke/", views.revoke_token, name="revoke-token"),
-    path("teams/<slug:slug>/", views.dashboard, name="team"),
     path("teams/<slug:slug>/members/", views.members, name="team-members"),
     path(
         "teams/<slug:slug>/members/<int:user_id>/remove/",

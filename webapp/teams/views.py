@@ -1,4 +1,5 @@
-"""Team pages: dashboard, members, and the user's profile with API tokens."""
+"""Team pages: members, and the user's profile with API tokens (the team's dashboard,
+mostly its jobs, is the jobs app's)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
-from webapp.jobs.models import Job
-from webapp.monitoring import status as monitor
-from webapp.pages import AuthenticatedRequest
+from webapp.lib.pages import AuthenticatedRequest
 from webapp.teams import access, actions
 from webapp.teams.models import ApiToken, Membership, Role
 
@@ -29,46 +28,6 @@ def home(request: AuthenticatedRequest) -> HttpResponse:
     if team is None:
         return render(request, "teams/no_team.html")
     return redirect("team", slug=team.slug)
-
-
-@login_required
-def dashboard(request: AuthenticatedRequest, slug: str) -> HttpResponse:
-    team, role = access.get_team(request.user, slug)
-    request.session["team"] = team.slug
-    quota = team.quota
-    usage = actions.month_usage(team)
-    jobs = Job.objects.filter(team=team)
-    # Annotators judge answers blind: job names (often the method's) are not theirs to see.
-    shown = jobs if role in access.LAUNCH_ROLES else Job.objects.none()
-    running = list(shown.active().order_by("-created_at")[:20])
-    recent = list(shown.exclude(pk__in=[j.pk for j in running])[:10])
-    health = monitor.alarms_for_jobs(running + recent)
-    for job in running + recent:
-        job.alarms = health.get(job.pk, [])  # type: ignore[attr-defined]  # for the template
-        job.state = monitor.job_state(job)  # type: ignore[attr-defined]  # for the template
-    context = {
-        "team": team,
-        "role": role,
-        "quota": quota,
-        "usage": usage,
-        "running_jobs": running,
-        "recent_jobs": recent,
-        "can_open_jobs": role in access.LAUNCH_ROLES,
-        "bars": _quota_bars(quota, usage, jobs.active().count()),
-    }
-    return render(request, "teams/dashboard.html", context)
-
-
-def _quota_bars(quota, usage, running: int) -> list[dict]:
-    def bar(label: str, used, limit, unit: str = "") -> dict:
-        pct = 0 if not limit else min(100, round(100 * float(used) / float(limit)))
-        return {"label": label, "used": used, "limit": limit, "unit": unit, "pct": pct}
-
-    return [
-        bar("Concurrent jobs", running, quota.max_concurrent_jobs),
-        bar("GPU-hours this month", usage.gpu_hours, quota.gpu_hours_per_month, " h"),
-        bar("Teacher tokens this month", usage.teacher_tokens, quota.teacher_tokens_per_month),
-    ]
 
 
 class MemberForm(forms.Form):

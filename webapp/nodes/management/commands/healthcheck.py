@@ -63,10 +63,8 @@ def _worker(max_age: float | None) -> str:
 
 
 def _sweep(max_age: float | None) -> str:
-    from webapp.observability import last_sweep
-
     limit = max_age if max_age is not None else 4 * settings.GAD_SWEEP_S
-    last = last_sweep()
+    last = presence.last_sweep()
     if last is None:
         raise CommandError("sweep: no sweep has run yet (is celery beat running, and a worker?)")
     age = time.time() - last

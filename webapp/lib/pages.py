@@ -9,7 +9,7 @@ from django import forms
 from django.contrib.auth.models import User
 from django.http import HttpRequest
 
-from webapp.teams.actions import ActionError
+from webapp.lib.errors import ActionError
 
 T = TypeVar("T")
 

@@ -341,3 +341,37 @@ def evaluate(
         ),
     ]
     return [a for a in alarms if a is not None]
+
+
+# ----------------------------------------------------------------------------- the guard
+# The optional per-job guard pauses or stops a job when the alarms fire. The decision is
+# here (pure); ``webapp.jobs.monitor.guard_check`` evaluates a job's alarms for the
+# worker's watch loop, and the worker carries the decision out through the job's actions.
+
+GUARD_CHOICES = ("off", "pause", "stop")
+
+
+def guard_action(guard: str | None, alarms: Sequence[Alarm]) -> str | None:
+    """The guard's action now: "pause" or "stop" when it is set so and an alarm fires.
+
+    ``guard`` is the job's choice: None or "off" (never act), "pause", "stop".
+    """
+    if guard in (None, "", "off"):
+        return None
+    if guard not in GUARD_CHOICES:
+        raise ValueError(f"guard must be one of {', '.join(GUARD_CHOICES)} (got {guard!r})")
+    return guard if alarms else None
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: str  # pause | stop
+    alarms: tuple[Alarm, ...]
+
+    @property
+    def message(self) -> str:
+        """One paragraph for the job's log and error: what fired, with its numbers."""
+        verb = "Paused" if self.action == "pause" else "Stopped"
+        step = max(a.step for a in self.alarms)
+        reasons = " ".join(f"{a.title}: {a.detail}" for a in self.alarms)
+        return f"{verb} by the health guard at step {step}. {reasons}"

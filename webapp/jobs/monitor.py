@@ -1,6 +1,6 @@
 """What the job page, the job list and the dashboard show live: a job's progress and
 the health of its game, read from the database (the rules themselves are pure, in
-``health.py``)."""
+``webapp.lib.health``); and the health guard's check, for the worker's watch loop."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from django.conf import settings
 from django.core.cache import cache
 
 from webapp.jobs.models import ACTIVE_STATUSES, Job, MetricPoint
-from webapp.monitoring import health
-from webapp.monitoring.downsample import DEFAULT_LIMIT
-from webapp.monitoring.series import metrics_payload
+from webapp.jobs.series import metrics_payload
+from webapp.lib import health
+from webapp.lib.downsample import DEFAULT_LIMIT
 
 HEALTH_CACHE_S = 600
 HEALTH_VERSION = 1  # part of the cache key: bump when Alarm changes shape
@@ -156,3 +156,13 @@ def live_payload(
 
 def log_digest(text: str) -> str:
     return hashlib.blake2b(text.encode(), digest_size=8).hexdigest() if text else ""
+
+
+def guard_check(job: Job, guard: str | None) -> health.Decision | None:
+    """The health guard's decision now (alarms evaluated afresh, not cached), for the
+    worker's watch loop every ``GAD_GUARD_CHECK_S`` seconds; None when it does nothing."""
+    if guard in (None, "", "off"):
+        return None  # skip the queries entirely
+    alarms = job_alarms(job, use_cache=False)
+    action = health.guard_action(guard, alarms)
+    return health.Decision(action, tuple(alarms)) if action else None

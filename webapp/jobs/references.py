@@ -18,12 +18,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
-from django.conf import settings
-from django.db.models import Q
-
-from webapp.catalog.models import RegisteredModel
+from webapp.catalog.models import registered_for, under_roots
 from webapp.jobs.models import Checkpoint
 from webapp.teams.models import Team
 
@@ -54,20 +50,6 @@ class Choice:
 
     value: str
     label: str
-
-
-def model_roots() -> list[Path]:
-    return [Path(root).resolve() for root in settings.GAD_MODEL_ROOTS]
-
-
-def under_roots(path: str) -> bool:
-    """The directory (links followed) lies inside one of GAD_MODEL_ROOTS."""
-    real = Path(path).resolve()
-    return any(real == root or root in real.parents for root in model_roots())
-
-
-def registered_for(team: Team):
-    return RegisteredModel.objects.filter(Q(teams=team) | Q(teams__isnull=True)).distinct()
 
 
 def _checkpoint(team: Team, pk: int) -> Checkpoint | None:

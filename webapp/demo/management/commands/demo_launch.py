@@ -18,11 +18,11 @@ from django.urls import reverse
 from webapp.annotation import actions as annotation_actions
 from webapp.catalog.models import RegisteredModel
 from webapp.evaluation import actions as eval_actions
+from webapp.evaluation import results
 from webapp.evaluation.models import EvalStatus, Evaluation, PromptChoice
 from webapp.jobs import actions as job_actions
 from webapp.jobs.configs import build_configs
 from webapp.jobs.models import FINAL_STATUSES, Job, Method, Status
-from webapp.judging import runs
 from webapp.promptsets.actions import set_test_split
 from webapp.promptsets.ingest import ingest
 from webapp.teachers import actions as teacher_actions
@@ -215,10 +215,10 @@ def poll(done: Callable[[], bool], deadline: float) -> None:
 
 
 def scores_table(evaluation: Evaluation) -> str:
-    """The evaluation's automatic scores (``runs.diagnostics``: overlap with the teacher's
+    """The evaluation's automatic scores (``results.diagnostics``: overlap with the teacher's
     answers, mean length in words) and how many answers are not empty, one line a system."""
-    report = runs.diagnostics(evaluation)
-    _, answers = runs.judge_inputs(evaluation)
+    report = results.diagnostics(evaluation)
+    answers = results.answers_by_label(evaluation)
     lines = [
         f"automatic scores on {evaluation.num_prompts} held-out prompts, against "
         f"{report['reference']}:",

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from django.core.cache import cache
 
 from webapp.jobs.models import Job, MetricPoint
-from webapp.monitoring.downsample import DEFAULT_LIMIT, SeriesSummary, downsample
+from webapp.lib.downsample import DEFAULT_LIMIT, SeriesSummary, downsample
 
 SUMMARY_VERSION = 1
 SUMMARY_TIMEOUT_S = 24 * 3600
