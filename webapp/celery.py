@@ -5,6 +5,7 @@ whatever ``CELERY_BROKER_URL`` says; nothing connects at import time.
 """
 
 import os
+from pathlib import Path
 
 from celery import Celery
 
@@ -13,6 +14,22 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
 app = Celery("gad_studio")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks(["worker"])
+
+FILESYSTEM_FOLDERS = ("data_folder_in", "data_folder_out", "processed_folder", "control_folder")
+
+
+@app.on_after_configure.connect
+def _make_filesystem_broker_folders(sender: Celery, **kwargs) -> None:
+    """kombu's filesystem transport (development without CELERY_BROKER_URL) lists its
+    folders without creating them: a worker started on a fresh data directory would stop
+    at once (FileNotFoundError). They are made when the app is first configured, in
+    every process that uses it, never at import."""
+    if not str(sender.conf.broker_url).startswith("filesystem://"):
+        return
+    options = sender.conf.broker_transport_options or {}
+    for key in FILESYSTEM_FOLDERS:
+        if options.get(key):
+            Path(options[key]).mkdir(parents=True, exist_ok=True)
 
 
 def broker_redis():
