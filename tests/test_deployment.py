@@ -26,7 +26,7 @@ from django.contrib.auth import get_user_model
 
 from tests.processes import COMPOSE, ROOT, STALE_S, SWEEP_S, Site, queues_of
 from tests.webapp.factories import make_prompt_set, register_model
-from tests.worker.conftest import wait_for
+from tests.worker.conftest import held_by, wait_for
 from webapp.jobs.models import Checkpoint, Job, MetricPoint
 from webapp.promptsets.models import Prompt
 from webapp.teams.actions import create_api_token, create_team
@@ -131,24 +131,24 @@ def test_a_killed_worker_is_replaced_and_its_job_resumes_within_two_sweeps(site_
     config = {**SMALL, "gad": {"epochs": 6, "lr": 1e-3}}
     prompt_set = make_prompt_set(lab["team"], n=24, name="long")
     Prompt.objects.filter(prompt_set=prompt_set).update(teacher_response="the answer is four")
-    configs, errors = build_configs(lab["team"], "gad", lab["student"], config)
-    assert not errors, errors
-    request = actions.LaunchRequest("job", prompt_set, None, lab["student"], 0, configs)
+    spec, errors = build_configs(lab["team"], "gad", lab["student"], config)
+    assert spec is not None, errors
+    request = actions.LaunchRequest("job", prompt_set, None, spec)
     job = actions.launch(lab["team"], None, request)[0]
     first = site.start("worker", "first")
     site.start("beat")
     wait_for(lambda: Checkpoint.objects.filter(job=job).exists(), 180, "a checkpoint", site.logs)
     job.refresh_from_db()
-    assert job.status == "training" and job.worker.endswith(f":{first.pid}"), job.worker
+    assert job.status == "training" and held_by(job, first), job.claimed_by
     os.killpg(first.pid, signal.SIGKILL)  # the worker and its trainer, as a node dies
     first.wait()
     job.refresh_from_db()
-    stale_at = job.heartbeat_at.timestamp() + STALE_S
+    stale_at = job.claimed_until.timestamp()  # its last beat + GAD_HEARTBEAT_STALE_S
     second = site.start("worker", "second")
 
     def resumed():
         job.refresh_from_db()
-        return job.worker.endswith(f":{second.pid}")
+        return held_by(job, second)
 
     wait_for(resumed, STALE_S + 10 * SWEEP_S + 60, "the second worker to take the job", site.logs)
     # Beat's sweep (run by the new worker) re-queued it within two sweep periods of

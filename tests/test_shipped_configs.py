@@ -24,8 +24,8 @@ def test_demo_job_config_is_valid(db):
     from webapp.teams.models import Team
 
     team = Team.objects.create(name="Demo", slug="demo")
-    configs, errors = build_configs(team, "pair", "org/student", DEMO_CONFIG)
-    assert errors == [] and set(configs) == {"gad", "seqkd"}
+    spec, errors = build_configs(team, "pair", "org/student", DEMO_CONFIG)
+    assert errors == [] and set(spec.configs) == {"gad", "seqkd"}
 
 
 def test_there_are_shipped_configs():

@@ -35,6 +35,7 @@ from trainer.score import (
 )
 from trainer.teacher import (
     AnswerStore,
+    Budget,
     Limits,
     Sampling,
     Summary,
@@ -125,13 +126,15 @@ def run_collect(args: argparse.Namespace) -> int:
     records = list(iter_records(args.prompts))  # raises BadInput naming the line
     sampling = Sampling(args.temperature, args.top_p, args.max_tokens, args.seed)
     spec = _teacher_spec(args, "teacher", sampling)
-    limits = Limits(args.concurrency, args.rpm, args.tpm, args.max_total_tokens)
+    limits = Limits(args.concurrency, args.rpm, args.tpm)
+    budget = Budget(cap=args.max_total_tokens)
     store = AnswerStore(args.cache or DEFAULT_CACHE)
     bar = _CollectBar()
     summary = Summary()
     try:
+        prompts = [r.messages for r in records]
         summary = asyncio.run(
-            collect([r.messages for r in records], spec, store, limits, on_progress=bar.update)
+            collect(prompts, spec, store, limits, on_progress=bar.update, budget=budget)
         )
     except TeacherError as err:
         bar.close()
@@ -206,14 +209,24 @@ def run_judge(args: argparse.Namespace) -> int:
         resamples=args.resamples,
         seed=args.seed,
     )
-    limits = Limits(args.concurrency, args.rpm, args.tpm, args.max_total_tokens)
+    limits = Limits(args.concurrency, args.rpm, args.tpm)
+    budget = Budget(cap=args.max_total_tokens)
     store = AnswerStore(args.cache or DEFAULT_CACHE)
     try:
         print(f"judge: {forecast_run(items, answers, endpoint, store, config).line()}")
         bar = _JudgeBar()
         try:
             report = asyncio.run(
-                judge(items, answers, endpoint, store, config, limits, on_progress=bar.update)
+                judge(
+                    items,
+                    answers,
+                    endpoint,
+                    store,
+                    config,
+                    limits,
+                    on_progress=bar.update,
+                    budget=budget,
+                )
             )
         finally:
             bar.close()

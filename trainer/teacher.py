@@ -515,15 +515,47 @@ class Summary:
 
 @dataclass(frozen=True)
 class Limits:
+    """How fast a run may ask: requests at once, per minute, tokens per minute."""
+
     concurrency: int = 16
     requests_per_minute: float | None = None
     tokens_per_minute: float | None = None
-    max_total_tokens: int | None = None
-    # Asked before each request with what the run would have spent once it is sent
-    # (tokens used, plus the estimates of the requests in flight and of this one); False
-    # stops the run as out of budget. A caller whose budget other runs share reserves
-    # the tokens here, atomically, before they are spent.
-    allow: Callable[[int], bool] | None = None
+
+
+@dataclass
+class Budget:
+    """The tokens a run may spend: one object for collection, an evaluation's teacher
+    answers and the judge alike (the judge's rounds share it: ``spent`` carries what the
+    earlier ones spent).
+
+    Before each request the run asks ``allow(total)`` with what it would have spent once
+    the request is sent: its tokens so far, plus the estimates of the requests in flight
+    and of this one. Two things may say no, and ``stopped_by`` records which did first:
+
+    - ``"cap"``: the run's own cap, ``cap`` tokens in all, ``offset`` of which earlier
+      attempts of the same work spent (a judge run continued, a redelivered task);
+    - ``"pool"``: ``reserve``, a pool the run shares with others (a team's monthly
+      tokens), called with the run's total; the caller reserves there, atomically,
+      before the tokens are spent. The cap is asked first: a request it refuses reserves
+      nothing of the pool.
+    """
+
+    cap: int | None = None
+    offset: int = 0
+    reserve: Callable[[int], bool] | None = None
+    spent: int = 0  # by this run's earlier collections (the judge's rounds)
+    stopped_by: str = ""
+
+    def allow(self, total: int) -> bool:
+        """``total``: what the current collection would have spent (``spent`` is added)."""
+        total += self.spent
+        if self.cap is not None and self.offset + total > self.cap:
+            self.stopped_by = self.stopped_by or "cap"
+            return False
+        if self.reserve is not None and not self.reserve(total):
+            self.stopped_by = self.stopped_by or "pool"
+            return False
+        return True
 
 
 async def collect(
@@ -534,9 +566,12 @@ async def collect(
     retry: RetryPolicy = RetryPolicy(),
     on_progress: Callable[[Summary], None] | None = None,
     client: openai.AsyncOpenAI | None = None,
+    budget: Budget | None = None,
 ) -> Summary:
     """Ask the teacher for every prompt the store lacks; return what happened.
 
+    With a ``budget``, no request goes out that it does not allow (the summary then
+    says ``stopped: budget``), and what this collection spent is added to its ``spent``.
     Raises TeacherError (scope "run") when the teacher cannot be used at all; the
     answers stored up to then are kept.
     """
@@ -565,11 +600,7 @@ async def collect(
 
     def over_budget(estimate: int) -> bool:
         # Counting what is in flight keeps concurrent requests from overshooting.
-        total = summary.tokens + in_flight[0] + estimate
-        cap = limits.max_total_tokens
-        if cap is not None and total > cap:
-            return True
-        return limits.allow is not None and not limits.allow(total)
+        return budget is not None and not budget.allow(summary.tokens + in_flight[0] + estimate)
 
     async def worker() -> None:
         while pending:
@@ -625,5 +656,7 @@ async def collect(
         # Every HTTP request is a first try or a counted retry.
         summary.http_requests = summary.requested + summary.retries
         summary.wall_s = time.monotonic() - started
+        if budget is not None:
+            budget.spent += summary.tokens
         await client.close()
     return summary

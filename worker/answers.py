@@ -9,14 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict
 from typing import TypeVar
 
 from django.db import connection
 
 from trainer.teacher import Answer
+from webapp.promptsets.actions import save_teacher_answer
 from webapp.promptsets.answers import load_answers
-from webapp.promptsets.models import TeacherAnswer
 from webapp.teams.actions import month_usage, reserve_tokens, settle_tokens
 
 T = TypeVar("T")
@@ -45,19 +44,10 @@ class DbAnswerStore:
         return self.orm.call(load_answers, fingerprint, list(hashes))
 
     def put(self, answer: Answer) -> None:
-        self.orm.call(_save, answer)
+        self.orm.call(save_teacher_answer, answer)
 
     def close(self) -> None:
         pass
-
-
-def _save(answer: Answer) -> None:
-    values = asdict(answer)
-    TeacherAnswer.objects.update_or_create(
-        prompt_hash=values.pop("prompt_hash"),
-        fingerprint=values.pop("fingerprint"),
-        defaults=values,
-    )
 
 
 def remaining_tokens(team) -> int:
@@ -71,9 +61,9 @@ class TokenReservation:
     budget before the requests go out (``teams.actions.reserve_tokens``: atomic, so runs
     at the same time share the remainder instead of each spending all of it).
 
-    ``allow`` is ``trainer.teacher.Limits.allow``: called from the run's event loop before
-    each request with the run's total so far; it reserves another chunk when the total
-    would pass what is reserved. ``settle`` corrects the ledger to what was really spent,
+    ``allow`` is the pool of the run's ``trainer.teacher.Budget``: called from the run's
+    event loop before each request with the run's total so far; it reserves another
+    chunk when the total would pass what is reserved. ``settle`` corrects the ledger to what was really spent,
     however the run ends.
     """
 

@@ -23,12 +23,10 @@ redelivered task (worker lost, ``acks_late``) resumes where the last one stopped
 from __future__ import annotations
 
 import logging
-import os
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -37,9 +35,11 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import close_old_connections
 
+from trainer.config import MAX_RESPONSE_TOKENS
 from trainer.judge import judge, reports_by_group
-from trainer.teacher import Limits, collect
+from trainer.teacher import collect
 from webapp.celery import app
+from webapp.claims import worker_name
 from webapp.evaluation import actions, results
 from webapp.evaluation.models import Evaluation, System, SystemKind
 from webapp.jobs import references
@@ -47,18 +47,16 @@ from webapp.jobs.models import JobAnswer
 from webapp.judging import actions as judging_actions
 from webapp.judging import runs
 from webapp.judging.models import JudgeRun
+from webapp.nodes import actions as node_actions
 from webapp.promptsets.models import Prompt, TeacherAnswer
 from webapp.teams.actions import record_usage
 from webapp.teams.models import UsageKind
 from worker import leases
 from worker.claims import LostClaim, Renewal
-from worker.ingest import scrub
 from worker.paid import paid_call
 from worker.runner import (
     TrainerProcess,
-    bad_input_message,
     generate_argv,
-    log_tail,
     read_answers,
     trainer_env,
     write_prompts,
@@ -77,10 +75,6 @@ __all__ = ["LostClaim", "generate_answers", "judge_evaluation", "run_judge"]
 def renewal(renew, name: str) -> Renewal:
     """A claim of LEASE_S seconds, renewed four times per lease."""
     return Renewal(renew, LEASE_S / 4, name)
-
-
-def worker_name() -> str:
-    return f"{leases.node_name()}:{os.getpid()}:{threading.get_ident()}"
 
 
 @app.task(
@@ -102,7 +96,7 @@ def generate_answers(self, evaluation_id: int) -> str:
         raise self.retry(countdown=LEASE_S)
 
     def renew() -> bool:
-        leases.renew(Evaluation(pk=evaluation_id))  # the GPU a model's generation holds
+        node_actions.renew(Evaluation(pk=evaluation_id))  # the GPU a model's generation holds
         return actions.renew(evaluation_id, name, LEASE_S)
 
     lease = renewal(renew, f"eval-lease-{evaluation_id}")
@@ -123,7 +117,7 @@ def generate_answers(self, evaluation_id: int) -> str:
     if busy is not None:
         # Let go of the evaluation first, so that any worker may take it up again.
         log.info("%s; retrying in %s s", busy, settings.GAD_GPU_RETRY_S)
-        leases.retry_later(self, Evaluation.objects.filter(pk=evaluation_id))
+        leases.retry_later(self, actions.GENERATE, evaluation_id)
     log.info("evaluation %s: %s", evaluation_id, ", ".join(done) or "nothing to do")
     if (run := judging_actions.launch_auto(evaluation_id)) is not None:
         log.info("evaluation %s: judge run %s %s", evaluation_id, run.pk, run.status)
@@ -187,7 +181,7 @@ def reuse_job_answers(system: System, prompts: list[Prompt]) -> list[Prompt]:
     last = job.checkpoints.order_by("-step").values_list("pk", flat=True).first()
     if (
         last != checkpoint.pk
-        or job.config.get("max_response_tokens", 1536) != evaluation.max_new_tokens
+        or job.config.get("max_response_tokens", MAX_RESPONSE_TOKENS) != evaluation.max_new_tokens
     ):
         return prompts
     found = {
@@ -226,11 +220,9 @@ def model_answers(system: System, lease: Renewal) -> str:
             close_old_connections()
             actions.set_progress(system.pk, _count_lines(partial))
 
-        code = proc.watch(tick, POLL_S)
-    if code == 2:
-        return bad_input_message(log_path)
-    if code != 0:
-        return f"`trainer generate` exited with status {code}. Its last lines:\n{log_tail(log_path, 20)}"
+        ended = proc.watch(tick, POLL_S)
+    if not ended.ok:
+        return ended.failure("`trainer generate`", lines=20)
     actions.store_answers(system, read_answers(out))
     return ""
 
@@ -255,7 +247,7 @@ def generation_gpus(evaluation: Evaluation) -> Iterator[str]:
     if settings.GAD_EVAL_GPUS or not settings.GAD_WORKER_GPUS:
         yield settings.GAD_EVAL_GPUS
         return
-    rows = leases.acquire(evaluation, settings.GAD_WORKER_GPUS, 1)
+    rows = node_actions.acquire(evaluation, settings.GAD_WORKER_GPUS, 1)
     if rows is None:
         raise leases.NoGpu(f"evaluation {evaluation.pk} needs a GPU; this node has none free")
     log.info("evaluation %s: generating on leased GPU %s", evaluation.pk, rows[0].gpu_index)
@@ -263,7 +255,7 @@ def generation_gpus(evaluation: Evaluation) -> Iterator[str]:
     try:
         yield str(rows[0].gpu_index)
     finally:
-        leases.release(rows)
+        node_actions.release(rows)
         seconds = round(time.monotonic() - started, 3)
         record_usage(evaluation.team, UsageKind.GPU_SECONDS, seconds)
 
@@ -297,8 +289,8 @@ def teacher_answers(system: System, lease: Renewal) -> str:
     paid = paid_call(
         endpoint,
         evaluation.team,
-        lambda spec, store, limits, on_progress: collect(
-            [p.messages for p in prompts], spec, store, limits, on_progress=on_progress
+        lambda spec, store, budget, on_progress: collect(
+            [p.messages for p in prompts], spec, store, on_progress=on_progress, budget=budget
         ),
         on_progress=progress,
         max_tokens=evaluation.max_new_tokens,
@@ -322,7 +314,7 @@ def _store_teacher_answers(system: System, prompts: list[Prompt], fingerprint: s
     actions.store_answers(
         system,
         [
-            (pk, scrub(a.response), a.finish_reason or a.flag)
+            (pk, a.response, a.finish_reason or a.flag)
             for a in answers
             for pk in by_hash[a.prompt_hash]
         ],
@@ -371,29 +363,6 @@ def judge_evaluation(run_id: int) -> str:
     return run.status
 
 
-@dataclass
-class TokenCap:
-    """The judge run's token cap, around the team budget's ``allow``: no request that
-    would take the run past ``cap`` (what its earlier deliveries spent counted in), and
-    a record that it was the cap, not the team's budget, that stopped the run."""
-
-    cap: int | None
-    spent_before: int
-    reached: bool = False
-
-    def around(self, limits: Limits) -> Limits:
-        team = limits.allow
-
-        def allow(total: int) -> bool:
-            # The cap first: a request it refuses reserves none of the team's tokens.
-            if self.cap is not None and self.spent_before + total > self.cap:
-                self.reached = True
-                return False
-            return team is None or team(total)
-
-        return replace(limits, allow=allow)
-
-
 def run_judge(run: JudgeRun, lease: Renewal | None = None) -> tuple[str, bool]:
     """Fill ``run.report`` and ``run.tokens_used``; return (the message for the page or
     '', whether the run paused at its token cap)."""
@@ -402,7 +371,7 @@ def run_judge(run: JudgeRun, lease: Renewal | None = None) -> tuple[str, bool]:
         return "The judge endpoint was deleted; choose another judge.", False
     items, answers = runs.judge_inputs(evaluation)
     # Tokens of earlier deliveries (a worker lost, a paused run continued) count too.
-    cap = TokenCap(runs.token_cap(run), run.tokens_used)
+    cap, spent_before = runs.token_cap(run), run.tokens_used
     shown: dict[str, Any] = {"at": 0.0, "phase": ""}
 
     def progress(p, orm) -> None:
@@ -410,22 +379,24 @@ def run_judge(run: JudgeRun, lease: Renewal | None = None) -> tuple[str, bool]:
             lease.check()  # another worker took the run over: stop asking the judge
         now = time.monotonic()
         if p.phase != shown["phase"] or now - shown["at"] > POLL_S or p.done == p.total:
-            shown.update(at=now, phase=p.phase)
+            shown["at"], shown["phase"] = now, p.phase
             state = {"phase": p.phase, "done": p.done, "total": p.total}
-            spent = cap.spent_before + p.tokens
+            spent = spent_before + p.tokens
             orm.call(judging_actions.record_progress, run.pk, state, spent)
 
     paid = paid_call(
         endpoint,
         evaluation.team,
-        lambda spec, store, limits, on_progress: judge(
-            items, answers, spec, store, limits=cap.around(limits), on_progress=on_progress
+        lambda spec, store, budget, on_progress: judge(
+            items, answers, spec, store, on_progress=on_progress, budget=budget
         ),
         role="judge",
+        cap=cap,
+        spent_before=spent_before,
         on_progress=progress,
         tokens_of=lambda report: report.summary.tokens,
     )
-    run.tokens_used = cap.spent_before + paid.tokens
+    run.tokens_used = spent_before + paid.tokens
     report = paid.result
     if report is None:
         return paid.error, False
@@ -440,11 +411,11 @@ def run_judge(run: JudgeRun, lease: Renewal | None = None) -> tuple[str, bool]:
     run.report = data
     if report.summary.stopped == "unreadable":
         return runs.unreadable_message(data), False
-    if report.summary.stopped == "budget" and cap.cap is not None and cap.reached:
+    if report.summary.stopped == "budget" and cap is not None and paid.stopped_by == "cap":
         # The cap also turns a request away while others are in flight (their tokens
         # are reserved at their estimates): the run paused only if calls were left.
         if any(s.n_unjudged for s in report.systems):
-            return runs.paused_message(run, cap.cap), True
+            return runs.paused_message(run, cap), True
         return "", False
     if report.summary.stopped == "budget":
         return f"The team's teacher token budget ran out ({report.summary.line()}).", False

@@ -2,8 +2,9 @@
 
 The run directory is the contract (DESIGN.md): metrics.jsonl, samples.jsonl, and
 checkpoints/step-N/ directories that appear only complete. Reads are incremental (a
-byte offset per file, whole lines only) and writes idempotent (upserts keyed by step),
-so a resumed run that rewrites steps after its checkpoint simply replaces them.
+byte offset per file, whole lines only) and the writes (``webapp.jobs.actions``, under
+the job's claim) idempotent (upserts keyed by step), so a resumed run that rewrites
+steps after its checkpoint simply replaces them.
 """
 
 from __future__ import annotations
@@ -13,15 +14,12 @@ import logging
 import re
 from pathlib import Path
 
-from django.db import transaction
-
-from webapp.jobs import series
-from webapp.jobs.models import Checkpoint, Job, MetricPoint, Sample
+from webapp.jobs import actions, series
+from webapp.jobs.models import Job
 
 log = logging.getLogger(__name__)
 
 STEP_DIR = re.compile(r"^step-(\d+)$")
-CONTEXT_KEYS = {"step", "stage", "time"}
 
 
 class JsonlTail:
@@ -70,9 +68,8 @@ class RunIngest:
                 self._event(record)
             elif "step" in record:
                 points.append(record)
-        with transaction.atomic():
-            self._upsert_metrics(points)
-            self._add_samples(samples)
+        if points or samples:
+            actions.record_metrics(self.job, points, samples)
         if points:
             # Keep the charts' down-sampled summary current as the points arrive: with a
             # shared cache (GAD_CACHE_URL) the page's first full request then reads
@@ -93,33 +90,6 @@ class RunIngest:
         if record["event"] == "stopped":
             self.stopped_reason = record.get("reason", "stopped")
 
-    def _upsert_metrics(self, records: list[dict]) -> None:
-        rows = [
-            MetricPoint(
-                job=self.job,
-                step=r["step"],
-                stage=r.get("stage", ""),
-                time=r.get("time"),
-                values={k: v for k, v in r.items() if k not in CONTEXT_KEYS},
-            )
-            for r in records
-        ]
-        MetricPoint.objects.bulk_create(
-            rows,
-            batch_size=500,
-            update_conflicts=True,
-            unique_fields=["job", "step", "stage"],
-            update_fields=["time", "values"],
-        )
-
-    def _add_samples(self, records: list[dict]) -> None:
-        rows = [
-            Sample(job=self.job, step=r["step"], stage=r.get("stage", ""), data=_sample_data(r))
-            for r in records
-            if "step" in r
-        ]
-        Sample.objects.bulk_create(rows, batch_size=200)
-
     def _register_checkpoints(self) -> int:
         root = self.run_dir / "checkpoints"
         if not root.is_dir():
@@ -131,16 +101,8 @@ class RunIngest:
                 continue
             step = int(match[1])
             student = entry / "student"
-            stage = (
-                MetricPoint.objects.filter(job=self.job, step=step)
-                .values_list("stage", flat=True)
-                .first()
-            ) or ""
-            Checkpoint.objects.update_or_create(
-                job=self.job,
-                step=step,
-                defaults={"path": str(student), "stage": stage, "size_bytes": _size(student)},
-            )
+            if actions.register_checkpoint(self.job, step, str(student), _size(student)) is None:
+                continue  # this worker lost the job: its successor registers it
             self.known_steps.add(step)
             added += 1
         return added
@@ -154,26 +116,5 @@ def _total_steps(run_dir: Path) -> int | None:
         return None
 
 
-def _sample_data(record: dict) -> dict:
-    return {k: scrub(v) for k, v in record.items() if k not in CONTEXT_KEYS}
-
-
-def scrub(value):
-    """PostgreSQL's JSON cannot hold NUL characters, which an untrained model may emit."""
-    if isinstance(value, str):
-        return value.replace("\x00", "\ufffd")
-    if isinstance(value, list):
-        return [scrub(v) for v in value]
-    if isinstance(value, dict):
-        return {k: scrub(v) for k, v in value.items()}
-    return value
-
-
 def _size(directory: Path) -> int:
     return sum(p.stat().st_size for p in directory.rglob("*") if p.is_file())
-
-
-def forget_after(job: Job, step: int) -> None:
-    """Drop rows past the checkpoint a run resumes from: the resumed run rewrites them."""
-    MetricPoint.objects.filter(job=job, step__gt=step).delete()
-    Sample.objects.filter(job=job, step__gt=step).delete()

@@ -15,16 +15,16 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from trainer.teacher import Limits, TeacherError, TeacherSpec
+from trainer.teacher import Budget, TeacherError, TeacherSpec
 from webapp.teachers import crypto, ssrf
 from webapp.teachers.models import KEY_MASK, TeacherEndpoint
 from webapp.teachers.specs import teacher_spec
 from worker.answers import DbAnswerStore, OrmThread, TokenReservation, remaining_tokens
 
 R = TypeVar("R")
-# run(spec, store, limits, on_progress) -> the coroutine of trainer.teacher.collect or
+# run(spec, store, budget, on_progress) -> the coroutine of trainer.teacher.collect or
 # trainer.judge.judge.
-Run = Callable[[TeacherSpec, DbAnswerStore, Limits, Callable[[Any], None]], Coroutine[Any, Any, R]]
+Run = Callable[[TeacherSpec, DbAnswerStore, Budget, Callable[[Any], None]], Coroutine[Any, Any, R]]
 
 NO_BUDGET = "The team's teacher tokens for this month are spent."
 
@@ -45,6 +45,7 @@ class Paid(Generic[R]):
     kind: str = ""
     failure: str = ""
     error: str = ""
+    stopped_by: str = ""  # the budget's say: "cap" (the run's own), "pool" (the team's)
 
 
 def without_key(message: str, endpoint: TeacherEndpoint, spec: TeacherSpec | None) -> str:
@@ -61,12 +62,15 @@ def paid_call(
     *,
     role: str = "teacher",
     job=None,
+    cap: int | None = None,
+    spent_before: int = 0,
     on_progress: Callable[[Any, OrmThread], None] | None = None,
     tokens_of: Callable[[R], int] = lambda result: result.tokens,  # type: ignore[attr-defined]
     **sampling: Any,
 ) -> Paid[R]:
     """Run ``run`` against ``endpoint`` within the team's budget and charge what it spends
-    (to ``job`` as well, when given).
+    (to ``job`` as well, when given). Its ``Budget`` has the team's monthly tokens as its
+    pool and, when given, ``cap`` tokens in all of which ``spent_before`` are spent.
 
     ``on_progress(progress, orm)`` is called from the run's event loop with each progress
     report (it may write through ``orm``, and raise to stop the run: cancel, lost
@@ -91,9 +95,9 @@ def paid_call(
         seen[0] = max(seen[0], report.tokens)
 
     paid: Paid[R] = Paid(fingerprint=spec.fingerprint)
+    budget = Budget(cap=cap, offset=spent_before, reserve=reservation.allow)
     try:
-        limits = Limits(allow=reservation.allow)
-        paid.result = asyncio.run(run(spec, DbAnswerStore(orm), limits, progress))
+        paid.result = asyncio.run(run(spec, DbAnswerStore(orm), budget, progress))
     except BaseException as exc:
         failed, rest = _split(exc)
         if rest is not None:
@@ -103,6 +107,7 @@ def paid_call(
         paid.error = f"The {role} failed: {paid.failure}"
     finally:
         paid.tokens = tokens_of(paid.result) if paid.result is not None else seen[0]
+        paid.stopped_by = budget.stopped_by
         reservation.settle(paid.tokens)
         orm.close()
     return paid

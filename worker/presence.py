@@ -10,7 +10,8 @@ from celery.signals import celeryd_after_setup, worker_ready, worker_shutdown
 from django.conf import settings
 from django.db import close_old_connections, connection
 
-from webapp.nodes import presence
+from webapp.claims import node_name
+from webapp.nodes import actions, presence
 from worker import leases
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ def _consume_the_node_queue(sender=None, instance=None, **kwargs) -> None:
     worker of a multi-node job sends each member node its part there."""
     if instance is not None:
         # Its own exchange, as the queue a sender creates from the name alone.
-        queue = leases.node_queue(leases.node_name())
+        queue = leases.node_queue(node_name())
         instance.app.amqp.queues.select_add(queue, exchange=queue, routing_key=queue)
 
 
@@ -46,7 +47,7 @@ def _start_reporting(sender=None, **kwargs) -> None:
             while True:
                 try:
                     close_old_connections()
-                    presence.report(name, leases.node_name(), queues, gpus)
+                    actions.report(name, node_name(), queues, gpus)
                 except Exception:  # the database may be down a moment: report again later
                     log.warning("worker %s: could not report itself", name, exc_info=True)
                 if halt.wait(presence.REPORT_EVERY_S):
@@ -55,7 +56,7 @@ def _start_reporting(sender=None, **kwargs) -> None:
             connection.close()
 
     thread = threading.Thread(target=beat, daemon=True, name="worker-presence")
-    _state.update(name=name, halt=halt, thread=thread)
+    _state["name"], _state["halt"], _state["thread"] = name, halt, thread
     thread.start()
     log.info("worker %s: reporting queues %s and GPUs %s", name, queues, gpus)
 
@@ -68,6 +69,6 @@ def _stop_reporting(**kwargs) -> None:
     if isinstance(name, str):
         try:
             close_old_connections()
-            presence.gone(name)
+            actions.gone(name)
         except Exception:
             log.warning("worker %s: could not remove itself", name, exc_info=True)

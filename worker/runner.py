@@ -36,6 +36,31 @@ def _die_with_parent() -> None:
         pass  # not Linux: the sweep still waits for the heartbeat to go stale
 
 
+@dataclass(frozen=True)
+class Exit:
+    """How a trainer child process ended.
+
+    ``bad_input`` is the trainer's own one-paragraph message when it stopped on bad input
+    (exit status 2; under torchrun, which exits 1 when a rank exits 2, a rank's
+    ``error:`` line); None otherwise. ``tail`` is the end of its log."""
+
+    code: int
+    bad_input: str | None
+    tail: str
+
+    @property
+    def ok(self) -> bool:
+        return self.code == 0
+
+    def failure(self, what: str, lines: int = LOG_TAIL_LINES) -> str:
+        """The message for a failed run: the trainer's own for bad input, else the status
+        and the log's last ``lines``."""
+        if self.bad_input is not None:
+            return self.bad_input
+        last = "\n".join(self.tail.splitlines()[-lines:])
+        return f"{what} exited with status {self.code}. Its last lines:\n{last}"
+
+
 class TrainerProcess:
     def __init__(
         self,
@@ -71,8 +96,8 @@ class TrainerProcess:
             self._log.close()
         return code
 
-    def watch(self, tick: Callable[[], None], poll_s: float) -> int:
-        """Wait for the child to exit and return its status, calling ``tick()`` between
+    def watch(self, tick: Callable[[], None], poll_s: float) -> Exit:
+        """Wait for the child to exit and say how it ended, calling ``tick()`` between
         polls while it runs. ``tick`` raises to stop waiting (a cancel, a lost claim).
 
         Whatever ends the wait early (that, a database error, the task's time limit),
@@ -83,11 +108,20 @@ class TrainerProcess:
             while (code := self.poll()) is None:
                 tick()
                 time.sleep(poll_s)
-            return code
         except BaseException:
             if self.poll() is None:
                 self.kill()
             raise
+        return self.exit(code)
+
+    def exit(self, code: int) -> Exit:
+        lines = log_tail(self.log_path, 50).splitlines()
+        errors = [line.removeprefix("error: ") for line in lines if line.startswith("error: ")]
+        stopped_on_input = code == 2 or (code == 1 and self.launcher and bool(errors))
+        bad_input = None
+        if stopped_on_input:
+            bad_input = errors[-1] if errors else "\n".join(lines[-10:])
+        return Exit(code, bad_input, log_tail(self.log_path))
 
     def terminate(self) -> None:
         """Ask the trainer to stop: it finishes the step, saves a checkpoint, exits 0.
@@ -273,21 +307,5 @@ def generate_argv(
 
 def read_answers(path: Path) -> list[tuple[int, str, str]]:
     """(prompt id, answer, finish reason) from a `trainer generate` output file."""
-    from worker.ingest import scrub
-
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
-    return [
-        (int(r["id"]), scrub(r.get("response") or ""), r.get("finish_reason") or "") for r in rows
-    ]
-
-
-def has_bad_input(log_path: Path) -> bool:
-    """The trainer (or one of torchrun's ranks) stopped on bad input: an ``error:`` line."""
-    return any(line.startswith("error: ") for line in log_tail(log_path, 50).splitlines())
-
-
-def bad_input_message(log_path: Path) -> str:
-    """The trainer's own one-paragraph message after an exit with status 2."""
-    lines = log_tail(log_path, 50).splitlines()
-    errors = [line.removeprefix("error: ") for line in lines if line.startswith("error: ")]
-    return errors[-1] if errors else "\n".join(lines[-10:])
+    return [(int(r["id"]), r.get("response") or "", r.get("finish_reason") or "") for r in rows]

@@ -19,7 +19,15 @@ from trainer.judge import (
     reports_by_group,
     verdict_messages,
 )
-from trainer.teacher import AnswerStore, Limits, RetryPolicy, TeacherError, TeacherSpec, prompt_hash
+from trainer.teacher import (
+    AnswerStore,
+    Budget,
+    Limits,
+    RetryPolicy,
+    TeacherError,
+    TeacherSpec,
+    prompt_hash,
+)
 
 FAST_RETRY = RetryPolicy(max_attempts=2, base_delay=0.01, max_delay=0.05)
 
@@ -32,7 +40,7 @@ def same_quality(q: float, n: int = 4) -> dict[str, str]:
     return {f"p{i}": f"an answer q={q:g}" for i in range(n)}
 
 
-def run(server, items, answers, store, config=None, concurrency=4, **limits):
+def run(server, items, answers, store, config=None, concurrency=4, budget=None):
     spec = TeacherSpec(server.url, "judge-model")
     return asyncio.run(
         judge(
@@ -41,8 +49,9 @@ def run(server, items, answers, store, config=None, concurrency=4, **limits):
             spec,
             store,
             config or JudgeConfig(),
-            Limits(concurrency=concurrency, **limits),
+            Limits(concurrency=concurrency),
             FAST_RETRY,
+            budget=budget,
         )
     )
 
@@ -185,15 +194,17 @@ def test_unreachable_judge_stops_the_run(store):
 def test_token_budget_stops_cleanly_and_leaves_items_unjudged_not_failed(store):
     config = JudgeConfig(reference_max_tokens=16, verdict_max_tokens=16)
     with ScriptedJudge(QualityJudge()) as server:
-        report = run(
-            server, make_items(), {"s": same_quality(5)}, store, config, 1, max_total_tokens=340
-        )
+        budget = Budget(cap=340)
+        report = run(server, make_items(), {"s": same_quality(5)}, store, config, 1, budget)
     system = report.systems[0]
     assert report.summary.stopped == "budget"
     assert 4 < server.requests < 12 and report.summary.tokens <= 340
     assert system.n_unjudged > 0 and system.n_failures == 0
     assert system.n_scored + system.n_unjudged == 4
     assert all("budget" in r.reason for r in report.items if r.status == "unjudged")
+    # One budget across the three rounds: what they spent is the run's, and it was the
+    # run's own cap that said no.
+    assert budget.spent == report.summary.tokens and budget.stopped_by == "cap"
 
 
 def test_a_verdict_without_answer_after_retries_is_asked_again_next_run(store):

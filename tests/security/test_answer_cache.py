@@ -22,8 +22,8 @@ def _collect(endpoint, team, prompts) -> int:
     paid = paid_call(
         endpoint,
         team,
-        lambda spec, store, limits, on_progress: collect(
-            [p.messages for p in prompts], spec, store, limits, on_progress=on_progress
+        lambda spec, store, budget, on_progress: collect(
+            [p.messages for p in prompts], spec, store, on_progress=on_progress, budget=budget
         ),
     )
     assert paid.kind == "", paid.error

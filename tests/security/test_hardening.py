@@ -28,7 +28,7 @@ def test_the_trainer_process_sees_no_site_secret(monkeypatch, tmp_path):
     # The very process the worker starts: it prints its environment.
     code = "import json, os; print(json.dumps(sorted(os.environ)))"
     proc = TrainerProcess([sys.executable, "-c", code], tmp_path, tmp_path / "log", env)
-    assert proc.watch(lambda: None, 0.05) == 0
+    assert proc.watch(lambda: None, 0.05).ok
     seen = (tmp_path / "log").read_text()
     assert "PATH" in seen and not any(f'"{name}"' in seen for name in SECRETS)
     assert subprocess.run([sys.executable, "-c", "0"], env=env).returncode == 0

@@ -80,8 +80,8 @@ def test_the_teams_own_checkpoint_a_hub_id_and_a_registered_model_are_accepted(
     model.mkdir(parents=True)
     registered = register_model(settings, model, name="base")
     for ref in (own, "Qwen/Qwen2.5-7B-Instruct", registered):
-        configs, errors = build_configs(personas.team, "gad", ref, {})
-        assert errors == [] and configs["gad"]["student"] == ref
+        spec, errors = build_configs(personas.team, "gad", ref, {})
+        assert errors == [] and spec.configs["gad"]["student"] == ref
 
 
 def test_a_registered_model_for_other_teams_or_outside_the_roots_is_refused(
@@ -130,14 +130,22 @@ def test_evaluation_form_refuses_another_teams_checkpoint(login, personas, their
 
 
 def test_the_worker_checks_the_student_again_before_it_loads(personas, theirs, tmp_path):
-    """The stored config was edited in the database after the launch."""
+    """The stored job was edited in the database after the launch: its config's student
+    is not what the trainer loads (the launch's resolution is), and the stored student
+    and its resolution are checked again."""
+    import yaml
+
     from worker import pipeline
 
     job = personas.job
-    job.config = {**job.config, "student": theirs.path}
-    job.save()
     space = pipeline.Workspace(tmp_path / "work")
     space.root.mkdir()
+    job.config = {**job.config, "student": theirs.path}
+    pipeline.write_config(job, space)
+    assert yaml.safe_load(space.config.read_text())["student"] == "org/tiny-student"
+    space.config.unlink()
+    job.student = job.student_path = theirs.path
+    job.save()
     with pytest.raises(pipeline.JobFailed, match=REFUSED):
         pipeline.write_config(job, space)
     assert not space.config.exists()

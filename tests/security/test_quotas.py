@@ -18,8 +18,8 @@ from webapp.teachers import actions as teacher_actions
 from webapp.teams import actions as team_actions
 from webapp.teams.actions import create_api_token, record_usage
 from webapp.teams.models import UsageKind
+from worker.heartbeat import Heartbeat, Paused
 from worker.paid import paid_call
-from worker.pipeline import Heartbeat, Paused
 
 
 def _evaluation_form(personas) -> dict:
@@ -77,7 +77,7 @@ def test_gpu_time_is_charged_at_the_beats_and_pauses_the_job_over_quota(personas
     personas.team.quota.gpu_hours_per_month = Decimal("0.01")  # 36 GPU-seconds
     personas.team.quota.save()
     job = personas.job
-    job.status, job.worker, job.gpus = "training", "node:1", 2
+    job.status, job.claimed_by, job.gpus = "training", "node:1:1", 2
     job.save()
     now = [1000.0]
     beat = Heartbeat(job, gpus=2, clock=lambda: now[0])  # not started: the test beats
@@ -97,7 +97,7 @@ def test_gpu_time_is_charged_at_the_beats_and_pauses_the_job_over_quota(personas
     job.refresh_from_db()
     assert job.status == "paused"
     # Its end later charges only what was not charged yet.
-    job.status, job.worker = "training", "node:1"
+    job.status, job.claimed_by = "training", "node:1:1"
     job.save()
     job_actions.beat(job, gpu_seconds=5)
     assert job_actions.finish(job, "succeeded")
@@ -125,8 +125,8 @@ def test_concurrent_runs_cannot_overspend_the_remaining_tokens(personas, transac
                 paid_call(
                     endpoint,
                     personas.team,
-                    lambda spec, store, limits, on_progress: collect(
-                        prompts, spec, store, limits, on_progress=on_progress
+                    lambda spec, store, budget, on_progress: collect(
+                        prompts, spec, store, on_progress=on_progress, budget=budget
                     ),
                 )
             )

@@ -10,8 +10,8 @@ from pathlib import Path
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
-from webapp.promptsets.ingest import import_staged
 from webapp.promptsets.models import PromptSet, Upload
+from worker.imports import import_prompts
 
 
 def _post(client, name: str, content: bytes):
@@ -35,7 +35,7 @@ def test_the_request_stores_the_file_and_the_worker_parses_it(login, personas, s
     page = client.get(response["Location"])
     assert page.status_code == 200 and "Waiting for a worker" in page.content.decode()
     # The worker's task: progress as it reads, then the problem with its line number.
-    assert import_staged(upload.pk) == "failed"
+    assert import_prompts(upload.pk) == "failed"
     upload.refresh_from_db()
     assert upload.records_read >= 10_000  # reported while reading (every 5,000 records)
     assert upload.problems == [
@@ -54,8 +54,8 @@ def test_a_good_file_becomes_a_prompt_set_and_its_staged_copy_is_removed(login, 
     client = login(personas.member)
     response = _post(client, "good.jsonl", b'{"prompt": "hello"}\n')
     upload = Upload.objects.get()
-    assert import_staged(upload.pk) == "done"
-    assert import_staged(upload.pk) == "taken or ended already"  # a redelivery does nothing
+    assert import_prompts(upload.pk) == "done"
+    assert import_prompts(upload.pk) == "taken or ended already"  # a redelivery does nothing
     upload.refresh_from_db()
     assert upload.prompt_set.num_prompts == 1 and not _staged(settings)
     assert client.get(response["Location"])["Location"] == reverse(
@@ -70,6 +70,38 @@ def test_a_refused_type_and_a_lost_staged_file_leave_nothing(login, personas, se
     _post(client, "good.jsonl", b'{"prompt": "hello"}\n')
     upload = Upload.objects.get()
     Path(upload.staging_path).unlink()
-    assert import_staged(upload.pk) == "failed"
+    assert import_prompts(upload.pk) == "failed"
     upload.refresh_from_db()
     assert "the stored file is gone" in upload.error
+
+
+def test_an_import_whose_worker_died_while_reading_is_read_again(
+    login, personas, settings, monkeypatch, django_capture_on_commit_callbacks
+):
+    """A worker killed mid-read leaves the upload 'reading' with its staged file: once
+    its claim lapses the sweep queues the import again, and the next worker imports it
+    (a redelivery while the claim is live does nothing)."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from webapp import dispatch
+    from webapp.promptsets.ingest import IMPORT_TASK, claim_import
+    from worker.jobs import sweep
+
+    client = login(personas.member)
+    _post(client, "good.jsonl", b'{"prompt": "hello"}\n')
+    upload = Upload.objects.get()
+    assert claim_import(upload.pk, "node-a:1:1", 60) is not None  # the worker that dies
+    assert import_prompts(upload.pk) == "taken or ended already"
+    sent = []
+    monkeypatch.setattr(dispatch, "send", lambda task, args, queue=None: sent.append(task) or True)
+    sweep()
+    assert Upload.objects.get().status == "reading" and IMPORT_TASK not in sent  # alive
+    Upload.objects.update(claimed_until=timezone.now() - timedelta(seconds=1))
+    with django_capture_on_commit_callbacks(execute=True):
+        sweep()
+    upload.refresh_from_db()
+    assert upload.status == "queued" and upload.claimed_by == "" and IMPORT_TASK in sent
+    assert import_prompts(upload.pk) == "done"
+    assert Upload.objects.get().prompt_set.num_prompts == 1 and not _staged(settings)

@@ -17,6 +17,7 @@ import pytest
 from tests.teacher.faultproxy import FaultProxy
 from trainer.teacher import (
     AnswerStore,
+    Budget,
     Limits,
     RetryPolicy,
     Sampling,
@@ -115,7 +116,7 @@ def test_token_budget_stops_cleanly(teacher_server, tmp_path):
     store = AnswerStore(tmp_path / "a.sqlite")
     spec = spec_for(url, model)
     summary = asyncio.run(
-        collect(chats(10), spec, store, Limits(concurrency=1, max_total_tokens=60))
+        collect(chats(10), spec, store, Limits(concurrency=1), budget=Budget(cap=60))
     )
     assert summary.stopped == "budget"
     assert 0 < summary.answered < 10

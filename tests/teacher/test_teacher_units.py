@@ -12,6 +12,7 @@ import pytest
 from trainer.teacher import (
     Answer,
     AnswerStore,
+    Budget,
     RateLimiter,
     RetryPolicy,
     Sampling,
@@ -173,3 +174,24 @@ def test_redirects_are_refused_not_followed(tmp_path):
         redirect.shutdown()
     assert caught.value.scope == "run" and "use the final URL" in str(caught.value)
     assert hits == []
+
+
+def test_a_budgets_cap_counts_earlier_attempts_and_is_asked_before_the_pool():
+    asked = []
+
+    def pool(total: int) -> bool:
+        asked.append(total)
+        return total <= 500
+
+    budget = Budget(cap=100, offset=60, reserve=pool)
+    assert budget.allow(40) and asked == [40]  # 60 spent before + 40 = the cap
+    assert not budget.allow(41) and budget.stopped_by == "cap"
+    assert asked == [40]  # the cap said no first: nothing was reserved of the pool
+
+
+def test_a_budget_says_which_limit_stopped_the_run_and_carries_its_earlier_rounds():
+    budget = Budget(reserve=lambda total: total <= 50)
+    budget.spent = 30  # an earlier round of the same run (the judge's references)
+    assert budget.allow(20) and not budget.allow(21)
+    assert budget.stopped_by == "pool"
+    assert Budget().allow(10**12)  # no cap, no pool: nothing stops it

@@ -50,6 +50,7 @@ def make_job(team, prompt_set=None, status: str = "queued", **fields) -> Job:
         method=fields.pop("method", "gad"),
         prompt_set=prompt_set,
         student="org/tiny-student",
+        student_path="org/tiny-student",  # what launch resolves a hub id to
         status=status,
         config={"method": "gad", "save_every": 50},
         **fields,

@@ -94,6 +94,7 @@ def test_evaluation_and_judge_tasks_are_flagged_then_resent(personas, broker):
 def test_a_gpu_retry_that_cannot_be_sent_flags_the_job_for_the_sweep(personas, broker):
     from celery.exceptions import Reject
 
+    from webapp.jobs.actions import RUN
     from worker import leases
 
     class Task:
@@ -103,7 +104,7 @@ def test_a_gpu_retry_that_cannot_be_sent_flags_the_job_for_the_sweep(personas, b
 
     job = personas.job
     with pytest.raises(Reject):
-        leases.retry_later(Task(), Job.objects.filter(pk=job.pk))
+        leases.retry_later(Task(), RUN, job.pk)
     job.refresh_from_db()
     assert job.unsent and job.status == "queued"
     broker.up = True

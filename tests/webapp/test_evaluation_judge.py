@@ -18,6 +18,7 @@ from tests.judge.scripted import QualityJudge, ScriptedJudge, garbage, verbose
 from tests.security.test_fuzz import FUZZ, _ok, json_values, nasty_text
 from tests.webapp.test_evaluation import make_evaluation, systems_of
 from tests.webapp.test_teachers import LOOPBACK, make_endpoint
+from webapp import dispatch
 from webapp.evaluation.models import SystemAnswer
 from webapp.judging import actions as judging_actions
 from webapp.judging import runs as judging
@@ -39,7 +40,13 @@ def _loopback_judges(settings):
 @pytest.fixture
 def enqueued(monkeypatch):
     runs = []
-    monkeypatch.setattr(judging_actions, "enqueue", runs.append)
+
+    def send(task, args, queue=None):
+        assert task == judging_actions.JUDGE_TASK
+        runs.append(args[0])
+        return True
+
+    monkeypatch.setattr(dispatch, "send", send)
     return runs
 
 

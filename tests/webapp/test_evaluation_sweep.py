@@ -10,6 +10,7 @@ from django.urls import reverse
 from tests.judge.scripted import QualityJudge, ScriptedJudge
 from tests.webapp.factories import make_job, make_prompt_set
 from tests.webapp.test_teachers import LOOPBACK, make_endpoint
+from webapp import dispatch
 from webapp.evaluation import actions, results
 from webapp.evaluation.models import EvalStatus, SystemAnswer, SystemKind, SystemStatus
 from webapp.jobs.models import Checkpoint
@@ -31,8 +32,13 @@ def _loopback_judges(settings):
 def enqueued(monkeypatch):
     """Nothing reaches a broker: generation and judge tasks are recorded instead."""
     sent = []
-    monkeypatch.setattr(actions, "enqueue_generation", lambda pk: sent.append(("generate", pk)))
-    monkeypatch.setattr(judging_actions, "enqueue", lambda pk: sent.append(("judge", pk)))
+    names = {actions.GENERATE_TASK: "generate", judging_actions.JUDGE_TASK: "judge"}
+
+    def send(task, args, queue=None):
+        sent.append((names[task], args[0]))
+        return True
+
+    monkeypatch.setattr(dispatch, "send", send)
     return sent
 
 

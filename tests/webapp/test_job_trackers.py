@@ -10,7 +10,7 @@ import pytest
 
 from trainer.trackers import write_where
 from webapp.teams.actions import create_api_token
-from worker.pipeline import workspace
+from worker.workspace import workspace
 
 EVENTS = "events.out.tfevents.1700000000.node-a.1.0"
 EVENT_BYTES = b"\x18\x00\x00\x00\x00\x00\x00\x00brain.Event:2" * 50

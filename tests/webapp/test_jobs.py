@@ -227,6 +227,108 @@ def test_a_multi_gpu_job_needs_a_batch_that_splits_over_its_gpus(
     assert member.post("/teams/acme/jobs/new/", data).status_code == 302
 
 
+def test_a_two_node_job_whose_batch_does_not_split_over_every_node_is_refused_at_launch(
+    member, client, personas, auth, roomy_quota
+):
+    """The shape is one thing, checked once: 8 GPUs on each of 2 nodes are 16 processes,
+    and a batch of 24 does not split over them, on the form and the API alike (before,
+    only the 8 GPUs of one node were checked, and the job failed after its GPUs were
+    leased)."""
+    from tests.webapp.conftest import make_gpu_node
+
+    make_gpu_node(name="gpu-worker@node-b")  # beside the site's node-a
+    payload = {
+        "team": "acme",
+        "name": "api",
+        "method": "gad",
+        "prompt_set": personas.prompt_set.pk,
+        "student": "org/s",
+        "gpus": 8,
+        "config": {"nodes": 2, "batch_size": 24},
+    }
+    response = client.post("/api/v1/jobs", payload, content_type="application/json", **auth)
+    assert response.status_code == 422
+    assert "batch_size: 24 prompts do not split over 16 processes" in response.json()["detail"]
+    data = launch_data(personas, gpus=8, **{field_name("nodes"): 2, field_name("batch_size"): 24})
+    page = member.post("/teams/acme/jobs/new/", data)
+    assert page.status_code == 422 and "do not split over 16 processes" in page.content.decode()
+    assert not Job.objects.exclude(pk=personas.job.pk).exists()
+    # The shape is the job's, stored once: the row and its config say the same.
+    payload["config"]["batch_size"] = 32
+    response = client.post("/api/v1/jobs", payload, content_type="application/json", **auth)
+    assert response.status_code == 201, response.json()
+    job = Job.objects.get(pk=response.json()["id"])
+    assert (job.nodes, job.gpus) == (2, 8)
+    assert (job.config["nodes"], job.config["gpus_per_node"]) == (2, 8)
+    shown = client.get(f"/api/v1/jobs/{job.pk}", **auth).json()
+    assert (shown["nodes"], shown["gpus"]) == (2, 8)
+
+
+def test_gpus_per_node_comes_from_the_gpus_field_not_the_config(client, personas, auth):
+    payload = {
+        "team": "acme",
+        "name": "x",
+        "method": "gad",
+        "prompt_set": personas.prompt_set.pk,
+        "student": "org/s",
+        "gpus": 0,
+        "config": {"gpus_per_node": 4},
+    }
+    response = client.post("/api/v1/jobs", payload, content_type="application/json", **auth)
+    assert response.status_code == 422
+    assert "gpus_per_node: is set by the job's gpus field" in response.json()["detail"]
+    payload["config"] = {"nodes": 2}
+    response = client.post("/api/v1/jobs", payload, content_type="application/json", **auth)
+    assert response.status_code == 422
+    assert "nodes: a job on the CPU runs on one node" in response.json()["detail"]
+
+
+def test_a_bad_student_does_not_hide_the_other_problems(
+    member, client, personas, auth, roomy_quota
+):
+    payload = {
+        "team": "acme",
+        "name": "x",
+        "method": "gad",
+        "prompt_set": personas.prompt_set.pk,
+        "student": "/etc/passwd",
+        "config": {"group_size": 1, "output_dir": "/tmp"},
+    }
+    response = client.post("/api/v1/jobs", payload, content_type="application/json", **auth)
+    detail = response.json()["detail"]
+    assert response.status_code == 422
+    assert "'/etc/passwd' is not a model you can use" in detail
+    assert "group_size" in detail and "output_dir: is set by GAD Studio" in detail
+    data = launch_data(personas, student="/etc/passwd", **{field_name("group_size"): 1})
+    body = member.post("/teams/acme/jobs/new/", data).content.decode()
+    assert "is not a model you can use" in body and "group_size" in body
+
+
+def test_the_student_is_resolved_once_at_launch_and_checked_again_by_the_worker(
+    client, personas, auth, roomy_quota
+):
+    """The launch stores what the student named (the checkpoint's directory); the worker
+    loads that, after checking the reference still names it."""
+    from worker.pipeline import JobFailed, student_to_load
+
+    ref = f"checkpoint:{personas.checkpoint.pk}"
+    payload = {
+        "team": "acme",
+        "name": "again",
+        "method": "seqkd",
+        "prompt_set": personas.prompt_set.pk,
+        "student": ref,
+    }
+    response = client.post("/api/v1/jobs", payload, content_type="application/json", **auth)
+    assert response.status_code == 201, response.json()
+    job = Job.objects.get(pk=response.json()["id"])
+    assert job.student == ref and job.student_path == personas.checkpoint.path
+    assert student_to_load(job) == personas.checkpoint.path
+    personas.checkpoint.delete()  # the checkpoint goes while the job waits in the queue
+    with pytest.raises(JobFailed, match="is not a model you can use"):
+        student_to_load(job)
+
+
 def test_api_launch_and_read(client, personas, auth, roomy_quota):
     payload = {
         "team": "acme",
@@ -423,7 +525,7 @@ def test_launch_with_a_guard_and_resume_a_guard_paused_job(member, personas, roo
     member.post("/teams/acme/jobs/new/", launch_data(personas, guard="pause"))
     job = Job.objects.exclude(pk=personas.job.pk).get()
     assert job.guard == "pause"
-    job.status, job.worker = "training", "w:1"
+    job.status, job.claimed_by = "training", "w:1:1"
     job.save()
     assert actions.guard_pause(job, "Paused by the health guard at step 7. Length runaway")
     assert actions.resume_paused() == []  # quota has nothing to do with it: a person decides

@@ -77,13 +77,13 @@ def test_healthcheck_worker_needs_a_live_worker_on_this_node(db, settings):
     import pytest
     from django.core.management import CommandError, call_command
 
-    from webapp.nodes import presence
+    from webapp.nodes import actions
 
     settings.GAD_NODE_NAME = "node-x"
-    presence.report("cpu@elsewhere", "node-y", ["cpu"], [])
+    actions.report("cpu@elsewhere", "node-y", ["cpu"], [])
     with pytest.raises(CommandError, match="no worker on node node-x"):
         call_command("healthcheck", "worker")
-    presence.report("cpu@here", "node-x", ["cpu"], [])
+    actions.report("cpu@here", "node-x", ["cpu"], [])
     call_command("healthcheck", "worker")
 
 

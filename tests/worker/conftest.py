@@ -122,3 +122,9 @@ def wait_for(predicate, timeout: float, what: str, logs=lambda: ""):
             return value
         time.sleep(0.5)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}\n{logs()}")
+
+
+def held_by(job, proc) -> bool:
+    """The job's claim is held by (a thread of) the worker process ``proc``
+    (webapp.claims.worker_name: node:pid:thread)."""
+    return job.claimed_by.split(":")[1:2] == [str(proc.pid)]

@@ -8,7 +8,7 @@ from tests.webapp.factories import make_job
 from webapp.jobs import actions
 from webapp.teams.actions import create_team
 from webapp.teams.models import UsageKind
-from worker.pipeline import Heartbeat
+from worker.heartbeat import Heartbeat
 
 
 class Clock:
@@ -22,7 +22,7 @@ class Clock:
 def test_gpu_time_counts_only_inside_the_block_and_a_job_shorter_than_a_beat_pays(db):
     owner = get_user_model().objects.create_user("owner", password="x")
     team = create_team("Lab", "lab", owner=owner)
-    job = make_job(team, status="training", worker="node:1", gpus=2)
+    job = make_job(team, status="training", claimed_by="node:1:1", gpus=2)
     clock = Clock()
     beat = Heartbeat(job, gpus=2, clock=clock)  # not started: the test plays the beats
 

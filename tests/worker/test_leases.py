@@ -8,9 +8,9 @@ from django.contrib.auth import get_user_model
 from django.utils import timezone
 
 from tests.webapp.factories import make_job
+from webapp.nodes import actions as leases
 from webapp.nodes.models import GpuLease
 from webapp.teams.actions import create_team
-from worker import leases
 
 
 def test_a_worker_that_lost_its_lease_cannot_release_its_successors(db):

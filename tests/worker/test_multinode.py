@@ -9,7 +9,7 @@ import signal
 
 import pytest
 
-from tests.worker.conftest import wait_for
+from tests.worker.conftest import held_by, wait_for
 from tests.worker.test_pipeline import launch, status, team, tiny_student  # noqa: F401
 from webapp.jobs.models import Checkpoint, Job, MetricPoint
 from webapp.nodes.models import GpuLease, WorkerNode
@@ -78,7 +78,7 @@ def test_a_lost_node_sends_the_job_back_to_resume_on_other_nodes_with_no_step_tw
     wait_for(lambda: Checkpoint.objects.filter(job=job).exists(), 240, "a checkpoint", workers.logs)
     job.refresh_from_db()
     assert job.status == "training", job.status
-    leader = a if job.worker.endswith(f":{a.pid}") else b
+    leader = a if held_by(job, a) else b
     member, lost = (b, "node-b") if leader is a else (a, "node-a")
     member.send_signal(signal.SIGKILL)  # the node dies: its worker and its ranks
     member.wait()

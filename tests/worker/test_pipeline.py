@@ -12,7 +12,7 @@ from django.contrib.auth import get_user_model
 
 from tests.webapp.conftest import make_gpu_node
 from tests.webapp.factories import make_prompt_set, register_model
-from tests.worker.conftest import wait_for
+from tests.worker.conftest import held_by, wait_for
 from webapp.jobs import actions
 from webapp.jobs.configs import build_configs
 from webapp.jobs.models import Checkpoint, Job, JobAnswer, MetricPoint, Sample
@@ -62,9 +62,9 @@ def launch(team, student, method="gad", gpus=0, n_prompts=8, test=0, **config):
         Prompt.objects.filter(pk__in=ids).update(split="test")
         prompt_set.num_test = test
         prompt_set.save()
-    configs, errors = build_configs(team, method, str(student), {**SMALL, **config})
-    assert not errors, errors
-    request = actions.LaunchRequest("job", prompt_set, None, str(student), gpus, configs)
+    spec, errors = build_configs(team, method, str(student), {**SMALL, **config}, gpus)
+    assert spec is not None, errors
+    request = actions.LaunchRequest("job", prompt_set, None, spec)
     return actions.launch(team, None, request)[0]
 
 
@@ -94,7 +94,7 @@ def test_gad_job_runs_queued_to_succeeded_with_metrics_samples_and_checkpoints(
     )
     assert Sample.objects.filter(job=job).exists()
     assert JobAnswer.objects.filter(job=job).count() == 2
-    assert job.step == job.total_steps and job.heartbeat_at is None and job.started_at
+    assert job.step == job.total_steps and job.claimed_until is None and job.started_at
     checkpoint = Checkpoint.objects.filter(job=job).order_by("-step").first()
     assert checkpoint.step == job.total_steps and checkpoint.size_bytes > 0
     _assert_downloads_and_loads(job, checkpoint)
@@ -150,13 +150,13 @@ def test_sigkill_of_the_worker_then_a_new_worker_resumes_from_the_checkpoint(
     job.refresh_from_db()
     assert job.status == "training", job.status
     # The job must be this worker's (a stray worker on the queue would make this moot).
-    assert job.worker.endswith(f":{first.pid}"), (job.worker, first.pid)
+    assert held_by(job, first), (job.claimed_by, first.pid)
     first.send_signal(signal.SIGKILL)
     first.wait()
     saved = Checkpoint.objects.filter(job=job).order_by("-step").first().step
 
     def requeued():
-        found = actions.requeue_stale(10, 3)[0]
+        found = actions.RUN.requeue_lapsed()
         job.refresh_from_db()
         assert job.status in ("collecting", "training", "evaluating", "queued"), job.status
         return found
@@ -167,7 +167,7 @@ def test_sigkill_of_the_worker_then_a_new_worker_resumes_from_the_checkpoint(
         60,
         "the heartbeat to go stale",
         lambda: (
-            f"job {job.status}, heartbeat {job.heartbeat_at}, worker {job.worker}\n"
+            f"job {job.status}, claimed until {job.claimed_until} by {job.claimed_by}\n"
             + workers.logs()
         ),
     )
@@ -241,8 +241,8 @@ def test_teacher_answers_are_collected_charged_paused_at_budget_and_resumed(
     Prompt.objects.filter(pk__in=missing).update(teacher_response=None)
     team.quota.teacher_tokens_per_month = 40  # runs out after a few answers
     team.quota.save()
-    configs, _ = build_configs(team, "gad", str(tiny_student), SMALL)
-    request = actions.LaunchRequest("job", prompt_set, teacher, str(tiny_student), 0, configs)
+    spec, _ = build_configs(team, "gad", str(tiny_student), SMALL)
+    request = actions.LaunchRequest("job", prompt_set, teacher, spec)
     job = actions.launch(team, None, request)[0]
     workers.start("cpu")
 

@@ -54,6 +54,7 @@ from trainer.metrics_text import whitespace_tokens
 from trainer.score import load_systems, match_ids
 from trainer.teacher import (
     Answer,
+    Budget,
     Limits,
     RetryPolicy,
     Sampling,
@@ -255,11 +256,12 @@ async def judge(
     limits: Limits | None = None,
     retry: RetryPolicy | None = None,
     on_progress: Progress | None = None,
+    budget: Budget | None = None,
 ) -> JudgeReport:
     """Judge every system's answers (system → item id → answer text) on ``items``.
 
     ``endpoint`` is the judge's base URL, model and key; its sampling is replaced by
-    the config's. ``limits.max_total_tokens`` bounds the whole run (all three rounds).
+    the config's. ``budget`` bounds the whole run (all three rounds share it).
     Raises TeacherError (scope "run") at once when the judge cannot be used at all
     (bad key, unknown model, unreachable): no request is sent after it.
     """
@@ -274,13 +276,6 @@ async def judge(
     async def ask_all(phase: str, prompts: list[Messages], spec: TeacherSpec) -> dict[str, Answer]:
         hashes = [prompt_hash(m) for m in prompts]
         if prompts:
-            budget, allow, before = limits.max_total_tokens, limits.allow, summary.tokens
-            phase_limits = replace(
-                limits,
-                max_total_tokens=None if budget is None else max(0, budget - before),
-                # The phase's totals are on top of what the earlier phases spent.
-                allow=None if allow is None else (lambda total: allow(before + total)),
-            )
 
             def progress(s: Summary) -> None:
                 if on_progress:
@@ -288,7 +283,7 @@ async def judge(
                     spent, failed = summary.tokens + s.tokens, summary.failed + s.failed
                     on_progress(JudgeProgress(phase, done, s.total, spent, failed))
 
-            collected = await collect(prompts, spec, store, phase_limits, retry, progress)
+            collected = await collect(prompts, spec, store, limits, retry, progress, budget=budget)
             # The probe's verdicts are in the store now: counted once already.
             collected.cached -= len(stored.intersection(hashes))
             summary.add(collected)

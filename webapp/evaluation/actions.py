@@ -16,7 +16,7 @@ from pathlib import Path
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
-from django.db.models import Count
+from django.db.models import Count, Q
 
 from trainer import config as trainer_config
 from webapp import claims, dispatch
@@ -33,6 +33,7 @@ from webapp.evaluation.models import (
 from webapp.jobs import references
 from webapp.jobs.models import Checkpoint, Job
 from webapp.lib.errors import ActionError
+from webapp.lib.text import scrub
 from webapp.promptsets.models import Prompt, PromptSet, Split
 from webapp.teachers.models import TeacherEndpoint
 from webapp.teams import actions as team_actions
@@ -40,11 +41,9 @@ from webapp.teams.models import Team
 
 MAX_NEW_TOKENS = 32768
 # A job's students answer within its max_response_tokens (config key); the trainer's
-# default where a job's config lacks it, and for an evaluation of no job.
+# default (the paper's) where a job's config lacks it, and for an evaluation of no job.
 TOKENS_KEY = "max_response_tokens"
-DEFAULT_NEW_TOKENS = next(
-    spec["default"] for spec in trainer_config.field_specs() if spec["key"] == TOKENS_KEY
-)
+DEFAULT_NEW_TOKENS = trainer_config.MAX_RESPONSE_TOKENS
 
 
 def response_tokens(value: object) -> int:
@@ -55,8 +54,6 @@ def response_tokens(value: object) -> int:
 
 
 GENERATE_TASK = "gad.generate_answers"
-# Generation goes to settings.GAD_EVAL_QUEUE; on a GPU node a model's generation leases
-# a GPU from the pool the jobs lease from (worker/evaluation.py).
 MAX_SYSTEMS = 12
 
 
@@ -140,7 +137,7 @@ def create_evaluation(
     prompt_set: PromptSet,
     prompt_choice: str,
     systems: Sequence[SystemSpec],
-    max_new_tokens: int = 1536,
+    max_new_tokens: int = DEFAULT_NEW_TOKENS,
     temperature: float | None = None,
     limit: int | None = None,
     other_sets: Sequence[PromptSet] = (),
@@ -213,7 +210,7 @@ def create_evaluation(
             )
             for position, spec in enumerate(unique.values())
         )
-        transaction.on_commit(partial(enqueue_generation, evaluation.pk))
+        GENERATE.enqueue_on_commit(evaluation.pk)
     return evaluation
 
 
@@ -242,21 +239,7 @@ def _remove_work_dir(evaluation_id: int) -> None:
 def enqueue_generation(evaluation_id: int) -> bool:
     """Send the generation task; False (and the evaluation flagged unsent) if the broker
     is down."""
-    rows = Evaluation.objects.filter(pk=evaluation_id)
-    return dispatch.send_for(rows, GENERATE_TASK, [evaluation_id], settings.GAD_EVAL_QUEUE)
-
-
-def resend_lost(after_s: float) -> list[int]:
-    """Evaluations waiting for generation, unclaimed, whose task was lost: sent again."""
-    waiting = Evaluation.objects.filter(status=EvalStatus.GENERATING, claimed_by="")
-    return dispatch.resend_lost(waiting, GENERATE_TASK, enqueue_generation, after_s)
-
-
-def resend_unsent() -> list[int]:
-    """Evaluations whose generation task never reached the broker: sent again. Run by
-    the sweep."""
-    waiting = Evaluation.objects.filter(unsent=True, status=EvalStatus.GENERATING)
-    return [pk for pk in waiting.values_list("pk", flat=True) if enqueue_generation(pk)]
+    return GENERATE.enqueue(evaluation_id)
 
 
 def request_generation(evaluation: Evaluation) -> int:
@@ -270,7 +253,7 @@ def request_generation(evaluation: Evaluation) -> int:
         ).count()
         if waiting:
             Evaluation.objects.filter(pk=evaluation.pk).update(status=EvalStatus.GENERATING)
-            transaction.on_commit(partial(enqueue_generation, evaluation.pk))
+            GENERATE.enqueue_on_commit(evaluation.pk)
     return again
 
 
@@ -284,20 +267,11 @@ def claim(evaluation_id: int, worker: str, lease_s: float) -> bool:
 
 def renew(evaluation_id: int, worker: str, lease_s: float) -> bool:
     """False when the claim was lost (it lapsed and another worker took it)."""
-    return claims.renew(Evaluation, evaluation_id, worker, lease_s)
-
-
-def requeue_lost_generation() -> list[int]:
-    """Evaluations still generating whose worker's claim lapsed (the worker died, its
-    task went with it): generation is enqueued again and resumes where the answers
-    stop. Run by the sweep (celery beat)."""
-    # Only evaluations a worker once claimed: an unclaimed one is still in the queue.
-    generating = Evaluation.objects.filter(status=EvalStatus.GENERATING).exclude(claimed_by="")
-    return claims.requeue_lapsed(generating, enqueue_generation)
+    return claims.renew(Evaluation.objects.all(), evaluation_id, worker, lease_s)
 
 
 def release(evaluation_id: int, worker: str) -> None:
-    claims.release(Evaluation, evaluation_id, worker)
+    claims.release(Evaluation.objects.all(), evaluation_id, worker)
 
 
 def systems_to_generate(evaluation_id: int) -> list[System]:
@@ -340,7 +314,9 @@ def set_progress(system_id: int, progress: int) -> None:
 def store_answers(system: System, answers: Iterable[tuple[int, str, str]]) -> int:
     """Upsert (prompt id, response, finish reason) rows; returns the system's answer count."""
     rows = [
-        SystemAnswer(system=system, prompt_id=pk, response=response, finish_reason=reason[:20])
+        SystemAnswer(
+            system=system, prompt_id=pk, response=scrub(response), finish_reason=reason[:20]
+        )
         for pk, response, reason in answers
     ]
     SystemAnswer.objects.bulk_create(
@@ -385,3 +361,19 @@ def refresh_status(evaluation_id: int) -> str:
         status = EvalStatus.READY
     Evaluation.objects.filter(pk=evaluation_id).update(status=status)
     return status
+
+
+# The generation's kind of work (webapp.dispatch): its task, on GAD_EVAL_QUEUE (a model's
+# generation leases a GPU from the jobs' pool on a GPU node: worker/evaluation.py). An
+# evaluation generating with no holder waits for a worker; once claimed it needs a live
+# one, and resumes where its answers stop when handed on.
+GENERATE = dispatch.register(
+    dispatch.Kind(
+        name="evaluations",
+        model=Evaluation,
+        task=GENERATE_TASK,
+        queue=lambda evaluation: settings.GAD_EVAL_QUEUE,
+        waiting=Q(status=EvalStatus.GENERATING),
+        working=Q(status=EvalStatus.GENERATING) & ~Q(claimed_by=""),
+    )
+)

@@ -12,6 +12,10 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from trainer.config import MAX_RESPONSE_TOKENS
+from webapp.claims import Claimed
+from webapp.dispatch import Sent
+
 
 class EvalStatus(models.TextChoices):
     GENERATING = "generating", "Generating answers"
@@ -24,7 +28,11 @@ class PromptChoice(models.TextChoices):
     ALL = "all", "All prompts (a set uploaded as a test set)"
 
 
-class Evaluation(models.Model):
+class Evaluation(Claimed, Sent):
+    """The generation of its systems' answers is held by one worker's claim (a second
+    delivery of the task waits until it lapses); its task's delivery is tracked by
+    ``webapp.dispatch``."""
+
     team = models.ForeignKey("teams.Team", on_delete=models.CASCADE, related_name="evaluations")
     name = models.CharField(max_length=200)
     created_by = models.ForeignKey(
@@ -40,7 +48,7 @@ class Evaluation(models.Model):
     # The prompts are fixed at creation: a later change of the split does not move them.
     prompts = models.ManyToManyField("promptsets.Prompt", related_name="+")
     num_prompts = models.PositiveIntegerField(default=0)
-    max_new_tokens = models.PositiveIntegerField(default=1536)
+    max_new_tokens = models.PositiveIntegerField(default=MAX_RESPONSE_TOKENS)
     temperature = models.FloatField(
         null=True, blank=True, help_text="None: greedy decoding (the paper's evaluation)."
     )
@@ -55,14 +63,6 @@ class Evaluation(models.Model):
         related_name="+",
         help_text="Judged by this endpoint as soon as every system has its answers.",
     )
-    # The generation task's claim: a second delivery of the task waits until it lapses.
-    claimed_by = models.CharField(max_length=200, blank=True)
-    claimed_until = models.DateTimeField(null=True, blank=True)
-    # The task could not be sent (broker unreachable); the sweep sends it again.
-    unsent = models.BooleanField(default=False)
-    # When its task was last sent (or a worker re-sent it, waiting for GPUs): one queued
-    # unclaimed for longer than GAD_REQUEUE_AFTER_S lost its message; the sweep resends.
-    sent_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]

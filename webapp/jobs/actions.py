@@ -2,18 +2,30 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
-from functools import partial
 from pathlib import Path
 
+from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
-from webapp import dispatch
-from webapp.jobs.models import ACTIVE_STATUSES, Checkpoint, Download, Job, Status
+from webapp import claims, dispatch
+from webapp.jobs.configs import JobSpec
+from webapp.jobs.models import (
+    ACTIVE_STATUSES,
+    Checkpoint,
+    Download,
+    Job,
+    JobAnswer,
+    MetricPoint,
+    Sample,
+    Status,
+)
 from webapp.lib.errors import ActionError
+from webapp.lib.text import scrub
 from webapp.nodes import presence
 from webapp.promptsets.models import PromptSet
 from webapp.teachers.models import TeacherEndpoint
@@ -29,9 +41,7 @@ class LaunchRequest:
     name: str
     prompt_set: PromptSet
     teacher: TeacherEndpoint | None
-    student: str
-    gpus: int
-    configs: dict[str, dict]  # method -> validated trainer config; two entries for a pair
+    spec: JobSpec  # the student resolved, the shape, the configs (jobs.configs)
     guard: str = "off"  # what the health guard does when an alarm fires
 
 
@@ -46,8 +56,9 @@ def launch(team, user, request: LaunchRequest) -> list[Job]:
     The quota row is locked for the transaction, so concurrent launches are serialized
     and a quota of k concurrent jobs admits exactly k.
     """
-    longest = max(len(method) for method in request.configs) + 3  # " (seqkd)"
-    room = NAME_CHARS - (longest if len(request.configs) > 1 else 0)
+    spec = request.spec
+    longest = max(len(method) for method in spec.configs) + 3  # " (seqkd)"
+    room = NAME_CHARS - (longest if len(spec.configs) > 1 else 0)
     if not request.name.strip() or len(request.name) > room:
         raise ActionError(
             f"name: 1 to {room} characters"
@@ -57,18 +68,15 @@ def launch(team, user, request: LaunchRequest) -> list[Job]:
                 else ""
             )
         )
-    nodes = (
-        max(int(c.get("nodes") or 1) for c in request.configs.values()) if request.configs else 1
-    )
-    no_node = presence.gpu_problem(request.gpus, nodes)
+    no_node = presence.gpu_problem(spec.gpus_per_node, spec.nodes)
     if no_node:
         raise ActionError(no_node)
     with transaction.atomic():
         team_actions.lock_quota(team)
-        team_actions.check_launch_allowed(team, count=len(request.configs))
+        team_actions.check_launch_allowed(team, count=len(spec.configs))
         jobs = []
-        for method, config in request.configs.items():
-            suffix = f" ({method})" if len(request.configs) > 1 else ""
+        for method, config in spec.configs.items():
+            suffix = f" ({method})" if len(spec.configs) > 1 else ""
             jobs.append(
                 Job.objects.create(
                     team=team,
@@ -77,8 +85,10 @@ def launch(team, user, request: LaunchRequest) -> list[Job]:
                     method=method,
                     prompt_set=request.prompt_set,
                     teacher=request.teacher,
-                    student=request.student,
-                    gpus=request.gpus,
+                    student=spec.student,
+                    student_path=spec.student_path,
+                    gpus=spec.gpus_per_node,
+                    nodes=spec.nodes,
                     config=config,
                     guard=request.guard,
                 )
@@ -89,28 +99,13 @@ def launch(team, user, request: LaunchRequest) -> list[Job]:
             Job.objects.filter(pk=jobs[1].pk).update(pair=jobs[0])
             jobs[0].pair, jobs[1].pair = jobs[1], jobs[0]
         for job in jobs:
-            transaction.on_commit(partial(enqueue, job))
+            RUN.enqueue_on_commit(job.pk)
     return jobs
 
 
 def enqueue(job: Job) -> bool:
     """Send the job to its queue; False (and the job flagged unsent) if the broker is down."""
-    rows = Job.objects.filter(pk=job.pk)
-    return dispatch.send_for(rows, RUN_JOB_TASK, [job.pk], queue_for(job.gpus))
-
-
-def resend_lost(after_s: float) -> list[int]:
-    """Queued jobs whose task message was lost in the broker: sent again (the sweep)."""
-    waiting = Job.objects.filter(status=Status.QUEUED, worker="")
-    return dispatch.resend_lost(
-        waiting, RUN_JOB_TASK, lambda pk: enqueue(Job.objects.get(pk=pk)), after_s
-    )
-
-
-def resend_unsent() -> list[int]:
-    """Queued jobs whose task never reached the broker: sent again. Run by the sweep."""
-    waiting = Job.objects.filter(unsent=True, status=Status.QUEUED)
-    return [job.pk for job in waiting if enqueue(job)]
+    return RUN.enqueue(job.pk)
 
 
 def cancel(job: Job) -> Job:
@@ -148,54 +143,143 @@ def record_download(checkpoint: Checkpoint, user) -> Download:
 
 
 # ----------------------------------------------------------------------------- worker side
-# Each update filters on the worker that claimed the job: a worker that lost its claim
-# (its heartbeat went stale and the sweep re-queued the job) changes nothing any more.
+# A worker holds the job by its claim (webapp.claims), renewed with each heartbeat. Each
+# write below filters on that claim: a worker that lost it (its heartbeat stopped and
+# the sweep handed the job on) changes nothing any more.
 
 
-def claim(job_id: int, worker: str, stale_after: float) -> Job | None:
+def _lease_s() -> float:
+    return float(settings.GAD_HEARTBEAT_STALE_S)
+
+
+def _held(job: Job, **more) -> QuerySet[Job]:
+    """The job while this worker holds it: the filter of every write it makes."""
+    return claims.holding(Job.objects.filter(**more), job.pk, job.claimed_by)
+
+
+def claim(job_id: int, worker: str) -> Job | None:
     """Take the job for this worker, unless another live worker holds it or it has ended."""
-    now = timezone.now()
-    fresh = now - timedelta(seconds=stale_after)
-    claimable = Job.objects.filter(
-        pk=job_id, status__in=ACTIVE_STATUSES, cancel_requested=False
-    ).exclude(heartbeat_at__gte=fresh)
-    updated = claimable.update(worker=worker, heartbeat_at=now, attempts=F("attempts") + 1)
-    if not updated:
+    claimable = Job.objects.filter(status__in=ACTIVE_STATUSES, cancel_requested=False)
+    if not claims.take(claimable, job_id, worker, _lease_s(), attempts=F("attempts") + 1):
         return None
-    Job.objects.filter(pk=job_id, started_at__isnull=True).update(started_at=now)
+    Job.objects.filter(pk=job_id, started_at__isnull=True).update(started_at=timezone.now())
     return Job.objects.select_related("team", "prompt_set", "teacher").get(pk=job_id)
+
+
+def still_held(job: Job) -> bool:
+    """This worker still holds the job and it is still running (a multi-node job's
+    member asks, to know whether to go on)."""
+    return _held(job, status__in=ACTIVE_STATUSES).exists()
 
 
 def advance(job: Job, status: str, **fields) -> bool:
     """Move a claimed job to ``status`` (collecting, training, evaluating)."""
-    return bool(
-        Job.objects.filter(pk=job.pk, worker=job.worker, status__in=ACTIVE_STATUSES).update(
-            status=status, **fields
-        )
-    )
+    return bool(_held(job, status__in=ACTIVE_STATUSES).update(status=status, **fields))
 
 
 def beat(job: Job, gpu_seconds: float = 0.0, **fields) -> bool:
-    """Heartbeat with progress; returns whether a cancel was requested (or the claim lost)."""
-    Job.objects.filter(pk=job.pk, worker=job.worker).update(
-        heartbeat_at=timezone.now(), gpu_seconds=F("gpu_seconds") + gpu_seconds, **fields
-    )
-    row = Job.objects.filter(pk=job.pk).values("worker", "cancel_requested").first()
-    return row is None or row["cancel_requested"] or row["worker"] != job.worker
+    """Heartbeat with progress: the claim renewed, the GPU time added. Returns whether
+    the job must stop: a cancel was requested, or the claim was lost."""
+    added = F("gpu_seconds") + gpu_seconds
+    claims.renew(Job.objects.all(), job.pk, job.claimed_by, _lease_s(), gpu_seconds=added, **fields)
+    row = Job.objects.filter(pk=job.pk).values("claimed_by", "cancel_requested").first()
+    return row is None or row["cancel_requested"] or row["claimed_by"] != job.claimed_by
 
 
 def finish(job: Job, status: str, error: str = "", log_tail: str | None = None) -> bool:
     """End the job (succeeded, failed, cancelled) and charge its GPU time to the team."""
-    fields = {"status": status, "error": error, "finished_at": timezone.now(), "heartbeat_at": None}
+    fields = {"status": status, "error": error, "finished_at": timezone.now()}
     if log_tail is not None:
         fields["log_tail"] = log_tail
     with transaction.atomic():
-        ended = Job.objects.filter(pk=job.pk, worker=job.worker, status__in=ACTIVE_STATUSES).update(
-            **fields
-        )
+        rows = Job.objects.filter(status__in=ACTIVE_STATUSES)
+        ended = claims.release(rows, job.pk, job.claimed_by, **fields)
         if ended:
             charge_gpu_time(Job.objects.get(pk=job.pk))
-    return bool(ended)
+    return ended
+
+
+def record_metrics(job: Job, points: list[dict], samples: list[dict]) -> bool:
+    """Upsert the trainer's metric records (keyed by step and stage: a resumed run's
+    rewrite replaces them) and add its samples, in one transaction, while this worker
+    holds the job (the row lock keeps the sweep from handing it on meanwhile)."""
+    context = {"step", "stage", "time"}
+    with transaction.atomic():
+        if not _held(job).select_for_update().exists():
+            return False
+        MetricPoint.objects.bulk_create(
+            [
+                MetricPoint(
+                    job=job,
+                    step=r["step"],
+                    stage=r.get("stage", ""),
+                    time=r.get("time"),
+                    values={k: v for k, v in r.items() if k not in context},
+                )
+                for r in points
+            ],
+            batch_size=500,
+            update_conflicts=True,
+            unique_fields=["job", "step", "stage"],
+            update_fields=["time", "values"],
+        )
+        Sample.objects.bulk_create(
+            [
+                Sample(
+                    job=job,
+                    step=r["step"],
+                    stage=r.get("stage", ""),
+                    data={k: scrub(v) for k, v in r.items() if k not in context},
+                )
+                for r in samples
+                if "step" in r
+            ],
+            batch_size=200,
+        )
+    return True
+
+
+def register_checkpoint(job: Job, step: int, path: str, size_bytes: int) -> Checkpoint | None:
+    """A complete checkpoint directory the job's trainer saved (the student's HF
+    directory at ``path``), with the stage its step trained in; None when this worker
+    no longer holds the job."""
+    if not _held(job).exists():
+        return None
+    stage = (
+        MetricPoint.objects.filter(job=job, step=step).values_list("stage", flat=True).first()
+    ) or ""
+    checkpoint, _ = Checkpoint.objects.update_or_create(
+        job=job, step=step, defaults={"path": path, "stage": stage, "size_bytes": size_bytes}
+    )
+    return checkpoint
+
+
+def forget_after(job: Job, step: int) -> None:
+    """Drop the metrics and samples past the checkpoint an attempt resumes from: the
+    resumed run rewrites them, and nothing is counted twice."""
+    with transaction.atomic():
+        if _held(job).select_for_update().exists():
+            MetricPoint.objects.filter(job=job, step__gt=step).delete()
+            Sample.objects.filter(job=job, step__gt=step).delete()
+
+
+def store_test_answers(job: Job, answers: Iterable[tuple[int, str, str]]) -> int:
+    """The final checkpoint's answers to the held-out prompts (prompt id, answer, finish
+    reason), upserted: the job's evaluating stage. Returns how many were stored."""
+    rows = [
+        JobAnswer(job=job, prompt_id=pk, response=scrub(text), finish_reason=finish)
+        for pk, text, finish in answers
+    ]
+    with transaction.atomic():
+        if not _held(job).select_for_update().exists():
+            return 0
+        JobAnswer.objects.bulk_create(
+            rows,
+            update_conflicts=True,
+            unique_fields=["job", "prompt"],
+            update_fields=["response", "finish_reason"],
+        )
+    return len(rows)
 
 
 # A running job's GPU time is charged to the team once this much of it is uncharged
@@ -238,11 +322,8 @@ def charge_running(job: Job) -> str | None:
 
 def pause(job: Job, reason: str) -> bool:
     """Quota spent mid-job: release the claim; the sweep resumes it when quota allows."""
-    return bool(
-        Job.objects.filter(pk=job.pk, worker=job.worker, status__in=ACTIVE_STATUSES).update(
-            status=Status.PAUSED, worker="", heartbeat_at=None, log_tail=reason
-        )
-    )
+    rows = Job.objects.filter(status__in=ACTIVE_STATUSES)
+    return claims.release(rows, job.pk, job.claimed_by, status=Status.PAUSED, log_tail=reason)
 
 
 def requeue(job: Job, reason: str, max_attempts: int) -> bool:
@@ -252,21 +333,18 @@ def requeue(job: Job, reason: str, max_attempts: int) -> bool:
     if job.attempts >= max_attempts:
         finish(job, Status.FAILED, error=f"{reason}; gave up after {job.attempts} attempts")
         return False
-    queued = Job.objects.filter(pk=job.pk, worker=job.worker, status__in=ACTIVE_STATUSES).update(
-        status=Status.QUEUED, worker="", heartbeat_at=None, log_tail=reason
-    )
+    rows = Job.objects.filter(status__in=ACTIVE_STATUSES)
+    queued = claims.release(rows, job.pk, job.claimed_by, status=Status.QUEUED, log_tail=reason)
     if queued:
-        transaction.on_commit(partial(enqueue, job))
-    return bool(queued)
+        RUN.enqueue_on_commit(job.pk)
+    return queued
 
 
 def guard_pause(job: Job, reason: str) -> bool:
     """The health guard fired: pause until a person resumes it (not when quota allows)."""
-    return bool(
-        Job.objects.filter(pk=job.pk, worker=job.worker, status__in=ACTIVE_STATUSES).update(
-            status=Status.PAUSED, worker="", heartbeat_at=None, log_tail=reason, guard_paused=True
-        )
-    )
+    rows = Job.objects.filter(status__in=ACTIVE_STATUSES)
+    paused = {"status": Status.PAUSED, "log_tail": reason, "guard_paused": True}
+    return claims.release(rows, job.pk, job.claimed_by, **paused)
 
 
 def resume_guarded(job: Job) -> bool:
@@ -275,59 +353,59 @@ def resume_guarded(job: Job) -> bool:
         status=Status.QUEUED, guard_paused=False
     )
     if resumed:
-        transaction.on_commit(lambda: enqueue(job))
+        RUN.enqueue_on_commit(job.pk)
     return bool(resumed)
 
 
-def requeue_stale(stale_after: float, max_attempts: int) -> tuple[list[Job], list[Job]]:
-    """Jobs whose worker died: queue them again, or fail them after too many attempts."""
-    cutoff = timezone.now() - timedelta(seconds=stale_after)
-    stale = Job.objects.filter(status__in=ACTIVE_STATUSES, heartbeat_at__lt=cutoff).exclude(
-        status=Status.PAUSED
-    )
-    requeued, failed = [], []
-    for job in stale.select_related("team"):
+def _last_seen(job: Job) -> str:
+    """When and where the job's worker last beat: its claim's end, less the lease."""
+    if job.claimed_until is None:
+        return f"last seen on {job.claimed_by or 'an unknown worker'}"
+    seen = job.claimed_until - timedelta(seconds=_lease_s())
+    return f"last seen {seen:%Y-%m-%d %H:%M:%S} UTC on {job.claimed_by or 'unknown'}"
+
+
+def requeue_lost(lapsed: QuerySet[Job]) -> list[int]:
+    """Jobs whose worker died (their claim lapsed: the heartbeat stopped): queued again
+    to resume from their last checkpoint, failed after GAD_JOB_MAX_ATTEMPTS, cancelled
+    when a cancel was waiting for the dead worker. The sweep's hand-on of ``RUN``."""
+    max_attempts = settings.GAD_JOB_MAX_ATTEMPTS
+    handled = []
+    for job in lapsed.select_related("team"):
         with transaction.atomic():
+            still = lapsed.filter(pk=job.pk)
+            ended = {"claimed_by": "", "claimed_until": None, "finished_at": timezone.now()}
             if job.cancel_requested:
                 # Nobody is left to stop: the worker died while the user cancelled.
-                if Job.objects.filter(pk=job.pk, heartbeat_at__lt=cutoff).update(
-                    status=Status.CANCELLED, finished_at=timezone.now(), heartbeat_at=None
-                ):
+                if still.update(status=Status.CANCELLED, **ended):
                     charge_gpu_time(job)
+                    handled.append(job.pk)
                 continue
             if job.attempts >= max_attempts:
                 reason = (
-                    f"The job's worker was lost {job.attempts} times (last seen "
-                    f"{job.heartbeat_at:%Y-%m-%d %H:%M:%S} UTC on {job.worker or 'unknown'}); "
+                    f"The job's worker was lost {job.attempts} times ({_last_seen(job)}); "
                     "giving up. Check the workers' logs, then run it again."
                 )
-                if Job.objects.filter(pk=job.pk, heartbeat_at__lt=cutoff).update(
-                    status=Status.FAILED,
-                    error=reason,
-                    finished_at=timezone.now(),
-                    heartbeat_at=None,
-                ):
+                if still.update(status=Status.FAILED, error=reason, **ended):
                     charge_gpu_time(job)
-                    failed.append(job)
+                    handled.append(job.pk)
                 continue
-            if Job.objects.filter(pk=job.pk, heartbeat_at__lt=cutoff).update(
-                status=Status.QUEUED, worker="", heartbeat_at=None
-            ):
-                transaction.on_commit(partial(enqueue, job))
-                requeued.append(job)
-    return requeued, failed
+            if still.update(status=Status.QUEUED, claimed_by="", claimed_until=None):
+                RUN.enqueue_on_commit(job.pk)
+                handled.append(job.pk)
+    return handled
 
 
 def resume_paused() -> list[Job]:
     """Paused jobs whose team has quota again go back to the queue."""
     resumed = []
-    paused = Job.objects.filter(status=Status.PAUSED, worker="", guard_paused=False)
+    paused = Job.objects.filter(status=Status.PAUSED, claimed_by="", guard_paused=False)
     for job in paused.select_related("team"):
         try:
             team_actions.check_launch_allowed(job.team, count=0)
         except team_actions.QuotaExceeded:
             continue
-        if Job.objects.filter(pk=job.pk, status=Status.PAUSED, worker="").update(
+        if Job.objects.filter(pk=job.pk, status=Status.PAUSED, claimed_by="").update(
             status=Status.QUEUED
         ):
             enqueue(job)
@@ -345,9 +423,25 @@ def abandon_active(team, reason: str) -> int:
                 status=Status.CANCELLED,
                 error=reason,
                 finished_at=timezone.now(),
-                worker="",
-                heartbeat_at=None,
+                claimed_by="",
+                claimed_until=None,
             ):
                 charge_gpu_time(Job.objects.get(pk=job.pk))
                 abandoned += 1
     return abandoned
+
+
+# The job's kind of work (webapp.dispatch): its task, on the queue its GPUs name; queued
+# jobs wait for a worker; started ones (collecting, training, evaluating, and a queued
+# one a worker has claimed) need a live one.
+RUN = dispatch.register(
+    dispatch.Kind(
+        name="jobs",
+        model=Job,
+        task=RUN_JOB_TASK,
+        queue=lambda job: queue_for(job.gpus),
+        waiting=Q(status=Status.QUEUED),
+        working=Q(status__in=ACTIVE_STATUSES - {Status.PAUSED}) & ~Q(claimed_by=""),
+        on_lapsed=requeue_lost,
+    )
+)

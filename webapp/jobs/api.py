@@ -15,7 +15,7 @@ from webapp.jobs.archive import (
     tensorboard_response,
     tracker_runs,
 )
-from webapp.jobs.configs import build_configs, memory_plan, teacher_problem
+from webapp.jobs.configs import build_configs, job_plan, teacher_problem
 from webapp.jobs.models import Checkpoint, Job, Sample, Status
 from webapp.jobs.series import metrics_payload
 from webapp.lib.errors import ActionError, ApiError
@@ -53,7 +53,8 @@ class JobOut(Schema):
     prompt_set: int | None
     teacher: int | None
     student: str
-    gpus: int
+    gpus: int  # per node
+    nodes: int
     pair: int | None
     cancel_requested: bool
     guard: str
@@ -87,7 +88,7 @@ class JobOut(Schema):
 
     @staticmethod
     def resolve_plan(obj: Job) -> dict[str, Any] | None:
-        result = memory_plan(obj.team, obj.config, obj.gpus)
+        result = job_plan(obj)
         return result.as_dict() if result else None
 
 
@@ -162,20 +163,12 @@ def launch_job(request, payload: JobIn):
     problem = teacher_problem(prompt_set, teacher)
     if problem:
         raise ApiError(422, f"teacher: {problem}")
-    configs, errors = build_configs(
+    spec, errors = build_configs(
         team, payload.method, payload.student, payload.config, payload.gpus
     )
-    if errors:
+    if spec is None:
         raise ApiError(422, "; ".join(message for _, message in errors))
-    launch = actions.LaunchRequest(
-        payload.name,
-        prompt_set,
-        teacher,
-        payload.student.strip(),
-        payload.gpus,
-        configs,
-        payload.guard,
-    )
+    launch = actions.LaunchRequest(payload.name, prompt_set, teacher, spec, payload.guard)
     try:
         jobs = actions.launch(team, request.user, launch)
     except QuotaExceeded as refused:

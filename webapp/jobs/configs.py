@@ -1,9 +1,16 @@
 """A job's trainer configs, built and validated the same way for the launch form, the API
 and the demo: ``trainer.config`` is the one source of truth for keys, defaults and
-limits."""
+limits.
+
+What a launch builds is a ``JobSpec``: the job's shape (nodes × GPUs per node, written
+into each config as ``nodes`` and ``gpus_per_node``) and its student, resolved once
+(``webapp.jobs.references``) and stored with the job. Pages show what was stored; the
+worker checks it again before it loads the model.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
@@ -16,10 +23,39 @@ from webapp.promptsets.models import PromptSet
 from webapp.teachers.models import TeacherEndpoint
 from webapp.teams.models import Team
 
-# Keys the launch form sets itself (or the worker does), not the user.
-MANAGED_KEYS = {"method", "student", "train_file", "output_dir", "resume", "discriminator"}
+# Keys the launch sets itself (or the worker does), not the user: the student and the
+# GPUs per node come from their own fields, the files and resume from the worker.
+MANAGED_KEYS = {
+    "method",
+    "student",
+    "train_file",
+    "output_dir",
+    "resume",
+    "discriminator",
+    "gpus_per_node",
+}
+MANAGED_BY = {
+    "student": "the job's student field",
+    "gpus_per_node": "the job's gpus field (GPUs per node)",
+}
 # Placeholders the worker replaces with the job's exported prompts and work dir.
 PLACEHOLDERS = {"train_file": "prompts.jsonl", "output_dir": "run"}
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What a launch creates a job (or a GAD + SeqKD pair) from."""
+
+    student: str  # the reference as given: a hub id, checkpoint:ID or model:NAME
+    student_path: str  # what it resolved to at launch: what the trainer loads
+    nodes: int
+    gpus_per_node: int  # 0: the CPU
+    configs: dict[str, dict]  # method -> validated trainer config; two for a pair
+
+    @property
+    def processes(self) -> int:
+        """Trainer processes in all: one per GPU, or one on the CPU."""
+        return self.nodes * max(self.gpus_per_node, 1)
 
 
 def teacher_problem(prompt_set: PromptSet | None, teacher: TeacherEndpoint | None) -> str | None:
@@ -37,61 +73,103 @@ def teacher_problem(prompt_set: PromptSet | None, teacher: TeacherEndpoint | Non
 
 def build_configs(
     team: Team, method: str, student: str, overrides: dict[str, Any], gpus: int = 0
-) -> tuple[dict[str, dict], list[tuple[str, str]]]:
-    """The validated trainer config of each job to create (two for a pair), or the errors.
+) -> tuple[JobSpec | None, list[tuple[str, str]]]:
+    """The job's spec, or every problem found (key, message): all of them at once, so a
+    bad student does not hide a bad ``group_size``.
 
     ``student`` must be a model reference the team may use (``webapp.jobs.references``).
     ``overrides`` is a nested mapping of config keys; the managed keys are set here.
-    With ``gpus`` > 1 the job trains data parallel, one process per GPU, which the
-    config must allow (``trainer.config.parallel_problems``).
+    ``gpus`` is the GPUs per node; the config's ``nodes`` says how many nodes. With more
+    than one process in all the job trains data parallel, which the config must allow
+    (``trainer.config.parallel_problems``) over every node's processes.
     """
-    managed = sorted(MANAGED_KEYS & set(overrides))
-    if managed:
-        return {}, [(k, f"{k}: is set by GAD Studio, not in the job's config") for k in managed]
+    errors = [
+        (key, f"{key}: is set by {MANAGED_BY.get(key, 'GAD Studio')}, not in the job's config")
+        for key in sorted(MANAGED_KEYS & set(overrides))
+    ]
+    overrides = {k: v for k, v in overrides.items() if k not in MANAGED_KEYS}
+    student = student.strip()
     try:
-        student = references.check(student, team)
+        student_path: str | None = references.resolve(student, team)
     except references.InvalidReference as refused:
-        return {}, [("student", str(refused))]
+        errors.append(("student", str(refused)))
+        student_path = None
     methods = ["gad", "seqkd"] if method == "pair" else [method]
     configs: dict[str, dict] = {}
-    errors: list[tuple[str, str]] = []
     for one in methods:
-        raw = {**overrides, **PLACEHOLDERS, "method": one, "student": student}
+        raw = {
+            **overrides,
+            **PLACEHOLDERS,
+            "method": one,
+            "student": student,
+            "gpus_per_node": gpus,
+        }
         cfg, problems = trainer_config.validate_dict(raw)
         if cfg is not None:
-            problems += trainer_config.parallel_problems(cfg, gpus)
-            problems += _memory_problems(team, cfg, gpus)
+            problems += _shape_problems(cfg)
+            if student_path is not None:
+                problems += _memory_problems(cfg, student_path)
         errors += [p for p in problems if p not in errors]
         if cfg is not None:
             configs[one] = trainer_config.to_dict(cfg)
-    return configs, errors
+    if errors or student_path is None:
+        return None, errors
+    first = next(iter(configs.values()))
+    return JobSpec(student, student_path, int(first["nodes"]), gpus, configs), []
 
 
-def memory_plan(team: Team, config: dict[str, Any], gpus: int) -> trainer_plan.Plan | None:
-    """The per-GPU memory plan of a GPU job (``trainer.plan``) on ``gpus`` GPUs per node
-    of ``GAD_GPU_MEMORY_GB``; None for a CPU job or a student whose shape is unknown here."""
-    if gpus <= 0:
+def _shape_problems(cfg: trainer_config.TrainConfig) -> list[tuple[str, str]]:
+    """What the job's shape asks of the config: one node on the CPU, and a batch that
+    splits over every process of every node."""
+    if cfg.gpus_per_node == 0 and cfg.nodes > 1:
+        return [
+            (
+                "nodes",
+                f"nodes: a job on the CPU runs on one node (got {cfg.nodes}); give it GPUs "
+                "to span nodes, or set nodes: 1",
+            )
+        ]
+    return trainer_config.parallel_problems(cfg, cfg.nodes * max(cfg.gpus_per_node, 1))
+
+
+def memory_plan(config: dict[str, Any], student_path: str) -> trainer_plan.Plan | None:
+    """The per-GPU memory plan (``trainer.plan``) of a GPU job's config, on its nodes ×
+    GPUs per node of ``GAD_GPU_MEMORY_GB``, for the student it resolved to; None for a
+    CPU job or a student whose shape is unknown here."""
+    cfg = trainer_config.from_dict(config)
+    if cfg.gpus_per_node <= 0:
         return None
     try:
-        cfg = trainer_config.from_dict(config)
-        student = references.resolve(cfg.student, team)
-        shape = trainer_plan.model_shape(student)
-    except (BadInput, references.InvalidReference, trainer_plan.UnknownModel):
+        shape = trainer_plan.model_shape(student_path)
+    except trainer_plan.UnknownModel:
         return None
-    return trainer_plan.plan(cfg, cfg.nodes, gpus, settings.GAD_GPU_MEMORY_GB, shape=shape)
+    return trainer_plan.plan(
+        cfg, cfg.nodes, cfg.gpus_per_node, settings.GAD_GPU_MEMORY_GB, shape=shape
+    )
 
 
-def _memory_problems(
-    team: Team, cfg: trainer_config.TrainConfig, gpus: int
-) -> list[tuple[str, str]]:
-    result = memory_plan(team, trainer_config.to_dict(cfg), gpus)
+def job_plan(job) -> trainer_plan.Plan | None:
+    """A job's memory plan, from what its launch stored (its config and resolved
+    student); None for a job stored before they were, or one whose config no longer
+    validates."""
+    if not job.student_path:
+        return None
+    try:
+        return memory_plan(job.config, job.student_path)
+    except BadInput:
+        return None
+
+
+def _memory_problems(cfg: trainer_config.TrainConfig, student_path: str) -> list[tuple[str, str]]:
+    result = memory_plan(trainer_config.to_dict(cfg), student_path)
     if result is None or result.fits:
         return []
     return [
         (
             "gpus",
             f"gpus: {cfg.method} does not fit in GPU memory: {result.peak_gb:.1f} GB per GPU "
-            f"of {result.gpu_memory_gb:g} GB on {result.nodes} node(s) x {gpus} GPU(s); "
-            f"{result.advice} (python -m trainer plan shows each part)",
+            f"of {result.gpu_memory_gb:g} GB on {result.nodes} node(s) x "
+            f"{cfg.gpus_per_node} GPU(s); {result.advice} (python -m trainer plan shows "
+            "each part)",
         )
     ]

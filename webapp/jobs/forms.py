@@ -72,8 +72,10 @@ class LaunchForm(forms.Form):
         min_value=0,
         max_value=64,
         initial=1,
-        help_text="0 runs on a CPU worker. More than 1: one data-parallel process per GPU "
-        "(the batch size must be a multiple of the GPUs).",
+        label="GPUs per node",
+        help_text="0 runs on a CPU worker. More than 1, or more than one node (nodes, under "
+        "Advanced): one data-parallel process per GPU (the batch size must be a multiple "
+        "of the GPUs of all nodes).",
     )
     use_lora = forms.BooleanField(required=False, label="Train with LoRA adapters (peft)")
     guard = forms.ChoiceField(
@@ -116,7 +118,7 @@ class LaunchForm(forms.Form):
         if data.get("student") and data.get("method"):
             nested = config_from_fields(data, self.advanced, data.get("use_lora", False))
             gpus = data.get("gpus") or 0
-            self.configs, errors = build_configs(
+            self.spec, errors = build_configs(
                 self.team, data["method"], data["student"], nested, gpus
             )
             data["student"] = data["student"].strip()

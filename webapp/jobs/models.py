@@ -6,6 +6,9 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from webapp.claims import Claimed
+from webapp.dispatch import Sent
+
 
 class Method(models.TextChoices):
     GAD = "gad", "GAD"
@@ -35,7 +38,10 @@ class JobQuerySet(models.QuerySet["Job"]):
         return self.filter(status__in=ACTIVE_STATUSES)
 
 
-class Job(models.Model):
+class Job(Claimed, Sent):
+    """A training job. A worker holds it by its claim (``webapp.claims``), renewed with
+    each heartbeat; its task's delivery is tracked by ``webapp.dispatch``."""
+
     team = models.ForeignKey("teams.Team", on_delete=models.CASCADE, related_name="jobs")
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
@@ -52,7 +58,16 @@ class Job(models.Model):
         on_delete=models.SET_NULL,
         related_name="jobs",
     )
-    student = models.CharField(max_length=500, help_text="HF hub id or a path on the workers.")
+    student = models.CharField(
+        max_length=500,
+        help_text="The reference given at launch: a hub id, checkpoint:ID or model:NAME.",
+    )
+    student_path = models.CharField(
+        max_length=1000,
+        blank=True,
+        help_text="What the student resolved to at launch (the hub id, or a checkpoint's or "
+        "a registered model's directory): what the trainer loads; the worker checks it again.",
+    )
     pair = models.ForeignKey(
         "self",
         null=True,
@@ -66,7 +81,7 @@ class Job(models.Model):
         max_length=10,
         default="off",
         choices=[("off", "Off"), ("pause", "Pause the job"), ("stop", "Stop the job")],
-        help_text="What to do when a health alarm fires (webapp/monitoring/guard.py).",
+        help_text="What to do when a health alarm fires (the health guard).",
     )
     guard_paused = models.BooleanField(
         default=False, help_text="Paused by the health guard: waits for a person, not for quota."
@@ -75,15 +90,8 @@ class Job(models.Model):
         "Checkpoint", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     log_tail = models.TextField(blank=True, help_text="The last lines of the trainer's log.")
-    # Worker bookkeeping: who runs the job, whether it is alive, how often it was tried.
-    worker = models.CharField(max_length=200, blank=True, help_text="host:pid of the runner.")
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # How often a worker took it (a lost worker's job is taken again, up to a limit).
     attempts = models.PositiveSmallIntegerField(default=0)
-    # The task could not be sent (broker unreachable); the sweep sends it again.
-    unsent = models.BooleanField(default=False)
-    # When its task was last sent (or a worker re-sent it, waiting for GPUs): one queued
-    # unclaimed for longer than GAD_REQUEUE_AFTER_S lost its message; the sweep resends.
-    sent_at = models.DateTimeField(null=True, blank=True)
     gpu_seconds = models.FloatField(default=0.0, help_text="GPU time used so far, all attempts.")
     gpu_seconds_charged = models.FloatField(
         default=0.0, help_text="The part of gpu_seconds already charged to the team."
@@ -93,7 +101,9 @@ class Job(models.Model):
         max_length=20, choices=Status.choices, default=Status.QUEUED, db_index=True
     )
     config = models.JSONField(default=dict, help_text="The resolved trainer config.")
-    gpus = models.PositiveSmallIntegerField(default=1)
+    # The job's shape, stored at launch (its configs' nodes and gpus_per_node say the same).
+    gpus = models.PositiveSmallIntegerField(default=1, help_text="GPUs per node; 0: the CPU.")
+    nodes = models.PositiveSmallIntegerField(default=1, help_text="Nodes the job spans.")
     stage = models.CharField(max_length=20, blank=True)
     step = models.PositiveIntegerField(default=0)
     total_steps = models.PositiveIntegerField(null=True, blank=True)

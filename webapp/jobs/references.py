@@ -99,14 +99,3 @@ def choices(team: Team) -> list[Choice]:
         Choice(f"checkpoint:{c.pk}", f"{c.job.name} · step {c.step}") for c in checkpoints[:200]
     ]
     return found
-
-
-def label(ref: str, team: Team) -> str:
-    """How a stored reference reads on a page (the checkpoint's job and step)."""
-    if m := CHECKPOINT.fullmatch(ref or ""):
-        found = (
-            Checkpoint.objects.filter(pk=int(m[1]), job__team=team).select_related("job").first()
-        )
-        if found is not None:
-            return f"{found.job.name} · step {found.step}"
-    return ref

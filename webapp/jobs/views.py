@@ -27,7 +27,7 @@ from webapp.jobs.archive import (
     tensorboard_response,
     tracker_runs,
 )
-from webapp.jobs.configs import memory_plan
+from webapp.jobs.configs import job_plan
 from webapp.jobs.forms import LaunchForm, initial_from_config
 from webapp.jobs.models import ACTIVE_STATUSES, Checkpoint, Job, Method, Sample, Status
 from webapp.lib import samples as sample_views
@@ -117,9 +117,7 @@ def job_launch(request: AuthenticatedRequest, slug: str) -> HttpResponse:
                 name=data["name"],
                 prompt_set=data["prompt_set"],
                 teacher=data["teacher"],
-                student=data["student"],
-                gpus=data["gpus"],
-                configs=form.configs,
+                spec=form.spec,
                 guard=data["guard"] or "off",
             )
             try:
@@ -185,7 +183,7 @@ def job_detail(request: AuthenticatedRequest, slug: str, pk: int) -> HttpRespons
             "poll_ms": _poll_ms(),
             "sample_steps": Sample.objects.filter(job=job).values("step").distinct().count(),
             "compare_url": _compare_url(team, [job, job.pair] if job.pair else [job]),
-            "plan": memory_plan(team, job.config, job.gpus),
+            "plan": job_plan(job),
             "storage_used": team_actions.storage_used(team),
             "tensorboard": tensorboard_dir(job) is not None,
             "tracker_runs": tracker_runs(job),

@@ -4,10 +4,9 @@ UPDATE, so a worker that lost its claim cannot overwrite its successor's state).
 
 from __future__ import annotations
 
-from functools import partial
-
 from django.contrib.auth.models import User
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from webapp import claims, dispatch
@@ -68,7 +67,7 @@ def launch(evaluation: Evaluation, endpoint: TeacherEndpoint, user) -> JudgeRun:
             forecast=runs.forecast_dict(forecast),
             created_by=user if getattr(user, "is_authenticated", False) else None,
         )
-        transaction.on_commit(partial(enqueue, run.pk))
+        JUDGE.enqueue_on_commit(run.pk)
     return run
 
 
@@ -80,33 +79,12 @@ def claim(run_id: int, worker: str, lease_s: float) -> bool:
 
 def renew(run_id: int, worker: str, lease_s: float) -> bool:
     """False when the claim was lost (it lapsed and another worker took the run)."""
-    return claims.renew(JudgeRun, run_id, worker, lease_s)
-
-
-def requeue_lost_runs() -> list[int]:
-    """Running judge runs whose worker died (the claim lapsed): queued again. Verdicts
-    already paid for are in the answer store, so the new task asks only for the rest.
-    Run by the sweep (celery beat)."""
-    running = JudgeRun.objects.filter(status=JudgeRun.Status.RUNNING)
-    return claims.requeue_lapsed(running, enqueue, status=JudgeRun.Status.QUEUED)
+    return claims.renew(JudgeRun.objects.all(), run_id, worker, lease_s)
 
 
 def enqueue(run_id: int) -> bool:
     """Send the judge task; False (and the run flagged unsent) if the broker is down."""
-    return dispatch.send_for(JudgeRun.objects.filter(pk=run_id), JUDGE_TASK, [run_id], JUDGE_QUEUE)
-
-
-def resend_lost(after_s: float) -> list[int]:
-    """Queued judge runs, unclaimed, whose task was lost in the broker: sent again."""
-    waiting = JudgeRun.objects.filter(status=JudgeRun.Status.QUEUED, claimed_by="")
-    return dispatch.resend_lost(waiting, JUDGE_TASK, enqueue, after_s)
-
-
-def resend_unsent() -> list[int]:
-    """Queued judge runs whose task never reached the broker: sent again. Run by the
-    sweep."""
-    waiting = JudgeRun.objects.filter(unsent=True, status=JudgeRun.Status.QUEUED)
-    return [pk for pk in waiting.values_list("pk", flat=True) if enqueue(pk)]
+    return JUDGE.enqueue(run_id)
 
 
 def record_progress(run_id: int, state: dict, tokens: int) -> None:
@@ -134,16 +112,15 @@ def finish(run: JudgeRun, error: str, worker: str, *, paused: bool = False) -> b
         run.status = JudgeRun.Status.SUCCEEDED
     run.error = error
     run.finished_at = timezone.now()
-    return bool(
-        JudgeRun.objects.filter(pk=run.pk, claimed_by=worker).update(
-            status=run.status,
-            error=error,
-            finished_at=run.finished_at,
-            report=run.report,
-            tokens_used=run.tokens_used,
-            claimed_by="",
-            claimed_until=None,
-        )
+    return claims.release(
+        JudgeRun.objects.all(),
+        run.pk,
+        worker,
+        status=run.status,
+        error=error,
+        finished_at=run.finished_at,
+        report=run.report,
+        tokens_used=run.tokens_used,
     )
 
 
@@ -169,7 +146,7 @@ def continue_run(run: JudgeRun, token_cap: int | None = None) -> JudgeRun:
         JudgeRun.objects.filter(pk=run.pk).update(
             status=JudgeRun.Status.QUEUED, token_cap=cap, error="", finished_at=None
         )
-        transaction.on_commit(partial(enqueue, run.pk))
+        JUDGE.enqueue_on_commit(run.pk)
     run.refresh_from_db()
     return run
 
@@ -225,3 +202,19 @@ def create_sweep(
         return Sweep.objects.create(
             evaluation=evaluation, job=job, every=every, length_bound=length_bound
         )
+
+
+# A judge run's kind of work (webapp.dispatch): queued runs wait for a worker; running
+# ones need a live one, and go back to the queue when handed on (the verdicts already
+# paid for are in the answer store: the next delivery asks only for the rest).
+JUDGE = dispatch.register(
+    dispatch.Kind(
+        name="judge_runs",
+        model=JudgeRun,
+        task=JUDGE_TASK,
+        queue=JUDGE_QUEUE,
+        waiting=Q(status=JudgeRun.Status.QUEUED),
+        working=Q(status=JudgeRun.Status.RUNNING),
+        requeue={"status": JudgeRun.Status.QUEUED},
+    )
+)

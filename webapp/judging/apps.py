@@ -7,6 +7,7 @@ class JudgingConfig(AppConfig):
     verbose_name = "Judging"
 
     def ready(self) -> None:
+        import webapp.judging.actions  # noqa: F401  (registers its kind of work)
         from webapp.evaluation import panels
         from webapp.judging.panels import PANEL
 

@@ -7,13 +7,16 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from webapp.claims import Claimed
+from webapp.dispatch import Sent
 from webapp.evaluation.models import Evaluation
 
 
-class JudgeRun(models.Model):
+class JudgeRun(Claimed, Sent):
     """One LLM-as-judge run over an evaluation's answers (trainer.judge), by a team's
     teacher endpoint; its report (scores with 95% CIs, plus the no-judge diagnostics)
-    is kept as JSON."""
+    is kept as JSON. The running task's claim is renewed while it runs: a second
+    delivery leaves a held run alone; the sweep re-queues a run whose claim lapsed."""
 
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"
@@ -45,15 +48,6 @@ class JudgeRun(models.Model):
     )
     # While running: {"phase": references | verdicts | retries, "done": n, "total": n}.
     progress = models.JSONField(default=dict, blank=True)
-    # The running task's claim, renewed while it runs: a second delivery of the task
-    # leaves a held run alone; the sweep re-queues a run whose claim lapsed (worker lost).
-    claimed_by = models.CharField(max_length=200, blank=True)
-    claimed_until = models.DateTimeField(null=True, blank=True)
-    # The task could not be sent (broker unreachable); the sweep sends it again.
-    unsent = models.BooleanField(default=False)
-    # When its task was last sent (or a worker re-sent it, waiting for GPUs): one queued
-    # unclaimed for longer than GAD_REQUEUE_AFTER_S lost its message; the sweep resends.
-    sent_at = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"

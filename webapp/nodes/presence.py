@@ -4,24 +4,18 @@ current; ``worker.presence`` writes them); and whether the sweep (celery beat's
 
 from __future__ import annotations
 
-import socket
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from django.conf import settings
 from django.utils import timezone
 
 from webapp.celery import broker_redis
+from webapp.claims import node_name
 from webapp.nodes.models import GpuLease, WorkerNode
 
 SWEEP_RUNS, SWEEP_LAST = "gad:sweep:runs", "gad:sweep:last"
 REPORT_EVERY_S = 10
 LIVE_S = 45  # a worker not heard from for this long is gone
-
-
-def node_name() -> str:
-    """This node's name: ``GAD_NODE_NAME``, else the host name (GPU leases are per node)."""
-    return settings.GAD_NODE_NAME or socket.gethostname()
 
 
 def live_workers():
@@ -122,29 +116,30 @@ def gpu_wait(gpus: int) -> str | None:
     return f"Waiting for {gpus} GPU{'s' if gpus > 1 else ''}: " + "; ".join(busy) + "."
 
 
-def report(name: str, node: str, queues: list[str], gpus: list[int]) -> None:
+# ----------------------------------------------------------------------------- leases
+
+
+def lapsed_nodes(job, nodes: list[str]) -> list[str]:
+    """The gang's nodes whose worker stopped renewing its leases (it died, or its node):
+    their leases are all past expiry. A member that ends its part releases its leases
+    instead (``actions.release_node``), so an empty node is not a lapsed one."""
     now = timezone.now()
-    WorkerNode.objects.update_or_create(
-        name=name,
-        defaults={"node": node, "queues": queues, "gpus": gpus, "last_seen": now},
-        create_defaults={
-            "node": node,
-            "queues": queues,
-            "gpus": gpus,
-            "last_seen": now,
-            "started_at": now,
-        },
-    )
+    rows = GpuLease.objects.filter(job=job, node__in=nodes).values_list("node", "expires_at")
+    latest: dict[str, datetime] = {}
+    for node, expires in rows:
+        latest[node] = max(latest.get(node, expires), expires)
+    return [n for n in nodes if n in latest and latest[n] < now]
 
 
-def forget(nodes: list[str]) -> None:
-    """Nodes found dead (a multi-node job lost them): not live until they report again."""
-    if nodes:
-        WorkerNode.objects.filter(node__in=nodes).delete()
+def holding_nodes(job, nodes: list[str]) -> list[str]:
+    """The gang's nodes that still hold leases for the job (alive or not yet lapsed)."""
+    held = GpuLease.objects.filter(job=job, node__in=nodes, expires_at__gte=timezone.now())
+    return sorted(set(held.values_list("node", flat=True)))
 
 
-def gone(name: str) -> None:
-    WorkerNode.objects.filter(name=name).delete()
+def leases_here(job) -> list[GpuLease]:
+    """This node's leases of the job (a member node's GPUs, leased by its leader)."""
+    return list(GpuLease.objects.filter(job=job, node=node_name()))
 
 
 def record_sweep() -> None:

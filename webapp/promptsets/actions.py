@@ -1,13 +1,17 @@
-"""Changes to prompt sets: upload (see ingest.py), held-out split, delete."""
+"""Changes to prompt sets: upload (see ingest.py), held-out split, delete; and the
+teacher answers that jobs collect for them."""
 
 from __future__ import annotations
 
 import random
+from dataclasses import asdict
 
 from django.db import transaction
 
+from trainer.teacher import Answer
 from webapp.lib.errors import ActionError
-from webapp.promptsets.models import Prompt, PromptSet, Split
+from webapp.lib.text import scrub
+from webapp.promptsets.models import Prompt, PromptSet, Split, TeacherAnswer
 
 
 def _refuse_if_in_use(prompt_set: PromptSet, doing: str) -> None:
@@ -45,3 +49,14 @@ def delete_prompt_set(prompt_set: PromptSet) -> None:
         locked = PromptSet.objects.select_for_update().get(pk=prompt_set.pk)
         _refuse_if_in_use(locked, "delete")
         locked.delete()
+
+
+def save_teacher_answer(answer: Answer) -> None:
+    """Store (or replace) a teacher's answer under its key, (prompt hash, teacher
+    fingerprint): the answer store's write side (``trainer.teacher``'s ``put``)."""
+    values = scrub(asdict(answer))
+    TeacherAnswer.objects.update_or_create(
+        prompt_hash=values.pop("prompt_hash"),
+        fingerprint=values.pop("fingerprint"),
+        defaults=values,
+    )

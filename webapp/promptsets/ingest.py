@@ -14,17 +14,17 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 
 from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from trainer.data import iter_records, validate_prompt_file
 from trainer.teacher import prompt_hash
-from webapp import dispatch
+from webapp import claims, dispatch
 from webapp.promptsets.models import Prompt, PromptSet, Upload, UploadStatus
 from webapp.promptsets.stats import LengthStats
 from webapp.teams import actions as team_actions
@@ -132,36 +132,34 @@ def stage(team, user, name: str, upload: UploadedFile) -> Upload:
                 staging_path=str(staging),
                 size_bytes=staging.stat().st_size,
             )
-            transaction.on_commit(partial(enqueue_import, row.pk))
+            IMPORT.enqueue_on_commit(row.pk)
     except BaseException:
         staging.unlink(missing_ok=True)
         raise
     return row
 
 
-def enqueue_import(upload_id: int) -> bool:
-    rows = Upload.objects.filter(pk=upload_id)
-    return dispatch.send_for(rows, IMPORT_TASK, [upload_id], IMPORT_QUEUE)
+def claim_import(upload_id: int, worker: str, lease_s: float) -> Upload | None:
+    """Take a waiting import, or one whose worker died while reading it (its claim
+    lapsed), for ``lease_s`` seconds; None when another worker holds it or it ended."""
+    waiting = Upload.objects.filter(status__in=[UploadStatus.QUEUED, UploadStatus.READING])
+    if not claims.take(waiting, upload_id, worker, lease_s, status=UploadStatus.READING):
+        return None
+    return Upload.objects.select_related("team", "created_by").get(pk=upload_id)
 
 
-def resend_unsent() -> list[int]:
-    """Uploads whose import task never reached the broker: sent again. Run by the sweep."""
-    waiting = Upload.objects.filter(unsent=True, status=UploadStatus.QUEUED)
-    return [pk for pk in waiting.values_list("pk", flat=True) if enqueue_import(pk)]
+def renew_import(upload_id: int, worker: str, lease_s: float) -> bool:
+    return claims.renew(Upload.objects.all(), upload_id, worker, lease_s)
 
 
-def import_staged(upload_id: int) -> str:
-    """The worker's half: check and import a staged upload, recording the progress and
-    the outcome on its row; the staged file is removed whatever happens."""
-    if not Upload.objects.filter(pk=upload_id, status=UploadStatus.QUEUED).update(
-        status=UploadStatus.READING
-    ):
-        return "taken or ended already"
-    row = Upload.objects.select_related("team", "created_by").get(pk=upload_id)
+def import_staged(row: Upload, worker: str) -> str:
+    """The worker's half, once it holds ``row`` (``claim_import``): check and import the
+    staged upload, recording the progress and the outcome on its row; the staged file
+    is removed whatever happens."""
     staging = Path(row.staging_path)
 
     def progress(records: int) -> None:
-        Upload.objects.filter(pk=upload_id).update(records_read=records)
+        claims.holding(Upload.objects.all(), row.pk, worker).update(records_read=records)
 
     outcome = {"status": UploadStatus.FAILED, "finished_at": timezone.now()}
     try:
@@ -179,11 +177,11 @@ def import_staged(upload_id: int) -> str:
     except UploadRejected as rejected:
         outcome |= {"error": rejected.message, "problems": rejected.problems}
     except Exception:
-        log.exception("upload %s: import failed", upload_id)
+        log.exception("upload %s: import failed", row.pk)
         outcome["error"] = f"{row.filename}: the import failed inside the worker; try again."
     finally:
         staging.unlink(missing_ok=True)
-        Upload.objects.filter(pk=upload_id).update(**outcome)
+        claims.release(Upload.objects.all(), row.pk, worker, **outcome)
     return str(outcome["status"])
 
 
@@ -231,3 +229,19 @@ def _insert(team, user, name: str, filename: str, path: Path) -> PromptSet:
     }
     prompt_set.save()
     return prompt_set
+
+
+# An import's kind of work (webapp.dispatch): waiting uploads are queued for a CPU
+# worker; one being read needs a live one, and is read again from its staged file when
+# handed on (nothing of a failed read was saved: the insert is one transaction).
+IMPORT = dispatch.register(
+    dispatch.Kind(
+        name="imports",
+        model=Upload,
+        task=IMPORT_TASK,
+        queue=IMPORT_QUEUE,
+        waiting=Q(status=UploadStatus.QUEUED),
+        working=Q(status=UploadStatus.READING),
+        requeue={"status": UploadStatus.QUEUED},
+    )
+)

@@ -6,6 +6,9 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from webapp.claims import Claimed
+from webapp.dispatch import Sent
+
 
 class PromptSet(models.Model):
     team = models.ForeignKey("teams.Team", on_delete=models.CASCADE, related_name="prompt_sets")
@@ -98,11 +101,12 @@ class UploadStatus(models.TextChoices):
     FAILED = "failed", "Not imported"
 
 
-class Upload(models.Model):
+class Upload(Claimed, Sent):
     """An uploaded prompt file on its way to a PromptSet: the web process stores it and a
     worker checks and imports it (``gad.import_prompts``), so a large or hostile file
     never ties up a web process. The page polls its progress and then shows the prompt
-    set, or the problems with their line numbers."""
+    set, or the problems with their line numbers. The importing worker holds it by a
+    claim; if it dies, the sweep hands the import to another worker."""
 
     team = models.ForeignKey("teams.Team", on_delete=models.CASCADE, related_name="uploads")
     created_by = models.ForeignKey(
@@ -121,8 +125,6 @@ class Upload(models.Model):
     prompt_set = models.ForeignKey(
         PromptSet, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
-    # The task could not be sent (broker unreachable); the sweep sends it again.
-    unsent = models.BooleanField(default=False)
     created_at = models.DateTimeField(default=timezone.now)
     finished_at = models.DateTimeField(null=True, blank=True)
 

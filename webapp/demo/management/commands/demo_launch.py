@@ -112,10 +112,10 @@ class Command(BaseCommand):
             },
         )
         ref = f"model:{DEMO_STUDENT}"
-        configs, errors = build_configs(team, "pair", ref, DEMO_CONFIG)
-        if errors:
+        spec, errors = build_configs(team, "pair", ref, DEMO_CONFIG)
+        if spec is None:
             raise SystemExit(f"demo config is invalid: {errors}")
-        request = job_actions.LaunchRequest("demo", prompt_set, teacher, ref, 0, configs)
+        request = job_actions.LaunchRequest("demo", prompt_set, teacher, spec)
         jobs = job_actions.launch(team, None, request)
         self.stdout.write(f"launched {', '.join(f'{j.name} (#{j.pk})' for j in jobs)}")
 

@@ -17,6 +17,7 @@ import urllib.request
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from webapp.claims import node_name
 from webapp.nodes import presence
 
 
@@ -53,7 +54,7 @@ def _web(max_age: float | None) -> str:
 
 
 def _worker(max_age: float | None) -> str:
-    node = presence.node_name()
+    node = node_name()
     names = sorted(w.name for w in presence.live_workers().filter(node=node))
     if not names:
         raise CommandError(
