@@ -115,14 +115,26 @@ def tiny_student_dir(tmp_path_factory) -> Path:
     return build_tiny(tmp_path_factory.mktemp("student") / "tiny", layers=2, hidden=32, heads=4)
 
 
-@pytest.fixture
-def site_of(settings, tmp_path, transactional_db):
+# The broker's state a test must not inherit: the queues, and the messages workers took
+# and never acknowledged (a SIGKILLed worker's job stays there for the visibility
+# timeout, a week). The database's ids start again in every run, so a leftover message
+# of an earlier run names a job of this one, and the sweep's lost-message check
+# (webapp.dispatch) would take it for that job's message.
+BROKER_KEYS = ("cpu", "gpu", "celery", "unacked", "unacked_index")
+
+
+def clear_broker(settings) -> None:
     import redis
 
+    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    broker.delete(*BROKER_KEYS, *broker.keys("node.*"))
+
+
+@pytest.fixture
+def site_of(settings, tmp_path, transactional_db):
     from tests.processes import Site
 
-    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
-    broker.delete("cpu", "gpu", "celery")
+    clear_broker(settings)
     settings.GAD_DATA_DIR = tmp_path / "data"
     sites = []
 
@@ -133,4 +145,4 @@ def site_of(settings, tmp_path, transactional_db):
     yield make
     for site in sites:
         site.stop()
-    broker.delete("cpu", "gpu", "celery")
+    clear_broker(settings)

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import clear_broker
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -28,12 +30,9 @@ def _data_dir(settings, tmp_path):
 
 @pytest.fixture
 def purge_queues(settings):
-    import redis
-
-    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
-    broker.delete("cpu", "gpu", "celery")
+    clear_broker(settings)
     yield
-    broker.delete("cpu", "gpu", "celery")
+    clear_broker(settings)
 
 
 class Workers:
