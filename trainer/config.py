@@ -245,6 +245,9 @@ def valid_keys(cls: type = TrainConfig, prefix: str = "") -> list[str]:
 # ---------------------------------------------------------------------------- validation
 
 
+LARGEST_INT = 2**63 - 1
+
+
 def _check_type(key: str, value: Any, tp: Any) -> tuple[Any, str | None]:
     """Coerce `value` to type `tp` where lossless (int -> float); return (value, error)."""
     args = typing.get_args(tp)
@@ -262,8 +265,13 @@ def _check_type(key: str, value: Any, tp: Any) -> tuple[Any, str | None]:
         ok = isinstance(value, bool)
         return value, None if ok else f"{key}: must be true or false (got {value!r})"
     if tp is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-        return value, None if ok else f"{key}: must be an integer (got {value!r})"
+        if not isinstance(value, int) or isinstance(value, bool):
+            return value, f"{key}: must be an integer (got {_shown(value)})"
+        # Past int64 a count or a seed means nothing here, and it overflows the planner's
+        # floats, torch's int64 tensors and a database's bigint.
+        if abs(value) > LARGEST_INT:
+            return value, f"{key}: {_shown(value)} is out of range (at most 2^63 - 1)"
+        return value, None
     if tp is float:
         number: float | None = None
         try:

@@ -181,3 +181,101 @@ def test_query_strings_never_answer_500(login, personas, page, query):
     if page == "prompt-set":
         kwargs["pk"] = personas.prompt_set.pk
     _ok(client.get(reverse(page, kwargs=kwargs), query))
+
+
+# Numbers past every bound: JSON integers Python keeps exactly (a 400-digit one overflows
+# a float, a bigint, a tensor), the edges of int64, and what JSON cannot say (NaN and
+# infinity, which the API's parser refuses).
+extreme_numbers = st.sampled_from(
+    [10**400, -(10**400), 10**4000, 2**63, -(2**63) - 1, 1e308, -1e308]
+    + [float("inf"), float("-inf"), float("nan")]
+)
+# (path, body) with the named field set to NUMBER: each named numeric field and each
+# free-form entry of the API, nested ones included.
+NUMBER = object()
+NUMERIC_FIELDS = {
+    "teacher params.temperature": ("/api/v1/teachers", {"params": {"temperature": NUMBER}}),
+    "teacher params.top_p": ("/api/v1/teachers", {"params": {"top_p": NUMBER}}),
+    "teacher params.max_tokens": ("/api/v1/teachers", {"params": {"max_tokens": NUMBER}}),
+    "teacher params.seed": ("/api/v1/teachers", {"params": {"seed": NUMBER}}),
+    "job gpus": ("/api/v1/jobs", {"gpus": NUMBER}),
+    "job prompt_set": ("/api/v1/jobs", {"prompt_set": NUMBER}),
+    "job teacher": ("/api/v1/jobs", {"teacher": NUMBER}),
+    "job config.group_size": ("/api/v1/jobs", {"config": {"group_size": NUMBER}}),
+    "job config.gad.lr": ("/api/v1/jobs", {"config": {"gad": {"lr": NUMBER}}}),
+    "job config.nodes": ("/api/v1/jobs", {"config": {"nodes": NUMBER}}),
+    "job config.micro_batch_tokens": ("/api/v1/jobs", {"config": {"micro_batch_tokens": NUMBER}}),
+    "judge judge": ("JUDGE", {"judge": NUMBER}),
+    "continue token_cap": ("CONTINUE", {"token_cap": NUMBER}),
+    "sweep every": ("SWEEP", {"every": NUMBER, "judge": 1}),
+    "sweep limit": ("SWEEP", {"limit": NUMBER, "judge": 1}),
+    "sweep length_bound": ("SWEEP", {"length_bound": NUMBER, "judge": 1}),
+    "sweep prompt_set": ("SWEEP", {"prompt_set": NUMBER, "judge": 1}),
+}
+
+
+def _with_number(body, number):
+    if body is NUMBER:
+        return number
+    if isinstance(body, dict):
+        return {key: _with_number(value, number) for key, value in body.items()}
+    return body
+
+
+@FUZZ
+@given(field=st.sampled_from(sorted(NUMERIC_FIELDS)), number=extreme_numbers)
+def test_every_numeric_field_refuses_huge_and_non_finite_numbers(
+    client, personas, bearer, field, number
+):
+    path, body = NUMERIC_FIELDS[field]
+    path = {
+        "JUDGE": f"/api/v1/evaluations/{personas.job.pk}/judge-runs",
+        "CONTINUE": f"/api/v1/evaluations/{personas.job.pk}/judge-runs/1/continue",
+        "SWEEP": f"/api/v1/jobs/{personas.job.pk}/sweeps",
+    }.get(path, path)
+    payload = {
+        "team": "acme",
+        "name": "n",
+        "method": "gad",
+        "prompt_set": personas.prompt_set.pk,
+        "student": "org/s",
+        "base_url": "http://127.0.0.1:9/v1",
+        "model": "m",
+        **_with_number(body, number),
+    }
+    response = client.post(
+        path, json.dumps(payload, allow_nan=True), content_type="application/json", **bearer
+    )
+    _ok(response)
+
+
+@FUZZ
+@given(
+    page=st.sampled_from(["metrics", "samples", "sweep"]),
+    number=extreme_numbers,
+)
+def test_numeric_query_parameters_refuse_huge_and_non_finite_numbers(
+    client, personas, bearer, page, number
+):
+    url = {
+        "metrics": f"/api/v1/jobs/{personas.job.pk}/metrics?after_step={number}",
+        "samples": f"/api/v1/jobs/{personas.job.pk}/samples?step={number}",
+        "sweep": f"/api/v1/sweeps/1?bound={number}",
+    }[page]
+    _ok(client.get(url, **bearer))
+
+
+def test_a_400_digit_temperature_is_a_422_naming_the_field(client, personas, bearer):
+    """The last 500 of the review: params.temperature as a 400-digit integer."""
+    payload = {
+        "team": "acme",
+        "name": "t",
+        "base_url": "http://127.0.0.1:9/v1",
+        "model": "m",
+        "params": {"temperature": 10**400},
+    }
+    response = client.post(
+        "/api/v1/teachers", json.dumps(payload), content_type="application/json", **bearer
+    )
+    assert response.status_code == 422
+    assert "params.temperature" in response.json()["detail"]

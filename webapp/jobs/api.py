@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from ninja import Router, Schema
+from ninja import Field, Query, Router, Schema
 from ninja import Status as HttpStatus
+from pydantic import field_validator
 
 from webapp.jobs import actions
 from webapp.jobs.archive import (
@@ -19,6 +20,7 @@ from webapp.jobs.configs import build_configs, job_plan, teacher_problem
 from webapp.jobs.models import Checkpoint, Job, Sample, Status
 from webapp.jobs.series import metrics_payload
 from webapp.lib.errors import ActionError, ApiError
+from webapp.lib.numbers import ID, LARGEST, check_json_numbers
 from webapp.promptsets.models import PromptSet
 from webapp.teachers.models import TeacherEndpoint
 from webapp.teams import access
@@ -32,12 +34,17 @@ class JobIn(Schema):
     team: str
     name: str
     method: str  # gad | seqkd | pair
-    prompt_set: int
-    teacher: int | None = None
+    prompt_set: int = ID
+    teacher: int | None = Field(None, ge=1, le=LARGEST)
     student: str
-    gpus: int = 1
+    gpus: int = Field(1, ge=0, le=64, description="GPUs per node; 0: the CPU.")
     config: dict[str, Any] = {}
     guard: str = "off"  # off | pause | stop: what to do when a health alarm fires
+
+    @field_validator("config")
+    @classmethod
+    def _finite_numbers(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return check_json_numbers(value, "config")
 
 
 class JobOut(Schema):
@@ -148,8 +155,6 @@ def launch_job(request, payload: JobIn):
         raise ApiError(422, f"method: must be gad, seqkd or pair (got {payload.method!r})")
     if payload.guard not in ("off", "pause", "stop"):
         raise ApiError(422, f"guard: must be off, pause or stop (got {payload.guard!r})")
-    if not 0 <= payload.gpus <= 64:
-        raise ApiError(422, f"gpus: must be between 0 and 64 (got {payload.gpus})")
     prompt_set = PromptSet.objects.filter(team=team, pk=payload.prompt_set).first()
     if prompt_set is None:
         raise ApiError(422, f"prompt_set: no prompt set {payload.prompt_set} in team {team.slug}")
@@ -204,14 +209,14 @@ def cancel_job(request, job_id: int):
 
 
 @router.get("/jobs/{int:job_id}/metrics", summary="Metric series since a step")
-def job_metrics(request, job_id: int, after_step: int = -1):
+def job_metrics(request, job_id: int, after_step: int = Query(-1, ge=-1, le=LARGEST)):
     """Without after_step: every series down-sampled to at most ~2,000 points (min/max
     buckets keep the extremes); with it: the raw points after that step."""
     return metrics_payload(_job(request, job_id), after_step)
 
 
 @router.get("/jobs/{int:job_id}/samples", summary="Samples written by the trainer")
-def job_samples(request, job_id: int, step: int | None = None):
+def job_samples(request, job_id: int, step: int | None = Query(None, ge=0, le=LARGEST)):
     job = _job(request, job_id)
     rows = Sample.objects.filter(job=job)
     if step is not None:

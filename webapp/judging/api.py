@@ -10,7 +10,7 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
-from ninja import Router, Schema
+from ninja import Field, Query, Router, Schema
 from ninja import Status as HttpStatus
 
 from webapp.evaluation.api import ROLES, evaluation_for
@@ -19,6 +19,7 @@ from webapp.jobs.models import Job
 from webapp.judging import actions, runs, sweep
 from webapp.judging.models import Sweep
 from webapp.lib.errors import ActionError, ApiError
+from webapp.lib.numbers import ID, LARGEST
 from webapp.promptsets.models import PromptSet
 from webapp.teachers.models import TeacherEndpoint
 from webapp.teams import access
@@ -54,20 +55,21 @@ class JudgeRunOut(Schema):
 
 
 class JudgeIn(Schema):
-    judge: int
+    judge: int = ID
 
 
 class ContinueIn(Schema):
-    token_cap: int | None = None  # default: twice the run's cap
+    # Default: twice the run's cap.
+    token_cap: int | None = Field(None, ge=1, le=10**12, description="Tokens in all.")
 
 
 class SweepIn(Schema):
-    every: int = 1
-    judge: int
-    prompt_set: int | None = None  # default: the job's prompt set
+    every: int = Field(1, ge=1, le=100_000)
+    judge: int = ID
+    prompt_set: int | None = Field(None, ge=1, le=LARGEST)  # default: the job's prompt set
     prompt_choice: str = PromptChoice.TEST
-    limit: int | None = sweep.DEFAULT_PROMPTS
-    length_bound: float | None = None
+    limit: int | None = Field(sweep.DEFAULT_PROMPTS, ge=1, le=LARGEST)  # null: every prompt
+    length_bound: float | None = Field(None, gt=0, le=10**9, allow_inf_nan=False)  # words
 
 
 def _endpoint(team, pk: int, field: str) -> TeacherEndpoint:
@@ -112,8 +114,6 @@ def continue_judge_run(request, evaluation_id: int, run_id: int, payload: Contin
     run = evaluation_for(request, evaluation_id).judge_runs.filter(pk=run_id).first()
     if run is None:
         raise ApiError(404, f"no judge run {run_id} in evaluation {evaluation_id}")
-    if payload.token_cap is not None and not 1 <= payload.token_cap <= 10**12:
-        raise ApiError(422, "token_cap: must be between 1 and 10^12 tokens (or null)")
     try:
         return actions.continue_run(run, payload.token_cap)
     except QuotaExceeded as refused:
@@ -126,7 +126,11 @@ def continue_judge_run(request, evaluation_id: int, run_id: int, payload: Contin
     "/sweeps/{int:sweep_id}",
     summary="A checkpoint sweep: score and length per step, and the proposed checkpoint",
 )
-def get_sweep(request, sweep_id: int, bound: float | None = None) -> dict[str, Any]:
+def get_sweep(
+    request,
+    sweep_id: int,
+    bound: float | None = Query(None, gt=0, le=10**9, allow_inf_nan=False),
+) -> dict[str, Any]:
     found = access.get_object(
         Sweep.objects.select_related("evaluation__team", "job"),
         request.user,
@@ -172,12 +176,6 @@ def start_sweep(request, job_id: int, payload: SweepIn):
         raise ApiError(422, "prompt_set: the job's prompt set was deleted; name another")
     if payload.prompt_choice not in PromptChoice.values:
         raise ApiError(422, f"prompt_choice: must be one of {', '.join(PromptChoice.values)}")
-    if not 1 <= payload.every <= 100_000:
-        raise ApiError(422, "every: must be between 1 and 100000")
-    if payload.limit is not None and payload.limit < 1:
-        raise ApiError(422, "limit: must be at least 1 (or null for every prompt)")
-    if payload.length_bound is not None and payload.length_bound <= 0:
-        raise ApiError(422, "length_bound: must be a positive number of words (or null)")
     try:
         created = actions.create_sweep(
             job,

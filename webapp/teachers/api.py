@@ -9,9 +9,10 @@ from datetime import datetime
 from typing import Any
 
 from ninja import Field, Router, Schema, Status
-from pydantic import SecretStr
+from pydantic import SecretStr, field_validator
 
 from webapp.lib.errors import ApiError
+from webapp.lib.numbers import check_json_numbers
 from webapp.teachers import actions, crypto
 from webapp.teachers.models import TeacherEndpoint
 from webapp.teams import access
@@ -29,6 +30,11 @@ class TeacherIn(Schema):
     params: dict[str, Any] | None = Field(
         None, description="Default sampling: temperature, top_p, max_tokens, seed."
     )
+
+    @field_validator("params")
+    @classmethod
+    def _finite_numbers(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        return check_json_numbers(value, "params")
 
 
 class LastTestOut(Schema):

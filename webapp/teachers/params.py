@@ -51,15 +51,16 @@ def clean_params(raw: dict[str, Any] | None) -> dict[str, float | int]:
 def _number(value: Any, kind: type) -> float | int | None:
     if isinstance(value, bool):
         return None  # True is an int to Python, never a temperature to a person
-    if isinstance(value, str):
-        try:
+    try:
+        if isinstance(value, str):
             value = float(value.strip()) if kind is float else int(value.strip())
-        except ValueError:
+        if isinstance(value, float) and not math.isfinite(value):
             return None
-    if isinstance(value, float) and not math.isfinite(value):
+        if kind is int:
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            return value if isinstance(value, int) else None
+        # A 400-digit integer is an int to JSON and too large for a float.
+        return float(value) if isinstance(value, int | float) else None
+    except (ValueError, OverflowError):
         return None
-    if kind is int:
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        return value if isinstance(value, int) else None
-    return float(value) if isinstance(value, int | float) else None
