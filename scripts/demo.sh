@@ -107,7 +107,7 @@ step "starting the teacher, the worker, the scheduler and the web server"
 .venv/bin/transformers serve "$MODELS/teacher" --host 127.0.0.1 --port "$TEACHER_PORT" \
     --device cpu > "$LOGS/teacher.log" 2>&1 &
 pids+=($!)
-.venv/bin/celery -A webapp worker -Q cpu,gpu --pool threads --concurrency 4 --loglevel INFO -n demo@%h \
+.venv/bin/celery -A webapp worker -Q cpu,imports --pool threads --concurrency 4 --loglevel INFO -n demo@%h \
     > "$LOGS/worker.log" 2>&1 &
 pids+=($!)
 .venv/bin/celery -A webapp beat --loglevel INFO -s "$GAD_DATA_DIR/celerybeat-schedule" \

@@ -101,6 +101,17 @@ def prompts_file(tmp_path) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def _free_web_slots():
+    """A test's client leaves streamed downloads unread (a server would close them):
+    their slots are given back after each test."""
+    yield
+    from webapp.lib.http import DOWNLOADS, UPLOAD_WAITS
+
+    DOWNLOADS.clear()
+    UPLOAD_WAITS.clear()
+
+
 def pytest_collection_modifyitems(config, items):
     # Playwright's sync API keeps an event loop running in this thread for the rest of
     # the session, after which asyncio.run() (the teacher client) refuses to start:

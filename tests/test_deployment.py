@@ -176,7 +176,8 @@ def test_the_compose_file_parses_with_every_service_healthchecked():
         if os.environ.get("CI"):
             pytest.fail("docker-compose is missing: .ci/run installs Debian's docker-compose")
         pytest.skip("Debian's docker-compose is not installed (apt-get install docker-compose)")
-    env = {**os.environ, "DJANGO_SECRET_KEY": "x" * 50, "GAD_FIELD_KEY": "k"}
+    secrets = {"DJANGO_SECRET_KEY": "x" * 50, "GAD_FIELD_KEY": "k", "GAD_METRICS_TOKEN": "m"}
+    env = {**os.environ, **secrets}
     done = subprocess.run(
         [compose, "-f", str(COMPOSE), "config"], capture_output=True, text=True, env=env
     )
@@ -201,7 +202,7 @@ def test_the_compose_file_parses_with_every_service_healthchecked():
     assert any("/hf-cache" in v["target"] for v in _volumes(gpu))
     assert any(v["target"] == "/data" for v in _volumes(services["web"]))
     # Without the secrets the file refuses to start, naming what to set.
-    bare = {k: v for k, v in env.items() if k not in ("DJANGO_SECRET_KEY", "GAD_FIELD_KEY")}
+    bare = {k: v for k, v in env.items() if k not in secrets}
     done = subprocess.run(
         [compose, "-f", str(COMPOSE), "config"], capture_output=True, text=True, env=bare
     )

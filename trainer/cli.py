@@ -1,5 +1,5 @@
 """`python -m trainer ...`: build-tiny, run, collect, generate, toy (DESIGN.md "Trainer CLI"),
-judge and score (evaluation).
+judge and score (evaluation), check-prompts (a prompt file read as the site imports it).
 
 Exit status: 0 success, 2 bad input (one paragraph naming the file, line or key),
 1 internal failure (with the traceback).
@@ -48,6 +48,17 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--temperature", type=float)
     c.add_argument("--top-p", type=float)
     c.add_argument("--seed", type=int, help="sent where the API supports it")
+
+    k = sub.add_parser(
+        "check-prompts",
+        help="check a prompt file and write its records as normalized JSON lines",
+        description="Reads the file as an upload is imported (the same bounds: rows, "
+        "cells, lines, what compressed or dictionary-encoded data expands to). Prints a "
+        'JSON line {"records": N} every 5,000 records, then {"report": ...}; exit 2 '
+        "when the file has problems (listed in the report).",
+    )
+    k.add_argument("--prompts", required=True, help="prompt file (JSONL, CSV, Parquet)")
+    k.add_argument("--out", required=True, help="normalized records (JSONL)")
 
     g = sub.add_parser("generate", help="answer prompts with a model")
     g.add_argument("--model", required=True)
@@ -185,6 +196,8 @@ def _run(args: argparse.Namespace) -> int:
         return run_score(args)
     if args.command == "plan":
         return _plan(args)
+    if args.command == "check-prompts":
+        return _check_prompts(args)
     if args.command == "toy":
         from trainer.toy import main as toy_main
 
@@ -207,6 +220,27 @@ def _plan(args: argparse.Namespace) -> int:
         raise BadInput(str(e)) from e
     print(json.dumps(result.as_dict(), indent=2) if args.json else result.table())
     return 0 if result.fits else 3
+
+
+def _check_prompts(args: argparse.Namespace) -> int:
+    """Exit 0 when the file imports, 2 when it has problems."""
+    import json
+
+    from trainer.data import normalize_prompt_file
+
+    def progress(records: int) -> None:
+        print(json.dumps({"records": records}), flush=True)
+
+    report, size = normalize_prompt_file(args.prompts, args.out, on_progress=progress)
+    found = {
+        "records": report.num_records,
+        "with_teacher": report.num_with_teacher,
+        "stored_bytes": size,
+        "problems": [str(p) for p in report.problems],
+        "more_problems": report.more_problems,
+    }
+    print(json.dumps({"report": found}), flush=True)
+    return 0 if report.ok else 2
 
 
 def main(argv: list[str] | None = None) -> int:

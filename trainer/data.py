@@ -9,6 +9,7 @@ it) and `id`. The web app reuses `validate_prompt_file` for upload checks.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 from collections.abc import Callable, Iterator
@@ -19,14 +20,21 @@ from typing import Any
 from trainer.errors import BadInput
 
 MAX_PROBLEMS = 20
-_READ_CHUNK = 1024  # parquet rows per batch: memory stays flat on big files
+# Parquet rows per batch: what one batch may expand to stays bounded (64 cells at the
+# most a cell may hold), and memory flat on big files.
+_READ_CHUNK = 64
 # Bounds on what a file may make us hold or store: an id fits the site's column; a Parquet
-# file (compressed) cannot expand into more rows, or a bigger cell, or more bytes than
-# these, however small it is on disk.
+# file (compressed, dictionary-encoded) cannot expand into more rows, or a bigger cell, or
+# more bytes than these, however small it is on disk; a JSON line cannot hold more text or
+# more objects and lists than these (one 20 MB line of nested empty objects took 558 MB
+# as Python objects).
 MAX_ID_CHARS = 200
 MAX_CELL_CHARS = 1_000_000
 MAX_PARQUET_ROWS = 5_000_000
 MAX_PARQUET_BYTES = 4 * 10**9  # uncompressed
+MAX_BATCH_BYTES = 256 * 2**20  # what one batch of _READ_CHUNK rows may expand to
+MAX_LINE_BYTES = 16 * 2**20
+MAX_LINE_CONTAINERS = 100_000
 
 
 @dataclass
@@ -128,14 +136,61 @@ def _messages(value: Any, name: str, csv_row: bool) -> list[dict[str, str]] | st
     return out
 
 
+def _lines(f: io.BufferedReader, limit: int) -> Iterator[bytes | None]:
+    """The file's lines; None for one longer than ``limit`` bytes (read past in chunks,
+    never held whole)."""
+    while raw := f.readline(limit + 1):
+        if len(raw) <= limit or raw.endswith(b"\n"):
+            yield raw
+            continue
+        while (rest := f.readline(limit)) and not rest.endswith(b"\n"):
+            pass
+        yield None
+
+
+def _containers(raw: bytes) -> int:
+    """The objects and lists a JSON line holds (brackets outside strings). Counted only
+    when the brackets anywhere are too many: a prompt of code may hold many in its text."""
+    rough = raw.count(b"{") + raw.count(b"[")
+    if rough <= MAX_LINE_CONTAINERS:
+        return rough
+    count, in_string, escaped = 0, False, False
+    for byte in raw:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x7B, 0x5B):  # { [
+            count += 1
+    return count
+
+
 def _jsonl_objects(f: io.BufferedReader) -> Iterator[tuple[int, Any | Problem]]:
-    for lineno, raw in enumerate(f, start=1):
+    for lineno, raw in enumerate(_lines(f, MAX_LINE_BYTES), start=1):
+        if raw is None:
+            yield lineno, Problem(lineno, f"longer than {MAX_LINE_BYTES // 2**20} MB; shorten it")
+            continue
         try:
             text = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")  # Excel writes a BOM
         except UnicodeDecodeError:
             yield lineno, Problem(lineno, "invalid UTF-8")
             continue
         if not text.strip():
+            continue
+        if _containers(raw) > MAX_LINE_CONTAINERS:
+            yield (
+                lineno,
+                Problem(
+                    lineno,
+                    f"more than {MAX_LINE_CONTAINERS:,} JSON objects and lists on one line; a "
+                    "record needs a few",
+                ),
+            )
             continue
         try:
             yield lineno, json.loads(text)
@@ -178,11 +233,54 @@ def _csv_objects(f: io.BufferedReader) -> Iterator[tuple[int, Any | Problem]]:
         yield reader.line_num, {"__csv__": True, **row}
 
 
+def _expanded(array: Any) -> tuple[int, int]:
+    """(bytes, longest text in characters) of what ``array`` becomes as Python values,
+    without making them: a dictionary-encoded column is its indices and one copy of each
+    value, and one 2 MB value on 1,024 rows becomes 2 GB once expanded."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if isinstance(array, pa.ChunkedArray):
+        parts = [_expanded(chunk) for chunk in array.chunks]
+        return sum(p[0] for p in parts), max((p[1] for p in parts), default=0)
+    if isinstance(array, pa.DictionaryArray):
+        per_row = _text_lengths(array.dictionary)
+        if per_row is None:
+            return array.nbytes, 0
+        size, chars = per_row
+        taken_size, taken_chars = size.take(array.indices), chars.take(array.indices)
+        return int(pc.sum(taken_size).as_py() or 0), int(pc.max(taken_chars).as_py() or 0)
+    if pa.types.is_list(array.type) or pa.types.is_large_list(array.type):
+        return _expanded(array.flatten())
+    if pa.types.is_struct(array.type):
+        parts = [_expanded(field) for field in array.flatten()]
+        return sum(p[0] for p in parts), max((p[1] for p in parts), default=0)
+    per_row = _text_lengths(array)
+    if per_row is None:
+        return array.nbytes, 0
+    return int(pc.sum(per_row[0]).as_py() or 0), int(pc.max(per_row[1]).as_py() or 0)
+
+
+def _text_lengths(array: Any) -> tuple[Any, Any] | None:
+    """(bytes, characters) of each value of a string or binary array; None for others."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if pa.types.is_string(array.type) or pa.types.is_large_string(array.type):
+        return pc.binary_length(array), pc.utf8_length(array)
+    if pa.types.is_binary(array.type) or pa.types.is_large_binary(array.type):
+        lengths = pc.binary_length(array)
+        return lengths, lengths
+    return None
+
+
 def _parquet_objects(path: Path) -> Iterator[tuple[int, Any | Problem]]:
     import pyarrow.parquet as pq
 
     try:
-        pf = pq.ParquetFile(path)
+        texts = [c.path for c in pq.ParquetFile(path).schema if c.physical_type == "BYTE_ARRAY"]
+        # Text columns stay dictionary-encoded while a batch's size is checked.
+        pf = pq.ParquetFile(path, read_dictionary=texts)
     except Exception as e:  # pyarrow raises several types for a corrupt file
         yield 0, Problem(None, f"not a readable Parquet file ({e})")
         return
@@ -201,15 +299,23 @@ def _parquet_objects(path: Path) -> Iterator[tuple[int, Any | Problem]]:
     row, read = 0, 0
     try:
         for batch in pf.iter_batches(batch_size=_READ_CHUNK):
-            # The metadata could understate: count what decompression really produces.
-            read += batch.nbytes
-            if read > MAX_PARQUET_BYTES:
-                yield (
-                    row + 1,
-                    Problem(
-                        row + 1, f"the file expands past {MAX_PARQUET_BYTES / 1e9:.0f} GB; split it"
-                    ),
+            # The metadata could understate: count what the rows really expand to, before
+            # they are expanded.
+            parts = [_expanded(column) for column in batch.columns]
+            size, longest = sum(p[0] for p in parts), max((p[1] for p in parts), default=0)
+            read += size
+            too_big = None
+            if longest > MAX_CELL_CHARS:
+                too_big = f"a text is longer than {MAX_CELL_CHARS:,} characters"
+            elif size > MAX_BATCH_BYTES:
+                too_big = (
+                    f"{batch.num_rows} rows from here expand to {size / 2**20:,.0f} MB (at "
+                    f"most {MAX_BATCH_BYTES // 2**20} MB); shorten the texts"
                 )
+            elif read > MAX_PARQUET_BYTES:
+                too_big = f"the file expands past {MAX_PARQUET_BYTES / 1e9:.0f} GB; split it"
+            if too_big is not None:
+                yield row + 1, Problem(row + 1, too_big)
                 return
             for obj in batch.to_pylist():
                 row += 1
@@ -267,6 +373,19 @@ def validate_prompt_file(
     """Read the whole file (streaming) and collect the first `max_problems` problems;
     ``on_progress(records read)`` is called every ``every`` records."""
     report = ValidationReport()
+    for _ in _checked(path, report, max_problems, on_progress, every):
+        pass
+    return report
+
+
+def _checked(
+    path: str | Path,
+    report: ValidationReport,
+    max_problems: int,
+    on_progress: Callable[[int], None] | None,
+    every: int,
+) -> Iterator[PromptRecord]:
+    """The file's valid records, counting them and its problems into ``report``."""
     for seen, item in enumerate(iter_raw(path), start=1):
         if on_progress is not None and seen % every == 0:
             on_progress(seen)
@@ -278,7 +397,38 @@ def validate_prompt_file(
             continue
         report.num_records += 1
         report.num_with_teacher += item.teacher_response is not None
-    return report
+        yield item
+
+
+def stored_bytes(record: PromptRecord) -> int:
+    """What a record holds once stored: its messages twice (as structured JSON and as
+    plain text for search), its teacher answer and its id, in UTF-8 bytes. A storage
+    quota charges this, not the file's size: a small compressed file may hold far more."""
+    texts = [m[key] for m in record.messages for key in ("role", "content")]
+    size = 2 * sum(len(text.encode()) for text in texts)
+    return size + len((record.teacher_response or "").encode()) + len((record.id or "").encode())
+
+
+def normalize_prompt_file(
+    path: str | Path,
+    out: str | Path,
+    max_problems: int = MAX_PROBLEMS,
+    on_progress: Callable[[int], None] | None = None,
+    every: int = 5000,
+) -> tuple[ValidationReport, int]:
+    """Read the whole file (streaming), like ``validate_prompt_file``, and write its
+    records to ``out`` as JSON lines (``messages``, ``teacher_response``, ``id``,
+    ``line``): what an importer stores, parsed once. Returns the report and the bytes the
+    records hold (``stored_bytes``); ``out`` is removed when the file has problems."""
+    report, size = ValidationReport(), 0
+    with open(out, "w", encoding="utf-8") as f:
+        for item in _checked(path, report, max_problems, on_progress, every):
+            size += stored_bytes(item)
+            if not report.problems:
+                f.write(json.dumps(dataclasses.asdict(item), ensure_ascii=False) + "\n")
+    if report.problems:
+        Path(out).unlink(missing_ok=True)
+    return report, size
 
 
 # ---------------------------------------------------------------------------- tokenization

@@ -23,6 +23,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from webapp.celery import broker_redis
+from webapp.lib.http import client_ip
 from webapp.nodes import presence
 
 REQUEST_SECONDS = Histogram(
@@ -92,7 +93,7 @@ def metrics(request: HttpRequest) -> HttpResponse:
         given = request.headers.get("Authorization", "").removeprefix("Bearer ")
         if not hmac.compare_digest(given.encode(), token.encode()):
             raise Http404
-    elif request.META.get("REMOTE_ADDR") not in ("127.0.0.1", "::1"):
+    elif client_ip(request) not in ("127.0.0.1", "::1"):
         raise Http404
     return HttpResponse(generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST)
 
@@ -106,7 +107,16 @@ class RequestTiming:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         start = time.perf_counter()
         response = self.get_response(request)
-        REQUEST_SECONDS.labels(request.method, str(response.status_code)).observe(
+        REQUEST_SECONDS.labels(method_label(request.method), str(response.status_code)).observe(
             time.perf_counter() - start
         )
         return response
+
+
+# A label value makes a series kept for the life of the process: a client-chosen method
+# (any token is a valid one) would grow /metrics and the process without bound.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def method_label(method: str | None) -> str:
+    return method if method in METHODS else "OTHER"

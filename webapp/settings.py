@@ -118,10 +118,10 @@ CONTENT_SECURITY_POLICY = {
     },
 }
 
-# Login attempts (django-axes): GAD_LOGIN_FAILURE_LIMIT failures from one address, or for
-# one username, lock that address or username out for GAD_LOGIN_LOCKOUT_MINUTES; every
-# attempt is logged (the axes tables in the admin, and the "axes" logger). The API's
-# bearer tokens are limited the same way (webapp/api/api.py).
+# Login attempts (django-axes): GAD_LOGIN_FAILURE_LIMIT failures from one address (for
+# one username there, or for any) lock that address out for GAD_LOGIN_LOCKOUT_MINUTES;
+# every attempt is logged (the axes tables in the admin, and the "axes" logger). The
+# API's invalid bearer tokens are limited per address too (webapp/api/api.py).
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
     "django.contrib.auth.backends.ModelBackend",
@@ -130,7 +130,10 @@ GAD_LOGIN_FAILURE_LIMIT = env.integer("GAD_LOGIN_FAILURE_LIMIT", 10, minimum=1)
 GAD_LOGIN_LOCKOUT_MINUTES = env.integer("GAD_LOGIN_LOCKOUT_MINUTES", 15, minimum=1)
 AXES_FAILURE_LIMIT = GAD_LOGIN_FAILURE_LIMIT
 AXES_COOLOFF_TIME = GAD_LOGIN_LOCKOUT_MINUTES / 60  # hours
-AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]  # either one reaching the limit
+# The (username, address) pair and the address: failures for one username from many
+# addresses lock none of them out for the real person at hers (a username alone would).
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"], "ip_address"]
+AXES_CLIENT_IP_CALLABLE = "webapp.lib.http.client_ip"
 AXES_RESET_ON_SUCCESS = True
 AXES_ENABLE_ACCESS_FAILURE_LOG = True  # every failed attempt, kept for the admin
 AXES_LOCKOUT_TEMPLATE = "registration/locked.html"
@@ -202,6 +205,21 @@ STATIC_ROOT = BASE_DIR / "staticfiles"  # filled by collectstatic (docker image 
 GAD_MAX_UPLOAD_MB = env.integer("GAD_MAX_UPLOAD_MB", 200, minimum=1)
 # How long POST /api/v1/prompt-sets waits for the worker's import before answering 202.
 GAD_UPLOAD_WAIT_S = env.integer("GAD_UPLOAD_WAIT_S", 30, minimum=0)
+# A web process lets only a few requests hold a thread for long: uploads waiting for their
+# import (past these, the API answers 202 at once) and streamed downloads (past these,
+# 429), per person and in all (a small share of GAD_WEB_THREADS).
+# An upload's checker (`python -m trainer check-prompts`, run by the importing worker)
+# may use this much address space: a file that expands past it fails, not the worker.
+GAD_IMPORT_MEMORY_MB = env.integer("GAD_IMPORT_MEMORY_MB", 1024, minimum=256)
+_web_threads = env.integer("GAD_WEB_THREADS", 8, minimum=1)  # webapp/gunicorn.py's too
+GAD_UPLOAD_WAITERS_PER_USER = env.integer("GAD_UPLOAD_WAITERS_PER_USER", 1, minimum=0)
+GAD_UPLOAD_WAITERS = env.integer("GAD_UPLOAD_WAITERS", max(1, _web_threads // 4), minimum=0)
+GAD_DOWNLOADS_PER_USER = env.integer("GAD_DOWNLOADS_PER_USER", 2, minimum=1)
+GAD_DOWNLOADS = env.integer("GAD_DOWNLOADS", max(1, _web_threads // 2), minimum=1)
+# Reverse proxies in front of the site, each appending to X-Forwarded-For: the client's
+# address is the one the outermost saw (webapp.lib.http.client_ip). 0: no proxy, the
+# header is ignored.
+GAD_TRUSTED_PROXIES = env.integer("GAD_TRUSTED_PROXIES", 0, minimum=0)
 # Uploads stream to disk above 2.5 MB instead of sitting in memory.
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
 
@@ -234,7 +252,14 @@ GAD_HEARTBEAT_STALE_S = float(env.integer("GAD_HEARTBEAT_STALE_S", 45, minimum=1
 # with no worker, lost its message (a broker restart without AOF): the sweep resends it.
 # /metrics (Prometheus): with a token, only "Authorization: Bearer <token>"; without,
 # only from the loopback address.
-GAD_METRICS_TOKEN = env.string("GAD_METRICS_TOKEN") or ""
+if DEBUG:
+    GAD_METRICS_TOKEN = env.string("GAD_METRICS_TOKEN") or ""
+else:
+    GAD_METRICS_TOKEN = env.required(
+        "GAD_METRICS_TOKEN",
+        "production needs the bearer token /metrics asks of Prometheus, e.g. "
+        '`python -c "import secrets; print(secrets.token_urlsafe(32))"`',
+    )
 GAD_REQUEUE_AFTER_S = float(env.integer("GAD_REQUEUE_AFTER_S", 600, minimum=1))
 # A task that found no free GPU is retried after this long.
 GAD_GPU_RETRY_S = env.integer("GAD_GPU_RETRY_S", 15, minimum=1)
@@ -321,7 +346,9 @@ CELERY_TASK_DEFAULT_QUEUE = "cpu"
 CELERY_TASK_ROUTES = {
     "gad.sweep": {"queue": "cpu"},
     "gad.test_teacher": {"queue": "cpu"},
-    "gad.import_prompts": {"queue": "cpu"},
+    # Its own queue, which GPU workers do not read: a hostile file costs a CPU worker at
+    # most, never a training node.
+    "gad.import_prompts": {"queue": "imports"},
     "gad.judge_evaluation": {"queue": "cpu"},
     "gad.ping": {"queue": "cpu"},
 }

@@ -75,12 +75,13 @@ def test_a_refused_type_and_a_lost_staged_file_leave_nothing(login, personas, se
     assert "the stored file is gone" in upload.error
 
 
-def test_an_import_whose_worker_died_while_reading_is_read_again(
+def test_an_import_whose_worker_died_while_reading_fails_and_its_file_is_removed(
     login, personas, settings, monkeypatch, django_capture_on_commit_callbacks
 ):
-    """A worker killed mid-read leaves the upload 'reading' with its staged file: once
-    its claim lapses the sweep queues the import again, and the next worker imports it
-    (a redelivery while the claim is live does nothing)."""
+    """A worker killed mid-read (out of memory on a hostile file, say) leaves the upload
+    'reading' with its staged file: once its claim lapses the sweep ends it failed, with
+    the reason, and removes the file (reading it again could kill the next worker). A
+    redelivery while the claim is live does nothing."""
     from datetime import timedelta
 
     from django.utils import timezone
@@ -97,11 +98,36 @@ def test_an_import_whose_worker_died_while_reading_is_read_again(
     sent = []
     monkeypatch.setattr(dispatch, "send", lambda task, args, queue=None: sent.append(task) or True)
     sweep()
-    assert Upload.objects.get().status == "reading" and IMPORT_TASK not in sent  # alive
+    assert Upload.objects.get().status == "reading" and _staged(settings)  # alive
     Upload.objects.update(claimed_until=timezone.now() - timedelta(seconds=1))
     with django_capture_on_commit_callbacks(execute=True):
-        sweep()
+        assert sweep()["imports"] == 1
     upload.refresh_from_db()
-    assert upload.status == "queued" and upload.claimed_by == "" and IMPORT_TASK in sent
-    assert import_prompts(upload.pk) == "done"
-    assert Upload.objects.get().prompt_set.num_prompts == 1 and not _staged(settings)
+    assert upload.status == "failed" and "stopped before it finished" in upload.error
+    assert not _staged(settings) and IMPORT_TASK not in sent
+    assert import_prompts(upload.pk) == "taken or ended already"
+
+
+def test_an_upload_waits_for_its_import_only_while_a_slot_is_free(client, personas, settings):
+    """The API's upload holds a web thread while it waits: past the person's slots it
+    answers 202 with the status URL at once instead of waiting."""
+    import time
+
+    from webapp.lib.http import UPLOAD_WAITS
+    from webapp.teams.actions import create_api_token
+
+    settings.GAD_UPLOAD_WAIT_S = 60  # no worker imports it: a waiting request would wait
+    token = create_api_token(personas.member, "t")[1]
+    give_back = UPLOAD_WAITS.take(personas.member.pk)  # another of her uploads waits
+    try:
+        started = time.monotonic()
+        upload = SimpleUploadedFile("good.jsonl", b'{"prompt": "hello"}\n')
+        response = client.post(
+            "/api/v1/prompt-sets",
+            {"team": "acme", "file": upload},
+            HTTP_AUTHORIZATION=f"Bearer {token}",
+        )
+        assert response.status_code == 202 and response.json()["status"] == "queued"
+        assert time.monotonic() - started < 30
+    finally:
+        give_back()

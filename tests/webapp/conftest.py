@@ -113,7 +113,7 @@ def celery_worker(transactional_db):
     from webapp.celery import app
 
     with start_worker(
-        app, pool="solo", perform_ping_check=False, shutdown_timeout=10, queues="celery,cpu"
+        app, pool="solo", perform_ping_check=False, shutdown_timeout=10, queues="celery,cpu,imports"
     ) as worker:
         yield worker
 

@@ -187,6 +187,36 @@ def test_checkpoint_downloads_as_a_tar_of_the_hf_directory(member, personas):
     assert Download.objects.get().user == personas.member
 
 
+def test_a_person_streams_only_a_few_downloads_at_once(member, client, personas, auth):
+    """A download holds a web thread while it streams: past the person's slots, 429 with
+    the reason (page and API); a slot comes back when a stream ends or is closed."""
+    url = f"/teams/acme/checkpoints/{personas.checkpoint.pk}/download/"
+    api = f"/api/v1/checkpoints/{personas.checkpoint.pk}/download"
+    first, _second = member.get(url), member.get(url)  # streaming, not yet read
+    refused = member.get(url)
+    assert refused.status_code == 429 and "2 downloads running" in refused.content.decode()
+    from_api = client.get(api, **auth)
+    assert from_api.status_code == 429 and from_api.json()["error"] == "rate_limited"
+    b"".join(first.streaming_content)  # read to the end: its slot is free again
+    assert member.get(url).status_code == 200
+
+
+def test_a_download_slot_comes_back_when_the_client_goes_away():
+    from webapp.lib.http import Slots, TooMany
+
+    slots = Slots("downloads", lambda: (1, 10))
+    stream = slots.streaming("alice", iter([b"a", b"b", b"c"]))
+    assert next(stream) == b"a"
+    with pytest.raises(TooMany, match="1 downloads running"):
+        slots.streaming("alice", iter([b"x"]))
+    stream.close()  # what Django does when the client disconnects mid-stream
+    assert b"".join(slots.streaming("alice", iter([b"x"]))) == b"x"
+    with slots.held("bob") as waiting:
+        assert waiting
+        with slots.held("bob") as again:
+            assert not again  # one per person: the second runs without a slot
+
+
 def test_mark_final(member, personas):
     member.post(f"/teams/acme/checkpoints/{personas.checkpoint.pk}/final/")
     personas.job.refresh_from_db()

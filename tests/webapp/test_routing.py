@@ -31,14 +31,30 @@ def documented_worker_queues() -> list[set[str]]:
     return found
 
 
-@pytest.mark.parametrize("task", ["gad.sweep", "gad.test_teacher", "gad.import_prompts"])
-def test_a_task_sent_without_a_queue_lands_where_every_documented_worker_reads(settings, task):
+@pytest.mark.parametrize(
+    "task,queue",
+    [("gad.sweep", "cpu"), ("gad.test_teacher", "cpu"), ("gad.import_prompts", "imports")],
+)
+def test_a_task_sent_without_a_queue_lands_where_every_documented_worker_reads(
+    settings, task, queue
+):
     broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
-    broker.delete("cpu", "celery")
+    broker.delete(queue, "celery")
     try:
         app.send_task(task, args=[0])  # as beat sends the sweep: no queue named
-        assert broker.llen("cpu") == 1 and broker.llen("celery") == 0
+        assert broker.llen(queue) == 1 and broker.llen("celery") == 0
     finally:
-        broker.delete("cpu", "celery")
+        broker.delete(queue, "celery")
     queues = documented_worker_queues()
     assert queues and all("cpu" in q for q in queues), queues
+
+
+def test_imports_reach_every_cpu_worker_and_no_gpu_worker():
+    """A hostile upload may cost a worker: never a training node's. Every documented way
+    to run a site has a worker reading the imports queue, and none that reads gpu does."""
+    for source, commands in SOURCES.items():
+        workers = [queues_of(argv) for role, argv in commands().items() if role.endswith("worker")]
+        assert any("imports" in q for q in workers), (source, workers)
+    queues = documented_worker_queues()
+    assert not [q for q in queues if "gpu" in q and "imports" in q], queues
+    assert [q for q in queues if "imports" in q], queues

@@ -21,6 +21,7 @@ PRODUCTION = {
     "DJANGO_ALLOWED_HOSTS": "gad.example.com",
     "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/gad",
     "CELERY_BROKER_URL": "redis://127.0.0.1:6379/0",
+    "GAD_METRICS_TOKEN": "m" * 32,
 }
 
 
@@ -38,7 +39,9 @@ def manage(*args: str, **environ: str) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.mark.parametrize("missing", ["DJANGO_SECRET_KEY", "GAD_FIELD_KEY", "DATABASE_URL"])
+@pytest.mark.parametrize(
+    "missing", ["DJANGO_SECRET_KEY", "GAD_FIELD_KEY", "DATABASE_URL", "GAD_METRICS_TOKEN"]
+)
 def test_production_refuses_to_start_without_a_required_variable(missing):
     environ = {k: v for k, v in PRODUCTION.items() if k != missing}
     result = manage("check", **environ)

@@ -19,6 +19,7 @@ from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.parser import Parser
 from ninja.security import HttpBearer
 
+from webapp.lib.http import client_ip
 from webapp.teams.actions import authenticate_token
 from webapp.teams.models import Membership
 
@@ -38,27 +39,30 @@ ERROR_CODES = {
 
 
 class BearerToken(HttpBearer):
-    """Bearer tokens, with the sign-in's limit on guessing: GAD_LOGIN_FAILURE_LIMIT
-    invalid tokens from one address lock it out for GAD_LOGIN_LOCKOUT_MINUTES (429)."""
+    """Bearer tokens, with the sign-in's limit on guessing: after GAD_LOGIN_FAILURE_LIMIT
+    invalid tokens from one address (the client's, behind the trusted proxies), its
+    invalid tokens are refused with 429 for GAD_LOGIN_LOCKOUT_MINUTES. The token is
+    checked first: a valid one is never refused because someone else at the same
+    address guessed wrong."""
 
     def authenticate(self, request: HttpRequest, token: str):
-        address = request.META.get("REMOTE_ADDR", "")
+        user = authenticate_token(token)
+        if user is not None:
+            request.user = user
+            return user
+        address = client_ip(request)
         failures = f"gad:api-token-failures:{address}"
         minutes = settings.GAD_LOGIN_LOCKOUT_MINUTES
         if cache.get(failures, 0) >= settings.GAD_LOGIN_FAILURE_LIMIT:
-            log.warning("API: token refused from %s (locked out after failures)", address)
+            log.warning("API: invalid token from %s (locked out after failures)", address)
             raise HttpError(
                 429,
                 f"Too many invalid tokens from this address; try again in {minutes} minutes.",
             )
-        user = authenticate_token(token)
-        if user is None:
-            if cache.add(failures, 1, timeout=minutes * 60) is False:
-                cache.incr(failures)
-            log.warning("API: invalid token from %s", address)
-            return None
-        request.user = user
-        return user
+        if cache.add(failures, 1, timeout=minutes * 60) is False:
+            cache.incr(failures)
+        log.warning("API: invalid token from %s", address)
+        return None
 
 
 class StrictJSON(Parser):

@@ -20,6 +20,7 @@ from webapp.jobs.configs import build_configs, job_plan, teacher_problem
 from webapp.jobs.models import Checkpoint, Job, Sample, Status
 from webapp.jobs.series import metrics_payload
 from webapp.lib.errors import ActionError, ApiError
+from webapp.lib.http import TooMany
 from webapp.lib.numbers import ID, LARGEST, check_json_numbers
 from webapp.promptsets.models import PromptSet
 from webapp.teachers.models import TeacherEndpoint
@@ -235,7 +236,10 @@ def job_checkpoints(request, job_id: int):
 
 @router.get("/jobs/{int:job_id}/tensorboard", summary="Streamed .tar.gz of the TensorBoard logs")
 def download_tensorboard(request, job_id: int):
-    response = tensorboard_response(_job(request, job_id))
+    try:
+        response = tensorboard_response(_job(request, job_id), request.user)
+    except TooMany as busy:
+        raise ApiError(429, str(busy), "rate_limited") from None
     if response is None:
         raise ApiError(404, "This job wrote no TensorBoard logs (report_to: [tensorboard]).")
     return response
@@ -246,7 +250,10 @@ def download_checkpoint(request, checkpoint_id: int, part: str = "model"):
     """``part=adapter``: a LoRA job's adapter alone (peft format) instead of the merged model."""
     if part not in ("model", "adapter"):
         raise ApiError(422, f"part: 'model' or 'adapter' (got {part!r})")
-    response = checkpoint_response(_checkpoint(request, checkpoint_id), request.user, part)
+    try:
+        response = checkpoint_response(_checkpoint(request, checkpoint_id), request.user, part)
+    except TooMany as busy:
+        raise ApiError(429, str(busy), "rate_limited") from None
     if response is None:
         what = "adapter" if part == "adapter" else "files"
         raise ApiError(404, f"The checkpoint's {what} are not on the data volume.")

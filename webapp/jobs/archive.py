@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from webapp.lib.http import DOWNLOADS
+
 BLOCK = 512
 CHUNK = 1024 * 1024
 
@@ -87,17 +89,20 @@ def gzipped(chunks: Iterator[bytes]) -> Iterator[bytes]:
     yield packer.flush()
 
 
-def tar_response(directory: Path, name: str, gzip: bool = False):
+def tar_response(directory: Path, name: str, user, gzip: bool = False):
     """A streamed download of ``directory`` as ``name.tar`` (``name.tar.gz``), its members
-    under ``name/``."""
+    under ``name/``. It holds one of ``user``'s download slots while it streams (a long
+    download holds a web thread): raises ``TooMany`` when none is free."""
     from django.http import StreamingHttpResponse
 
     stream = TarStream(directory, name)
     if gzip:
-        response = StreamingHttpResponse(gzipped(iter(stream)), content_type="application/gzip")
+        chunks = DOWNLOADS.streaming(user.pk, gzipped(iter(stream)))
+        response = StreamingHttpResponse(chunks, content_type="application/gzip")
         response["Content-Disposition"] = f'attachment; filename="{name}.tar.gz"'
         return response
-    response = StreamingHttpResponse(iter(stream), content_type="application/x-tar")
+    chunks = DOWNLOADS.streaming(user.pk, iter(stream))
+    response = StreamingHttpResponse(chunks, content_type="application/x-tar")
     response["Content-Length"] = str(len(stream))
     response["Content-Disposition"] = f'attachment; filename="{name}.tar"'
     return response
@@ -121,7 +126,8 @@ def checkpoint_response(checkpoint, user, part: str = "model"):
     if directory is None or not directory.is_dir():
         return None
     suffix = "-adapter" if part == "adapter" else ""
-    response = tar_response(directory, f"job{checkpoint.job_id}-step-{checkpoint.step}{suffix}")
+    name = f"job{checkpoint.job_id}-step-{checkpoint.step}{suffix}"
+    response = tar_response(directory, name, user)
     record_download(checkpoint, user)
     return response
 
@@ -151,12 +157,12 @@ def tensorboard_dir(job) -> Path | None:
     return directory if directory.is_dir() else None
 
 
-def tensorboard_response(job):
+def tensorboard_response(job, user):
     """The streamed ``.tar.gz`` of the job's TensorBoard logs; None if it wrote none."""
     directory = tensorboard_dir(job)
     if directory is None:
         return None
-    return tar_response(directory, f"job{job.pk}-tensorboard", gzip=True)
+    return tar_response(directory, f"job{job.pk}-tensorboard", user, gzip=True)
 
 
 def tracker_runs(job) -> dict[str, dict[str, Any]]:

@@ -12,7 +12,9 @@ from django.http import (
     Http404,
     HttpResponse,
     JsonResponse,
-    StreamingHttpResponse,
+)
+from django.http.response import (
+    HttpResponseBase,
 )
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -34,6 +36,7 @@ from webapp.lib import samples as sample_views
 from webapp.lib.charts import chart_config
 from webapp.lib.downsample import DEFAULT_LIMIT
 from webapp.lib.errors import ActionError
+from webapp.lib.http import TooMany
 from webapp.lib.pages import AuthenticatedRequest
 from webapp.nodes import presence
 from webapp.teams import access
@@ -235,18 +238,24 @@ def _checkpoint(request: AuthenticatedRequest, slug: str, pk: int) -> Checkpoint
 
 
 @login_required
-def checkpoint_download(request: AuthenticatedRequest, slug: str, pk: int) -> StreamingHttpResponse:
+def checkpoint_download(request: AuthenticatedRequest, slug: str, pk: int) -> HttpResponseBase:
     part = "adapter" if request.GET.get("part") == "adapter" else "model"
-    response = checkpoint_response(_checkpoint(request, slug, pk), request.user, part)
+    try:
+        response = checkpoint_response(_checkpoint(request, slug, pk), request.user, part)
+    except TooMany as busy:
+        return HttpResponse(str(busy), status=429, content_type="text/plain; charset=utf-8")
     if response is None:
         raise Http404("The checkpoint's files are no longer on the data volume.")
     return response
 
 
 @login_required
-def job_tensorboard(request: AuthenticatedRequest, slug: str, pk: int) -> StreamingHttpResponse:
+def job_tensorboard(request: AuthenticatedRequest, slug: str, pk: int) -> HttpResponseBase:
     """The job's TensorBoard logs as a .tar.gz (``report_to: [tensorboard]``)."""
-    response = tensorboard_response(access.team_object(request, slug, Job, pk))
+    try:
+        response = tensorboard_response(access.team_object(request, slug, Job, pk), request.user)
+    except TooMany as busy:
+        return HttpResponse(str(busy), status=429, content_type="text/plain; charset=utf-8")
     if response is None:
         raise Http404("This job wrote no TensorBoard logs (report_to: [tensorboard]).")
     return response

@@ -10,6 +10,7 @@ from ninja import File, Form, Router, Schema, Status
 from ninja.files import UploadedFile
 
 from webapp.lib.errors import ApiError
+from webapp.lib.http import UPLOAD_WAITS
 from webapp.promptsets.ingest import UploadRejected, stage
 from webapp.promptsets.models import PromptSet, Upload, UploadStatus
 from webapp.teams import access
@@ -61,7 +62,8 @@ def _upload_out(upload: Upload) -> dict:
     summary="Upload a prompt file",
     description="A worker checks and imports the file. The answer waits for it (up to "
     "GAD_UPLOAD_WAIT_S): 201 with the prompt set, or 422 with the problems and their line "
-    "numbers; a file still being imported then is 202 with its upload's status URL.",
+    "numbers; a file still being imported then is 202 with its upload's status URL. Only a "
+    "few uploads wait at once (per person and in all); past them the answer is 202 at once.",
 )
 def create_prompt_set(request, team: Form[str], file: File[UploadedFile], name: Form[str] = ""):
     owner = access.team_for(request, team, roles=access.LAUNCH_ROLES)
@@ -70,10 +72,12 @@ def create_prompt_set(request, team: Form[str], file: File[UploadedFile], name: 
     except UploadRejected as rejected:
         code = "too_large" if rejected.status == 413 else "invalid_file"
         raise ApiError(rejected.status, str(rejected), code) from None
-    deadline = time.monotonic() + settings.GAD_UPLOAD_WAIT_S
-    while not upload.ended and time.monotonic() < deadline:
-        time.sleep(0.2)  # the worker imports it; this request only waits
-        upload.refresh_from_db()
+    # A waiting request holds one of the web process's few threads: only a few may.
+    with UPLOAD_WAITS.held(request.user.pk) as may_wait:
+        deadline = time.monotonic() + (settings.GAD_UPLOAD_WAIT_S if may_wait else 0)
+        while not upload.ended and time.monotonic() < deadline:
+            time.sleep(0.2)  # the worker imports it; this request only waits
+            upload.refresh_from_db()
     return _outcome(upload)
 
 

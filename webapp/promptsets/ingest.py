@@ -11,18 +11,24 @@ the site.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import resource
+import subprocess
+import sys
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from trainer.data import iter_records, validate_prompt_file
+from trainer.data import PromptRecord
 from trainer.teacher import prompt_hash
 from webapp import claims, dispatch
 from webapp.promptsets.models import Prompt, PromptSet, Upload, UploadStatus
@@ -62,7 +68,7 @@ def too_large(name: str, size: int) -> UploadRejected:
 
 
 IMPORT_TASK = "gad.import_prompts"
-IMPORT_QUEUE = "cpu"  # every CPU worker consumes it
+IMPORT_QUEUE = "imports"  # CPU workers consume it, GPU workers do not
 
 
 def _write(team, upload: UploadedFile) -> tuple[str, Path]:
@@ -94,18 +100,71 @@ def _write(team, upload: UploadedFile) -> tuple[str, Path]:
 def _check_and_insert(
     team, user, name: str, filename: str, staging: Path, on_progress=None
 ) -> PromptSet:
-    """Validate the staged file with the trainer's parser and insert it, or raise
-    UploadRejected naming the problems (nothing saved)."""
-    report = validate_prompt_file(staging, on_progress=on_progress)
-    if not report.ok:
-        problems = [str(p) for p in report.problems]
-        if report.more_problems:
-            problems.append(f"and {report.more_problems} more problems")
-        raise UploadRejected(f"{filename} was not imported, nothing was saved:", problems)
-    full = team_actions.storage_full(team, adding=staging.stat().st_size)
-    if full:
-        raise UploadRejected(f"{filename} was not imported: {full}", status=413)
-    return _insert(team, user, name or filename, filename, staging)
+    """Check the staged file with the trainer's parser, in a child process held to
+    ``GAD_IMPORT_MEMORY_MB``, and insert what it read; or raise UploadRejected naming the
+    problems (nothing saved). The storage quota is charged what the rows hold, not the
+    file's size."""
+    normalized = staging.with_name(staging.name + ".records.jsonl")
+    try:
+        report = _check(filename, staging, normalized, on_progress)
+        if report["problems"]:
+            problems = list(report["problems"])
+            if report["more_problems"]:
+                problems.append(f"and {report['more_problems']} more problems")
+            raise UploadRejected(f"{filename} was not imported, nothing was saved:", problems)
+        full = team_actions.storage_full(team, adding=report["stored_bytes"])
+        if full:
+            raise UploadRejected(f"{filename} was not imported: {full}", status=413)
+        return _insert(team, user, name or filename, filename, normalized, report["stored_bytes"])
+    finally:
+        normalized.unlink(missing_ok=True)
+
+
+def _limit_memory() -> None:
+    """In the checker, before exec: its address space is bounded, so that a file that
+    expands without bound (a compressed bomb the checks did not foresee) fails it, not
+    the worker."""
+    limit = settings.GAD_IMPORT_MEMORY_MB * 2**20
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def _check(filename: str, staging: Path, out: Path, on_progress=None) -> dict:
+    """``python -m trainer check-prompts`` on the staged file: its report (records,
+    problems, stored bytes) and its records, normalized, in ``out``."""
+    argv = [sys.executable, "-m", "trainer", "check-prompts", "--prompts", str(staging)]
+    env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "PYTHONPATH", "HOME")}
+    proc = subprocess.Popen(
+        [*argv, "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        env=env | {"PYTHONUNBUFFERED": "1"},
+        preexec_fn=_limit_memory,
+    )
+    report = None
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            message = json.loads(line)
+            if "records" in message and on_progress is not None:
+                on_progress(message["records"])
+            report = message.get("report", report)
+        errors = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+        code = proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    if report is not None and code in (0, 2):
+        return report
+    if "MemoryError" in errors or code < 0:
+        raise UploadRejected(
+            f"{filename} was not imported, nothing was saved: reading it needs more than "
+            f"the {settings.GAD_IMPORT_MEMORY_MB} MB an import may use (GAD_IMPORT_MEMORY_MB); "
+            "split the file, or make its texts shorter."
+        )
+    log.error("checking upload %s failed (status %s): %s", filename, code, errors[-2000:])
+    raise RuntimeError(f"the prompt file checker exited with status {code}")
 
 
 def ingest(team, user, name: str, upload: UploadedFile) -> PromptSet:
@@ -186,15 +245,16 @@ def import_staged(row: Upload, worker: str) -> str:
 
 
 @transaction.atomic
-def _insert(team, user, name: str, filename: str, path: Path) -> PromptSet:
+def _insert(team, user, name: str, filename: str, records: Path, stored_bytes: int) -> PromptSet:
+    """Insert the checked records (``records``: normalized JSON lines) in one transaction."""
     prompt_set = PromptSet.objects.create(
-        team=team, name=name, created_by=user, source_name=filename, size_bytes=path.stat().st_size
+        team=team, name=name, created_by=user, source_name=filename, size_bytes=stored_bytes
     )
     prompt_lengths, answer_lengths = LengthStats(), LengthStats()
     seen: set[str] = set()
     duplicates = with_teacher = count = 0
     batch: list[Prompt] = []
-    for index, record in enumerate(iter_records(path)):
+    for index, record in enumerate(_read_records(records)):
         key = prompt_hash(record.messages)
         duplicates += key in seen
         seen.add(key)
@@ -231,9 +291,37 @@ def _insert(team, user, name: str, filename: str, path: Path) -> PromptSet:
     return prompt_set
 
 
+def _read_records(path: Path) -> Iterator[PromptRecord]:
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            yield PromptRecord(**json.loads(line))
+
+
+DIED = (
+    "{filename}: the worker importing it stopped before it finished (it may have run out "
+    "of memory on this file); nothing was saved. Check the file (python -m trainer "
+    "check-prompts --prompts FILE --out checked.jsonl), then upload it again."
+)
+
+
+def fail_lost_imports(lapsed: QuerySet[Upload]) -> list[int]:
+    """Imports whose worker died while reading (their claim lapsed): failed with the
+    reason, their staged file removed. Not read again: the file may be what killed the
+    worker, and would kill the next one."""
+    failed = []
+    for row in lapsed:
+        ended = {"status": UploadStatus.FAILED, "finished_at": timezone.now()}
+        if lapsed.filter(pk=row.pk).update(
+            claimed_by="", claimed_until=None, error=DIED.format(filename=row.filename), **ended
+        ):
+            Path(row.staging_path).unlink(missing_ok=True)
+            failed.append(row.pk)
+    return failed
+
+
 # An import's kind of work (webapp.dispatch): waiting uploads are queued for a CPU
-# worker; one being read needs a live one, and is read again from its staged file when
-# handed on (nothing of a failed read was saved: the insert is one transaction).
+# worker (the imports queue, which GPU workers do not read); one being read needs a live
+# worker, and fails (fail_lost_imports) when its worker dies.
 IMPORT = dispatch.register(
     dispatch.Kind(
         name="imports",
@@ -242,6 +330,6 @@ IMPORT = dispatch.register(
         queue=IMPORT_QUEUE,
         waiting=Q(status=UploadStatus.QUEUED),
         working=Q(status=UploadStatus.READING),
-        requeue={"status": UploadStatus.QUEUED},
+        on_lapsed=fail_lost_imports,
     )
 )

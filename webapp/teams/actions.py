@@ -147,11 +147,13 @@ GB = 10**9
 
 
 def storage_used(team: Team) -> int:
-    """Bytes the team keeps: its prompt sets (as uploaded) and its jobs' checkpoints
-    (read through the apps' relations to the team: teams imports neither app)."""
-    uploads = team.prompt_sets.aggregate(n=Sum("size_bytes"))["n"]
+    """Bytes the team keeps: its prompt sets (what their rows hold), the files waiting
+    to be imported, and its jobs' checkpoints (read through the apps' relations to the
+    team: teams imports neither app)."""
+    prompts = team.prompt_sets.aggregate(n=Sum("size_bytes"))["n"]
+    staged = team.uploads.filter(status__in=["queued", "reading"]).aggregate(n=Sum("size_bytes"))
     checkpoints = team.jobs.aggregate(n=Sum("checkpoints__size_bytes"))["n"]
-    return int(uploads or 0) + int(checkpoints or 0)
+    return int(prompts or 0) + int(staged["n"] or 0) + int(checkpoints or 0)
 
 
 def storage_full(team: Team, quota: Quota | None = None, adding: int = 0) -> str | None:
