@@ -101,6 +101,29 @@ def prompts_file(tmp_path) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def fake_hub():
+    from tests.fakehub import FakeHub
+
+    hub = FakeHub()
+    yield hub
+    hub.close()
+
+
+@pytest.fixture(autouse=True)
+def _the_hub_is_the_fake_one(fake_hub, settings, monkeypatch):
+    """No test reaches the real Hugging Face Hub: the site's lookups go to a loopback
+    one (tests/fakehub.py), with huggingface_hub's offline switch (the test
+    environment's HF_HUB_OFFLINE=1) off for them."""
+    from huggingface_hub import constants
+
+    fake_hub.models.clear()
+    fake_hub.asked.clear()
+    settings.GAD_HUB_ENDPOINT = fake_hub.url
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    yield
+
+
 @pytest.fixture(autouse=True)
 def _free_web_slots():
     """A test's client leaves streamed downloads unread (a server would close them):

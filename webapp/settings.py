@@ -230,6 +230,21 @@ GAD_ALLOWED_TEACHER_HOSTS = env.str_list(
 # Directories under which an administrator may register models for teams to start from
 # (webapp.catalog); a job's student is a hub id, a team checkpoint or such a model.
 GAD_MODEL_ROOTS = env.str_list("GAD_MODEL_ROOTS", [])
+# Hub models (a job's student or an evaluation's model named org/name): looked up at
+# GAD_HUB_ENDPOINT for their size (refused past the team's cap, charged to its storage)
+# before a job may start from one. GAD_HUB_MODELS=0: none at all, only registered
+# models and the team's checkpoints (a site that does not reach the Hub).
+GAD_HUB_MODELS = env.boolean("GAD_HUB_MODELS", True)
+GAD_HUB_ENDPOINT = (
+    env.string("GAD_HUB_ENDPOINT") or env.string("HF_ENDPOINT") or "https://huggingface.co"
+).rstrip("/")
+# The trainer's sandbox (worker/sandbox.py, docs/security.md): "bwrap" runs every
+# trainer process under bubblewrap (its own mount, pid and, on one node, network
+# namespace) and fails a job on a node that cannot; "auto" (development's default) uses
+# it where it works; "off" never.
+GAD_SANDBOX = env.string("GAD_SANDBOX") or ("auto" if DEBUG else "bwrap")
+if GAD_SANDBOX not in ("bwrap", "auto", "off"):
+    raise ImproperlyConfigured(f"GAD_SANDBOX must be bwrap, auto or off, not {GAD_SANDBOX!r}.")
 # Memory of one GPU of the site's nodes: the launch form's memory plan (trainer.plan)
 # refuses a job whose per-GPU peak exceeds it.
 GAD_GPU_MEMORY_GB = env.number("GAD_GPU_MEMORY_GB") if env.raw("GAD_GPU_MEMORY_GB") else 80.0

@@ -160,8 +160,13 @@ def create_evaluation(
         if spec.kind != SystemKind.TEACHER:
             try:
                 references.check(spec.path, team, "models")
-            except references.InvalidReference as refused:
+                found = references.hub_model(spec.path, team, "models")
+            except (references.InvalidReference, references.HubRefused) as refused:
                 raise ActionError(str(refused)) from None
+            # A hub model downloads into the model cache like a job's student.
+            full = found and references.hub_storage_problem(team, found)
+            if full:
+                raise ActionError(f"models: {full}")
     prompt_ids = evaluation_prompts(prompt_set, prompt_choice, limit)
     if not prompt_ids:
         where = "held-out test split" if prompt_choice == PromptChoice.TEST else "set"

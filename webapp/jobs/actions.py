@@ -87,6 +87,7 @@ def launch(team, user, request: LaunchRequest) -> list[Job]:
                     teacher=request.teacher,
                     student=spec.student,
                     student_path=spec.student_path,
+                    student_bytes=spec.student_bytes,
                     gpus=spec.gpus_per_node,
                     nodes=spec.nodes,
                     config=config,

@@ -48,6 +48,7 @@ class JobSpec:
 
     student: str  # the reference as given: a hub id, checkpoint:ID or model:NAME
     student_path: str  # what it resolved to at launch: what the trainer loads
+    student_bytes: int  # a hub student's size (its model files); 0 otherwise
     nodes: int
     gpus_per_node: int  # 0: the CPU
     configs: dict[str, dict]  # method -> validated trainer config; two for a pair
@@ -89,11 +90,9 @@ def build_configs(
     ]
     overrides = {k: v for k, v in overrides.items() if k not in MANAGED_KEYS}
     student = student.strip()
-    try:
-        student_path: str | None = references.resolve(student, team)
-    except references.InvalidReference as refused:
-        errors.append(("student", str(refused)))
-        student_path = None
+    student_path, student_bytes, student_model, problem = _student(team, student)
+    if problem:
+        errors.append(("student", problem))
     methods = ["gad", "seqkd"] if method == "pair" else [method]
     configs: dict[str, dict] = {}
     for one in methods:
@@ -108,14 +107,30 @@ def build_configs(
         if cfg is not None:
             problems += _shape_problems(cfg)
             if student_path is not None:
-                problems += _memory_problems(cfg, student_path)
+                problems += _memory_problems(cfg, student_path, student_model)
         errors += [p for p in problems if p not in errors]
         if cfg is not None:
             configs[one] = trainer_config.to_dict(cfg)
     if errors or student_path is None:
         return None, errors
     first = next(iter(configs.values()))
-    return JobSpec(student, student_path, int(first["nodes"]), gpus, configs), []
+    return JobSpec(student, student_path, student_bytes, int(first["nodes"]), gpus, configs), []
+
+
+def _student(team: Team, ref: str) -> tuple[str | None, int, dict[str, Any] | None, str]:
+    """The student resolved (None when refused), a hub student's size and config.json,
+    and why it is refused ("" when it is not)."""
+    try:
+        path = references.resolve(ref, team)
+        found = references.hub_model(ref, team)
+    except (references.InvalidReference, references.HubRefused) as refused:
+        return None, 0, None, str(refused)
+    if found is None:
+        return path, 0, None, ""
+    full = references.hub_storage_problem(team, found)
+    if full:
+        return None, 0, None, f"student: {full}"
+    return path, found.size_bytes, found.config, ""
 
 
 def _shape_problems(cfg: trainer_config.TrainConfig) -> list[tuple[str, str]]:
@@ -132,16 +147,22 @@ def _shape_problems(cfg: trainer_config.TrainConfig) -> list[tuple[str, str]]:
     return trainer_config.parallel_problems(cfg, cfg.nodes * max(cfg.gpus_per_node, 1))
 
 
-def memory_plan(config: dict[str, Any], student_path: str) -> trainer_plan.Plan | None:
+def memory_plan(
+    config: dict[str, Any], student_path: str, student_model: dict[str, Any] | None = None
+) -> trainer_plan.Plan | None:
     """The per-GPU memory plan (``trainer.plan``) of a GPU job's config, on its nodes ×
-    GPUs per node of ``GAD_GPU_MEMORY_GB``, for the student it resolved to; None for a
-    CPU job or a student whose shape is unknown here."""
+    GPUs per node of ``GAD_GPU_MEMORY_GB``, for the student it resolved to (a hub
+    student's shape from its config.json, ``student_model``); None for a CPU job or a
+    student whose shape is unknown here."""
     cfg = trainer_config.from_dict(config)
     if cfg.gpus_per_node <= 0:
         return None
     try:
-        shape = trainer_plan.model_shape(student_path)
-    except trainer_plan.UnknownModel:
+        if student_model is not None:
+            shape = trainer_plan.Shape.from_config(student_model)
+        else:
+            shape = trainer_plan.model_shape(student_path)
+    except (trainer_plan.UnknownModel, KeyError, TypeError, ValueError):
         return None
     return trainer_plan.plan(
         cfg, cfg.nodes, cfg.gpus_per_node, settings.GAD_GPU_MEMORY_GB, shape=shape
@@ -160,8 +181,10 @@ def job_plan(job) -> trainer_plan.Plan | None:
         return None
 
 
-def _memory_problems(cfg: trainer_config.TrainConfig, student_path: str) -> list[tuple[str, str]]:
-    result = memory_plan(trainer_config.to_dict(cfg), student_path)
+def _memory_problems(
+    cfg: trainer_config.TrainConfig, student_path: str, student_model: dict[str, Any] | None
+) -> list[tuple[str, str]]:
+    result = memory_plan(trainer_config.to_dict(cfg), student_path, student_model)
     if result is None or result.fits:
         return []
     return [

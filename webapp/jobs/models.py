@@ -68,6 +68,11 @@ class Job(Claimed, Sent):
         help_text="What the student resolved to at launch (the hub id, or a checkpoint's or "
         "a registered model's directory): what the trainer loads; the worker checks it again.",
     )
+    student_bytes = models.PositiveBigIntegerField(
+        default=0,
+        help_text="A hub student's size at launch (its model files), charged to the team's "
+        "storage once per model; 0 for a checkpoint or a registered model.",
+    )
     pair = models.ForeignKey(
         "self",
         null=True,

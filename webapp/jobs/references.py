@@ -19,8 +19,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from django.conf import settings
+
 from webapp.catalog.models import registered_for, under_roots
+from webapp.jobs import hub
+from webapp.jobs.hub import HubModel
 from webapp.jobs.models import Checkpoint
+from webapp.teams.actions import GB, storage_full
 from webapp.teams.models import Team
 
 # Hub ids: an organisation and a name of letters, digits, '-', '_' and '.', neither
@@ -99,3 +104,41 @@ def choices(team: Team) -> list[Choice]:
         Choice(f"checkpoint:{c.pk}", f"{c.job.name} · step {c.step}") for c in checkpoints[:200]
     ]
     return found
+
+
+class HubRefused(ValueError):
+    """A hub model the team may not start from now: the message says why, with the
+    figures."""
+
+
+def hub_model(ref: str, team: Team, field: str = "student") -> HubModel | None:
+    """The hub model ``ref`` names, looked up, within the site's switch and the team's
+    cap; None when ``ref`` is not a hub id. Raises HubRefused."""
+    if not HUB_ID.fullmatch(ref.strip()):
+        return None
+    if not settings.GAD_HUB_MODELS:
+        raise HubRefused(
+            f"{field}: this site does not start from Hugging Face Hub models; use a model an "
+            "administrator registered (model:NAME) or one of the team's checkpoints "
+            "(checkpoint:ID)."
+        )
+    try:
+        found = hub.look_up(ref.strip())
+    except hub.HubError as failed:
+        raise HubRefused(f"{field}: {failed}") from None
+    cap = team.quota.hub_model_gb
+    if found.size_bytes > cap * GB:
+        raise HubRefused(
+            f"{field}: {ref} is {found.size_bytes / GB:.1f} GB on the Hub and the team may start "
+            f"from hub models of at most {cap} GB; ask an administrator to raise it, or to "
+            "register the model (model:NAME)."
+        )
+    return found
+
+
+def hub_storage_problem(team: Team, found: HubModel) -> str | None:
+    """Why the team's storage has no room for the hub model (None when it has, or when
+    its jobs start from that model already: each one is in its storage once)."""
+    if team.jobs.filter(student_path=found.repo_id, student_bytes__gt=0).exists():
+        return None
+    return storage_full(team, adding=found.size_bytes)

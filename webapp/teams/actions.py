@@ -148,12 +148,18 @@ GB = 10**9
 
 def storage_used(team: Team) -> int:
     """Bytes the team keeps: its prompt sets (what their rows hold), the files waiting
-    to be imported, and its jobs' checkpoints (read through the apps' relations to the
-    team: teams imports neither app)."""
+    to be imported, its jobs' checkpoints and the hub models they start from (read
+    through the apps' relations to the team: teams imports neither app)."""
     prompts = team.prompt_sets.aggregate(n=Sum("size_bytes"))["n"]
     staged = team.uploads.filter(status__in=["queued", "reading"]).aggregate(n=Sum("size_bytes"))
     checkpoints = team.jobs.aggregate(n=Sum("checkpoints__size_bytes"))["n"]
-    return int(prompts or 0) + int(staged["n"] or 0) + int(checkpoints or 0)
+    # Each Hugging Face Hub model its jobs start from, once (the shared model cache).
+    hub_models = dict(
+        team.jobs.filter(student_bytes__gt=0).values_list("student_path", "student_bytes")
+    )
+    return (
+        int(prompts or 0) + int(staged["n"] or 0) + int(checkpoints or 0) + sum(hub_models.values())
+    )
 
 
 def storage_full(team: Team, quota: Quota | None = None, adding: int = 0) -> str | None:

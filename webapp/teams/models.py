@@ -73,6 +73,12 @@ class Quota(models.Model):
     storage_gb = models.PositiveIntegerField(
         default=200, help_text="Uploads, run directories and checkpoints."
     )
+    hub_model_gb = models.PositiveIntegerField(
+        default=80,
+        help_text="The largest Hugging Face Hub model a job or an evaluation may start "
+        "from (its weights, config and tokenizer); each one the team uses counts toward "
+        "its storage.",
+    )
 
     def __str__(self) -> str:
         return f"Quota of {self.team}"
