@@ -6,6 +6,10 @@ Read from huggingface_hub 2.4.0:
 - ``HfApi.model_info(repo, files_metadata=True)``: ``GET /api/models/{repo}?blobs=true``
   (``hf_api.py``, model_info, ~3145-3217); the client reads ``id``, ``sha`` and
   ``siblings[].rfilename`` / ``.size`` (``ModelInfo``, ~913-1010).
+- ``snapshot_download``: ``GET /api/models/{repo}/revision/{rev}``, then
+  ``list_repo_tree``: ``GET /api/models/{repo}/tree/{sha}?recursive=true`` (a JSON list of
+  ``{"type", "path", "size", "oid"}``, paged by a ``Link`` header; ``hf_api.py``
+  ``_list_repo_tree_pages`` and ``RepoFile``), then each file as below.
 - ``hf_hub_download``: ``HEAD`` then ``GET /{repo}/resolve/{revision}/{file}``; the HEAD
   must carry ``X-Repo-Commit``, an ``ETag`` and ``Content-Length``
   (``file_download.py``, get_hf_file_metadata).
@@ -64,6 +68,17 @@ class FakeHub:
     def route(self, request: BaseHTTPRequestHandler, head: bool) -> None:
         path = unquote(urlsplit(request.path).path).strip("/")
         parts = path.split("/")
+        if parts[:2] == ["api", "models"] and len(parts) >= 6 and parts[4] == "tree":
+            # list_repo_tree (snapshot_download): one page, no Link header.
+            files = self.files("/".join(parts[2:4]))
+            if isinstance(files, str):
+                return _error(request, 401, "RepoNotFound", "Repository not found", head)
+            tree = [
+                {"type": "file", "path": name, "size": v if isinstance(v, int) else len(v),
+                 "oid": hashlib.sha1(name.encode()).hexdigest()}
+                for name, v in files.items()
+            ]  # fmt: skip
+            return _send(request, 200, json.dumps(tree).encode(), "application/json", head)
         if parts[:2] == ["api", "models"] and len(parts) in (4, 6):
             repo = "/".join(parts[2:4])
             self.asked.append(repo)

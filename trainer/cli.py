@@ -118,6 +118,12 @@ def _add_evaluation(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     s.add_argument("--out", help="write the report as JSON")
     s.add_argument("--tokenizer", help="count lengths in this tokenizer's tokens")
 
+    sm = sub.add_parser(
+        "sync-mlflow", help="copy an offline MLflow store's runs to MLFLOW_TRACKING_URI"
+    )
+    sm.add_argument("--store", required=True, help="the offline file store (OUT/mlruns)")
+    sm.add_argument("--experiment", required=True, help="the server's experiment to copy into")
+
     pl = sub.add_parser("plan", help="per-GPU memory of a config, part by part; does it fit?")
     pl.add_argument("--config", required=True)
     pl.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
@@ -167,6 +173,14 @@ def _run(args: argparse.Namespace) -> int:
         finally:
             distributed.shutdown()
         print(f"{cfg.method} run {reason}; outputs in {cfg.output_dir}")
+        return 0
+    if args.command == "sync-mlflow":
+        import json
+
+        from trainer.trackers import sync_mlflow
+
+        for run_id in sync_mlflow(args.store, args.experiment):
+            print(json.dumps({"run_id": run_id}), flush=True)
         return 0
     if args.command == "collect":
         from trainer.cli_eval import run_collect

@@ -21,12 +21,13 @@ nothing is initialized: the single-process trainer is unchanged.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import NoReturn, TypeVar, cast
+from typing import Any, NoReturn, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -171,13 +172,36 @@ def gather(values: Tensor) -> Tensor:
 
 
 def gather_list(values: Sequence[T]) -> list[T]:
-    """Concatenate small Python lists of every rank, in rank order."""
+    """Concatenate small Python lists of every rank (numbers, strings, lists of them), in
+    rank order."""
     if not _world.parallel:
         return list(values)
-    parts: list[list[T] | None] = [None] * _world.size
-    dist.all_gather_object(parts, list(values))
-    filled = cast("list[list[T]]", parts)  # all_gather_object filled every slot
-    return [v for part in filled for v in part]
+    parts = gather_json(list(values))
+    return [v for part in parts for v in part]
+
+
+def gather_json(value: Any, group: Any = None) -> list[Any]:
+    """Every rank's ``value`` (anything JSON can hold), in rank order, through tensor
+    collectives: the lengths first, then the padded UTF-8 bytes.
+
+    Never ``all_gather_object``: it unpickles what peers send, so whoever reaches a
+    rank's sockets could run code in it (docs/security.md, "Multi-node jobs"); JSON
+    decodes to data only."""
+    world = dist.get_world_size(group)
+    device = _comm_device()
+    data = torch.frombuffer(bytearray(json.dumps(value).encode()), dtype=torch.uint8)
+    length = torch.tensor([data.numel()], dtype=torch.int64, device=device)
+    lengths = [torch.empty_like(length) for _ in range(world)]
+    dist.all_gather(lengths, length, group=group)
+    longest = max(int(n.item()) for n in lengths)
+    padded = torch.zeros(longest, dtype=torch.uint8, device=device)
+    padded[: data.numel()] = data.to(device)
+    parts = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(parts, padded, group=group)
+    return [
+        json.loads(bytes(part[: int(n.item())].cpu().tolist()).decode())
+        for part, n in zip(parts, lengths, strict=True)
+    ]
 
 
 def barrier() -> None:

@@ -181,3 +181,57 @@ def write_where(out_dir: str | Path, sinks: dict[str, Any]) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps({name: sink.where() for name, sink in sinks.items()}, indent=1))
     tmp.replace(path)
+
+
+# ------------------------------------------------------------------------- sync offline
+
+
+SOURCE_TAG = "gad.source_run"  # on a synced run: the offline run it came from
+
+
+def sync_mlflow(store: str | Path, experiment: str) -> list[str]:
+    """Copy the runs of an offline MLflow file store (a sandboxed run's ``OUT/mlruns``)
+    to the tracking server ``MLFLOW_TRACKING_URI`` names, into ``experiment``: params,
+    every metric's full history, tags and status. A run already copied (found by its
+    ``gad.source_run`` tag) is copied again only while it was unfinished there, so the
+    worker can sync while a job runs and once more after. Returns the server's run ids."""
+    try:
+        from mlflow.entities import Metric, Param, RunTag
+        from mlflow.tracking import MlflowClient
+    except ImportError as e:
+        raise _missing("mlflow", e) from e
+    os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    source = MlflowClient(tracking_uri=Path(store).resolve().as_uri())
+    target = MlflowClient()  # MLFLOW_TRACKING_URI and its credentials, from the env
+    found = target.get_experiment_by_name(experiment)
+    experiment_id = found.experiment_id if found else target.create_experiment(experiment)
+    synced = []
+    experiments = [e.experiment_id for e in source.search_experiments()]
+    for run in source.search_runs(experiments):
+        origin = run.info.run_id
+        previous = target.search_runs(
+            [experiment_id], filter_string=f"tags.`{SOURCE_TAG}` = '{origin}'"
+        )
+        if previous and previous[0].info.status == "FINISHED":
+            synced.append(previous[0].info.run_id)
+            continue
+        for stale in previous:  # an earlier copy of a run that went on since
+            target.delete_run(stale.info.run_id)
+        tags = {k: v for k, v in run.data.tags.items() if not k.startswith("mlflow.source")}
+        tags[SOURCE_TAG] = origin
+        copy = target.create_run(experiment_id, run_name=run.info.run_name, tags=tags)
+        copy_id = copy.info.run_id
+        params = [Param(k, v) for k, v in run.data.params.items()]
+        for i in range(0, len(params), 100):  # the REST API's limit per batch
+            target.log_batch(copy_id, params=params[i : i + 100])
+        metrics = [
+            Metric(key, m.value, m.timestamp, m.step)
+            for key in run.data.metrics
+            for m in source.get_metric_history(origin, key)
+        ]
+        for i in range(0, len(metrics), 1000):
+            target.log_batch(copy_id, metrics=metrics[i : i + 1000])
+        target.log_batch(copy_id, tags=[RunTag(SOURCE_TAG, origin)])
+        target.set_terminated(copy_id, status=run.info.status, end_time=run.info.end_time)
+        synced.append(copy_id)
+    return synced

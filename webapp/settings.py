@@ -249,9 +249,13 @@ if GAD_SANDBOX not in ("bwrap", "auto", "off"):
 # refuses a job whose per-GPU peak exceeds it.
 GAD_GPU_MEMORY_GB = env.number("GAD_GPU_MEMORY_GB") if env.raw("GAD_GPU_MEMORY_GB") else 80.0
 # This node's name (GPU leases, the node's own queue) and the address other nodes reach
-# it at (a multi-node job's rendezvous); default: the host name.
+# it at (a multi-node job's rendezvous); default: the address of the interface
+# NCCL_SOCKET_IFNAME/GLOO_SOCKET_IFNAME name, else the one the broker is reached from.
 GAD_NODE_NAME = env.string("GAD_NODE_NAME") or ""
 GAD_NODE_ADDR = env.string("GAD_NODE_ADDR") or ""
+# A multi-node job's rendezvous store listens on node 0 at this port + the index of the
+# job's first GPU there (worker/gang.py): open base..base+7 between the GPU nodes only.
+GAD_GANG_PORT_BASE = env.integer("GAD_GANG_PORT_BASE", 29600, minimum=1024)
 # GPU indices this worker process may lease; empty means a CPU-only node.
 GAD_WORKER_GPUS = env.int_list("GAD_WORKER_GPUS", [])
 # The queue evaluations' answer generation goes to: "gpu" on a site whose GPU nodes

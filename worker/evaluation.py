@@ -51,7 +51,7 @@ from webapp.nodes import actions as node_actions
 from webapp.promptsets.models import Prompt, TeacherAnswer
 from webapp.teams.actions import record_usage
 from webapp.teams.models import UsageKind
-from worker import leases
+from worker import hub_cache, leases
 from worker.claims import LostClaim, Renewal
 from worker.paid import paid_call
 from worker.runner import (
@@ -61,6 +61,7 @@ from worker.runner import (
     trainer_env,
     write_prompts,
 )
+from worker.sandbox import Sandbox, SandboxUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -212,8 +213,18 @@ def model_answers(system: System, lease: Renewal) -> str:
     argv = generate_argv(model, prompts_path, out, evaluation.max_new_tokens, temperature)
     log_path = root / "generate.log"
     partial = out.with_name(out.name + ".tmp")  # trainer.generate writes here, then renames
+    box = Sandbox(writable=(root,), readable=(Path(model),) if Path(model).is_absolute() else ())
+    if not Path(model).is_absolute():
+        try:
+            hub_cache.fetch(model)
+        except hub_cache.NotFetched as failed:
+            return str(failed)
     with generation_gpus(evaluation) as visible:
-        proc = TrainerProcess(argv, root, log_path, trainer_env(visible))
+        env = trainer_env(visible, HF_HUB_OFFLINE="1")
+        try:
+            proc = TrainerProcess(argv, root, log_path, env, sandbox=box)
+        except SandboxUnavailable as missing:
+            return f"This node cannot run `trainer generate`: {missing}"
 
         def tick() -> None:
             lease.check()

@@ -10,9 +10,11 @@ queue to resume from its last checkpoint.
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from django.conf import settings
 from django.db import close_old_connections
@@ -23,8 +25,10 @@ from webapp.jobs.models import Job
 from webapp.nodes import actions as node_actions
 from webapp.nodes import presence
 from webapp.nodes.models import GpuLease
+from worker import hub_cache
 from worker.leases import NoGpu, node_queue
 from worker.runner import Exit, Rendezvous, TrainerProcess, trainer_argv, trainer_env
+from worker.sandbox import Sandbox, SandboxUnavailable
 from worker.workspace import workspace
 
 MEMBER_TASK = "gad.run_job_member"
@@ -69,14 +73,13 @@ class Gang:
     def nodes(self) -> int:
         return len(self.members) + 1
 
-    def start(self, job: Job) -> Rendezvous:
-        """Send each member node its part of the job; return node 0's rendezvous."""
+    def start(self, job: Job, devices: list[int]) -> Rendezvous:
+        """Send each member node its part of the job; return node 0's rendezvous (on
+        ``devices``, this node's GPUs of the job)."""
         from webapp.celery import app
 
-        addr = settings.GAD_NODE_ADDR or socket.gethostbyname(socket.gethostname())
-        with socket.socket() as probe:  # a free port for rank 0's store
-            probe.bind(("", 0))
-            port = probe.getsockname()[1]
+        addr = node_address()
+        port = store_port(devices)
         for rank, node in enumerate(self.members, start=1):
             app.send_task(
                 MEMBER_TASK,
@@ -112,6 +115,86 @@ class Gang:
         return presence.lapsed_nodes(job, members)
 
 
+class GangRefused(Exception):
+    """This node's network settings cannot host a multi-node job; the message says what
+    to set."""
+
+
+# The interfaces NCCL and gloo open their connections on, where the site pins them.
+IFNAME_SETTINGS = ("NCCL_SOCKET_IFNAME", "GLOO_SOCKET_IFNAME")
+
+
+def node_address() -> str:
+    """The address the other nodes reach this node's rendezvous store at.
+
+    ``GAD_NODE_ADDR`` when set; else the address of the interface NCCL/gloo are pinned
+    to; else the address this node reaches the broker from (the cluster's network).
+    Never what ``gethostbyname(gethostname())`` gives on Debian and Ubuntu, whose
+    /etc/hosts maps the host name to 127.0.1.1: the other nodes would connect to
+    themselves. Raises GangRefused when a pinned interface does not exist here or does
+    not carry GAD_NODE_ADDR."""
+    pinned = {name: os.environ[name] for name in IFNAME_SETTINGS if os.environ.get(name)}
+    found = {}
+    for name, value in pinned.items():
+        interface = value.lstrip("^=").split(",")[0]
+        if value.startswith("^"):
+            continue  # an exclusion list: nothing to check
+        address = interface_address(interface)
+        if address is None:
+            raise GangRefused(
+                f"{name}={value}, but this node has no interface {interface!r} with an IPv4 "
+                "address; set it to the interface of the network between the GPU nodes "
+                '(docs/deployment.md, "Multi-node network").'
+            )
+        found[name] = address
+    wanted = settings.GAD_NODE_ADDR
+    if wanted and found and wanted not in found.values():
+        raise GangRefused(
+            f"GAD_NODE_ADDR={wanted} is not on the interface "
+            f"{', '.join(f'{k}={pinned[k]}' for k in found)} pins NCCL/gloo to "
+            f"({', '.join(sorted(set(found.values())))}); set one or the other."
+        )
+    return wanted or next(iter(found.values()), None) or outward_address()
+
+
+def interface_address(name: str) -> str | None:
+    """An interface's IPv4 address (SIOCGIFADDR), or None."""
+    import fcntl
+    import struct
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            packed = fcntl.ioctl(s.fileno(), 0x8915, struct.pack("256s", name.encode()[:15]))
+        except OSError:
+            return None
+    return socket.inet_ntoa(packed[20:24])
+
+
+def outward_address() -> str:
+    """This node's source address towards the broker (a UDP "connect" sends nothing)."""
+    from urllib.parse import urlsplit
+
+    from webapp.celery import app
+
+    parts = urlsplit(str(app.conf.broker_url))
+    host, port = parts.hostname or "127.0.0.1", parts.port or 6379
+    try:
+        target = socket.getaddrinfo(host, port, socket.AF_INET, socket.SOCK_DGRAM)[0][4]
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect(target)
+            return s.getsockname()[0]
+    except OSError:
+        return "127.0.0.1"
+
+
+def store_port(devices: list[int]) -> int:
+    """Rank 0's store port: ``GAD_GANG_PORT_BASE`` + this node's first GPU of the job.
+    Two gangs never lead from the same GPU at once (leases are exclusive), so the port
+    is the job's for as long as it holds the GPU: no free port probed, closed and
+    hoped for (a race), and one fixed range for the firewall."""
+    return settings.GAD_GANG_PORT_BASE + min(devices, default=0)
+
+
 ONE_NODE = Gang()  # a job on one node: no member
 
 
@@ -129,7 +212,17 @@ def run_member(job_id: int, claim: str, nodes: int, node_rank: int, addr: str, p
     argv = trainer_argv(space.config, len(devices), Rendezvous(nodes, node_rank, addr, port))
     env = trainer_env(",".join(map(str, devices)))
     log_path = space.root / f"train-node{node_rank}-{node_name()}.log"
-    proc = TrainerProcess(argv, space.root, log_path, env, launcher=True)
+    # The student: what node 0's worker checked (it fails the job when it no longer may).
+    student = Path(job.student_path)
+    readable = (student,) if student.is_absolute() else ()
+    box = Sandbox(writable=(space.root,), readable=readable, network=True)
+    try:
+        if not readable:
+            hub_cache.fetch(job.student_path)
+        proc = TrainerProcess(argv, space.root, log_path, env, launcher=True, sandbox=box)
+    except (SandboxUnavailable, hub_cache.NotFetched) as failed:
+        node_actions.release_node(job)
+        return f"node {node_rank} of job {job_id} could not start: {failed}"
 
     def tick() -> None:
         close_old_connections()

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from trainer.teacher import Budget, TeacherError, TeacherSpec
-from webapp.teachers import crypto, ssrf
+from webapp.lib import crypto
+from webapp.teachers import ssrf
 from webapp.teachers.models import KEY_MASK, TeacherEndpoint
 from webapp.teachers.specs import teacher_spec
 from worker.answers import DbAnswerStore, OrmThread, TokenReservation, remaining_tokens

@@ -27,7 +27,8 @@ from webapp.lib import health
 from webapp.nodes import actions as node_actions
 from webapp.nodes import presence
 from webapp.promptsets.models import Prompt, Split, TeacherAnswer
-from worker.gang import ONE_NODE, Gang, GangLost, lease_gpus
+from worker import hub_cache, trackers
+from worker.gang import ONE_NODE, Gang, GangLost, GangRefused, lease_gpus
 from worker.heartbeat import Cancelled, Heartbeat, Paused
 from worker.ingest import RunIngest
 from worker.leases import NoGpu
@@ -41,6 +42,7 @@ from worker.runner import (
     trainer_env,
     write_prompts,
 )
+from worker.sandbox import Sandbox, SandboxUnavailable
 from worker.watch import TrainingWatch
 from worker.workspace import Workspace, workspace
 
@@ -123,7 +125,7 @@ def _stages(job: Job, held: list, beat: Heartbeat) -> str:
             actions.guard_pause(job, tripped.decision.message)
             return "paused by the health guard"
         status, error, outcome = Status.FAILED, str(tripped), "stopped by the health guard"
-    except JobFailed as failed:
+    except (JobFailed, GangRefused) as failed:
         status, error, outcome = Status.FAILED, str(failed), "failed"
     except Exception as exc:
         status, error, outcome = Status.FAILED, traceback.format_exc(), "crashed"
@@ -256,6 +258,47 @@ def student_to_load(job: Job) -> str:
     return now
 
 
+def job_sandbox(job: Job, space: Workspace, network: bool) -> Sandbox:
+    """The job's trainer sees its work directory (read-write) and its student (read-only:
+    a checkpoint of another of the team's jobs, a registered model; a hub student is in
+    the model cache, downloaded first by the worker, ``hub_cache.fetch``)."""
+    student = Path(job.student_path)
+    if not student.is_absolute():
+        try:
+            hub_cache.fetch(job.student_path)
+        except hub_cache.NotFetched as failed:
+            raise JobFailed(str(failed)) from None
+        return Sandbox(writable=(space.root,), network=network)
+    return Sandbox(writable=(space.root,), readable=(student,), network=network)
+
+
+def job_env(job: Job) -> dict[str, str]:
+    """What the trainer's environment says of the job: the Hub offline (the worker
+    downloaded the student), and the trackers offline, in the team's own project (the
+    worker copies the runs to the team's accounts afterwards: worker.trackers)."""
+    project = f"gad-studio-{job.team.slug}"
+    env = {"WANDB_PROJECT": project, "MLFLOW_EXPERIMENT_NAME": project}
+    return env | {"HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "MLFLOW_TRACKING_URI": ""}
+
+
+def _sync_trackers(job: Job, space: Workspace) -> None:
+    """The run's offline W&B and MLflow runs, to the team's accounts; never fails the job."""
+    try:
+        trackers.sync(job.team, space.run_dir)
+    except Exception:
+        log.exception("job %s: syncing its tracker runs failed", job.pk)
+
+
+def start_trainer(
+    argv, cwd: Path, log_path: Path, env, box: Sandbox, launcher=False
+) -> TrainerProcess:
+    """The trainer process, in its sandbox; a node that cannot make one fails the job."""
+    try:
+        return TrainerProcess(argv, cwd, log_path, env, launcher=launcher, sandbox=box)
+    except SandboxUnavailable as missing:
+        raise JobFailed(f"This node cannot run the trainer: {missing}") from None
+
+
 def resume_step(run_dir: Path) -> int:
     """The step the trainer resumes from (``resume: auto``): its latest checkpoint that
     retention kept resumable."""
@@ -282,17 +325,20 @@ def train(
         fields |= {"stage": "starting", "total_steps": None}
     actions.advance(job, Status.TRAINING, **fields)
     beat.progress = {}
-    env = trainer_env(",".join(map(str, devices)))
-    rendezvous = gang.start(job) if gang.members else None
+    network = bool(gang.members)
+    env = trainer_env(",".join(map(str, devices)), **job_env(job))
+    box = job_sandbox(job, space, network)
+    rendezvous = gang.start(job, devices) if gang.members else None
     argv = trainer_argv(space.config, len(devices), rendezvous)
     launcher = len(devices) > 1 or rendezvous is not None
-    proc = TrainerProcess(argv, space.root, space.log, env, launcher=launcher)
+    proc = start_trainer(argv, space.root, space.log, env, box, launcher=launcher)
     watch = TrainingWatch(job, proc, RunIngest(job, space.run_dir), beat, gang)
     try:
         with beat.gpu_time():
             ended = proc.watch(watch.tick, POLL_S)
     finally:
         watch.ingest.poll()
+        _sync_trackers(job, space)
     watch.report()
     if beat.progress:  # the last of it, which the next beat would have carried
         actions.beat(job, **beat.progress)
@@ -325,8 +371,8 @@ def evaluate(job: Job, space: Workspace, devices: list[int], beat: Heartbeat) ->
     max_tokens = job.config.get("max_response_tokens", MAX_RESPONSE_TOKENS)
     argv = generate_argv(space.run_dir / "final", prompts, answers, max_tokens)
     # On the job's own GPUs (none for a CPU job), never on one another job holds.
-    env = trainer_env(",".join(map(str, devices)))
-    proc = TrainerProcess(argv, space.root, space.log, env)
+    env = trainer_env(",".join(map(str, devices)), **job_env(job))
+    proc = start_trainer(argv, space.root, space.log, env, job_sandbox(job, space, network=False))
     with beat.gpu_time():
         ended = proc.watch(beat.check, POLL_S)
     if not ended.ok:

@@ -20,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from worker.sandbox import Sandbox
+
 LOG_TAIL_LINES = 200
 PR_SET_PDEATHSIG = 1
 
@@ -69,10 +71,18 @@ class TrainerProcess:
         log_path: Path,
         env: dict[str, str],
         launcher: bool = False,
+        sandbox: Sandbox | None = None,
     ):
-        """``launcher``: argv is torchrun, whose ranks (not torchrun itself) get SIGTERM."""
+        """``launcher``: argv is torchrun, whose ranks (not torchrun itself) get SIGTERM.
+        ``sandbox``: what the process may see (``worker.sandbox``); raises
+        SandboxUnavailable where the site asks for one that this node cannot make."""
         self.log_path = log_path
         self.launcher = launcher
+        if sandbox is not None:
+            argv = sandbox.wrap(argv)
+            self.sandboxed = argv[0].endswith("bwrap")
+        else:
+            self.sandboxed = False
         self._log = open(log_path, "ab")  # noqa: SIM115 - closed in wait()/kill paths
         self.proc = subprocess.Popen(
             argv,
@@ -135,9 +145,14 @@ class TrainerProcess:
         if self.terminated_at is not None:
             return
         self.terminated_at = time.monotonic()
-        ranks = children(self.proc.pid) if self.launcher else set()
-        if not ranks:
+        # In a sandbox, bubblewrap's processes are not asked: a signal ends them, and
+        # their namespace's processes with them, unsaved.
+        top = payload(self.proc.pid) if self.sandboxed else self.proc.pid
+        ranks = children(top) if self.launcher else set()
+        if not ranks and not self.sandboxed:
             self._signal(signal.SIGTERM)
+        elif not ranks:
+            ranks = {top}
         for pid in ranks:
             try:
                 os.kill(pid, signal.SIGTERM)
@@ -207,6 +222,9 @@ INHERITED_PREFIXES = (
     "WANDB_",
     "MLFLOW_",
 )
+# ... but none of the site's credentials for the Hub or the trackers among those: the
+# worker downloads models, and trackers write offline (docs/security.md).
+SECRET_WORDS = ("TOKEN", "KEY", "PASSWORD", "SECRET", "CREDENTIAL", "USERNAME")
 
 
 def trainer_env(devices: str, **extra: str) -> dict[str, str]:
@@ -216,7 +234,8 @@ def trainer_env(devices: str, **extra: str) -> dict[str, str]:
     env = {
         name: value
         for name, value in os.environ.items()
-        if name in INHERITED or name.startswith(INHERITED_PREFIXES)
+        if (name in INHERITED or name.startswith(INHERITED_PREFIXES))
+        and not any(word in name for word in SECRET_WORDS)
     }
     env |= {"PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
     return env | {"CUDA_VISIBLE_DEVICES": devices} | extra
@@ -235,6 +254,21 @@ def children(pid: int) -> set[int]:
         if len(fields) > 1 and int(fields[1]) == pid:
             found.add(int(entry.name))
     return found
+
+
+def payload(pid: int) -> int:
+    """The process the sandbox runs (the trainer or torchrun), below bubblewrap's own
+    processes; ``pid`` itself when it is not bubblewrap."""
+    for _ in range(3):  # bwrap, then its init in the new pid namespace
+        try:
+            name = Path(f"/proc/{pid}/comm").read_text().strip()
+        except OSError:
+            return pid
+        below = sorted(children(pid))
+        if name != "bwrap" or not below:
+            return pid
+        pid = below[0]
+    return pid
 
 
 def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:

@@ -17,7 +17,8 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from trainer.teacher import Answer, RetryPolicy, TeacherError, TeacherSpec, ask, make_client
 from webapp.celery import app
-from webapp.teachers import actions, crypto, ssrf
+from webapp.lib import crypto
+from webapp.teachers import actions, ssrf
 from webapp.teachers.models import ConnectionStatus, ErrorKind, TeacherEndpoint
 from webapp.teachers.specs import teacher_spec
 from worker.paid import without_key

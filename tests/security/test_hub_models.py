@@ -6,6 +6,7 @@ the memory planner skipped the models it did not know. Tested against a loopback
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -145,3 +146,36 @@ def test_an_evaluation_of_a_hub_model_past_the_cap_is_refused(login, personas, f
     personas.team.quota.hub_model_gb = 150
     personas.team.quota.save()
     assert client.post(url, form).status_code == 302
+
+
+def test_the_worker_downloads_a_hub_student_before_the_sandboxed_trainer_starts(
+    fake_hub, tmp_path, monkeypatch
+):
+    """A single-node trainer has no network: the worker brings the model's files (only
+    those the launch's size covered) into the model cache first."""
+    from huggingface_hub import constants
+
+    from worker import hub_cache
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    fake_hub.models["acme/small"] = {
+        "config.json": b'{"model_type": "qwen2"}',
+        "model.safetensors": b"\0" * 64,
+        "tokenizer.json": b"{}",
+        "weights.bin": b"\0" * 64,  # another format: never fetched
+    }
+    where = Path(hub_cache.fetch("acme/small"))
+    assert sorted(p.name for p in where.iterdir()) == [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+    ]
+    assert str(where).startswith(str(tmp_path / "hub"))
+    # A node that does not reach the Hub says what to do.
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(hub_cache.NotFetched, match="not in this node's model cache"):
+        hub_cache.fetch("acme/other")
+    fake_hub.models["acme/gone"] = "missing"
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    with pytest.raises(hub_cache.NotFetched, match="missing, private or gated"):
+        hub_cache.fetch("acme/gone")

@@ -264,3 +264,46 @@ def test_a_cancel_under_torchrun_stops_every_rank_after_a_save(tmp_path, tiny_mo
     saved = [int(p.name[5:]) for p in (tmp_path / "run" / "checkpoints").glob("step-*")]
     assert last["step"] in saved and last["step"] < cfg.gad.epochs
     assert "SignalException" not in log
+
+
+def test_no_rank_unpickles_what_a_peer_sends():
+    """torch's object collectives (all_gather_object, broadcast_object_list, ...) unpickle
+    peers' bytes: whoever reaches a rank's sockets could run code in it. The trainer
+    gathers through tensors and JSON (distributed.gather_json) instead."""
+    import re
+
+    root = Path(__file__).resolve().parents[2] / "trainer"
+    pattern = re.compile(r"\b(all_gather_object|gather_object|broadcast_object_list|"
+                         r"scatter_object_list|send_object_list|recv_object_list)\b")  # fmt: skip
+    found = [
+        f"{path.relative_to(root)}:{n}"
+        for path in root.rglob("*.py")
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if pattern.search(line) and not line.lstrip().startswith("#")
+    ]
+    assert found == [] or all("distributed.py" in f for f in found), found
+
+
+def test_gather_json_hands_back_each_ranks_value_in_order(tmp_path):
+    """Two gloo processes gather values of different lengths (and unicode)."""
+    import json
+
+    script = tmp_path / "gather.py"
+    script.write_text(
+        "import json, os, sys, torch.distributed as dist\n"
+        "from trainer import distributed\n"
+        "distributed.init('cpu')\n"
+        "rank = dist.get_rank()\n"
+        "got = distributed.gather_json([rank, 'é' * (rank + 1), list(range(rank * 3))])\n"
+        "flat = distributed.gather_list([rank] * (rank + 1))\n"
+        "if rank == 0: print(json.dumps([got, flat]), flush=True)\n"
+        "dist.destroy_process_group()\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
+            "2", str(script)]  # fmt: skip
+    done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    got, flat = json.loads(done.stdout.strip().splitlines()[-1])
+    assert got == [[0, "é", []], [1, "éé", [0, 1, 2]]]
+    assert flat == [0, 1, 1]

@@ -91,6 +91,8 @@ TEAM_URLS = [
     # Teacher endpoints ("teacher": a TeacherEndpoint of the team, from OBJECT_FACTORIES).
     ("teachers", "get", {}, {"owner": OK, "member": OK, "annotator": FORBIDDEN}),
     ("teacher-create", "get", {}, {"owner": OK, "member": OK, "annotator": FORBIDDEN}),
+    ("trackers", "get", {}, {"owner": OK, "member": OK, "annotator": FORBIDDEN}),
+    ("trackers", "post", {}, {"owner": REDIRECT, "member": REDIRECT, "annotator": FORBIDDEN}),
     ("teacher-create", "post", {}, {"owner": 422, "member": 422, "annotator": FORBIDDEN}),
     ("teacher", "get", {"pk": "teacher"}, {"owner": OK, "member": OK, "annotator": FORBIDDEN}),
     ("teacher", "post", {"pk": "teacher"}, {"owner": 422, "member": 422, "annotator": FORBIDDEN}),

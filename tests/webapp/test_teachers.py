@@ -19,7 +19,8 @@ from django.urls import reverse
 import worker.teachers
 from tests.conftest import free_port
 from webapp.jobs.models import Job, Status
-from webapp.teachers import actions, crypto, ssrf
+from webapp.lib import crypto
+from webapp.teachers import actions, ssrf
 from webapp.teachers.models import ConnectionStatus, TeacherEndpoint
 from webapp.teachers.params import ParamError, clean_params
 from webapp.teams.actions import create_api_token

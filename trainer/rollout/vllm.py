@@ -199,6 +199,5 @@ class VLLMRollout:
 def _gather_group(
     group: Any, prompts: list[list[int]], seeds: list[int]
 ) -> tuple[list[list[int]], list[int]]:
-    parts: list[Any] = [None] * torch.distributed.get_world_size(group)
-    torch.distributed.all_gather_object(parts, (prompts, seeds), group=group)
+    parts = distributed.gather_json([prompts, seeds], group=group)
     return [p for ps, _ in parts for p in ps], [s for _, ss in parts for s in ss]

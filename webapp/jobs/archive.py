@@ -137,6 +137,7 @@ def checkpoint_response(checkpoint, user, part: str = "model"):
 # What the trainer writes in its output_dir (trainer.trackers; the web does not import it).
 TENSORBOARD_DIR = "tensorboard"
 TRACKERS_FILE = "trackers.json"
+SYNC_FILE = "trackers-sync.json"  # worker.trackers.RESULT_FILE
 
 
 def job_dir(job) -> Path:
@@ -172,6 +173,10 @@ def tracker_runs(job) -> dict[str, dict[str, Any]]:
         written = json.loads((run_dir(job) / TRACKERS_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}  # none written yet, or not on this volume
+    try:  # what the worker's copy to the team's accounts did (worker.trackers)
+        synced = json.loads((run_dir(job) / SYNC_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        synced = {}
     runs = {}
     for name in ("mlflow", "wandb"):
         entry = written.get(name) if isinstance(written, dict) else None
@@ -180,4 +185,6 @@ def tracker_runs(job) -> dict[str, dict[str, Any]]:
         url = entry.get("url")
         web = isinstance(url, str) and url.startswith(("https://", "http://"))
         runs[name] = {**entry, "url": url if web else None}  # only web links become hrefs
+        if isinstance(synced, dict) and isinstance(synced.get(name), str):
+            runs[name]["synced"] = synced[name]
     return runs

@@ -26,7 +26,7 @@ from webapp.jobs import hub
 from webapp.jobs.hub import HubModel
 from webapp.jobs.models import Checkpoint
 from webapp.teams.actions import GB, storage_full
-from webapp.teams.models import Team
+from webapp.teams.models import Quota, Team
 
 # Hub ids: an organisation and a name of letters, digits, '-', '_' and '.', neither
 # starting with a dot (so never '.' or '..'), at most 96 characters each.
@@ -126,7 +126,8 @@ def hub_model(ref: str, team: Team, field: str = "student") -> HubModel | None:
         found = hub.look_up(ref.strip())
     except hub.HubError as failed:
         raise HubRefused(f"{field}: {failed}") from None
-    cap = team.quota.hub_model_gb
+    quota = Quota.objects.filter(team=team).first() or Quota()  # a team made without one
+    cap = quota.hub_model_gb
     if found.size_bytes > cap * GB:
         raise HubRefused(
             f"{field}: {ref} is {found.size_bytes / GB:.1f} GB on the Hub and the team may start "
@@ -139,6 +140,7 @@ def hub_model(ref: str, team: Team, field: str = "student") -> HubModel | None:
 def hub_storage_problem(team: Team, found: HubModel) -> str | None:
     """Why the team's storage has no room for the hub model (None when it has, or when
     its jobs start from that model already: each one is in its storage once)."""
-    if team.jobs.filter(student_path=found.repo_id, student_bytes__gt=0).exists():
+    quota = Quota.objects.filter(team=team).first()
+    if quota is None or team.jobs.filter(student_path=found.repo_id, student_bytes__gt=0).exists():
         return None
-    return storage_full(team, adding=found.size_bytes)
+    return storage_full(team, quota, adding=found.size_bytes)

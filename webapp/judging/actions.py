@@ -15,9 +15,10 @@ from webapp.evaluation.models import Evaluation, PromptChoice
 from webapp.jobs.models import Job
 from webapp.judging import runs, sweep
 from webapp.judging.models import JudgeRun, Sweep
+from webapp.lib import crypto
 from webapp.lib.errors import ActionError
 from webapp.promptsets.models import PromptSet
-from webapp.teachers import crypto, ssrf
+from webapp.teachers import ssrf
 from webapp.teachers.models import TeacherEndpoint
 from webapp.teams import actions as team_actions
 

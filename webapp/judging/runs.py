@@ -20,8 +20,9 @@ from trainer.score import MAX_N
 from webapp.evaluation import results
 from webapp.evaluation.models import EvalStatus, Evaluation, SystemStatus
 from webapp.judging.models import JudgeRun
+from webapp.lib import crypto
 from webapp.promptsets.answers import load_answers
-from webapp.teachers import crypto, ssrf
+from webapp.teachers import ssrf
 from webapp.teachers.models import TeacherEndpoint
 from webapp.teachers.specs import teacher_spec
 

@@ -8,6 +8,7 @@ decrypts it, right before it calls the teacher. Functions that hold the plain ke
 from __future__ import annotations
 
 import hashlib
+import re
 from datetime import timedelta
 from functools import partial
 from typing import Any
@@ -19,9 +20,10 @@ from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
 from webapp import dispatch
+from webapp.lib import crypto
 from webapp.lib.errors import ActionError
-from webapp.teachers import crypto, ssrf
-from webapp.teachers.models import ConnectionStatus, TeacherEndpoint
+from webapp.teachers import ssrf
+from webapp.teachers.models import ConnectionStatus, TeacherEndpoint, TrackerAccount
 from webapp.teachers.params import ParamError, clean_params
 from webapp.teams.models import Team
 
@@ -78,14 +80,20 @@ def key_digest(plain: str) -> str:
 
 
 @sensitive_variables("api_key", "plain")
-def _set_key(endpoint: TeacherEndpoint, api_key: str) -> None:
+def _checked_key(field: str, api_key: str) -> str:
     plain = api_key.strip()
     if len(plain) > MAX_KEY_LENGTH:
-        raise InvalidField("api_key", f"is longer than {MAX_KEY_LENGTH} characters")
+        raise InvalidField(field, f"is longer than {MAX_KEY_LENGTH} characters")
     if not plain.isascii() or not plain.isprintable() or " " in plain:
         raise InvalidField(
-            "api_key", "contains spaces, line breaks or non-ASCII characters; paste the key alone"
+            field, "contains spaces, line breaks or non-ASCII characters; paste the key alone"
         )
+    return plain
+
+
+@sensitive_variables("api_key", "plain")
+def _set_key(endpoint: TeacherEndpoint, api_key: str) -> None:
+    plain = _checked_key("api_key", api_key)
     endpoint.api_key_encrypted = crypto.encrypt(plain)
     endpoint.api_key_last4 = plain[-4:] if len(plain) >= MIN_KEY_FOR_HINT else ""
     endpoint.api_key_origin = ssrf.origin(endpoint.base_url)
@@ -269,3 +277,65 @@ def record_test_error(endpoint_id: int, kind: str, message: str) -> bool:
             tested_at=timezone.now(),
         )
     )
+
+
+# ----------------------------------------------------------------------------- trackers
+
+ENTITY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+
+
+def tracker_account(team) -> TrackerAccount:
+    """The team's tracker accounts (unsaved and empty when it has none)."""
+    return TrackerAccount.objects.filter(team=team).first() or TrackerAccount(team=team)
+
+
+@sensitive_variables("wandb_api_key", "mlflow_token", "typed", "plain")
+def save_trackers(
+    team,
+    *,
+    wandb_entity: str = "",
+    wandb_base_url: str = "",
+    mlflow_tracking_uri: str = "",
+    wandb_api_key: str = "",
+    mlflow_token: str = "",
+    remove_wandb_key: bool = False,
+    remove_mlflow_token: bool = False,
+) -> TrackerAccount:
+    """Set the team's own W&B and MLflow accounts. Keys are write-only: blank keeps the
+    stored one. URLs pass the SSRF check (the worker connects to them)."""
+    account = tracker_account(team)
+    entity = (wandb_entity or "").strip()
+    if entity and not ENTITY.fullmatch(entity):
+        raise InvalidField(
+            "wandb_entity", "is a W&B team or user name: letters, digits, '_', '.', '-'"
+        )
+    urls = {}
+    for field, url in (
+        ("wandb_base_url", wandb_base_url),
+        ("mlflow_tracking_uri", mlflow_tracking_uri),
+    ):
+        url = (url or "").strip()
+        if len(url) > 500:
+            raise InvalidField(field, "is longer than 500 characters")
+        try:
+            urls[field] = ssrf.check_base_url(url, field) if url else ""
+        except ssrf.UnsafeURL as exc:
+            raise InvalidField(exc.field, exc.message) from None
+    account.wandb_entity = entity
+    account.wandb_base_url = urls["wandb_base_url"]
+    account.mlflow_tracking_uri = urls["mlflow_tracking_uri"]
+    for field, typed, remove in (
+        ("wandb_api_key", wandb_api_key, remove_wandb_key),
+        ("mlflow_token", mlflow_token, remove_mlflow_token),
+    ):
+        encrypted, last4 = "", ""
+        if not remove and not typed.strip():
+            continue  # blank: the stored one stays
+        if not remove:
+            plain = _checked_key(field, typed)
+            encrypted = crypto.encrypt(plain)
+            last4 = plain[-4:] if len(plain) >= MIN_KEY_FOR_HINT else ""
+        setattr(account, f"{field}_encrypted", encrypted)
+        setattr(account, f"{field}_last4", last4)
+    account.save()
+    return account

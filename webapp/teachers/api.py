@@ -11,9 +11,10 @@ from typing import Any
 from ninja import Field, Router, Schema, Status
 from pydantic import SecretStr, field_validator
 
+from webapp.lib import crypto
 from webapp.lib.errors import ApiError
 from webapp.lib.numbers import check_json_numbers
-from webapp.teachers import actions, crypto
+from webapp.teachers import actions
 from webapp.teachers.models import TeacherEndpoint
 from webapp.teams import access
 

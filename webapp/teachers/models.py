@@ -31,7 +31,7 @@ class TeacherEndpoint(models.Model):
         max_length=500, help_text="Where the OpenAI-compatible API starts, usually …/v1."
     )
     model = models.CharField(max_length=200, help_text="The model name the API expects.")
-    # Fernet token of the key (webapp.teachers.crypto); empty when the endpoint needs none.
+    # Fernet token of the key (webapp.lib.crypto); empty when the endpoint needs none.
     api_key_encrypted = models.TextField(blank=True, editable=False)
     api_key_last4 = models.CharField(max_length=4, blank=True, editable=False)
     # scheme://host:port of the base URL the key was entered for: the key is sent there
@@ -120,3 +120,42 @@ class TeacherEndpoint(models.Model):
             "error_kind_label": self.get_test_error_kind_display(),
             "tested_at": self.tested_at.isoformat() if self.tested_at else None,
         }
+
+
+class TrackerAccount(models.Model):
+    """A team's own experiment-tracker accounts (W&B, MLflow): the worker syncs the
+    team's runs to them after the trainer, which never sees these keys and has no
+    network, wrote them offline (worker.trackers). Keys are encrypted and write-only,
+    like teacher keys."""
+
+    team = models.OneToOneField(
+        "teams.Team", on_delete=models.CASCADE, related_name="tracker_account"
+    )
+    wandb_api_key_encrypted = models.TextField(blank=True)
+    wandb_api_key_last4 = models.CharField(max_length=4, blank=True)
+    wandb_entity = models.CharField(
+        max_length=100, blank=True, help_text="The W&B team or user the runs go to."
+    )
+    wandb_base_url = models.CharField(
+        max_length=500, blank=True, help_text="A self-hosted W&B server; blank: wandb.ai."
+    )
+    mlflow_tracking_uri = models.CharField(max_length=500, blank=True)
+    mlflow_token_encrypted = models.TextField(blank=True)
+    mlflow_token_last4 = models.CharField(max_length=4, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"Trackers of {self.team}"
+
+    @property
+    def project(self) -> str:
+        """The team's own W&B project and MLflow experiment."""
+        return f"gad-studio-{self.team.slug}"
+
+    @property
+    def wandb_key_hint(self) -> str | None:
+        return KEY_MASK + self.wandb_api_key_last4 if self.wandb_api_key_encrypted else None
+
+    @property
+    def mlflow_token_hint(self) -> str | None:
+        return KEY_MASK + self.mlflow_token_last4 if self.mlflow_token_encrypted else None

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from trainer.teacher import TeacherSpec
-from webapp.teachers import crypto, ssrf
+from webapp.lib import crypto
+from webapp.teachers import ssrf
 from webapp.teachers.models import TeacherEndpoint
 
 

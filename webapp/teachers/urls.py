@@ -4,6 +4,7 @@ from webapp.teachers import views
 
 urlpatterns = [
     path("teams/<slug:slug>/teachers/", views.teachers, name="teachers"),
+    path("teams/<slug:slug>/trackers/", views.trackers, name="trackers"),
     path("teams/<slug:slug>/teachers/new/", views.teacher_create, name="teacher-create"),
     path("teams/<slug:slug>/teachers/<int:pk>/", views.teacher_detail, name="teacher"),
     path(

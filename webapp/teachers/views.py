@@ -15,9 +15,10 @@ from django.views.decorators.debug import sensitive_post_parameters, sensitive_v
 from django.views.decorators.http import require_GET, require_POST
 
 from webapp import dispatch
+from webapp.lib import crypto
 from webapp.lib.pages import AuthenticatedRequest
 from webapp.nodes import presence
-from webapp.teachers import actions, crypto
+from webapp.teachers import actions
 from webapp.teachers.models import TeacherEndpoint
 from webapp.teachers.params import RULES
 from webapp.teams import access
@@ -213,3 +214,72 @@ def teacher_status(request: AuthenticatedRequest, slug: str, pk: int) -> JsonRes
     """The last test's result, polled by the detail page while a test is pending."""
     endpoint = _endpoint(request, slug, pk)
     return JsonResponse({**endpoint.last_test(), "waiting": _waiting(endpoint)})
+
+
+# ----------------------------------------------------------------------------- trackers
+
+
+def _secret(label: str) -> forms.CharField:
+    return forms.CharField(
+        label=label,
+        required=False,
+        max_length=actions.MAX_KEY_LENGTH,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+    )
+
+
+def _remove(label: str) -> forms.BooleanField:
+    return forms.BooleanField(
+        label=label, required=False, widget=forms.CheckboxInput(attrs={"style": "width:auto"})
+    )
+
+
+class TrackersForm(forms.Form):
+    wandb_entity = forms.CharField(label="W&B entity", required=False, max_length=100)
+    wandb_base_url = forms.CharField(label="W&B server", required=False, max_length=500)
+    wandb_api_key = _secret("W&B API key")
+    remove_wandb_key = _remove("Remove the stored W&B key")
+    mlflow_tracking_uri = forms.CharField(
+        label="MLflow tracking URI", required=False, max_length=500
+    )
+    mlflow_token = _secret("MLflow token")
+    remove_mlflow_token = _remove("Remove the stored MLflow token")
+
+    def __init__(self, *args: Any, account, **kwargs: Any):
+        kwargs["initial"] = {
+            "wandb_entity": account.wandb_entity,
+            "wandb_base_url": account.wandb_base_url,
+            "mlflow_tracking_uri": account.mlflow_tracking_uri,
+        }
+        super().__init__(*args, **kwargs)
+        for key, hint, remove in (
+            ("wandb_api_key", account.wandb_key_hint, "remove_wandb_key"),
+            ("mlflow_token", account.mlflow_token_hint, "remove_mlflow_token"),
+        ):
+            if hint:
+                self.fields[key].help_text = f"Leave blank to keep the stored one ({hint})."
+            else:
+                self.fields[key].help_text = "None is stored."
+                del self.fields[remove]
+
+
+@login_required
+@sensitive_post_parameters("wandb_api_key", "mlflow_token")
+@sensitive_variables("data")
+def trackers(request: AuthenticatedRequest, slug: str) -> HttpResponse:
+    """The team's own W&B and MLflow accounts, which the worker syncs its runs to."""
+    crypto.hide_key_in_error_reports(request)
+    team = access.working_team(request, slug)
+    account = actions.tracker_account(team)
+    form = TrackersForm(request.POST if request.method == "POST" else None, account=account)
+    if form.is_bound and form.is_valid():
+        try:
+            actions.save_trackers(team, **form.cleaned_data)
+        except actions.InvalidField as exc:
+            form.add_error(exc.field if exc.field in form.fields else None, exc.message)
+        else:
+            messages.success(request, "Tracker accounts saved.")
+            return redirect("trackers", slug=team.slug)
+    status = 422 if form.is_bound else 200
+    context = {"team": team, "form": form, "account": account}
+    return render(request, "teachers/trackers.html", context, status=status)

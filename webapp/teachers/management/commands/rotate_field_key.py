@@ -1,4 +1,5 @@
-"""Re-encrypt every stored teacher API key with the current GAD_FIELD_KEY.
+"""Re-encrypt every stored teacher API key and team tracker key with the current
+GAD_FIELD_KEY.
 
 Rotation: set the new key as GAD_FIELD_KEY and the old one in GAD_FIELD_KEY_PREVIOUS on
 every process (web and workers), restart them, run this, then remove
@@ -10,8 +11,8 @@ from __future__ import annotations
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
-from webapp.teachers import crypto
-from webapp.teachers.models import TeacherEndpoint
+from webapp.lib import crypto
+from webapp.teachers.models import TeacherEndpoint, TrackerAccount
 
 
 class Command(BaseCommand):
@@ -30,6 +31,19 @@ class Command(BaseCommand):
                     pk=endpoint.pk, api_key_encrypted=endpoint.api_key_encrypted
                 ).update(api_key_encrypted=token)
             done += updated
+        for account in TrackerAccount.objects.order_by("pk"):
+            for field in ("wandb_api_key_encrypted", "mlflow_token_encrypted"):
+                stored = getattr(account, field)
+                if not stored:
+                    continue
+                try:
+                    token = crypto.reencrypt(stored)
+                except crypto.KeyUnreadable:
+                    unreadable.append(f"{field[:-10]} of team {account.team.slug}")
+                    continue
+                done += TrackerAccount.objects.filter(pk=account.pk, **{field: stored}).update(
+                    **{field: token}
+                )
         self.stdout.write(f"re-encrypted {done} API key(s) with the current GAD_FIELD_KEY")
         if unreadable:
             raise CommandError(

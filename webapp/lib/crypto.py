@@ -1,4 +1,5 @@
-"""Teacher API keys at rest: Fernet with ``settings.GAD_FIELD_KEY``.
+"""Secrets at rest (teacher API keys, a team's tracker keys): Fernet with
+``settings.GAD_FIELD_KEY``.
 
 Only this module sees both the key and its ciphertext. Callers decrypt at the last
 moment (the worker, right before the request) and never log the result.
@@ -40,13 +41,13 @@ def encrypt(plain: str) -> str:
     return _fernet().encrypt(plain.encode()).decode()
 
 
-def decrypt(token: str) -> str:
+def decrypt(token: str, where: str = "the teacher's page") -> str:
     try:
         return _fernet().decrypt(token.encode()).decode()
     except (InvalidToken, ValueError):
         raise KeyUnreadable(
             "the stored API key cannot be decrypted with the current GAD_FIELD_KEY (was it "
-            "changed?); enter the key again on the teacher's page"
+            f"changed?); enter the key again on {where}"
         ) from None
 
 
