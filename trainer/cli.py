@@ -146,6 +146,23 @@ def _add_endpoint(
     p.add_argument("--tpm", type=float, help="tokens-per-minute limit")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
     p.add_argument("--cache", help=cache)
+    # The endpoint's dialect (trainer.teacher.Dialect): OpenAI's reasoning models (GPT-5,
+    # o-series) want max_completion_tokens and accept no temperature but their default.
+    p.add_argument(
+        "--token-param",
+        choices=["max_tokens", "max_completion_tokens"],
+        default="max_tokens",
+        help="how the answer budget is sent (default max_tokens)",
+    )
+    p.add_argument(
+        "--omit-temperature",
+        action="store_true",
+        help="send no temperature: the model accepts only its default",
+    )
+    p.add_argument(
+        "--reasoning-effort", choices=["minimal", "low", "medium", "high"], help="reasoning models"
+    )
+    p.add_argument("--extra-body", metavar="JSON", help="a vendor's own options, a JSON object")
 
 
 def _run(args: argparse.Namespace) -> int:

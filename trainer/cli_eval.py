@@ -36,6 +36,7 @@ from trainer.score import (
 from trainer.teacher import (
     AnswerStore,
     Budget,
+    Dialect,
     Limits,
     Sampling,
     Summary,
@@ -63,9 +64,32 @@ def _teacher_spec(
         api_key=key,
         api_key_name=key_name,
         sampling=sampling or Sampling(),
+        dialect=_dialect(args),
         timeout=args.timeout,
         role=role,
     )
+
+
+def _dialect(args: argparse.Namespace) -> Dialect:
+    extra: Any = {}
+    if args.extra_body:
+        try:
+            extra = json.loads(args.extra_body)
+        except ValueError as e:
+            raise BadInput(
+                f"--extra-body is not JSON ({e}); give an object, e.g. '{{\"top_k\": 20}}'"
+            ) from None
+        if not isinstance(extra, dict):
+            raise BadInput("--extra-body must be a JSON object, e.g. '{\"top_k\": 20}'")
+    try:
+        return Dialect.of(
+            extra,
+            token_param=args.token_param,
+            send_temperature=not args.omit_temperature,
+            reasoning_effort=args.reasoning_effort,
+        )
+    except ValueError as e:
+        raise BadInput(f"--extra-body: {e}") from None
 
 
 def _api_key(env_var: str | None) -> tuple[str, str]:

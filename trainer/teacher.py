@@ -24,11 +24,12 @@ import hashlib
 import http
 import json
 import random
+import re
 import sqlite3
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -64,12 +65,69 @@ class Sampling:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
 
+TOKEN_PARAMS = ("max_tokens", "max_completion_tokens")
+REASONING_EFFORTS = ("minimal", "low", "medium", "high")
+# Keys of the request body the product itself sets: extra_body may not replace them.
+RESERVED_BODY_KEYS = frozenset(
+    {"model", "messages", "stream", "n", "temperature", "top_p", "seed", "reasoning_effort",
+     *TOKEN_PARAMS}
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """How an endpoint wants the sampling said.
+
+    OpenAI's reasoning models (GPT-5, the o-series) refuse ``max_tokens`` ("Use
+    'max_completion_tokens' instead", ``param``/``code`` in the 400 body) and any
+    temperature but 1; vLLM, ``transformers serve`` and most servers accept both token
+    parameters. ``extra_body``: a vendor's own options, sent as they are."""
+
+    token_param: str = "max_tokens"
+    send_temperature: bool = True  # False: the model accepts only its default
+    reasoning_effort: str | None = None
+    extra_body: tuple[tuple[str, Any], ...] = ()  # sorted items of a JSON object
+
+    def __post_init__(self) -> None:
+        if self.token_param not in TOKEN_PARAMS:
+            raise ValueError(f"token_param must be one of {', '.join(TOKEN_PARAMS)}")
+        if self.reasoning_effort is not None and self.reasoning_effort not in REASONING_EFFORTS:
+            raise ValueError(f"reasoning_effort must be one of {', '.join(REASONING_EFFORTS)}")
+        clash = RESERVED_BODY_KEYS & {k for k, _ in self.extra_body}
+        if clash:
+            raise ValueError(
+                f"extra_body may not set {', '.join(sorted(clash))}: the endpoint's own "
+                "settings say those"
+            )
+
+    @classmethod
+    def of(cls, extra_body: dict[str, Any] | None = None, **fields: Any) -> Dialect:
+        return cls(**fields, extra_body=tuple(sorted((extra_body or {}).items())))
+
+    def body(self, sampling: Sampling) -> dict[str, Any]:
+        """The sampling part of a request, in this dialect."""
+        said = dict(sampling.request_kwargs)
+        if "max_tokens" in said and self.token_param != "max_tokens":
+            said[self.token_param] = said.pop("max_tokens")
+        if not self.send_temperature:
+            said.pop("temperature", None)
+        if self.reasoning_effort:
+            said["reasoning_effort"] = self.reasoning_effort
+        return {**dict(self.extra_body), **said}
+
+    def used(self, sampling: Sampling) -> Sampling:
+        """The sampling the model actually uses: an omitted temperature is its default
+        (None), whatever was asked; the token parameter's spelling changes nothing."""
+        return sampling if self.send_temperature else replace(sampling, temperature=None)
+
+
 @dataclass(frozen=True)
 class TeacherSpec:
     base_url: str
     model: str
     api_key: str = field(default="", repr=False)  # never in reprs, logs or errors
     sampling: Sampling = Sampling()
+    dialect: Dialect = Dialect()
     timeout: float = 120.0
     api_key_name: str = "the API key"  # how to tell the user where the key came from
     role: str = "teacher"  # what the endpoint is to the user, in messages ("judge")
@@ -86,11 +144,22 @@ class TeacherSpec:
         ident: dict[str, Any] = {
             "base_url": self.base_url.rstrip("/"),
             "model": self.model,
-            "sampling": asdict(self.sampling),
+            # What the model used, not how it was spelled: switching the token parameter
+            # keeps the cached answers; omitting the temperature is the model's default.
+            "sampling": asdict(self.dialect.used(self.sampling)),
         }
+        # Only what changes the answers, and only when set: an endpoint that says
+        # neither keeps the fingerprint (and the cache) it had before dialects.
+        if self.dialect.reasoning_effort:
+            ident["reasoning_effort"] = self.dialect.reasoning_effort
+        if self.dialect.extra_body:
+            ident["extra_body"] = dict(self.dialect.extra_body)
         if self.scope:
             ident["scope"] = self.scope
         return _sha256(ident)[:32]
+
+    def request_body(self, messages: Sequence[dict[str, str]]) -> dict[str, Any]:
+        return {"model": self.model, "messages": list(messages), **self.dialect.body(self.sampling)}
 
 
 def _sha256(obj: Any) -> str:
@@ -195,8 +264,51 @@ def classify(exc: Exception, spec: TeacherSpec) -> TeacherError:
             status,
             _retry_after(exc.response),
         )
+    refused = _refused_parameter(exc)
+    ours = set(PARAMETER_ADVICE) | {key for key, _ in spec.dialect.extra_body}
+    if refused is not None and refused[0] in ours:
+        # The endpoint refuses how we ask, not this prompt: every other would fail too.
+        param, code = refused
+        return TeacherError(
+            f"{where} refuses the parameter {param!r} ({code}, HTTP {status}); "
+            f"{PARAMETER_ADVICE.get(param, 'remove it from the endpoint settings')}",
+            "run",
+            status,
+        )
     # 400, 413, 422...: this prompt cannot be answered (context too long, refused).
     return TeacherError(f"HTTP {status} {detail}", "prompt", status)
+
+
+# What to change when an endpoint refuses one of the parameters the product sends.
+PARAMETER_ADVICE = {
+    "max_tokens": "set the endpoint's token parameter to max_completion_tokens "
+    "(OpenAI's reasoning models: GPT-5, the o-series)",
+    "max_completion_tokens": "set the endpoint's token parameter to max_tokens",
+    "temperature": "omit the temperature: the model accepts only its default",
+    "top_p": "leave top_p blank: the model accepts only its default",
+    "reasoning_effort": "leave reasoning_effort blank: the model does not reason",
+    "seed": "leave the seed blank",
+}
+_PARAM = re.compile(r"[A-Za-z_][A-Za-z0-9_.\[\]]{0,63}")
+
+
+def _refused_parameter(exc: openai.APIStatusError) -> tuple[str, str] | None:
+    """(param, code) of a structured refusal of a request parameter, as OpenAI's API
+    writes it: ``{"error": {"param": "max_tokens", "code": "unsupported_parameter"}}``
+    (also ``unsupported_value``, ``invalid_value``). Parsed fields, checked to be plain
+    names, never the server's free text."""
+    body = exc.body if isinstance(exc.body, dict) else {}
+    err = body.get("error", body)
+    if not isinstance(err, dict):
+        return None
+    param, code = err.get("param"), err.get("code")
+    if not isinstance(param, str) or not isinstance(code, str):
+        return None
+    if code not in ("unsupported_parameter", "unsupported_value", "invalid_value"):
+        return None
+    if not _PARAM.fullmatch(param) or not _PARAM.fullmatch(code):
+        return None
+    return param, code
 
 
 def _cause(exc: Exception) -> str:
@@ -317,11 +429,7 @@ async def ask(
             # requests in flight; see docs/benchmarks.md).
             completion = await client.post(
                 "/chat/completions",
-                body={
-                    "model": spec.model,
-                    "messages": list(messages),
-                    **spec.sampling.request_kwargs,
-                },
+                body=spec.request_body(messages),
                 cast_to=object,
                 options=options,
             )
