@@ -183,11 +183,13 @@ class TeacherError(Exception):
         scope: Scope,
         status: int | None = None,
         retry_after: float | None = None,
+        param: str | None = None,
     ):
         super().__init__(message)
         self.scope = scope
         self.status = status
         self.retry_after = retry_after
+        self.param = param  # the request parameter the endpoint refused, if it said so
 
     @property
     def permanent(self) -> bool:
@@ -274,6 +276,7 @@ def classify(exc: Exception, spec: TeacherSpec) -> TeacherError:
             f"{PARAMETER_ADVICE.get(param, 'remove it from the endpoint settings')}",
             "run",
             status,
+            param=param,
         )
     # 400, 413, 422...: this prompt cannot be answered (context too long, refused).
     return TeacherError(f"HTTP {status} {detail}", "prompt", status)
@@ -362,6 +365,7 @@ class Answer:
     flag: Flag
     error: str = ""
     latency_s: float = 0.0
+    reasoning_tokens: int = 0  # hidden reasoning, part of completion_tokens (not stored)
 
     @property
     def usage(self) -> dict[str, int]:
@@ -473,7 +477,16 @@ def _answer(key: str, spec: TeacherSpec, completion: Any, latency: float) -> Ans
         completion_tokens=int(usage.get("completion_tokens") or 0),
         flag=flag,
         latency_s=round(latency, 4),
+        reasoning_tokens=_reasoning_tokens(usage),
     )
+
+
+def _reasoning_tokens(usage: Any) -> int:
+    """``usage.completion_tokens_details.reasoning_tokens`` (OpenAI's reasoning models),
+    0 where the server says nothing or something that is not a count."""
+    details = usage.get("completion_tokens_details") if isinstance(usage, dict) else None
+    value = details.get("reasoning_tokens") if isinstance(details, dict) else None
+    return value if isinstance(value, int) and 0 <= value < 10**9 else 0
 
 
 # ---------------------------------------------------------------------------- the store

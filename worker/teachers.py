@@ -1,4 +1,6 @@
-"""Teacher endpoint tasks: "Test connection" asks the teacher one short question.
+"""Teacher endpoint tasks: "Test connection" asks the teacher one short question, and
+finds the model's dialect (its token parameter, whether it takes a temperature, the
+reasoning it spends).
 
 The task re-checks the base URL against the SSRF rules right before connecting (DNS
 may have changed since the endpoint was saved), builds the spec with the decrypted
@@ -12,21 +14,39 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import replace
 
 from celery.exceptions import SoftTimeLimitExceeded
 
-from trainer.teacher import Answer, RetryPolicy, TeacherError, TeacherSpec, ask, make_client
+from trainer.teacher import (
+    TOKEN_PARAMS,
+    Answer,
+    Dialect,
+    RetryPolicy,
+    TeacherError,
+    TeacherSpec,
+    ask,
+    make_client,
+)
 from webapp.celery import app
 from webapp.lib import crypto
 from webapp.teachers import actions, ssrf
-from webapp.teachers.models import ConnectionStatus, ErrorKind, TeacherEndpoint
+from webapp.teachers.models import (
+    ConnectionStatus,
+    ErrorKind,
+    TeacherEndpoint,
+    TemperatureMode,
+    TokenParam,
+)
 from webapp.teachers.specs import teacher_spec
 from worker.paid import without_key
 
 log = logging.getLogger(__name__)
 
 TEST_MESSAGES = [{"role": "user", "content": "Reply with the single word OK."}]
-TEST_MAX_TOKENS = 8
+# A realistic budget: a reasoning model spends hundreds of hidden tokens before it writes
+# (8 tokens came back empty, finish_reason "length").
+TEST_MAX_TOKENS = 1024
 # Well inside the task's soft limit (60 s), so a slow teacher is reported as such.
 TEST_TIMEOUT_S = 30.0
 # One attempt and no back-off sleep: the person waiting wants the first answer.
@@ -43,7 +63,7 @@ def run_teacher_test(endpoint_id: int) -> str:
     try:
         # teacher_spec checks the URL again: DNS may have changed since it was saved.
         spec = teacher_spec(endpoint, timeout=TEST_TIMEOUT_S, max_tokens=TEST_MAX_TOKENS)
-        answer = asyncio.run(_ask_once(spec))
+        spec, answer = asyncio.run(_discover(endpoint, spec))
     except (ssrf.UnsafeURL, crypto.KeyUnreadable) as exc:
         return _failed(endpoint, ErrorKind.RUN, str(exc), spec)
     except TeacherError as exc:
@@ -63,9 +83,40 @@ def run_teacher_test(endpoint_id: int) -> str:
         )
         raise
     latency_ms = max(1, round(answer.latency_s * 1000))
-    actions.record_test_ok(endpoint.pk, latency_ms)
+    found = {
+        "found_token_param": spec.dialect.token_param,
+        "found_temperature_fixed": not spec.dialect.send_temperature
+        and endpoint.temperature_mode == TemperatureMode.AUTO,
+        "found_reasoning_tokens": answer.reasoning_tokens or None,
+    }
+    actions.record_test_ok(endpoint.pk, latency_ms, **found)
     log.info("teacher %s (%s): test ok in %d ms", endpoint.pk, endpoint.model, latency_ms)
     return "ok"
+
+
+async def _discover(endpoint: TeacherEndpoint, spec: TeacherSpec) -> tuple[TeacherSpec, Answer]:
+    """Ask once in the endpoint's dialect; where a setting is "auto" and the endpoint
+    refuses that parameter (a structured 400: ``error.param``), ask again in the other
+    dialect, at most once per parameter. Returns the spec that worked and its answer."""
+    tried: set[str] = set()
+    while True:
+        try:
+            return spec, await _ask_once(spec)
+        except TeacherError as refused:
+            other = _other_dialect(endpoint, spec.dialect, refused.param)
+            if other is None or refused.param in tried:
+                raise
+            tried.add(str(refused.param))
+            spec = replace(spec, dialect=other)
+
+
+def _other_dialect(endpoint: TeacherEndpoint, dialect: Dialect, param: str | None):
+    if param in TOKEN_PARAMS and endpoint.token_param == TokenParam.AUTO:
+        other = next(p for p in TOKEN_PARAMS if p != dialect.token_param)
+        return replace(dialect, token_param=other)
+    if param == "temperature" and endpoint.temperature_mode == TemperatureMode.AUTO:
+        return replace(dialect, send_temperature=False)
+    return None
 
 
 async def _ask_once(spec: TeacherSpec) -> Answer:

@@ -75,7 +75,8 @@ document.addEventListener("DOMContentLoaded", function () {
     const show = function (s) {
       badge.className = "status " + (css[s.status] || "");
       badge.textContent = s.status === "ok" ? "OK" : s.status === "error" ? "Error" : "not tested";
-      detail.textContent = s.status === "ok" ? "answered in " + s.latency_ms + " ms"
+      detail.textContent = s.status === "ok"
+        ? "answered in " + s.latency_ms + " ms" + (s.dialect_found ? "; " + s.dialect_found : "")
         : s.status === "error" ? s.error_kind_label + ": " + s.error : "";
     };
     const poll = function () {

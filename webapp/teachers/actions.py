@@ -23,7 +23,14 @@ from webapp import dispatch
 from webapp.lib import crypto
 from webapp.lib.errors import ActionError
 from webapp.teachers import ssrf
-from webapp.teachers.models import ConnectionStatus, TeacherEndpoint, TrackerAccount
+from webapp.teachers.models import (
+    ConnectionStatus,
+    ReasoningEffort,
+    TeacherEndpoint,
+    TemperatureMode,
+    TokenParam,
+    TrackerAccount,
+)
 from webapp.teachers.params import ParamError, clean_params
 from webapp.teams.models import Team
 
@@ -71,6 +78,29 @@ def _validated(name: str, base_url: str, model: str, params: Any) -> dict[str, A
     except (ssrf.UnsafeURL, ParamError) as exc:
         raise InvalidField(exc.field, exc.message) from None
     return {"name": name, "base_url": base_url, "model": model, "params": params}
+
+
+DIALECT_CHOICES = {
+    "token_param": TokenParam,
+    "temperature_mode": TemperatureMode,
+    "reasoning_effort": ReasoningEffort,
+}
+
+
+def _dialect_fields(dialect: dict[str, Any] | None) -> dict[str, str]:
+    """The endpoint's dialect settings, each one of its choices (absent: unchanged)."""
+    found = {}
+    for field, value in (dialect or {}).items():
+        choices = DIALECT_CHOICES.get(field)
+        if choices is None:
+            raise InvalidField(field, f"is not a setting; use {', '.join(DIALECT_CHOICES)}")
+        if value is None:
+            continue
+        if value not in choices.values:
+            allowed = ", ".join(repr(v) for v in choices.values)
+            raise InvalidField(field, f"must be one of {allowed}, not {str(value)[:40]!r}")
+        found[field] = value
+    return found
 
 
 def key_digest(plain: str) -> str:
@@ -150,8 +180,9 @@ def create_endpoint(
     model: str,
     api_key: str | None = None,
     params: dict[str, Any] | None = None,
+    dialect: dict[str, Any] | None = None,
 ) -> TeacherEndpoint:
-    values = _validated(name, base_url, model, params)
+    values = _validated(name, base_url, model, params) | _dialect_fields(dialect)
     _name_taken(team.pk, values["name"])
     endpoint = TeacherEndpoint(team=team, created_by=user, **values)
     if api_key and api_key.strip():
@@ -170,6 +201,7 @@ def update_endpoint(
     params: dict[str, Any] | None,
     api_key: str | None = None,
     remove_key: bool = False,
+    dialect: dict[str, Any] | None = None,
 ) -> TeacherEndpoint:
     """Change the endpoint. A blank ``api_key`` keeps the stored key; ``remove_key`` drops it.
 
@@ -183,18 +215,23 @@ def update_endpoint(
     new_key = (api_key or "").strip()
     if new_key and remove_key:
         raise InvalidField("api_key", "either enter a new key or tick 'remove key', not both")
-    values = _validated(name, base_url, model, params)
+    values = _validated(name, base_url, model, params) | _dialect_fields(dialect)
     _name_taken(endpoint.team_id, values["name"], exclude_pk=endpoint.pk)
     with transaction.atomic():
         row = TeacherEndpoint.objects.select_for_update().get(pk=endpoint.pk)
-        before = (row.base_url, row.model, row.params, row.api_key_encrypted)
+        before = (row.base_url, row.model, row.params, row.api_key_encrypted, row.dialect())
+        model_before = (row.base_url, row.model)
         for field, value in values.items():
             setattr(row, field, value)
         if new_key:
             _set_key(row, new_key)
         elif remove_key or (row.has_key and not row.key_goes_here):
             _clear_key(row)
-        if (row.base_url, row.model, row.params, row.api_key_encrypted) != before:
+        if (row.base_url, row.model) != model_before:
+            # Another model, or another server: what the last test found is not its.
+            row.found_token_param, row.found_temperature_fixed = "", False
+            row.found_reasoning_tokens = None
+        if (row.base_url, row.model, row.params, row.api_key_encrypted, row.dialect()) != before:
             _clear_test(row)
         _save(row)
     return row
@@ -253,8 +290,9 @@ def _enqueue_test(endpoint_id: int) -> None:
         )
 
 
-def record_test_ok(endpoint_id: int, latency_ms: int) -> bool:
-    """Write a successful test; False if the row is no longer waiting for one."""
+def record_test_ok(endpoint_id: int, latency_ms: int, **found: Any) -> bool:
+    """Write a successful test and what it found of the model's dialect (``found_*``);
+    False if the row is no longer waiting for one."""
     return bool(
         TeacherEndpoint.objects.filter(pk=endpoint_id, test_status=ConnectionStatus.PENDING).update(
             test_status=ConnectionStatus.OK,
@@ -262,6 +300,7 @@ def record_test_ok(endpoint_id: int, latency_ms: int) -> bool:
             test_error="",
             test_error_kind="",
             tested_at=timezone.now(),
+            **{k: v for k, v in found.items() if k.startswith("found_")},
         )
     )
 

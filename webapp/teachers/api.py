@@ -6,7 +6,7 @@ The API key is write-only: responses carry ``api_key_hint`` ("••••abcd")
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from ninja import Field, Router, Schema, Status
 from pydantic import SecretStr, field_validator
@@ -32,10 +32,29 @@ class TeacherIn(Schema):
         None, description="Default sampling: temperature, top_p, max_tokens, seed."
     )
 
+    token_param: Literal["auto", "max_tokens", "max_completion_tokens"] | None = Field(
+        None,
+        description="How the answer budget is sent; auto (default): what Test connection "
+        "finds (GPT-5 and the o-series want max_completion_tokens).",
+    )
+    temperature_mode: Literal["auto", "honour", "omit"] | None = Field(
+        None, description="omit: the model accepts only its default temperature."
+    )
+    reasoning_effort: Literal["", "minimal", "low", "medium", "high"] | None = Field(
+        None, description="Reasoning models only; '' is the model's default."
+    )
+
     @field_validator("params")
     @classmethod
     def _finite_numbers(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
         return check_json_numbers(value, "params")
+
+    def dialect(self) -> dict[str, Any]:
+        return {
+            "token_param": self.token_param,
+            "temperature_mode": self.temperature_mode,
+            "reasoning_effort": self.reasoning_effort,
+        }
 
 
 class LastTestOut(Schema):
@@ -54,6 +73,13 @@ class TeacherOut(Schema):
     model: str
     api_key_hint: str | None = Field(description="'••••' and the key's last 4 characters.")
     params: dict[str, Any]
+    token_param: str
+    temperature_mode: str
+    reasoning_effort: str
+    dialect_found: str = Field(
+        description="What the last Test connection found, e.g. 'uses max_completion_tokens; "
+        "temperature fixed at its default (1); spends ~64 reasoning tokens per answer'."
+    )
     last_test: LastTestOut
     created_at: datetime
     updated_at: datetime
@@ -68,6 +94,10 @@ def _out(endpoint: TeacherEndpoint) -> dict[str, Any]:
         "model": endpoint.model,
         "api_key_hint": endpoint.api_key_hint,
         "params": endpoint.params,
+        "token_param": endpoint.token_param,
+        "temperature_mode": endpoint.temperature_mode,
+        "reasoning_effort": endpoint.reasoning_effort,
+        "dialect_found": endpoint.dialect_found(),
         "last_test": endpoint.last_test(),
         "created_at": endpoint.created_at,
         "updated_at": endpoint.updated_at,
@@ -96,6 +126,7 @@ def create_teacher(request, payload: TeacherIn):
             model=payload.model,
             api_key=payload.api_key.get_secret_value() if payload.api_key else None,
             params=payload.params,
+            dialect=payload.dialect(),
         )
     except actions.NameTaken as exc:
         raise ApiError(409, str(exc)) from None

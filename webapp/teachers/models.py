@@ -24,6 +24,27 @@ class ErrorKind(models.TextChoices):
     RUN = "run", "Unusable (fix the endpoint)"
 
 
+class TokenParam(models.TextChoices):
+    # trainer.teacher.Dialect.token_param; "auto": what Test connection found, else max_tokens.
+    AUTO = "auto", "Automatic (found by Test connection)"
+    MAX_TOKENS = "max_tokens", "max_tokens"
+    MAX_COMPLETION_TOKENS = "max_completion_tokens", "max_completion_tokens (GPT-5, o-series)"
+
+
+class TemperatureMode(models.TextChoices):
+    AUTO = "auto", "Automatic (sent unless Test connection found the model refuses it)"
+    HONOUR = "honour", "Sent as set"
+    OMIT = "omit", "Omitted (the model accepts only its default)"
+
+
+class ReasoningEffort(models.TextChoices):
+    DEFAULT = "", "The model's default"
+    MINIMAL = "minimal", "minimal"
+    LOW = "low", "low"
+    MEDIUM = "medium", "medium"
+    HIGH = "high", "high"
+
+
 class TeacherEndpoint(models.Model):
     team = models.ForeignKey("teams.Team", on_delete=models.CASCADE, related_name="teachers")
     name = models.CharField(max_length=100)
@@ -45,11 +66,26 @@ class TeacherEndpoint(models.Model):
         blank=True,
         help_text="Default sampling: temperature, top_p, max_tokens, seed (absent: the server's).",
     )
+    # How the model wants the sampling said (trainer.teacher.Dialect).
+    token_param = models.CharField(
+        max_length=30, choices=TokenParam.choices, default=TokenParam.AUTO
+    )
+    temperature_mode = models.CharField(
+        max_length=10, choices=TemperatureMode.choices, default=TemperatureMode.AUTO
+    )
+    reasoning_effort = models.CharField(
+        max_length=10, choices=ReasoningEffort.choices, default="", blank=True
+    )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
+
+    # What the last successful "Test connection" found of the model's dialect.
+    found_token_param = models.CharField(max_length=30, blank=True, editable=False)
+    found_temperature_fixed = models.BooleanField(default=False, editable=False)
+    found_reasoning_tokens = models.PositiveIntegerField(null=True, blank=True, editable=False)
 
     # The last "Test connection"; blank status: never tested since the last change.
     test_status = models.CharField(max_length=10, choices=ConnectionStatus.choices, blank=True)
@@ -90,6 +126,34 @@ class TeacherEndpoint(models.Model):
 
         return Sampling(**({name: self.params.get(name) for name in RULES} | override))
 
+    def dialect(self):
+        """The trainer's Dialect: what the endpoint says, "auto" resolved by what the
+        last Test connection found (else max_tokens, and the temperature sent)."""
+        from trainer.teacher import Dialect
+
+        token = self.token_param
+        if token == TokenParam.AUTO:
+            token = self.found_token_param or TokenParam.MAX_TOKENS
+        mode = self.temperature_mode
+        send = mode == TemperatureMode.HONOUR or (
+            mode == TemperatureMode.AUTO and not self.found_temperature_fixed
+        )
+        return Dialect(
+            token_param=token, send_temperature=send, reasoning_effort=self.reasoning_effort or None
+        )
+
+    def dialect_found(self) -> str:
+        """What the page says the last test found, e.g. "uses max_completion_tokens;
+        temperature fixed at 1; spends ~64 reasoning tokens per answer"."""
+        if not self.found_token_param:
+            return ""
+        parts = [f"uses {self.found_token_param}"]
+        if self.found_temperature_fixed:
+            parts.append("temperature fixed at its default (1)")
+        if self.found_reasoning_tokens:
+            parts.append(f"spends ~{self.found_reasoning_tokens} reasoning tokens per answer")
+        return "; ".join(parts)
+
     @property
     def answer_scope(self) -> str:
         """Whose answers these are: the team's, paid with this key. Teams never share
@@ -102,7 +166,9 @@ class TeacherEndpoint(models.Model):
         and its key's digest; never the key itself)."""
         from trainer.teacher import TeacherSpec
 
-        spec = TeacherSpec(self.base_url, self.model, sampling=self.sampling())
+        spec = TeacherSpec(
+            self.base_url, self.model, sampling=self.sampling(), dialect=self.dialect()
+        )
         return replace(spec, scope=self.answer_scope).fingerprint
 
     @property
@@ -119,6 +185,7 @@ class TeacherEndpoint(models.Model):
             "error_kind": self.test_error_kind,
             "error_kind_label": self.get_test_error_kind_display(),
             "tested_at": self.tested_at.isoformat() if self.tested_at else None,
+            "dialect_found": self.dialect_found() if self.test_status == "ok" else "",
         }
 
 

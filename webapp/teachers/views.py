@@ -19,7 +19,7 @@ from webapp.lib import crypto
 from webapp.lib.pages import AuthenticatedRequest
 from webapp.nodes import presence
 from webapp.teachers import actions
-from webapp.teachers.models import TeacherEndpoint
+from webapp.teachers.models import ReasoningEffort, TeacherEndpoint, TemperatureMode, TokenParam
 from webapp.teachers.params import RULES
 from webapp.teams import access
 
@@ -56,10 +56,41 @@ class TeacherForm(forms.Form):
         label="Max tokens", required=False, max_length=40, help_text=PARAM_HELP["max_tokens"]
     )
     seed = forms.CharField(required=False, max_length=40, help_text=PARAM_HELP["seed"])
+    token_param = forms.ChoiceField(
+        label="Token parameter",
+        required=False,
+        choices=TokenParam.choices,
+        initial=TokenParam.AUTO,
+        help_text="How the answer budget is sent. OpenAI's reasoning models (GPT-5, the "
+        "o-series) refuse max_tokens; Test connection finds out.",
+    )
+    temperature_mode = forms.ChoiceField(
+        label="Temperature",
+        required=False,
+        choices=TemperatureMode.choices,
+        initial=TemperatureMode.AUTO,
+        help_text="Reasoning models accept only their default temperature.",
+    )
+    reasoning_effort = forms.ChoiceField(
+        label="Reasoning effort",
+        choices=ReasoningEffort.choices,
+        required=False,
+        help_text="Reasoning models only: less effort leaves more of the budget to the answer.",
+    )
 
     def params(self) -> dict[str, str]:
         # Strings as typed: actions.clean_params checks them for pages and API alike.
         return {name: self.cleaned_data[name] for name in RULES if self.cleaned_data.get(name)}
+
+    def dialect(self) -> dict[str, str | None]:
+        """The dialect settings sent; one left out (a script posting the older form)
+        stays as it is, or its default."""
+        sent = {name: self.cleaned_data.get(name) for name in actions.DIALECT_CHOICES}
+        for name in ("token_param", "temperature_mode"):
+            sent[name] = sent[name] or None
+        if "reasoning_effort" not in self.data:
+            sent["reasoning_effort"] = None
+        return sent
 
     def show_error(self, exc: actions.InvalidField) -> None:
         field = exc.field.removeprefix("params.")
@@ -79,6 +110,7 @@ class EditTeacherForm(TeacherForm):
             "base_url": endpoint.base_url,
             "model": endpoint.model,
             **{name: endpoint.params.get(name, "") for name in RULES},
+            **{name: getattr(endpoint, name) for name in actions.DIALECT_CHOICES},
         }
         super().__init__(*args, **kwargs)
         key = self.fields["api_key"]
@@ -132,6 +164,7 @@ def teacher_create(request: AuthenticatedRequest, slug: str) -> HttpResponse:
                 model=data["model"],
                 api_key=data["api_key"],
                 params=form.params(),
+                dialect=form.dialect(),
             )
         except actions.InvalidField as exc:
             form.show_error(exc)
@@ -161,6 +194,7 @@ def teacher_detail(request: AuthenticatedRequest, slug: str, pk: int) -> HttpRes
                 params=form.params(),
                 api_key=data["api_key"],
                 remove_key=data.get("remove_key", False),
+                dialect=form.dialect(),
             )
         except actions.InvalidField as exc:
             form.show_error(exc)
