@@ -462,10 +462,18 @@ def _answer(key: str, spec: TeacherSpec, completion: Any, latency: float) -> Ans
     finish = choice.get("finish_reason")
     usage = completion.get("usage") or {}
     flag: Flag = "ok"
+    error = ""
+    reasoning = _reasoning_tokens(usage)
     if finish == "content_filter":
         flag = "refused"
     elif finish == "length":
         flag = "length"
+        if not text.strip() and reasoning:
+            # The hidden reasoning spent the whole budget before a word was written.
+            error = (
+                f"the model's reasoning spent the whole budget ({reasoning} tokens) before "
+                "it answered; raise max_tokens or lower the endpoint's reasoning_effort"
+            )
     elif not text.strip():
         flag = "empty"
     return Answer(
@@ -476,8 +484,9 @@ def _answer(key: str, spec: TeacherSpec, completion: Any, latency: float) -> Ans
         prompt_tokens=int(usage.get("prompt_tokens") or 0),
         completion_tokens=int(usage.get("completion_tokens") or 0),
         flag=flag,
+        error=error,
         latency_s=round(latency, 4),
-        reasoning_tokens=_reasoning_tokens(usage),
+        reasoning_tokens=reasoning,
     )
 
 
@@ -621,12 +630,21 @@ class Summary:
     def missing(self) -> int:
         return self.total - self.cached - self.answered
 
+    @property
+    def usable(self) -> int:
+        """Answers of this run that are not flagged (an answer, not an attempt)."""
+        return self.answered - sum(self.flagged.values())
+
     def line(self) -> str:
-        flags = ", ".join(f"{n} {k}" for k, n in sorted(self.flagged.items()) if n) or "none"
+        """The closing line: usable answers, not attempts (20 refused requests are "0/20
+        answered, 20 flagged", never "20/20 answered")."""
+        flags = ", ".join(f"{n} {k}" for k, n in sorted(self.flagged.items()) if n)
+        flagged = sum(self.flagged.values())
         rate = self.answered / self.wall_s if self.wall_s else 0.0
         return (
-            f"{self.cached + self.answered}/{self.total} answered ({self.cached} cached, "
-            f"{self.answered} new); flagged: {flags}; failed: {self.failed}; "
+            f"{self.cached + self.usable}/{self.total} answered ({self.cached} cached, "
+            f"{self.usable} new), {flagged} flagged{f' ({flags})' if flags else ''}; "
+            f"failed: {self.failed}; "
             f"{self.tokens:,} tokens ({self.prompt_tokens:,} prompt + "
             f"{self.completion_tokens:,} completion); {self.http_requests} requests, "
             f"{self.retries} retries; {self.wall_s:.1f} s ({rate:.1f} answers/s); "

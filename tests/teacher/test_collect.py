@@ -158,7 +158,8 @@ def test_cli_collects_writes_outputs_and_flags_cut_answers(teacher_server, promp
         str(tmp_path / "c.sqlite"),
     )
     assert result.returncode == 0, result.stderr
-    assert "12/12 answered" in result.stdout
+    # Answers, not attempts: every one came back cut, so none is usable.
+    assert "0/12 answered (0 cached, 0 new), 12 flagged (" in result.stdout
     # A random tiny model never says EOS within 4 tokens: every answer is cut, so every
     # answer is flagged and none reaches the training file.
     flagged = [json.loads(line) for line in out.with_name(out.name + ".flagged.jsonl").open()]

@@ -152,3 +152,22 @@ def test_the_collect_cli_speaks_the_dialect_it_is_given(gpt5, tmp_path):
     assert len((tmp_path / "out.jsonl").read_text().splitlines()) == 3
     bad = collect_cli("--extra-body", "[1, 2]")
     assert bad.returncode == 2 and "--extra-body must be a JSON object" in bad.stderr
+
+
+def test_an_answer_emptied_by_reasoning_is_flagged_with_advice(gpt5, tmp_path):
+    spec = TeacherSpec(gpt5.url, gpt5.model, sampling=Sampling(max_tokens=32), dialect=REASONING)
+    store = AnswerStore(tmp_path / "answers.sqlite")
+    summary = asyncio.run(collect(chats(3), spec, store, retry=FAST))
+    assert summary.flagged == {"length": 3} and summary.usable == 0
+    # Answers, not attempts: nothing usable came back.
+    assert summary.line().startswith("0/3 answered (0 cached, 0 new), 3 flagged (3 length)")
+    (answer,) = store.get_many(spec.fingerprint, [next(iter(_hashes(chats(1))))]).values()
+    assert answer.response == "" and answer.flag == "length"
+    assert "reasoning spent the whole budget (32 tokens)" in answer.error
+    assert "lower the endpoint's reasoning_effort" in answer.error
+
+
+def _hashes(prompts):
+    from trainer.teacher import prompt_hash
+
+    return {prompt_hash(p) for p in prompts}

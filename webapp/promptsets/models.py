@@ -81,6 +81,8 @@ class TeacherAnswer(models.Model):
     flag = models.CharField(max_length=10, help_text="ok, empty, length, refused or error")
     error = models.TextField(blank=True)
     latency_s = models.FloatField(default=0.0)
+    # Hidden reasoning (usage.completion_tokens_details), part of completion_tokens.
+    reasoning_tokens = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
