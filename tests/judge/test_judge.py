@@ -357,3 +357,21 @@ def test_no_probe_with_probe_verdicts_zero(store):
     assert report.summary.stopped == "done"
     assert server.requests == 4 + 16 + 16
     assert all(r.status == "failed" for r in report.items)
+
+
+def test_a_judge_that_takes_no_temperature_judges_at_1_and_the_report_says_so(store):
+    """The paper's protocol judges at temperature 0; a reasoning model accepts only its
+    default (1). The run goes on, sending no temperature, and its report says so."""
+    from trainer.teacher import Dialect
+
+    items = make_items()
+    with ScriptedJudge(QualityJudge()) as server:
+        spec = TeacherSpec(server.url, "judge-model", dialect=Dialect(send_temperature=False))
+        report = asyncio.run(
+            judge(items, {"a": same_quality(5)}, spec, store, JudgeConfig(), retry=FAST_RETRY)
+        )
+        greedy = run(server, items, {"a": same_quality(5)}, store)
+    assert "judged at 1, not at the protocol's 0" in report.judge["deviation"]
+    assert report.table().endswith(f"note: {report.judge['deviation']}")
+    assert report.to_dict()["judge"]["deviation"] == report.judge["deviation"]
+    assert "deviation" not in greedy.judge and "note:" not in greedy.table()

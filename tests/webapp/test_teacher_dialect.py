@@ -128,3 +128,14 @@ def test_the_form_sets_the_dialect(personas, login):
     endpoint = TeacherEndpoint.objects.get(name="gpt-5")
     assert endpoint.token_param == "max_completion_tokens"
     assert endpoint.temperature_mode == "omit" and endpoint.reasoning_effort == "minimal"
+
+
+def test_the_judge_table_carries_the_reports_protocol_note():
+    from types import SimpleNamespace
+
+    from webapp.judging.runs import table
+
+    note = "the judge model accepts only its default temperature (1): it judged at 1"
+    report = {"judge": {"model": "o3", "deviation": note}, "systems": [], "test_set": "t"}
+    assert table(SimpleNamespace(report=report))["deviation"] == note
+    assert table(SimpleNamespace(report={**report, "judge": {"model": "m"}}))["deviation"] == ""

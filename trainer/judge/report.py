@@ -151,7 +151,8 @@ class JudgeReport:
                     *([str(s.n_unjudged)] if unjudged else []),
                 ]
             )
-        return format_table(rows)
+        deviation = self.judge.get("deviation")
+        return format_table(rows) + (f"\nnote: {deviation}" if deviation else "")
 
 
 # ---------------------------------------------------------------------------- aggregation

@@ -315,13 +315,17 @@ async def judge(
     summary.wall_s = time.monotonic() - started
 
     results = _results(items, answers, refs, plan, verdicts, retries, retried, summary, config)
+    about = {
+        "model": endpoint.model,
+        "base_url": endpoint.base_url,
+        "reference_fingerprint": ref_spec.fingerprint,
+        "verdict_fingerprint": verdict_spec.fingerprint,
+    }
+    deviation = protocol_deviation(endpoint, config)
+    if deviation:
+        about["deviation"] = deviation
     return JudgeReport(
-        judge={
-            "model": endpoint.model,
-            "base_url": endpoint.base_url,
-            "reference_fingerprint": ref_spec.fingerprint,
-            "verdict_fingerprint": verdict_spec.fingerprint,
-        },
+        judge=about,
         config=config,
         systems=[
             system_report(name, len(items), [r for r in results if r.system == name], config)
@@ -329,6 +333,18 @@ async def judge(
         ],
         items=results,
         summary=summary,
+    )
+
+
+def protocol_deviation(endpoint: TeacherSpec, config: JudgeConfig) -> str:
+    """How this run departs from the paper's judging protocol, "" when it does not: a
+    reasoning model accepts no temperature but its default (1), so its verdicts are
+    sampled, not greedy."""
+    if config.temperature is None or endpoint.dialect.send_temperature:
+        return ""
+    return (
+        f"the judge model accepts only its default temperature (1): it judged at 1, not at "
+        f"the protocol's {config.temperature:g}, so a rerun may give other verdicts"
     )
 
 

@@ -114,6 +114,8 @@ def table(run: JudgeRun) -> dict | None:
         "ns": list(range(1, MAX_N + 1)),
         "chart": chart,
         "summary": report.get("summary", {}),
+        # How the run departs from the paper's protocol (a judge that takes no temperature).
+        "deviation": (report.get("judge") or {}).get("deviation", ""),
     }
 
 
