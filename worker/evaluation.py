@@ -213,12 +213,10 @@ def model_answers(system: System, lease: Renewal) -> str:
     argv = generate_argv(model, prompts_path, out, evaluation.max_new_tokens, temperature)
     log_path = root / "generate.log"
     partial = out.with_name(out.name + ".tmp")  # trainer.generate writes here, then renames
-    box = Sandbox(writable=(root,), readable=(Path(model),) if Path(model).is_absolute() else ())
-    if not Path(model).is_absolute():
-        try:
-            hub_cache.fetch(model)
-        except hub_cache.NotFetched as failed:
-            return str(failed)
+    try:
+        box = Sandbox(writable=(root,), readable=hub_cache.readable(model))
+    except hub_cache.NotFetched as failed:
+        return str(failed)
     with generation_gpus(evaluation) as visible:
         env = trainer_env(visible, HF_HUB_OFFLINE="1")
         try:

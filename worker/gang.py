@@ -14,7 +14,6 @@ import os
 import socket
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from django.conf import settings
 from django.db import close_old_connections
@@ -213,12 +212,9 @@ def run_member(job_id: int, claim: str, nodes: int, node_rank: int, addr: str, p
     env = trainer_env(",".join(map(str, devices)))
     log_path = space.root / f"train-node{node_rank}-{node_name()}.log"
     # The student: what node 0's worker checked (it fails the job when it no longer may).
-    student = Path(job.student_path)
-    readable = (student,) if student.is_absolute() else ()
-    box = Sandbox(writable=(space.root,), readable=readable, network=True)
     try:
-        if not readable:
-            hub_cache.fetch(job.student_path)
+        student = hub_cache.readable(job.student_path)
+        box = Sandbox(writable=(space.root,), readable=student, network=True)
         proc = TrainerProcess(argv, space.root, log_path, env, launcher=True, sandbox=box)
     except (SandboxUnavailable, hub_cache.NotFetched) as failed:
         node_actions.release_node(job)

@@ -9,6 +9,8 @@ trainer never sees.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from django.conf import settings
 
 from webapp.jobs.hub import MODEL_FILES
@@ -45,3 +47,15 @@ def fetch(repo_id: str) -> str:
             f"downloading {repo_id} from the Hugging Face Hub failed ({type(failed).__name__}: "
             f"{failed}); the job can be run again."
         ) from None
+
+
+def readable(model: str) -> tuple[Path, ...]:
+    """What a sandboxed trainer must be given to load ``model`` (a resolved student or
+    evaluation model): its directory (a checkpoint, a registered model); nothing for a
+    hub id, which is first brought into the model cache (bound read-only in every
+    sandbox). Raises NotFetched."""
+    path = Path(model)
+    if path.is_absolute():
+        return (path,)
+    fetch(model)
+    return ()

@@ -259,17 +259,13 @@ def student_to_load(job: Job) -> str:
 
 
 def job_sandbox(job: Job, space: Workspace, network: bool) -> Sandbox:
-    """The job's trainer sees its work directory (read-write) and its student (read-only:
-    a checkpoint of another of the team's jobs, a registered model; a hub student is in
-    the model cache, downloaded first by the worker, ``hub_cache.fetch``)."""
-    student = Path(job.student_path)
-    if not student.is_absolute():
-        try:
-            hub_cache.fetch(job.student_path)
-        except hub_cache.NotFetched as failed:
-            raise JobFailed(str(failed)) from None
-        return Sandbox(writable=(space.root,), network=network)
-    return Sandbox(writable=(space.root,), readable=(student,), network=network)
+    """The job's trainer sees its work directory (read-write) and its student (read-only;
+    a hub student is downloaded into the model cache first)."""
+    try:
+        student = hub_cache.readable(job.student_path)
+    except hub_cache.NotFetched as failed:
+        raise JobFailed(str(failed)) from None
+    return Sandbox(writable=(space.root,), readable=student, network=network)
 
 
 def job_env(job: Job) -> dict[str, str]:

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from worker import sandbox
-from worker.runner import TrainerProcess, children, trainer_argv, trainer_env
+from worker.runner import TrainerProcess, children, payload, trainer_argv, trainer_env
 from worker.sandbox import Sandbox
 
 if not shutil.which("bwrap") and not os.environ.get("CI"):
@@ -272,7 +272,7 @@ def test_a_two_process_jobs_store_listens_only_inside_its_namespace(site, tmp_pa
         assert proc.poll() is None, (mine / "log").read_text()[-3000:]
         assert time.monotonic() < deadline, "no training steps"
         time.sleep(0.3)
-    ranks = children(sandbox_payload := _payload(proc.pid))
+    ranks = children(sandbox_payload := payload(proc.pid))
     assert len(ranks) == 2, sandbox_payload
     inside = listening(netns_of=sandbox_payload)
     assert inside, "the job's store listens somewhere"
@@ -289,12 +289,6 @@ def test_a_two_process_jobs_store_listens_only_inside_its_namespace(site, tmp_pa
     assert proc.poll() == 0, (mine / "log").read_text()[-3000:]
     last = [json.loads(line) for line in metrics.read_text().splitlines()][-1]
     assert last["event"] == "stopped"
-
-
-def _payload(pid: int) -> int:
-    from worker.runner import payload
-
-    return payload(pid)
 
 
 def test_a_gpu_worker_binds_the_nvidia_device_files_into_the_sandbox(site, monkeypatch):

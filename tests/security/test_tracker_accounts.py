@@ -166,3 +166,24 @@ def test_an_offline_mlflow_run_is_copied_whole_and_once(tmp_path, monkeypatch):
     assert run.data.params == {"lr": "0.001", "method": "gad"}
     history = client.get_metric_history(run.info.run_id, "loss.d")
     assert [(m.step, round(m.value, 4)) for m in history] == [(1, 1.0), (2, 0.5), (3, 0.3333)]
+
+
+def test_rotating_the_field_key_reencrypts_the_tracker_keys(personas, settings):
+    import io
+
+    from cryptography.fernet import Fernet
+    from django.core.management import call_command
+
+    from webapp.lib import crypto
+    from webapp.teachers.actions import save_trackers
+
+    save_trackers(personas.team, wandb_api_key=KEY, mlflow_token=TOKEN)
+    old, new = settings.GAD_FIELD_KEY, Fernet.generate_key().decode()
+    settings.GAD_FIELD_KEY, settings.GAD_FIELD_KEY_PREVIOUS = new, [old]
+    out = io.StringIO()
+    call_command("rotate_field_key", stdout=out)
+    assert "re-encrypted 2 API key(s)" in out.getvalue()
+    settings.GAD_FIELD_KEY_PREVIOUS = []  # the old key removed: both still decrypt
+    account = TrackerAccount.objects.get(team=personas.team)
+    assert crypto.decrypt(account.wandb_api_key_encrypted) == KEY
+    assert crypto.decrypt(account.mlflow_token_encrypted) == TOKEN

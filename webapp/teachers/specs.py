@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from trainer.teacher import Dialect, TeacherSpec
+from trainer.teacher import TeacherSpec
 from webapp.lib import crypto
 from webapp.teachers import ssrf
 from webapp.teachers.models import TeacherEndpoint
@@ -12,12 +12,11 @@ def teacher_spec(
     endpoint: TeacherEndpoint,
     timeout: float = 120.0,
     role: str = "teacher",
-    dialect: Dialect | None = None,
     **sampling,
 ) -> TeacherSpec:
     """``sampling`` overrides the endpoint's stored parameters (e.g. max_tokens=1024);
-    ``role`` is what the endpoint is in error messages ("teacher" or "judge");
-    ``dialect``, the endpoint's own (its settings and what its last test found).
+    ``role`` is what the endpoint is in error messages ("teacher" or "judge"). The
+    dialect is the endpoint's own (its settings and what its last test found).
 
     Checks the base URL against the SSRF rules again (raises ssrf.UnsafeURL): DNS may
     have changed since the endpoint was saved; the calls then go to the address checked.
@@ -30,7 +29,7 @@ def teacher_spec(
         # the actions' back, e.g. in the database, gets no key).
         api_key=crypto.decrypt(endpoint.api_key_encrypted) if endpoint.key_goes_here else "",
         sampling=endpoint.sampling(**sampling),
-        dialect=dialect or endpoint.dialect(),
+        dialect=endpoint.dialect(),
         timeout=timeout,
         api_key_name=f"the API key of endpoint {endpoint.name!r}",
         role=role,

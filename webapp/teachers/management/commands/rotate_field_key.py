@@ -20,30 +20,22 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options) -> None:
         done, unreadable = 0, []
-        for endpoint in TeacherEndpoint.objects.exclude(api_key_encrypted="").order_by("pk"):
-            try:
-                token = crypto.reencrypt(endpoint.api_key_encrypted)
-            except crypto.KeyUnreadable:
-                unreadable.append(f"#{endpoint.pk} {endpoint.name!r} (team {endpoint.team.slug})")
-                continue
-            with transaction.atomic():
-                updated = TeacherEndpoint.objects.filter(
-                    pk=endpoint.pk, api_key_encrypted=endpoint.api_key_encrypted
-                ).update(api_key_encrypted=token)
-            done += updated
-        for account in TrackerAccount.objects.order_by("pk"):
-            for field in ("wandb_api_key_encrypted", "mlflow_token_encrypted"):
-                stored = getattr(account, field)
-                if not stored:
-                    continue
+        stored = [
+            (TeacherEndpoint, "api_key_encrypted", lambda e: f"#{e.pk} {e.name!r} (team {e.team.slug})"),
+            (TrackerAccount, "wandb_api_key_encrypted", lambda a: f"W&B key of team {a.team.slug}"),
+            (TrackerAccount, "mlflow_token_encrypted", lambda a: f"MLflow token of team {a.team.slug}"),
+        ]  # fmt: skip
+        for model, field, name in stored:
+            rows = model._default_manager
+            for row in rows.exclude(**{field: ""}).order_by("pk"):
+                secret = getattr(row, field)
                 try:
-                    token = crypto.reencrypt(stored)
+                    token = crypto.reencrypt(secret)
                 except crypto.KeyUnreadable:
-                    unreadable.append(f"{field[:-10]} of team {account.team.slug}")
+                    unreadable.append(name(row))
                     continue
-                done += TrackerAccount.objects.filter(pk=account.pk, **{field: stored}).update(
-                    **{field: token}
-                )
+                with transaction.atomic():  # unless the row changed meanwhile
+                    done += rows.filter(pk=row.pk, **{field: secret}).update(**{field: token})
         self.stdout.write(f"re-encrypted {done} API key(s) with the current GAD_FIELD_KEY")
         if unreadable:
             raise CommandError(
