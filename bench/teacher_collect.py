@@ -22,7 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.report import table, write_section  # noqa: E402
-from trainer.teacher import AnswerStore, Limits, Sampling, TeacherSpec, collect  # noqa: E402
+from trainer.ratelimit import Limits  # noqa: E402
+from trainer.teacher import AnswerStore, Sampling, TeacherSpec, collect  # noqa: E402
 
 CONCURRENCY = [1, 8, 32, 64]
 NOTES = """\

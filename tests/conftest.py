@@ -180,3 +180,12 @@ def site_of(settings, tmp_path, transactional_db):
     for site in sites:
         site.stop()
     clear_broker(settings)
+
+
+@pytest.fixture
+def redis_url(settings) -> str:
+    """The broker's Redis (where the site keeps shared rate limits too)."""
+    url = settings.CELERY_BROKER_URL
+    if not url.startswith("redis://"):
+        pytest.skip("needs CELERY_BROKER_URL=redis://... (make test sets it)")
+    return url

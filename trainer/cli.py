@@ -144,6 +144,11 @@ def _add_endpoint(
     p.add_argument("--max-total-tokens", type=int, help="stop cleanly at this token budget")
     p.add_argument("--rpm", type=float, help="requests-per-minute limit")
     p.add_argument("--tpm", type=float, help="tokens-per-minute limit")
+    p.add_argument(
+        "--limiter-url",
+        help="redis:// URL where the limits are shared with every process naming it "
+        "(default: this process only)",
+    )
     p.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
     p.add_argument("--cache", help=cache)
     # The endpoint's dialect (trainer.teacher.Dialect): OpenAI's reasoning models (GPT-5,

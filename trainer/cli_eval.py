@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import os
 import sys
@@ -16,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from tqdm import tqdm
 
@@ -25,6 +27,7 @@ from trainer.errors import BadInput
 from trainer.judge import JudgeConfig, forecast_run, judge
 from trainer.judge.run import JudgeProgress, load_answers, load_test_set
 from trainer.metrics_text import whitespace_tokens
+from trainer.ratelimit import Limits
 from trainer.score import (
     SystemScores,
     format_report,
@@ -37,7 +40,6 @@ from trainer.teacher import (
     AnswerStore,
     Budget,
     Dialect,
-    Limits,
     Sampling,
     Summary,
     TeacherError,
@@ -67,7 +69,18 @@ def _teacher_spec(
         dialect=_dialect(args),
         timeout=args.timeout,
         role=role,
+        limits=_limits(args),
     )
+
+
+def _limits(args: argparse.Namespace) -> Limits:
+    """--concurrency, --rpm, --tpm; shared with every other process that names the same
+    --limiter-url for the same base URL and model (the web's workers name their own)."""
+    url = args.limiter_url or ""
+    if url and urlsplit(url).scheme not in ("redis", "rediss", "unix"):
+        raise BadInput(f"--limiter-url {url!r}: give a redis:// (or rediss://) URL")
+    key = hashlib.sha256(f"{args.base_url.rstrip('/')}\n{args.model}".encode()).hexdigest()
+    return Limits(args.concurrency, args.rpm, args.tpm, shared_url=url, key=f"cli:{key[:24]}")
 
 
 def _dialect(args: argparse.Namespace) -> Dialect:
@@ -150,16 +163,13 @@ def run_collect(args: argparse.Namespace) -> int:
     records = list(iter_records(args.prompts))  # raises BadInput naming the line
     sampling = Sampling(args.temperature, args.top_p, args.max_tokens, args.seed)
     spec = _teacher_spec(args, "teacher", sampling)
-    limits = Limits(args.concurrency, args.rpm, args.tpm)
     budget = Budget(cap=args.max_total_tokens)
     store = AnswerStore(args.cache or DEFAULT_CACHE)
     bar = _CollectBar()
     summary = Summary()
     try:
         prompts = [r.messages for r in records]
-        summary = asyncio.run(
-            collect(prompts, spec, store, limits, on_progress=bar.update, budget=budget)
-        )
+        summary = asyncio.run(collect(prompts, spec, store, on_progress=bar.update, budget=budget))
     except TeacherError as err:
         bar.close()
         raise BadInput(f"teacher collection stopped: {err}") from None
@@ -233,7 +243,6 @@ def run_judge(args: argparse.Namespace) -> int:
         resamples=args.resamples,
         seed=args.seed,
     )
-    limits = Limits(args.concurrency, args.rpm, args.tpm)
     budget = Budget(cap=args.max_total_tokens)
     store = AnswerStore(args.cache or DEFAULT_CACHE)
     try:
@@ -247,7 +256,6 @@ def run_judge(args: argparse.Namespace) -> int:
                     endpoint,
                     store,
                     config,
-                    limits,
                     on_progress=bar.update,
                     budget=budget,
                 )

@@ -11,15 +11,15 @@ Three rules shape this module:
 - **Nothing is used silently.** Empty answers, answers cut by ``max_tokens`` and
   refusals are stored with a flag, and the summary counts them.
 
-Retries are our own loop rather than the ``openai`` client's ``max_retries``: the run
-needs to count them, bound them per request, and turn "unreachable after retries" into
-a run-level stop, none of which the client exposes.
+Retries are tenacity's, not the ``openai`` client's ``max_retries``: every try must
+take its place in the endpoint's shared rate limit again (``trainer.ratelimit``: a 429
+on one worker holds them all), the run counts them, and "unreachable after retries" is
+a run-level stop; the client's own loop allows none of that.
 """
 
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import hashlib
 import http
 import json
@@ -36,6 +36,7 @@ from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit
 
 import openai
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
 try:  # the HTTP client the openai package is built on (httpx2 from openai 3 on)
     import httpx2 as httpx
@@ -43,6 +44,7 @@ except ImportError:  # pragma: no cover - older openai releases
     import httpx  # type: ignore[no-redef]
 
 from trainer.config import MAX_RESPONSE_TOKENS
+from trainer.ratelimit import Limiter, Limits, retry_after
 
 Scope = Literal["transient", "prompt", "run"]
 Flag = Literal["ok", "empty", "length", "refused", "error"]
@@ -137,6 +139,8 @@ class TeacherSpec:
     # Who may read the answers: part of the fingerprint when set, so that two callers
     # with the same endpoint and sampling (two teams of a site) share no answers.
     scope: str = ""
+    # How fast it may be asked, and where that limit is shared (not in the fingerprint).
+    limits: Limits = Limits()
 
     @cached_property
     def fingerprint(self) -> str:
@@ -196,24 +200,6 @@ class TeacherError(Exception):
         return self.scope != "transient"
 
 
-def _retry_after(response: Any) -> float | None:
-    """Seconds the server asked us to wait (``retry-after-ms`` or ``retry-after``)."""
-    headers = getattr(response, "headers", None) or {}
-    try:
-        if headers.get("retry-after-ms"):
-            return float(headers["retry-after-ms"]) / 1000
-        value = headers.get("retry-after")
-        if not value:
-            return None
-        try:
-            return float(value)
-        except ValueError:
-            when = email.utils.parsedate_to_datetime(value)
-            return max(0.0, when.timestamp() - time.time())
-    except (TypeError, ValueError):
-        return None
-
-
 def classify(exc: Exception, spec: TeacherSpec) -> TeacherError:
     """Map an ``openai`` exception to a TeacherError with a message a user can act on."""
     where = f"{spec.role} {spec.model!r} at {spec.base_url}"
@@ -249,7 +235,10 @@ def classify(exc: Exception, spec: TeacherSpec) -> TeacherError:
                 status,
             )
         return TeacherError(
-            f"{where} is rate-limiting (HTTP 429)", "transient", status, _retry_after(exc.response)
+            f"{where} is rate-limiting (HTTP 429)",
+            "transient",
+            status,
+            retry_after(exc.response.headers),
         )
     if 300 <= status < 400:
         location = str(getattr(exc.response, "headers", {}).get("location", "elsewhere"))[:200]
@@ -264,7 +253,7 @@ def classify(exc: Exception, spec: TeacherSpec) -> TeacherError:
             f"{where} failed (HTTP {status} {detail})",
             "transient",
             status,
-            _retry_after(exc.response),
+            retry_after(exc.response.headers),
         )
     refused = _refused_parameter(exc)
     ours = set(PARAMETER_ADVICE) | {key for key, _ in spec.dialect.extra_body}
@@ -353,6 +342,12 @@ class RetryPolicy:
         # Exponential backoff with jitter, so many workers don't retry in lockstep.
         return min(self.max_delay, self.base_delay * 2.0**attempt) * random.uniform(0.5, 1.0)
 
+    def wait(self, state: RetryCallState) -> float:
+        """tenacity's wait: ``delay`` for the try that just failed."""
+        exc = state.outcome.exception() if state.outcome is not None else None
+        after = exc.retry_after if isinstance(exc, TeacherError) else None
+        return self.delay(state.attempt_number - 1, after)
+
 
 @dataclass
 class Answer:
@@ -418,39 +413,91 @@ async def ask(
     messages: Sequence[dict[str, str]],
     retry: RetryPolicy = RetryPolicy(),
     on_retry: Callable[[TeacherError], None] | None = None,
+    limiter: Limiter | None = None,
 ) -> Answer:
-    """One chat completion, retried on transient failures; raises TeacherError."""
+    """One chat completion, retried on transient failures; raises TeacherError.
+
+    Each try waits for its place in ``limiter`` (the endpoint's rate limit; one of this
+    call's own when None) and tells it the answer's headers and tokens."""
     key = prompt_hash(messages)
-    last: TeacherError | None = None
+    estimate = estimate_tokens(messages, spec.sampling.max_tokens)
+    own = limiter is None
+    limiter = limiter or Limiter.of(spec.limits, spec.timeout)
+
+    def before_sleep(state: RetryCallState) -> None:
+        if on_retry is not None and state.outcome is not None:
+            on_retry(state.outcome.exception())  # type: ignore[arg-type]
+
+    retrying = AsyncRetrying(
+        stop=stop_after_attempt(retry.max_attempts),
+        wait=retry.wait,
+        retry=retry_if_exception(lambda exc: isinstance(exc, TeacherError) and not exc.permanent),
+        before_sleep=before_sleep,
+        reraise=True,
+    )
+    try:
+        async for attempt in retrying:
+            with attempt:
+                return await _ask_once(client, spec, messages, key, limiter, estimate)
+    except TeacherError as last:
+        if last.permanent:
+            raise
+        if last.status is None and "cannot connect" in str(last):
+            # Nobody answers at that address: every other prompt would fail the same way.
+            raise TeacherError(f"{last} (after {retry.max_attempts} attempts)", "run") from None
+        raise TeacherError(
+            f"{last} (gave up after {retry.max_attempts} attempts)", "transient"
+        ) from None
+    finally:
+        if own:
+            await limiter.close()
+    raise AssertionError("unreachable: tenacity returns or raises")  # pragma: no cover
+
+
+async def _ask_once(
+    client: openai.AsyncOpenAI,
+    spec: TeacherSpec,
+    messages: Sequence[dict[str, str]],
+    key: str,
+    limiter: Limiter,
+    estimate: int,
+) -> Answer:
     # Without a key, no Authorization header at all (not the client's placeholder).
     options: Any = {} if spec.api_key else {"headers": {"Authorization": openai.Omit()}}
-    for attempt in range(retry.max_attempts):
+    async with limiter.slot(estimate) as slot:
         started = time.monotonic()
         try:
             # The client's generic POST: same transport, auth, errors and timeouts as
             # `chat.completions.create`, without its per-request introspection of typed
             # params and models (≈3 ms of CPU per call: half the collector's time at 64
-            # requests in flight; see docs/benchmarks.md).
-            completion = await client.post(
+            # requests in flight; see docs/benchmarks.md). The raw response, for the
+            # rate-limit headers.
+            response = await client.post(
                 "/chat/completions",
                 body=spec.request_body(messages),
-                cast_to=object,
+                cast_to=httpx.Response,
                 options=options,
             )
+        except openai.APIStatusError as exc:
+            slot.answered(exc.response.headers, exc.status_code, 0)
+            raise classify(exc, spec) from None
         except openai.OpenAIError as exc:
-            last = classify(exc, spec)
-            if last.permanent:
-                raise last from None
-            if on_retry is not None and attempt + 1 < retry.max_attempts:
-                on_retry(last)
-            await asyncio.sleep(retry.delay(attempt, last.retry_after))
-            continue
-        return _answer(key, spec, completion, time.monotonic() - started)
-    assert last is not None
-    if last.status is None and "cannot connect" in str(last):
-        # Nobody answers at that address: every other prompt would fail the same way.
-        raise TeacherError(f"{last} (after {retry.max_attempts} attempts)", "run") from None
-    raise TeacherError(f"{last} (gave up after {retry.max_attempts} attempts)", "transient")
+            raise classify(exc, spec) from None
+        try:
+            completion = response.json()
+        except ValueError:
+            slot.answered(response.headers, response.status_code)
+            raise TeacherError(
+                f"{spec.role} {spec.model!r} at {spec.base_url} answered HTTP "
+                f"{response.status_code} with a body that is not JSON",
+                "transient",
+                response.status_code,
+            ) from None
+        answer = _answer(key, spec, completion, time.monotonic() - started)
+        slot.answered(
+            response.headers, response.status_code, answer.prompt_tokens + answer.completion_tokens
+        )
+        return answer
 
 
 def _answer(key: str, spec: TeacherSpec, completion: Any, latency: float) -> Answer:
@@ -567,36 +614,6 @@ class AnswerStore:
 # ---------------------------------------------------------------------------- rate limits
 
 
-class RateLimiter:
-    """A token bucket refilled at ``per_minute``; ``acquire(n)`` waits for n units.
-
-    The bucket holds ten seconds' worth, so a run starts smoothly instead of spending a
-    whole minute's allowance in its first second. A request larger than the bucket
-    goes through by borrowing (the balance goes negative), so it never deadlocks.
-    """
-
-    def __init__(self, per_minute: float):
-        self.rate = per_minute / 60.0
-        self.capacity = max(1.0, self.rate * 10)
-        self.level = self.capacity
-        self.stamp = time.monotonic()
-        self._lock = asyncio.Lock()
-
-    async def acquire(self, amount: float = 1.0) -> None:
-        async with self._lock:
-            while True:
-                now = time.monotonic()
-                self.level = min(self.capacity, self.level + (now - self.stamp) * self.rate)
-                self.stamp = now
-                if self.level >= min(amount, self.capacity):
-                    self.level -= amount
-                    return
-                await asyncio.sleep((min(amount, self.capacity) - self.level) / self.rate)
-
-    def refund(self, amount: float) -> None:
-        self.level = min(self.capacity, self.level + amount)
-
-
 def estimate_tokens(messages: Sequence[dict[str, str]], max_tokens: int | None) -> int:
     # ~4 characters a token is the usual rule of thumb; corrected after the answer.
     chars = sum(len(m["content"]) for m in messages)
@@ -652,15 +669,6 @@ class Summary:
         )
 
 
-@dataclass(frozen=True)
-class Limits:
-    """How fast a run may ask: requests at once, per minute, tokens per minute."""
-
-    concurrency: int = 16
-    requests_per_minute: float | None = None
-    tokens_per_minute: float | None = None
-
-
 @dataclass
 class Budget:
     """The tokens a run may spend: one object for collection, an evaluation's teacher
@@ -701,13 +709,16 @@ async def collect(
     prompts: Sequence[Sequence[dict[str, str]]],
     spec: TeacherSpec,
     store: Store,
-    limits: Limits = Limits(),
+    limits: Limits | None = None,
     retry: RetryPolicy = RetryPolicy(),
     on_progress: Callable[[Summary], None] | None = None,
     client: openai.AsyncOpenAI | None = None,
     budget: Budget | None = None,
 ) -> Summary:
     """Ask the teacher for every prompt the store lacks; return what happened.
+
+    ``limits`` (else the spec's) say how fast: every request takes its place in that
+    limit, which other processes share when it names a shared store.
 
     With a ``budget``, no request goes out that it does not allow (the summary then
     says ``stopped: budget``), and what this collection spent is added to its ``spent``.
@@ -728,8 +739,8 @@ async def collect(
     if on_progress:
         on_progress(summary)
     client = client or make_client(spec)
-    rpm = RateLimiter(limits.requests_per_minute) if limits.requests_per_minute else None
-    tpm = RateLimiter(limits.tokens_per_minute) if limits.tokens_per_minute else None
+    limits = limits or spec.limits
+    limiter = Limiter.of(limits, spec.timeout)
     started = time.monotonic()
 
     def counted_retry(err: TeacherError) -> None:
@@ -750,13 +761,9 @@ async def collect(
                 return
             key = pending.popleft()
             in_flight[0] += estimate
-            if rpm:
-                await rpm.acquire()
-            if tpm:
-                await tpm.acquire(estimate)
             summary.requested += 1
             try:
-                answer = await ask(client, spec, messages, retry, counted_retry)
+                answer = await ask(client, spec, messages, retry, counted_retry, limiter)
             except TeacherError as err:
                 if err.scope == "run":
                     raise
@@ -774,8 +781,6 @@ async def collect(
                 summary.completion_tokens += answer.completion_tokens
                 if answer.flag != "ok":
                     summary.flagged[answer.flag] = summary.flagged.get(answer.flag, 0) + 1
-                if tpm:
-                    tpm.refund(estimate - answer.prompt_tokens - answer.completion_tokens)
             finally:
                 in_flight[0] -= estimate
                 summary.wall_s = time.monotonic() - started
@@ -797,5 +802,6 @@ async def collect(
         summary.wall_s = time.monotonic() - started
         if budget is not None:
             budget.spent += summary.tokens
+        await limiter.close()
         await client.close()
     return summary

@@ -352,6 +352,14 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SOFT_TIME_LIMIT = 60 * 60
 CELERY_TASK_TIME_LIMIT = 60 * 60 + 300
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+
+# Where each teacher endpoint's rate limit (requests and tokens per minute, requests in
+# flight, the provider's last word) is shared by every worker that calls it
+# (trainer/ratelimit.py): the broker's Redis unless this names another; "" with a broker
+# that is not Redis, where each process limits itself alone.
+GAD_LIMITER_URL = env.string("GAD_LIMITER_URL") or (
+    CELERY_BROKER_URL if CELERY_BROKER_URL.startswith(("redis://", "rediss://")) else ""
+)
 # The sweep re-queues jobs whose worker died and resumes paused jobs (run by celery beat).
 # GAD_SWEEP_S (30 s) is read by beat; the tests shorten it to watch a recovery happen.
 GAD_SWEEP_S = env.integer("GAD_SWEEP_S", 30, minimum=1)

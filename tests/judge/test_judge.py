@@ -19,10 +19,10 @@ from trainer.judge import (
     reports_by_group,
     verdict_messages,
 )
+from trainer.ratelimit import Limits
 from trainer.teacher import (
     AnswerStore,
     Budget,
-    Limits,
     RetryPolicy,
     TeacherError,
     TeacherSpec,

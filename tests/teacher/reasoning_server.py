@@ -13,13 +13,22 @@ What it does, and where it is read:
 - hidden reasoning is paid out of ``max_completion_tokens`` first (OpenAI's reasoning
   guide, "Allocating space for reasoning"): with too small a budget the answer is empty
   and ``finish_reason`` is ``length``; ``usage.completion_tokens_details.
-  reasoning_tokens`` counts it.
+  reasoning_tokens`` counts it;
+- with ``limit``, a request-rate limit of ``limit`` requests per ``window`` seconds,
+  every request counted (refused ones too). Every answer carries OpenAI's headers
+  ("Rate limits" guide, "Rate limits in headers"): ``x-ratelimit-limit-requests``,
+  ``x-ratelimit-remaining-requests``, ``x-ratelimit-reset-requests`` (a duration such as
+  "1.5s"); ``headers=False`` leaves them out, as many other servers do. Past the limit:
+  429 with OpenAI's body (``"code": "rate_limit_exceeded"``, ``"type": "requests"``) and,
+  with ``retry_after``, a ``retry-after`` header in seconds.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import threading
+import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -37,11 +46,30 @@ def _refusal(param: str, code: str, message: str) -> dict:
     }
 
 
+class _Server(ThreadingHTTPServer):
+    # socketserver's listen backlog is 5: a burst of connections past it waits a whole
+    # SYN retransmission (1 s) to connect, which no provider's front end makes anyone do.
+    request_queue_size = 128
+
+
 class ReasoningModel:
-    def __init__(self, model: str = "gpt-5-mini"):
+    def __init__(
+        self,
+        model: str = "gpt-5-mini",
+        *,
+        limit: int | None = None,
+        window: float = 60.0,
+        headers: bool = True,
+        retry_after: bool = True,
+        latency: float = 0.0,
+    ):
         self.model = model
         self.bodies: list[dict] = []
         self.statuses: Counter[int] = Counter()
+        self.times: list[float] = []  # when each request arrived (time.monotonic)
+        self.limit, self.window, self.latency = limit, window, latency
+        self.send_headers, self.send_retry_after = headers, retry_after
+        self._window_start, self._window_count = 0.0, 0
         self._lock = threading.Lock()
         server = self
 
@@ -54,15 +82,22 @@ class ReasoningModel:
             def do_POST(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
                 body = json.loads(self.rfile.read(length) or b"{}")
-                status, answer = server.answer(body)
+                limited = server.rate_limit()
+                if limited is not None:
+                    status, answer, extra = limited
+                else:
+                    status, answer = server.answer(body)
+                    extra = server.rate_headers()
                 data = json.dumps(answer).encode()
                 self.send_response(status)
+                for name, value in extra.items():
+                    self.send_header(name, value)
                 self.send_header("content-type", "application/json")
                 self.send_header("content-length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = _Server(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
@@ -71,7 +106,47 @@ class ReasoningModel:
         self.server.shutdown()
         self.server.server_close()
 
+    def rate_limit(self) -> tuple[int, dict, dict[str, str]] | None:
+        """None if this request is within the limit (it is counted), else the 429."""
+        with self._lock:
+            now = time.monotonic()
+            self.times.append(now)
+            if self.limit is None:
+                return None
+            if now - self._window_start >= self.window:
+                self._window_start, self._window_count = now, 0
+            self._window_count += 1
+            if self._window_count <= self.limit:
+                return None
+            self.statuses[429] += 1
+            wait = self._window_start + self.window - now
+        headers = self.rate_headers()
+        if self.send_retry_after:
+            headers["retry-after"] = str(max(1, math.ceil(wait)))
+        message = (
+            f"Rate limit reached for {self.model} in organization org-test on requests per "
+            f"min (RPM): Limit {self.limit}, Used {self.limit}, Requested 1. Please try "
+            f"again in {wait:.3f}s."
+        )
+        body = {"error": {"message": message, "type": "requests", "param": None}}
+        body["error"]["code"] = "rate_limit_exceeded"
+        return 429, body, headers
+
+    def rate_headers(self) -> dict[str, str]:
+        if self.limit is None or not self.send_headers:
+            return {}
+        with self._lock:
+            remaining = max(0, self.limit - self._window_count)
+            reset = max(0.0, self._window_start + self.window - time.monotonic())
+        return {
+            "x-ratelimit-limit-requests": str(self.limit),
+            "x-ratelimit-remaining-requests": str(remaining),
+            "x-ratelimit-reset-requests": f"{reset:.3f}s",
+        }
+
     def answer(self, body: dict) -> tuple[int, dict]:
+        if self.latency:
+            time.sleep(self.latency)
         with self._lock:
             self.bodies.append(body)
         status, answer = self._answer(body)

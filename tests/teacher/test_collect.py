@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from tests.teacher.faultproxy import FaultProxy
+from trainer.ratelimit import Limits
 from trainer.teacher import (
     AnswerStore,
     Budget,
-    Limits,
     RetryPolicy,
     Sampling,
     TeacherError,

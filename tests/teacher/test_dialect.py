@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 
 from tests.teacher.reasoning_server import ReasoningModel
+from trainer.ratelimit import Limits
 from trainer.teacher import (
     AnswerStore,
     Dialect,
-    Limits,
     RetryPolicy,
     Sampling,
     TeacherError,

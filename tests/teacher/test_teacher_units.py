@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 import httpx2
 import openai
@@ -13,7 +12,6 @@ from trainer.teacher import (
     Answer,
     AnswerStore,
     Budget,
-    RateLimiter,
     RetryPolicy,
     Sampling,
     TeacherSpec,
@@ -120,18 +118,6 @@ def test_store_handles_more_keys_than_sqlite_parameters(tmp_path):
     for i in range(1200):
         store.put(Answer(f"h{i}", "fp", "x", "stop", 1, 1, "ok"))
     assert len(store.get_many("fp", [f"h{i}" for i in range(1500)])) == 1200
-
-
-def test_rate_limiter_spaces_requests():
-    async def go() -> float:
-        limiter = RateLimiter(per_minute=600)  # 10/s, bucket of 100
-        start = limiter.stamp = time.monotonic()
-        limiter.level = 0
-        for _ in range(5):
-            await limiter.acquire()
-        return time.monotonic() - start
-
-    assert asyncio.run(go()) >= 0.4
 
 
 def test_redirects_are_refused_not_followed(tmp_path):

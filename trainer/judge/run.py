@@ -51,11 +51,11 @@ from trainer.judge.report import (
     system_report,
 )
 from trainer.metrics_text import whitespace_tokens
+from trainer.ratelimit import Limits
 from trainer.score import load_systems, match_ids
 from trainer.teacher import (
     Answer,
     Budget,
-    Limits,
     RetryPolicy,
     Sampling,
     Store,
@@ -265,7 +265,7 @@ async def judge(
     Raises TeacherError (scope "run") at once when the judge cannot be used at all
     (bad key, unknown model, unreachable): no request is sent after it.
     """
-    limits, retry = limits or Limits(), retry or RetryPolicy()
+    retry = retry or RetryPolicy()
     if len({it.id for it in items}) != len(items):
         raise ValueError("judge(): item ids must be unique")
     started = time.monotonic()

@@ -31,7 +31,13 @@ from webapp.teachers.models import (
     TokenParam,
     TrackerAccount,
 )
-from webapp.teachers.params import ParamError, clean_params
+from webapp.teachers.params import (
+    LIMIT_RULES,
+    ParamError,
+    clean_extra_body,
+    clean_limits,
+    clean_params,
+)
 from webapp.teams.models import Team
 
 TEST_TASK = "gad.test_teacher"
@@ -87,13 +93,22 @@ DIALECT_CHOICES = {
 }
 
 
-def _dialect_fields(dialect: dict[str, Any] | None) -> dict[str, str]:
-    """The endpoint's dialect settings, each one of its choices (absent: unchanged)."""
-    found = {}
+def _dialect_fields(dialect: dict[str, Any] | None) -> dict[str, Any]:
+    """The endpoint's dialect settings, each one of its choices, and its allow-listed
+    ``extra_body`` (absent or None: unchanged)."""
+    found: dict[str, Any] = {}
     for field, value in (dialect or {}).items():
+        if field == "extra_body":
+            if value is not None:
+                try:
+                    found[field] = clean_extra_body(value)
+                except ParamError as exc:
+                    raise InvalidField(exc.field, exc.message) from None
+            continue
         choices = DIALECT_CHOICES.get(field)
         if choices is None:
-            raise InvalidField(field, f"is not a setting; use {', '.join(DIALECT_CHOICES)}")
+            settings = [*DIALECT_CHOICES, "extra_body"]
+            raise InvalidField(field, f"is not a setting; use {', '.join(settings)}")
         if value is None:
             continue
         if value not in choices.values:
@@ -101,6 +116,17 @@ def _dialect_fields(dialect: dict[str, Any] | None) -> dict[str, str]:
             raise InvalidField(field, f"must be one of {allowed}, not {str(value)[:40]!r}")
         found[field] = value
     return found
+
+
+def _limit_fields(limits: dict[str, Any] | None) -> dict[str, int | None]:
+    """Requests and tokens per minute, requests in flight (absent: unchanged)."""
+    unknown = sorted(set(limits or {}) - set(LIMIT_RULES))
+    if unknown:
+        raise InvalidField(unknown[0], f"is not a limit; use {', '.join(LIMIT_RULES)}")
+    try:
+        return clean_limits(limits or {})
+    except ParamError as exc:
+        raise InvalidField(exc.field, exc.message) from None
 
 
 def key_digest(plain: str) -> str:
@@ -181,8 +207,11 @@ def create_endpoint(
     api_key: str | None = None,
     params: dict[str, Any] | None = None,
     dialect: dict[str, Any] | None = None,
+    limits: dict[str, Any] | None = None,
 ) -> TeacherEndpoint:
-    values = _validated(name, base_url, model, params) | _dialect_fields(dialect)
+    values = (
+        _validated(name, base_url, model, params) | _dialect_fields(dialect) | _limit_fields(limits)
+    )
     _name_taken(team.pk, values["name"])
     endpoint = TeacherEndpoint(team=team, created_by=user, **values)
     if api_key and api_key.strip():
@@ -202,6 +231,7 @@ def update_endpoint(
     api_key: str | None = None,
     remove_key: bool = False,
     dialect: dict[str, Any] | None = None,
+    limits: dict[str, Any] | None = None,
 ) -> TeacherEndpoint:
     """Change the endpoint. A blank ``api_key`` keeps the stored key; ``remove_key`` drops it.
 
@@ -215,7 +245,9 @@ def update_endpoint(
     new_key = (api_key or "").strip()
     if new_key and remove_key:
         raise InvalidField("api_key", "either enter a new key or tick 'remove key', not both")
-    values = _validated(name, base_url, model, params) | _dialect_fields(dialect)
+    values = (
+        _validated(name, base_url, model, params) | _dialect_fields(dialect) | _limit_fields(limits)
+    )
     _name_taken(endpoint.team_id, values["name"], exclude_pk=endpoint.pk)
     with transaction.atomic():
         row = TeacherEndpoint.objects.select_for_update().get(pk=endpoint.pk)

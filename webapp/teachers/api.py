@@ -43,8 +43,18 @@ class TeacherIn(Schema):
     reasoning_effort: Literal["", "minimal", "low", "medium", "high"] | None = Field(
         None, description="Reasoning models only; '' is the model's default."
     )
+    extra_body: dict[str, Any] | None = Field(
+        None,
+        description="Vendor options sent with every request, from an allow-list "
+        "(top_k, min_p, chat_template_kwargs, verbosity, ...); {} clears them.",
+    )
+    requests_per_minute: int | None = Field(
+        None, description="Shared by every job, evaluation and judge run of the site; 0 clears."
+    )
+    tokens_per_minute: int | None = Field(None, description="As requests_per_minute.")
+    concurrency: int | None = Field(None, description="Requests in flight at once (default 16).")
 
-    @field_validator("params")
+    @field_validator("params", "extra_body")
     @classmethod
     def _finite_numbers(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
         return check_json_numbers(value, "params")
@@ -54,6 +64,21 @@ class TeacherIn(Schema):
             "token_param": self.token_param,
             "temperature_mode": self.temperature_mode,
             "reasoning_effort": self.reasoning_effort,
+            "extra_body": self.extra_body,
+        }
+
+    def limits(self) -> dict[str, Any]:
+        """The limits sent (0 clears a per-minute limit; absent: unchanged)."""
+        sent = {
+            "requests_per_minute": self.requests_per_minute,
+            "tokens_per_minute": self.tokens_per_minute,
+            "concurrency": self.concurrency,
+        }
+        fields = self.model_fields_set
+        return {
+            k: (None if v == 0 and k != "concurrency" else v)
+            for k, v in sent.items()
+            if k in fields and (v is not None or k != "concurrency")
         }
 
 
@@ -76,6 +101,10 @@ class TeacherOut(Schema):
     token_param: str
     temperature_mode: str
     reasoning_effort: str
+    extra_body: dict[str, Any]
+    requests_per_minute: int | None
+    tokens_per_minute: int | None
+    concurrency: int
     dialect_found: str = Field(
         description="What the last Test connection found, e.g. 'uses max_completion_tokens; "
         "temperature fixed at its default (1); spends ~64 reasoning tokens per answer'."
@@ -97,6 +126,10 @@ def _out(endpoint: TeacherEndpoint) -> dict[str, Any]:
         "token_param": endpoint.token_param,
         "temperature_mode": endpoint.temperature_mode,
         "reasoning_effort": endpoint.reasoning_effort,
+        "extra_body": endpoint.extra_body,
+        "requests_per_minute": endpoint.requests_per_minute,
+        "tokens_per_minute": endpoint.tokens_per_minute,
+        "concurrency": endpoint.concurrency,
         "dialect_found": endpoint.dialect_found(),
         "last_test": endpoint.last_test(),
         "created_at": endpoint.created_at,
@@ -127,6 +160,7 @@ def create_teacher(request, payload: TeacherIn):
             api_key=payload.api_key.get_secret_value() if payload.api_key else None,
             params=payload.params,
             dialect=payload.dialect(),
+            limits=payload.limits(),
         )
     except actions.NameTaken as exc:
         raise ApiError(409, str(exc)) from None

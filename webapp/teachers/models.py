@@ -76,6 +76,14 @@ class TeacherEndpoint(models.Model):
     reasoning_effort = models.CharField(
         max_length=10, choices=ReasoningEffort.choices, default="", blank=True
     )
+    # Vendor options sent with every request (allow-listed: webapp.teachers.params).
+    extra_body = models.JSONField(default=dict, blank=True)
+    # How fast every job, evaluation, judge run and test of the site may ask it, all
+    # together (trainer.ratelimit: shared through GAD_LIMITER_URL). Blank: no limit of
+    # ours; the provider's x-ratelimit-* headers and 429s are honoured regardless.
+    requests_per_minute = models.PositiveIntegerField(null=True, blank=True)
+    tokens_per_minute = models.PositiveIntegerField(null=True, blank=True)
+    concurrency = models.PositiveSmallIntegerField(default=16)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -138,8 +146,25 @@ class TeacherEndpoint(models.Model):
         send = mode == TemperatureMode.HONOUR or (
             mode == TemperatureMode.AUTO and not self.found_temperature_fixed
         )
-        return Dialect(
-            token_param=token, send_temperature=send, reasoning_effort=self.reasoning_effort or None
+        return Dialect.of(
+            self.extra_body or {},
+            token_param=token,
+            send_temperature=send,
+            reasoning_effort=self.reasoning_effort or None,
+        )
+
+    def limits(self):
+        """The trainer's Limits: this endpoint's, shared by every worker of the site."""
+        from trainer.ratelimit import Limits
+
+        return Limits(
+            concurrency=self.concurrency,
+            requests_per_minute=self.requests_per_minute,
+            tokens_per_minute=self.tokens_per_minute,
+            shared_url=settings.GAD_LIMITER_URL,
+            # Unique to this row of this database (test databases reuse primary keys).
+            key=f"{settings.DATABASES['default']['NAME']}:endpoint:{self.pk}:"
+            f"{self.created_at.timestamp():.6f}",
         )
 
     def dialect_found(self) -> str:

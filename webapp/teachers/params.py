@@ -64,3 +64,76 @@ def _number(value: Any, kind: type) -> float | int | None:
         return float(value) if isinstance(value, int | float) else None
     except (ValueError, OverflowError):
         return None
+
+
+# Vendor options an endpoint may add to every request (its ``extra_body``): sampling knobs
+# and thinking switches that servers document, nothing that changes what comes back
+# (``n``, ``stream``, ``logprobs``, tools) or what it costs per request. Values are JSON,
+# at most EXTRA_BODY_BYTES in all.
+EXTRA_BODY_KEYS = {
+    "top_k": "vLLM, transformers serve, Gemini",
+    "min_p": "vLLM",
+    "repetition_penalty": "vLLM",
+    "presence_penalty": "OpenAI, vLLM",
+    "frequency_penalty": "OpenAI, vLLM",
+    "stop": "OpenAI, vLLM",
+    "verbosity": "OpenAI GPT-5",
+    "service_tier": "OpenAI",
+    "chat_template_kwargs": 'vLLM, e.g. {"enable_thinking": false}',
+    "thinking": "Anthropic's OpenAI SDK compatibility",
+    "extra_body": "Gemini's OpenAI compatibility (its google.thinking_config)",
+}
+EXTRA_BODY_BYTES = 2000
+
+
+def clean_extra_body(raw: Any) -> dict[str, Any]:
+    """The allow-listed vendor options; raise ``ParamError`` naming the first bad key."""
+    import json
+
+    if raw is None or raw == "":
+        return {}
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except ValueError as exc:
+            raise ParamError("extra_body", f'is not JSON ({exc}); e.g. {{"top_k": 20}}') from None
+    if not isinstance(raw, dict):
+        raise ParamError("extra_body", 'must be a JSON object such as {"top_k": 20}')
+    for key in raw:
+        if key not in EXTRA_BODY_KEYS:
+            raise ParamError(
+                f"extra_body.{str(key)[:40]}",
+                f"is not an allowed option; allowed: {', '.join(sorted(EXTRA_BODY_KEYS))}",
+            )
+    try:
+        size = len(json.dumps(raw, allow_nan=False))
+    except ValueError:
+        raise ParamError("extra_body", "holds a number that is not finite") from None
+    if size > EXTRA_BODY_BYTES:
+        raise ParamError("extra_body", f"is {size} bytes of JSON; at most {EXTRA_BODY_BYTES}")
+    return raw
+
+
+# An endpoint's rate limits (trainer.ratelimit.Limits): name: (lowest, highest, help).
+LIMIT_RULES: dict[str, tuple[int, int, str]] = {
+    "requests_per_minute": (1, 1_000_000, "a whole number from 1 to 1000000, or blank"),
+    "tokens_per_minute": (1, 1_000_000_000, "a whole number from 1 to 1000000000, or blank"),
+    "concurrency": (1, 256, "a whole number from 1 to 256"),
+}
+
+
+def clean_limits(raw: dict[str, Any]) -> dict[str, int | None]:
+    """The limits given (absent: unchanged; blank: none, except concurrency)."""
+    clean: dict[str, int | None] = {}
+    for name, value in raw.items():
+        low, high, wanted = LIMIT_RULES[name]
+        if value is None or (isinstance(value, str) and not value.strip()):
+            if name == "concurrency":
+                continue
+            clean[name] = None
+            continue
+        number = _number(value, int)
+        if number is None or not low <= number <= high:
+            raise ParamError(name, f"{str(value)[:40]!r} is not valid; use {wanted}")
+        clean[name] = int(number)
+    return clean

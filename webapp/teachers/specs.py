@@ -30,6 +30,7 @@ def teacher_spec(
         api_key=crypto.decrypt(endpoint.api_key_encrypted) if endpoint.key_goes_here else "",
         sampling=endpoint.sampling(**sampling),
         dialect=endpoint.dialect(),
+        limits=endpoint.limits(),  # one limit for every worker that calls it
         timeout=timeout,
         api_key_name=f"the API key of endpoint {endpoint.name!r}",
         role=role,

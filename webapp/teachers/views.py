@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -20,7 +21,7 @@ from webapp.lib.pages import AuthenticatedRequest
 from webapp.nodes import presence
 from webapp.teachers import actions
 from webapp.teachers.models import ReasoningEffort, TeacherEndpoint, TemperatureMode, TokenParam
-from webapp.teachers.params import RULES
+from webapp.teachers.params import EXTRA_BODY_BYTES, EXTRA_BODY_KEYS, LIMIT_RULES, RULES
 from webapp.teams import access
 
 PARAM_HELP = {
@@ -77,6 +78,31 @@ class TeacherForm(forms.Form):
         required=False,
         help_text="Reasoning models only: less effort leaves more of the budget to the answer.",
     )
+    extra_body = forms.CharField(
+        label="Vendor options (JSON)",
+        required=False,
+        max_length=EXTRA_BODY_BYTES,
+        widget=forms.Textarea(attrs={"rows": 2, "placeholder": '{"top_k": 20}'}),
+        help_text="Sent with every request. Allowed: " + ", ".join(sorted(EXTRA_BODY_KEYS)) + ".",
+    )
+    requests_per_minute = forms.CharField(
+        label="Requests per minute",
+        required=False,
+        max_length=20,
+        help_text="One limit for every job, evaluation and judge run on this endpoint, on "
+        "every worker. Blank: none of ours (the provider's rate-limit headers and 429s are "
+        "always honoured).",
+    )
+    tokens_per_minute = forms.CharField(
+        label="Tokens per minute", required=False, max_length=20, help_text="Blank: no limit."
+    )
+    concurrency = forms.CharField(
+        label="Requests in flight",
+        required=False,
+        max_length=20,
+        initial=16,
+        help_text="At once, over all workers (default 16).",
+    )
 
     def params(self) -> dict[str, str]:
         # Strings as typed: actions.clean_params checks them for pages and API alike.
@@ -90,10 +116,17 @@ class TeacherForm(forms.Form):
             sent[name] = sent[name] or None
         if "reasoning_effort" not in self.data:
             sent["reasoning_effort"] = None
+        sent["extra_body"] = (
+            self.cleaned_data.get("extra_body") if "extra_body" in self.data else None
+        )
         return sent
 
+    def limits(self) -> dict[str, str]:
+        """The limits sent, as typed (actions checks them); one left out is unchanged."""
+        return {name: self.cleaned_data.get(name, "") for name in LIMIT_RULES if name in self.data}
+
     def show_error(self, exc: actions.InvalidField) -> None:
-        field = exc.field.removeprefix("params.")
+        field = exc.field.removeprefix("params.").split(".")[0]
         self.add_error(field if field in self.fields else None, str(exc))
 
 
@@ -111,6 +144,8 @@ class EditTeacherForm(TeacherForm):
             "model": endpoint.model,
             **{name: endpoint.params.get(name, "") for name in RULES},
             **{name: getattr(endpoint, name) for name in actions.DIALECT_CHOICES},
+            "extra_body": json.dumps(endpoint.extra_body) if endpoint.extra_body else "",
+            **{name: getattr(endpoint, name) or "" for name in LIMIT_RULES},
         }
         super().__init__(*args, **kwargs)
         key = self.fields["api_key"]
@@ -165,6 +200,7 @@ def teacher_create(request: AuthenticatedRequest, slug: str) -> HttpResponse:
                 api_key=data["api_key"],
                 params=form.params(),
                 dialect=form.dialect(),
+                limits=form.limits(),
             )
         except actions.InvalidField as exc:
             form.show_error(exc)
@@ -195,6 +231,7 @@ def teacher_detail(request: AuthenticatedRequest, slug: str, pk: int) -> HttpRes
                 api_key=data["api_key"],
                 remove_key=data.get("remove_key", False),
                 dialect=form.dialect(),
+                limits=form.limits(),
             )
         except actions.InvalidField as exc:
             form.show_error(exc)
