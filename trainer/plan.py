@@ -455,3 +455,46 @@ def hardware_table(
             cells.append(cell)
         lines.append(f"| {student} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------- GPU-hours
+
+H100_BF16_FLOPS = 989e12  # dense bf16 of one H100 SXM (NVIDIA's datasheet)
+TRAIN_MFU = 0.30  # share of it a training step uses, a rough figure for FSDP at this size
+DECODE_MFU = 0.05  # sampling is memory-bound: a far smaller share
+
+
+def rough_gpu_hours(
+    cfg: TrainConfig, shape: Shape, prompts: int, prompt_tokens: float, answer_tokens: float
+) -> dict[str, Any]:
+    """A stated rough figure of a job's GPU-hours, from FLOPs (no step time is measured
+    before a job runs): 6·P per trained token, 2·P per scored or sampled one, the
+    discriminator the student's size; training at TRAIN_MFU and sampling at DECODE_MFU
+    of an H100's bf16. ``prompt_tokens``/``answer_tokens``: averages per prompt."""
+    p = shape.params()
+    seq = prompt_tokens + answer_tokens
+    n = cfg.group_size
+    train = sample = 0.0
+    if cfg.method == "seqkd":
+        train = cfg.seqkd.epochs * prompts * 6 * p * seq
+    else:
+        warm = cfg.warmup.epochs * prompts
+        gad = cfg.gad.epochs * prompts
+        # Warmup: G's SFT on the teacher's answer, D on the teacher's and N samples.
+        train += warm * (6 * p * seq * int(cfg.warmup.generator))
+        train += warm * 6 * p * seq * (n + 1) * int(cfg.warmup.discriminator)
+        # Adversarial: G's policy update on N samples (plus old and reference log-probs),
+        # D's update and rewards on N samples and the teacher's answer.
+        train += gad * n * seq * p * (6 + 2 + (2 if cfg.gad.kl_coef else 0))
+        train += gad * (n + 1) * seq * p * (6 + 2)
+        sample = (warm * int(cfg.warmup.discriminator) + gad) * n * answer_tokens * 2 * p
+    seconds = train / (H100_BF16_FLOPS * TRAIN_MFU) + sample / (H100_BF16_FLOPS * DECODE_MFU)
+    return {
+        "gpu_hours": float(f"{seconds / 3600:.3g}"),
+        "basis": (
+            f"rough: {train + sample:.2e} FLOPs ({p / 1e9:.2f}B-parameter student, "
+            f"~{seq:.0f} tokens per sequence, {prompts} prompts) at "
+            f"{TRAIN_MFU:.0%} (training) and {DECODE_MFU:.0%} (sampling) of an H100's "
+            "989 bf16 TFLOPS; no step time is measured before a job runs"
+        ),
+    }

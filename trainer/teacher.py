@@ -44,6 +44,7 @@ except ImportError:  # pragma: no cover - older openai releases
     import httpx  # type: ignore[no-redef]
 
 from trainer.config import MAX_RESPONSE_TOKENS
+from trainer.pricing import Usage
 from trainer.ratelimit import Limiter, Limits, retry_after
 
 Scope = Literal["transient", "prompt", "run"]
@@ -360,7 +361,14 @@ class Answer:
     flag: Flag
     error: str = ""
     latency_s: float = 0.0
-    reasoning_tokens: int = 0  # hidden reasoning, part of completion_tokens (not stored)
+    reasoning_tokens: int = 0  # hidden reasoning, part of completion_tokens
+    cached_tokens: int = 0  # prompt tokens the provider served from its cache
+
+    @property
+    def spent(self) -> Usage:
+        return Usage(
+            self.prompt_tokens, self.completion_tokens, self.reasoning_tokens, self.cached_tokens
+        )
 
     @property
     def usage(self) -> dict[str, int]:
@@ -534,14 +542,20 @@ def _answer(key: str, spec: TeacherSpec, completion: Any, latency: float) -> Ans
         error=error,
         latency_s=round(latency, 4),
         reasoning_tokens=reasoning,
+        cached_tokens=_detail(usage, "prompt_tokens_details", "cached_tokens"),
     )
 
 
 def _reasoning_tokens(usage: Any) -> int:
-    """``usage.completion_tokens_details.reasoning_tokens`` (OpenAI's reasoning models),
-    0 where the server says nothing or something that is not a count."""
-    details = usage.get("completion_tokens_details") if isinstance(usage, dict) else None
-    value = details.get("reasoning_tokens") if isinstance(details, dict) else None
+    """``usage.completion_tokens_details.reasoning_tokens`` (OpenAI's reasoning models)."""
+    return _detail(usage, "completion_tokens_details", "reasoning_tokens")
+
+
+def _detail(usage: Any, part: str, name: str) -> int:
+    """``usage[part][name]``, 0 where the server says nothing or something that is not
+    a count (``prompt_tokens_details.cached_tokens``: input served from its cache)."""
+    details = usage.get(part) if isinstance(usage, dict) else None
+    value = details.get(name) if isinstance(details, dict) else None
     return value if isinstance(value, int) and 0 <= value < 10**9 else 0
 
 
@@ -635,6 +649,8 @@ class Summary:
     retries: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    reasoning_tokens: int = 0  # of the completion tokens
+    cached_tokens: int = 0  # of the prompt tokens
     wall_s: float = 0.0
     stopped: str = "done"  # done | budget | interrupted | error
     error: str = ""
@@ -642,6 +658,12 @@ class Summary:
     @property
     def tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
+
+    @property
+    def usage(self) -> Usage:
+        return Usage(
+            self.prompt_tokens, self.completion_tokens, self.reasoning_tokens, self.cached_tokens
+        )
 
     @property
     def missing(self) -> int:
@@ -779,6 +801,8 @@ async def collect(
                 summary.answered += 1
                 summary.prompt_tokens += answer.prompt_tokens
                 summary.completion_tokens += answer.completion_tokens
+                summary.reasoning_tokens += answer.reasoning_tokens
+                summary.cached_tokens += answer.cached_tokens
                 if answer.flag != "ok":
                     summary.flagged[answer.flag] = summary.flagged.get(answer.flag, 0) + 1
             finally:

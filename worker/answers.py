@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
 from typing import TypeVar
 
 from django.db import connection
@@ -50,10 +51,17 @@ class DbAnswerStore:
         pass
 
 
-def remaining_tokens(team) -> int:
-    """Teacher (and judge) tokens the team may still spend this month."""
-    used = month_usage(team).teacher_tokens
-    return int(team.quota.teacher_tokens_per_month) - used
+def remaining_tokens(team, per_token: Decimal | None = None) -> int:
+    """Teacher (and judge) tokens the team may still spend this month (at ``per_token``
+    dollars each, also within a monthly limit in money)."""
+    usage = month_usage(team)
+    quota = team.quota
+    quota.refresh_from_db()
+    left = int(quota.teacher_tokens_per_month) - usage.teacher_tokens
+    money = quota.teacher_dollars_per_month
+    if per_token and money is not None:
+        left = min(left, int((money - usage.teacher_dollars) / per_token))
+    return left
 
 
 class TokenReservation:
@@ -69,16 +77,21 @@ class TokenReservation:
 
     CHUNK = 10_000  # reserved at a time: few lock round-trips, little held back
 
-    def __init__(self, orm: OrmThread, team, job=None):
+    def __init__(self, orm: OrmThread, team, job=None, per_token: Decimal | None = None):
         self.orm, self.team, self.job = orm, team, job
+        self.per_token = per_token  # the endpoint's dearest token ($): money quotas
         self.reserved = 0
 
     def allow(self, total: int) -> bool:
         if total > self.reserved:
             wanted = max(self.CHUNK, total - self.reserved)
-            self.reserved += self.orm.call(reserve_tokens, self.team, wanted, self.job)
+            self.reserved += self.orm.call(
+                reserve_tokens, self.team, wanted, self.job, self.per_token
+            )
         return total <= self.reserved
 
-    def settle(self, spent: int) -> None:
-        self.orm.call(settle_tokens, self.team, self.reserved, spent, self.job)
+    def settle(self, spent: int, cost: Decimal | None = None) -> None:
+        self.orm.call(
+            settle_tokens, self.team, self.reserved, spent, self.job, self.per_token, cost
+        )
         self.reserved = spent

@@ -50,10 +50,10 @@ from webapp.judging.models import JudgeRun
 from webapp.nodes import actions as node_actions
 from webapp.promptsets.models import Prompt, TeacherAnswer
 from webapp.teams.actions import record_usage
-from webapp.teams.models import UsageKind
+from webapp.teams.models import SpendPurpose, UsageKind
 from worker import hub_cache, leases
 from worker.claims import LostClaim, Renewal
-from worker.paid import paid_call
+from worker.paid import Charge, paid_call
 from worker.runner import (
     TrainerProcess,
     generate_argv,
@@ -302,6 +302,12 @@ def teacher_answers(system: System, lease: Renewal) -> str:
             [p.messages for p in prompts], spec, store, on_progress=on_progress, budget=budget
         ),
         on_progress=progress,
+        charge=Charge(
+            SpendPurpose.EVALUATION,
+            f"teacher answers of evaluation {evaluation.name!r}",
+            user=evaluation.created_by,
+            evaluation=evaluation,
+        ),
         max_tokens=evaluation.max_new_tokens,
         temperature=0.0 if evaluation.greedy else evaluation.temperature,
     )
@@ -403,7 +409,14 @@ def run_judge(run: JudgeRun, lease: Renewal | None = None) -> tuple[str, bool]:
         cap=cap,
         spent_before=spent_before,
         on_progress=progress,
-        tokens_of=lambda report: report.summary.tokens,
+        usage_of=lambda report: report.summary.usage,
+        charge=Charge(
+            SpendPurpose.JUDGE,
+            f"judge run {run.pk} of evaluation {evaluation.name!r}",
+            user=run.created_by,
+            evaluation=evaluation,
+            judge_run=run,
+        ),
     )
     run.tokens_used = spent_before + paid.tokens
     report = paid.result

@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, Generic, TypeVar
 
+from trainer.pricing import Usage
 from trainer.teacher import Budget, TeacherError, TeacherSpec
 from webapp.lib import crypto
 from webapp.teachers import ssrf
 from webapp.teachers.models import KEY_MASK, TeacherEndpoint
 from webapp.teachers.specs import teacher_spec
+from webapp.teams.models import TeacherSpend
 from worker.answers import DbAnswerStore, OrmThread, TokenReservation, remaining_tokens
 
 R = TypeVar("R")
@@ -47,6 +50,8 @@ class Paid(Generic[R]):
     failure: str = ""
     error: str = ""
     stopped_by: str = ""  # the budget's say: "cap" (the run's own), "pool" (the team's)
+    usage: Usage = field(default_factory=Usage)  # tokens by kind
+    cost: Decimal | None = None  # at the endpoint's prices; None: it has none
 
 
 def without_key(message: str, endpoint: TeacherEndpoint, spec: TeacherSpec | None) -> str:
@@ -54,6 +59,19 @@ def without_key(message: str, endpoint: TeacherEndpoint, spec: TeacherSpec | Non
     if spec is None or not spec.api_key:
         return message
     return message.replace(spec.api_key, KEY_MASK + endpoint.api_key_last4)
+
+
+@dataclass(frozen=True)
+class Charge:
+    """What a paid call is for, on the team's usage page: its purpose, what it belongs
+    to (one of job, evaluation, judge_run) and who started it."""
+
+    purpose: str  # teams.models.SpendPurpose
+    label: str
+    user: Any = None
+    job: Any = None
+    evaluation: Any = None
+    judge_run: Any = None
 
 
 def paid_call(
@@ -66,7 +84,8 @@ def paid_call(
     cap: int | None = None,
     spent_before: int = 0,
     on_progress: Callable[[Any, OrmThread], None] | None = None,
-    tokens_of: Callable[[R], int] = lambda result: result.tokens,  # type: ignore[attr-defined]
+    usage_of: Callable[[R], Usage] = lambda result: result.usage,  # type: ignore[attr-defined]
+    charge: Charge | None = None,
     **sampling: Any,
 ) -> Paid[R]:
     """Run ``run`` against ``endpoint`` within the team's budget and charge what it spends
@@ -77,6 +96,11 @@ def paid_call(
     report (it may write through ``orm``, and raise to stop the run: cancel, lost
     claim); what it raises propagates unwrapped. ``sampling`` overrides the endpoint's
     stored sampling parameters.
+
+    What it spent, by kind of token and at the endpoint's prices, is recorded for
+    ``charge`` (a ``TeacherSpend`` row), and counts against a monthly limit in money.
+    A run that failed before it reported its usage by kind is charged its tokens at
+    the dearest price.
     """
     try:
         spec = teacher_spec(endpoint, role=role, **sampling)
@@ -84,10 +108,12 @@ def paid_call(
         return Paid(
             kind="refused", error=f"{role.capitalize()} {endpoint.name!r} cannot be used: {refused}"
         )
-    if remaining_tokens(team) <= 0:
+    prices, price_source = endpoint.prices()
+    per_token = prices.most_per_token if prices is not None else None
+    if remaining_tokens(team, per_token) <= 0:
         return Paid(kind="budget", error=NO_BUDGET)
     orm = OrmThread()
-    reservation = TokenReservation(orm, team, job=job)
+    reservation = TokenReservation(orm, team, job=job, per_token=per_token)
     seen = [0]
 
     def progress(report) -> None:
@@ -107,11 +133,38 @@ def paid_call(
         paid.failure = without_key(str(failed), endpoint, spec)
         paid.error = f"The {role} failed: {paid.failure}"
     finally:
-        paid.tokens = tokens_of(paid.result) if paid.result is not None else seen[0]
+        usage = usage_of(paid.result) if paid.result is not None else Usage(completion=seen[0])
+        paid.usage = usage
+        paid.tokens = usage.total
+        paid.cost = prices.cost(usage) if prices is not None else None
         paid.stopped_by = budget.stopped_by
-        reservation.settle(paid.tokens)
+        reservation.settle(paid.tokens, paid.cost)
+        if charge is not None and usage.total:
+            orm.call(_record_spend, endpoint, team, charge, paid, price_source)
         orm.close()
     return paid
+
+
+def _record_spend(endpoint: TeacherEndpoint, team, charge: Charge, paid: Paid, source: str) -> None:
+    usage = paid.usage
+    TeacherSpend.objects.create(
+        team=team,
+        user=charge.user,
+        purpose=charge.purpose,
+        endpoint=endpoint,
+        endpoint_name=endpoint.name,
+        model=endpoint.model,
+        job=charge.job,
+        evaluation=charge.evaluation,
+        judge_run=charge.judge_run,
+        label=charge.label[:300],
+        prompt_tokens=usage.prompt,
+        completion_tokens=usage.completion,
+        reasoning_tokens=usage.reasoning,
+        cached_tokens=usage.cached,
+        cost=paid.cost,
+        price_source=source[:250],
+    )
 
 
 def _split(exc: BaseException) -> tuple[BaseException | None, BaseException | None]:

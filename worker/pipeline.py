@@ -27,12 +27,13 @@ from webapp.lib import health
 from webapp.nodes import actions as node_actions
 from webapp.nodes import presence
 from webapp.promptsets.models import Prompt, Split, TeacherAnswer
+from webapp.teams.models import SpendPurpose
 from worker import hub_cache, trackers
 from worker.gang import ONE_NODE, Gang, GangLost, GangRefused, lease_gpus
 from worker.heartbeat import Cancelled, Heartbeat, Paused
 from worker.ingest import RunIngest
 from worker.leases import NoGpu
-from worker.paid import paid_call
+from worker.paid import Charge, paid_call
 from worker.runner import (
     TrainerProcess,
     generate_argv,
@@ -165,6 +166,12 @@ def collect_answers(job: Job, beat: Heartbeat) -> None:
         ),
         job=job,
         on_progress=progress,
+        charge=Charge(
+            SpendPurpose.COLLECTION,
+            f"teacher answers of job {job.name!r}",
+            user=job.created_by,
+            job=job,
+        ),
     )
     if paid.kind == "budget":
         raise Paused("Paused: the team's teacher tokens for this month are spent.")

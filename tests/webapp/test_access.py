@@ -15,6 +15,7 @@ TEAM_URLS = [
     ("team", "get", {}, {"owner": OK, "member": OK, "annotator": OK}),
     ("team-members", "get", {}, {"owner": OK, "member": OK, "annotator": FORBIDDEN}),
     ("team-members", "post", {}, {"owner": OK, "member": FORBIDDEN, "annotator": FORBIDDEN}),
+    ("team-usage", "get", {}, {"owner": OK, "member": OK, "annotator": FORBIDDEN}),
     (
         "team-member-remove",
         "post",

@@ -189,7 +189,7 @@ def test_two_jobs_and_a_judge_run_share_the_endpoints_requests_per_minute(person
                     items, answers, spec, store, on_progress=on_progress, budget=budget
                 ),
                 role="judge",
-                tokens_of=lambda report: report.summary.tokens,
+                usage_of=lambda report: report.summary.usage,
             )
         )
         results: list = [None] * len(calls)

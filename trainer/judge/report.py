@@ -13,6 +13,7 @@ from typing import Any, Literal, cast
 
 from trainer.config import MAX_RESPONSE_TOKENS
 from trainer.metrics_text import bootstrap_ci
+from trainer.pricing import Usage
 from trainer.score import format_table
 from trainer.teacher import Summary
 
@@ -83,6 +84,8 @@ class JudgeSummary:
     failed: int = 0  # no answer after retries (asked again next run)
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    reasoning_tokens: int = 0
+    cached_tokens: int = 0
     wall_s: float = 0.0
     stopped: str = "done"  # done | budget | unreadable (the probe, see JudgeConfig)
     unreadable: int = 0  # stopped "unreadable": probe verdicts unreadable after a retry
@@ -92,6 +95,12 @@ class JudgeSummary:
     def tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
 
+    @property
+    def usage(self) -> Usage:
+        return Usage(
+            self.prompt_tokens, self.completion_tokens, self.reasoning_tokens, self.cached_tokens
+        )
+
     def add(self, s: Summary) -> None:
         self.cached += s.cached
         self.requested += s.requested
@@ -100,6 +109,8 @@ class JudgeSummary:
         self.failed += s.failed
         self.prompt_tokens += s.prompt_tokens
         self.completion_tokens += s.completion_tokens
+        self.reasoning_tokens += s.reasoning_tokens
+        self.cached_tokens += s.cached_tokens
         if s.stopped == "budget":
             self.stopped = "budget"
 

@@ -8,12 +8,13 @@ annotators must never see. Objects of another team are 404.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from ninja import Router, Schema
 
 from webapp.evaluation import results
 from webapp.evaluation.models import Evaluation
-from webapp.teams import access
+from webapp.teams import access, spend
 
 router = Router(tags=["evaluations"])
 ROLES = access.LAUNCH_ROLES
@@ -48,6 +49,7 @@ class EvaluationOut(Schema):
     created_at: datetime
     systems: list[SystemOut]
     sweep: int | None
+    teacher_spend: dict[str, Any]  # its teacher answers and judge runs: teams.spend.totals
 
     @staticmethod
     def resolve_team(obj: Evaluation) -> str:
@@ -62,6 +64,10 @@ class EvaluationOut(Schema):
         return list(obj.systems.all())  # prefetched with their checkpoints (EVALUATIONS)
 
     @staticmethod
+    def resolve_teacher_spend(obj: Evaluation) -> dict[str, Any]:
+        return spend.totals(obj.teacher_spend.all())  # prefetched (EVALUATIONS)
+
+    @staticmethod
     def resolve_sweep(obj: Evaluation) -> int | None:
         # The checkpoint sweep that made the evaluation, if one did: the judging app's
         # one-to-one row, read through its relation (getattr: its absence raises an
@@ -73,7 +79,7 @@ class EvaluationOut(Schema):
 def _evaluations():
     """What EvaluationOut reads, in a fixed number of queries however many are listed."""
     return Evaluation.objects.select_related("team", "sweep").prefetch_related(
-        "systems__checkpoint"
+        "systems__checkpoint", "teacher_spend"
     )
 
 

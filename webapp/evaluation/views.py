@@ -21,7 +21,7 @@ from webapp.lib import pages
 from webapp.lib.errors import ActionError
 from webapp.lib.pages import AuthenticatedRequest
 from webapp.nodes import presence
-from webapp.teams import access
+from webapp.teams import access, spend
 
 # ----------------------------------------------------------------------------- evaluations
 
@@ -118,6 +118,7 @@ def evaluation_detail(request: AuthenticatedRequest, slug: str, pk: int) -> Http
             "overlap": _overlap(evaluation),
             "live": _live(evaluation),
             "test_set_sizes": results.test_set_sizes(evaluation),
+            "teacher_spend": spend.line(spend.totals(evaluation.teacher_spend.all())),
             **panels.detail_context(evaluation, request),
         },
     )

@@ -9,14 +9,14 @@ from ninja import Field, Query, Router, Schema
 from ninja import Status as HttpStatus
 from pydantic import field_validator
 
-from webapp.jobs import actions
+from webapp.jobs import actions, costs
 from webapp.jobs.archive import (
     checkpoint_response,
     tensorboard_dir,
     tensorboard_response,
     tracker_runs,
 )
-from webapp.jobs.configs import build_configs, job_plan, teacher_problem
+from webapp.jobs.configs import build_configs, job_plan, memory_plan, teacher_problem
 from webapp.jobs.models import Checkpoint, Job, Sample, Status
 from webapp.jobs.series import metrics_payload
 from webapp.lib.errors import ActionError, ApiError
@@ -24,7 +24,7 @@ from webapp.lib.http import TooMany
 from webapp.lib.numbers import ID, LARGEST, check_json_numbers
 from webapp.promptsets.models import PromptSet
 from webapp.teachers.models import TeacherEndpoint
-from webapp.teams import access
+from webapp.teams import access, spend
 from webapp.teams.actions import QuotaExceeded
 
 router = Router(tags=["jobs"])
@@ -102,6 +102,11 @@ class JobOut(Schema):
 
 class JobDetailOut(JobOut):
     trackers: dict[str, Any]  # where report_to sent the metrics (not in the list: file reads)
+    teacher_spend: dict[str, Any]  # tokens by kind and their price, teams.spend.totals
+
+    @staticmethod
+    def resolve_teacher_spend(obj: Job) -> dict[str, Any]:
+        return spend.totals(obj.teacher_spend.all())
 
     @staticmethod
     def resolve_trackers(obj: Job) -> dict[str, Any]:
@@ -149,8 +154,8 @@ def _checkpoint(request, checkpoint_id: int) -> Checkpoint:
     )
 
 
-@router.post("/jobs", response={201: LaunchOut}, summary="Launch a job (or a GAD + SeqKD pair)")
-def launch_job(request, payload: JobIn):
+def _launch_request(request, payload: JobIn) -> tuple[Any, actions.LaunchRequest]:
+    """The team and the checked launch of ``payload``; ApiError 422 naming the field."""
     team = access.team_for(request, payload.team, roles=ROLES)
     if payload.method not in ("gad", "seqkd", "pair"):
         raise ApiError(422, f"method: must be gad, seqkd or pair (got {payload.method!r})")
@@ -174,7 +179,12 @@ def launch_job(request, payload: JobIn):
     )
     if spec is None:
         raise ApiError(422, "; ".join(message for _, message in errors))
-    launch = actions.LaunchRequest(payload.name, prompt_set, teacher, spec, payload.guard)
+    return team, actions.LaunchRequest(payload.name, prompt_set, teacher, spec, payload.guard)
+
+
+@router.post("/jobs", response={201: LaunchOut}, summary="Launch a job (or a GAD + SeqKD pair)")
+def launch_job(request, payload: JobIn):
+    team, launch = _launch_request(request, payload)
     try:
         jobs = actions.launch(team, request.user, launch)
     except QuotaExceeded as refused:
@@ -182,6 +192,30 @@ def launch_job(request, payload: JobIn):
     except ActionError as refused:
         raise ApiError(422, str(refused)) from None
     return HttpStatus(201, {"id": jobs[0].pk, "status": jobs[0].status, "pair": jobs[0].pair_id})
+
+
+@router.post(
+    "/jobs/plan",
+    summary="What a launch would cost: teacher tokens and dollars, GPU-hours (nothing saved)",
+)
+def plan_job(request, payload: JobIn) -> dict[str, Any]:
+    """The same body as ``POST /jobs``, checked the same way; nothing is saved.
+
+    ``teacher``: the answers still to buy (those in the set or cached for this teacher
+    subtracted), their tokens (prompts at ~4 characters a token, answers at this
+    teacher's earlier lengths or the answer budget) and price (``cost_usd``; at most
+    ``at_most_usd`` if every answer used its whole budget); ``jobs``: per job of the
+    launch (two for a pair), its rough GPU-hours and their basis; ``memory``: the plan
+    per GPU."""
+    _, launch = _launch_request(request, payload)
+    spec = launch.spec
+    jobs = {}
+    for method, config in spec.configs.items():
+        found = costs.gpu_cost(config, spec.student_path, launch.prompt_set)
+        memory = memory_plan(config, spec.student_path)
+        jobs[method] = found | {"memory": memory.as_dict() if memory is not None else None}
+    teacher = costs.teacher_cost(launch.prompt_set, launch.teacher)
+    return {"teacher": teacher, "jobs": jobs, "gpus": spec.processes if spec.gpus_per_node else 0}
 
 
 @router.get("/jobs", response=list[JobOut], summary="Jobs of your teams, newest first")

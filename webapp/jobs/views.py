@@ -21,7 +21,7 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
-from webapp.jobs import actions, monitor
+from webapp.jobs import actions, costs, monitor
 from webapp.jobs.archive import (
     adapter_dir,
     checkpoint_response,
@@ -39,7 +39,7 @@ from webapp.lib.errors import ActionError
 from webapp.lib.http import TooMany
 from webapp.lib.pages import AuthenticatedRequest
 from webapp.nodes import presence
-from webapp.teams import access
+from webapp.teams import access, spend
 from webapp.teams import actions as team_actions
 from webapp.teams.actions import QuotaExceeded
 
@@ -112,6 +112,7 @@ def job_list(request: AuthenticatedRequest, slug: str) -> HttpResponse:
 def job_launch(request: AuthenticatedRequest, slug: str) -> HttpResponse:
     team = access.working_team(request, slug)
     status = 200
+    estimate = None
     if request.method == "POST":
         form = LaunchForm(team, request.POST)
         if form.is_valid():
@@ -123,6 +124,11 @@ def job_launch(request: AuthenticatedRequest, slug: str) -> HttpResponse:
                 spec=form.spec,
                 guard=data["guard"] or "off",
             )
+            if "estimate" in request.POST:
+                # "What will it cost?": the form again with the estimate; nothing saved.
+                estimate = _estimate(launch)
+                context = {"team": team, "form": form, "estimate": estimate}
+                return render(request, "jobs/launch.html", context)
             try:
                 jobs = actions.launch(team, request.user, launch)
             except QuotaExceeded as refused:
@@ -141,6 +147,16 @@ def job_launch(request: AuthenticatedRequest, slug: str) -> HttpResponse:
     else:
         form = LaunchForm(team, initial=_clone_initial(request, team))
     return render(request, "jobs/launch.html", {"team": team, "form": form}, status=status)
+
+
+def _estimate(launch: actions.LaunchRequest) -> dict:
+    """The launch form's cost estimate (the same as POST /api/v1/jobs/plan)."""
+    spec = launch.spec
+    jobs = [
+        (method, costs.gpu_cost(config, spec.student_path, launch.prompt_set))
+        for method, config in spec.configs.items()
+    ]
+    return {"teacher": costs.teacher_cost(launch.prompt_set, launch.teacher), "jobs": jobs}
 
 
 def _clone_initial(request: AuthenticatedRequest, team) -> dict:
@@ -191,6 +207,7 @@ def job_detail(request: AuthenticatedRequest, slug: str, pk: int) -> HttpRespons
             "tensorboard": tensorboard_dir(job) is not None,
             "tracker_runs": tracker_runs(job),
             "waiting": _waiting(job),
+            "teacher_spend": spend.line(spend.totals(job.teacher_spend.all())),
         },
     )
 

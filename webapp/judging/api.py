@@ -22,7 +22,7 @@ from webapp.lib.errors import ActionError, ApiError
 from webapp.lib.numbers import ID, LARGEST
 from webapp.promptsets.models import PromptSet
 from webapp.teachers.models import TeacherEndpoint
-from webapp.teams import access
+from webapp.teams import access, spend
 from webapp.teams.actions import QuotaExceeded
 
 router = Router(tags=["evaluations"])
@@ -35,6 +35,7 @@ class JudgeRunOut(Schema):
     progress: dict[str, Any]
     forecast: dict[str, Any]
     tokens_used: int
+    teacher_spend: dict[str, Any]  # tokens by kind and their price, teams.spend.totals
     token_cap: int | None
     error: str
     table: dict[str, Any] | None
@@ -48,6 +49,10 @@ class JudgeRunOut(Schema):
     @staticmethod
     def resolve_table(obj) -> dict[str, Any] | None:
         return runs.table(obj)
+
+    @staticmethod
+    def resolve_teacher_spend(obj) -> dict[str, Any]:
+        return spend.totals(obj.teacher_spend.all())
 
     @staticmethod
     def resolve_token_cap(obj) -> int | None:

@@ -83,6 +83,8 @@ class TeacherAnswer(models.Model):
     latency_s = models.FloatField(default=0.0)
     # Hidden reasoning (usage.completion_tokens_details), part of completion_tokens.
     reasoning_tokens = models.PositiveIntegerField(default=0)
+    # Prompt tokens the provider served from its cache (usage.prompt_tokens_details).
+    cached_tokens = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

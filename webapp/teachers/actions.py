@@ -33,10 +33,12 @@ from webapp.teachers.models import (
 )
 from webapp.teachers.params import (
     LIMIT_RULES,
+    PRICE_FIELDS,
     ParamError,
     clean_extra_body,
     clean_limits,
     clean_params,
+    clean_prices,
 )
 from webapp.teams.models import Team
 
@@ -118,13 +120,18 @@ def _dialect_fields(dialect: dict[str, Any] | None) -> dict[str, Any]:
     return found
 
 
-def _limit_fields(limits: dict[str, Any] | None) -> dict[str, int | None]:
-    """Requests and tokens per minute, requests in flight (absent: unchanged)."""
-    unknown = sorted(set(limits or {}) - set(LIMIT_RULES))
+def _limit_fields(limits: dict[str, Any] | None) -> dict[str, Any]:
+    """Requests and tokens per minute, requests in flight, and prices (absent:
+    unchanged)."""
+    unknown = sorted(set(limits or {}) - set(LIMIT_RULES) - set(PRICE_FIELDS))
     if unknown:
-        raise InvalidField(unknown[0], f"is not a limit; use {', '.join(LIMIT_RULES)}")
+        names = ", ".join([*LIMIT_RULES, *PRICE_FIELDS])
+        raise InvalidField(unknown[0], f"is not a limit or a price; use {names}")
+    given = limits or {}
     try:
-        return clean_limits(limits or {})
+        return clean_limits({k: v for k, v in given.items() if k in LIMIT_RULES}) | clean_prices(
+            {k: v for k, v in given.items() if k in PRICE_FIELDS}
+        )
     except ParamError as exc:
         raise InvalidField(exc.field, exc.message) from None
 

@@ -6,6 +6,7 @@ The API key is write-only: responses carry ``api_key_hint`` ("••••abcd")
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from typing import Any, Literal
 
 from ninja import Field, Router, Schema, Status
@@ -16,6 +17,7 @@ from webapp.lib.errors import ApiError
 from webapp.lib.numbers import check_json_numbers
 from webapp.teachers import actions
 from webapp.teachers.models import TeacherEndpoint
+from webapp.teachers.params import PRICE_FIELDS
 from webapp.teams import access
 
 router = Router(tags=["teachers"])
@@ -53,6 +55,14 @@ class TeacherIn(Schema):
     )
     tokens_per_minute: int | None = Field(None, description="As requests_per_minute.")
     concurrency: int | None = Field(None, description="Requests in flight at once (default 16).")
+    price_input: Decimal | None = Field(
+        None, description="$ per million input tokens; null: the site's default for the model."
+    )
+    price_output: Decimal | None = Field(None, description="$ per million output tokens.")
+    price_cached_input: Decimal | None = Field(
+        None, description="$ per million cached input tokens; null: billed as input."
+    )
+    batch_discount: Decimal | None = Field(None, description="The share a batch saves (0.5).")
 
     @field_validator("params", "extra_body")
     @classmethod
@@ -74,9 +84,11 @@ class TeacherIn(Schema):
             "tokens_per_minute": self.tokens_per_minute,
             "concurrency": self.concurrency,
         }
+        sent |= {name: getattr(self, name) for name in PRICE_FIELDS}
         fields = self.model_fields_set
+        per_minute = ("requests_per_minute", "tokens_per_minute")
         return {
-            k: (None if v == 0 and k != "concurrency" else v)
+            k: (None if v == 0 and k in per_minute else v)
             for k, v in sent.items()
             if k in fields and (v is not None or k != "concurrency")
         }
@@ -105,6 +117,14 @@ class TeacherOut(Schema):
     requests_per_minute: int | None
     tokens_per_minute: int | None
     concurrency: int
+    price_input: Decimal | None
+    price_output: Decimal | None
+    price_cached_input: Decimal | None
+    batch_discount: Decimal
+    prices_from: str = Field(
+        description="Where the prices in use come from: 'endpoint', 'site default for "
+        "gpt-5*', or '' (no price: costs are not shown in money)."
+    )
     dialect_found: str = Field(
         description="What the last Test connection found, e.g. 'uses max_completion_tokens; "
         "temperature fixed at its default (1); spends ~64 reasoning tokens per answer'."
@@ -130,6 +150,8 @@ def _out(endpoint: TeacherEndpoint) -> dict[str, Any]:
         "requests_per_minute": endpoint.requests_per_minute,
         "tokens_per_minute": endpoint.tokens_per_minute,
         "concurrency": endpoint.concurrency,
+        **{name: getattr(endpoint, name) for name in PRICE_FIELDS},
+        "prices_from": endpoint.prices()[1],
         "dialect_found": endpoint.dialect_found(),
         "last_test": endpoint.last_test(),
         "created_at": endpoint.created_at,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from decimal import Decimal
 
 from django.conf import settings
 from django.db import models
@@ -45,6 +46,40 @@ class ReasoningEffort(models.TextChoices):
     HIGH = "high", "high"
 
 
+def PriceField(help_text: str) -> models.DecimalField:  # noqa: N802 - a field factory
+    return models.DecimalField(
+        max_digits=12, decimal_places=4, null=True, blank=True, help_text=help_text
+    )
+
+
+class ModelPrice(models.Model):
+    """A site-wide default price for a model name (set by admins): endpoints with no
+    price of their own use it. ``model`` is a name (``gpt-5``) or a prefix ending in
+    ``*`` (``gpt-5-mini*``, for its dated snapshots); the longest match wins."""
+
+    model = models.CharField(max_length=200, unique=True)
+    price_input = models.DecimalField(max_digits=12, decimal_places=4)
+    price_output = models.DecimalField(max_digits=12, decimal_places=4)
+    price_cached_input = PriceField(help_text="Blank: billed as input.")
+    note = models.CharField(max_length=200, blank=True, help_text="Where the price is from.")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["model"]
+
+    def __str__(self) -> str:
+        return f"{self.model}: ${self.price_input}/${self.price_output} per 1M"
+
+    @classmethod
+    def for_model(cls, name: str) -> ModelPrice | None:
+        rows = cls.objects.all()
+        exact = [r for r in rows if r.model == name]
+        if exact:
+            return exact[0]
+        prefixes = [r for r in rows if r.model.endswith("*") and name.startswith(r.model[:-1])]
+        return max(prefixes, key=lambda r: len(r.model), default=None)
+
+
 class TeacherEndpoint(models.Model):
     team = models.ForeignKey("teams.Team", on_delete=models.CASCADE, related_name="teachers")
     name = models.CharField(max_length=100)
@@ -84,6 +119,17 @@ class TeacherEndpoint(models.Model):
     requests_per_minute = models.PositiveIntegerField(null=True, blank=True)
     tokens_per_minute = models.PositiveIntegerField(null=True, blank=True)
     concurrency = models.PositiveSmallIntegerField(default=16)
+    # US dollars per million tokens (trainer.pricing.Prices). Blank input and output:
+    # the site's default for the model (ModelPrice), else no price (costs show as such).
+    price_input = PriceField(help_text="$ per million input tokens.")
+    price_output = PriceField(help_text="$ per million output tokens (reasoning included).")
+    price_cached_input = PriceField(help_text="$ per million cached input tokens.")
+    batch_discount = models.DecimalField(
+        max_digits=4,
+        decimal_places=3,
+        default=Decimal("0.5"),
+        help_text="The share a batch saves (OpenAI's Batch API: 0.5).",
+    )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -152,6 +198,21 @@ class TeacherEndpoint(models.Model):
             send_temperature=send,
             reasoning_effort=self.reasoning_effort or None,
         )
+
+    def prices(self):
+        """The trainer's Prices, and where they come from ("endpoint", "site default for
+        gpt-5*"); (None, "") when neither the endpoint nor the site has one."""
+        from trainer.pricing import Prices
+
+        if self.price_input is not None and self.price_output is not None:
+            own = Prices(self.price_input, self.price_output, self.price_cached_input)
+            return replace(own, batch_discount=self.batch_discount), "endpoint"
+        default = ModelPrice.for_model(self.model)
+        if default is None:
+            return None, ""
+        prices = Prices(default.price_input, default.price_output, default.price_cached_input)
+        source = f"site default for {default.model}"
+        return replace(prices, batch_discount=self.batch_discount), source
 
     def limits(self):
         """The trainer's Limits: this endpoint's, shared by every worker of the site."""

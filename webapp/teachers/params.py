@@ -7,6 +7,7 @@ so that a bad value gets the same message, naming the field, wherever it came fr
 from __future__ import annotations
 
 import math
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 # name: (kind, lowest, highest, help shown in messages)
@@ -71,7 +72,7 @@ def _number(value: Any, kind: type) -> float | int | None:
 # (``n``, ``stream``, ``logprobs``, tools) or what it costs per request. Values are JSON,
 # at most EXTRA_BODY_BYTES in all.
 EXTRA_BODY_KEYS = {
-    "top_k": "vLLM, transformers serve, Gemini",
+    "top_k": "vLLM (transformers serve refuses it: HTTP 422)",
     "min_p": "vLLM",
     "repetition_penalty": "vLLM",
     "presence_penalty": "OpenAI, vLLM",
@@ -136,4 +137,32 @@ def clean_limits(raw: dict[str, Any]) -> dict[str, int | None]:
         if number is None or not low <= number <= high:
             raise ParamError(name, f"{str(value)[:40]!r} is not valid; use {wanted}")
         clean[name] = int(number)
+    return clean
+
+
+# An endpoint's prices (trainer.pricing.Prices), US dollars per million tokens.
+PRICE_FIELDS = ("price_input", "price_output", "price_cached_input", "batch_discount")
+
+
+def clean_prices(raw: dict[str, Any]) -> dict[str, Decimal | None]:
+    """The prices given (absent: unchanged; blank: none, the site's default)."""
+    clean: dict[str, Decimal | None] = {}
+    for name, value in raw.items():
+        if value is None or (isinstance(value, str) and not value.strip()):
+            if name != "batch_discount":
+                clean[name] = None
+            continue
+        high = Decimal(1) if name == "batch_discount" else Decimal(100_000)
+        wanted = (
+            "a share from 0 to 1, e.g. 0.5"
+            if name == "batch_discount"
+            else ("dollars per million tokens, from 0 to 100000, e.g. 1.25")
+        )
+        try:
+            number = Decimal(str(value).strip()) if not isinstance(value, bool) else None
+        except InvalidOperation:
+            number = None
+        if number is None or not number.is_finite() or not 0 <= number <= high:
+            raise ParamError(name, f"{str(value)[:40]!r} is not valid; use {wanted}")
+        clean[name] = number.quantize(Decimal("0.0001"))
     return clean

@@ -21,7 +21,13 @@ from webapp.lib.pages import AuthenticatedRequest
 from webapp.nodes import presence
 from webapp.teachers import actions
 from webapp.teachers.models import ReasoningEffort, TeacherEndpoint, TemperatureMode, TokenParam
-from webapp.teachers.params import EXTRA_BODY_BYTES, EXTRA_BODY_KEYS, LIMIT_RULES, RULES
+from webapp.teachers.params import (
+    EXTRA_BODY_BYTES,
+    EXTRA_BODY_KEYS,
+    LIMIT_RULES,
+    PRICE_FIELDS,
+    RULES,
+)
 from webapp.teams import access
 
 PARAM_HELP = {
@@ -104,6 +110,25 @@ class TeacherForm(forms.Form):
         help_text="At once, over all workers (default 16).",
     )
 
+    price_input = forms.CharField(
+        label="Input price ($ per million tokens)",
+        required=False,
+        max_length=20,
+        help_text="Blank: the site's default for the model, if an administrator set one.",
+    )
+    price_output = forms.CharField(
+        label="Output price ($ per million tokens)",
+        required=False,
+        max_length=20,
+        help_text="Reasoning tokens are billed as output.",
+    )
+    price_cached_input = forms.CharField(
+        label="Cached input price ($ per million tokens)",
+        required=False,
+        max_length=20,
+        help_text="Blank: billed as input.",
+    )
+
     def params(self) -> dict[str, str]:
         # Strings as typed: actions.clean_params checks them for pages and API alike.
         return {name: self.cleaned_data[name] for name in RULES if self.cleaned_data.get(name)}
@@ -123,7 +148,8 @@ class TeacherForm(forms.Form):
 
     def limits(self) -> dict[str, str]:
         """The limits sent, as typed (actions checks them); one left out is unchanged."""
-        return {name: self.cleaned_data.get(name, "") for name in LIMIT_RULES if name in self.data}
+        names = [*LIMIT_RULES, *PRICE_FIELDS]
+        return {name: self.cleaned_data.get(name, "") for name in names if name in self.data}
 
     def show_error(self, exc: actions.InvalidField) -> None:
         field = exc.field.removeprefix("params.").split(".")[0]
@@ -146,6 +172,10 @@ class EditTeacherForm(TeacherForm):
             **{name: getattr(endpoint, name) for name in actions.DIALECT_CHOICES},
             "extra_body": json.dumps(endpoint.extra_body) if endpoint.extra_body else "",
             **{name: getattr(endpoint, name) or "" for name in LIMIT_RULES},
+            **{
+                name: "" if getattr(endpoint, name) is None else getattr(endpoint, name)
+                for name in PRICE_FIELDS
+            },
         }
         super().__init__(*args, **kwargs)
         key = self.fields["api_key"]

@@ -38,6 +38,7 @@ class MonthUsage:
     gpu_hours: Decimal
     teacher_tokens: int
     jobs_launched: int
+    teacher_dollars: Decimal = Decimal(0)  # at the endpoints' prices (priced calls only)
 
 
 def month_usage(team: Team, now: datetime | None = None) -> MonthUsage:
@@ -46,11 +47,13 @@ def month_usage(team: Team, now: datetime | None = None) -> MonthUsage:
         gpu=Sum("amount", filter=Q(kind=UsageKind.GPU_SECONDS)),
         tokens=Sum("amount", filter=Q(kind=UsageKind.TEACHER_TOKENS)),
         jobs=Count("id", filter=Q(kind=UsageKind.JOB_LAUNCH)),
+        dollars=Sum("amount", filter=Q(kind=UsageKind.TEACHER_DOLLARS)),
     )
     return MonthUsage(
         gpu_hours=((sums["gpu"] or Decimal(0)) / Decimal(3600)).quantize(Decimal("0.01")),
         teacher_tokens=int(sums["tokens"] or 0),
         jobs_launched=sums["jobs"] or 0,
+        teacher_dollars=(sums["dollars"] or Decimal(0)).quantize(Decimal("0.01")),
     )
 
 
@@ -137,6 +140,12 @@ def check_may_spend(team: Team, now: datetime | None = None) -> Quota:
             f"This month's teacher tokens are spent: {usage.teacher_tokens:,} of "
             f"{quota.teacher_tokens_per_month:,} used."
         )
+    money = quota.teacher_dollars_per_month
+    if money is not None and usage.teacher_dollars >= money:
+        raise QuotaExceeded(
+            f"This month's teacher spend is reached: ${usage.teacher_dollars:,.2f} of "
+            f"${money:,.2f}."
+        )
     full = storage_full(team, quota)
     if full:
         raise QuotaExceeded(full)
@@ -175,9 +184,12 @@ def storage_full(team: Team, quota: Quota | None = None, adding: int = 0) -> str
     )
 
 
-def reserve_tokens(team: Team, wanted: int, job=None) -> int:
+def reserve_tokens(team: Team, wanted: int, job=None, per_token: Decimal | None = None) -> int:
     """Reserve up to ``wanted`` of the team's remaining teacher tokens this month; returns
     how many were granted (0 when none remain).
+
+    With ``per_token`` (the endpoint's dearest token, in dollars) and a monthly limit in
+    money, the grant is also bounded by the dollars left, and charged at that price.
 
     Atomic: under the quota row's lock, the grant is charged to the ledger at once, so two
     runs reserving at the same time can never be granted more than remains between them.
@@ -185,17 +197,35 @@ def reserve_tokens(team: Team, wanted: int, job=None) -> int:
     """
     with transaction.atomic():
         quota = lock_quota(team)
-        remaining = int(quota.teacher_tokens_per_month) - month_usage(team).teacher_tokens
+        usage = month_usage(team)
+        remaining = int(quota.teacher_tokens_per_month) - usage.teacher_tokens
+        money = quota.teacher_dollars_per_month
+        if per_token and money is not None:
+            remaining = min(remaining, int((money - usage.teacher_dollars) / per_token))
         granted = max(0, min(int(wanted), remaining))
         if granted:
             record_usage(team, UsageKind.TEACHER_TOKENS, granted, job=job)
+            if per_token:
+                record_usage(team, UsageKind.TEACHER_DOLLARS, granted * per_token, job=job)
     return granted
 
 
-def settle_tokens(team: Team, reserved: int, spent: int, job=None) -> None:
-    """After a run: the ledger gets ``spent - reserved`` (a refund when negative)."""
+def settle_tokens(
+    team: Team,
+    reserved: int,
+    spent: int,
+    job=None,
+    per_token: Decimal | None = None,
+    cost: Decimal | None = None,
+) -> None:
+    """After a run: the ledger gets ``spent - reserved`` (a refund when negative), and,
+    for a priced endpoint, the dollars reserved at ``per_token`` become ``cost``."""
     if spent != reserved:
         record_usage(team, UsageKind.TEACHER_TOKENS, spent - reserved, job=job)
+    if per_token:
+        held = reserved * per_token
+        if cost is not None and cost != held:
+            record_usage(team, UsageKind.TEACHER_DOLLARS, cost - held, job=job)
 
 
 def lock_quota(team: Team) -> Quota:

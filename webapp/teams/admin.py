@@ -9,7 +9,15 @@ from django.db.models import Count, DecimalField, OuterRef, Q, Subquery, Sum, Va
 from django.db.models.functions import Coalesce
 
 from webapp.teams import actions
-from webapp.teams.models import ApiToken, Membership, Quota, Team, UsageKind, UsageRecord
+from webapp.teams.models import (
+    ApiToken,
+    Membership,
+    Quota,
+    TeacherSpend,
+    Team,
+    UsageKind,
+    UsageRecord,
+)
 
 
 class MembershipInline(admin.TabularInline):
@@ -124,6 +132,15 @@ class UsageRecordAdmin(admin.ModelAdmin):
     search_fields = ["team__name", "team__slug"]
     date_hierarchy = "created_at"
     raw_id_fields = ["job"]
+
+
+@admin.register(TeacherSpend)
+class TeacherSpendAdmin(admin.ModelAdmin):
+    list_display = ["created_at", "team", "purpose", "label", "endpoint_name", "cost"]
+    list_filter = ["purpose", "created_at", "team"]
+    search_fields = ["team__slug", "label", "endpoint_name", "model"]
+    date_hierarchy = "created_at"
+    raw_id_fields = ["job", "evaluation", "judge_run", "endpoint", "user"]
 
 
 @admin.register(ApiToken)

@@ -70,6 +70,15 @@ class Quota(models.Model):
     teacher_tokens_per_month = models.PositiveBigIntegerField(
         default=20_000_000, help_text="Teacher (and judge) tokens per month, prompt + completion."
     )
+    teacher_dollars_per_month = models.DecimalField(
+        max_digits=12,
+        decimal_places=2,
+        null=True,
+        blank=True,
+        help_text="Teacher (and judge) spend per month in US dollars, at the endpoints' "
+        "prices; blank: no limit in money. Calls to an endpoint with no price count "
+        "against the tokens only.",
+    )
     storage_gb = models.PositiveIntegerField(
         default=200, help_text="Uploads, run directories and checkpoints."
     )
@@ -88,6 +97,7 @@ class UsageKind(models.TextChoices):
     GPU_SECONDS = "gpu_seconds", "GPU-seconds"
     TEACHER_TOKENS = "teacher_tokens", "Teacher tokens"
     JOB_LAUNCH = "job_launch", "Job launched"
+    TEACHER_DOLLARS = "teacher_dollars", "Teacher spend ($)"
 
 
 class UsageRecord(models.Model):
@@ -107,6 +117,66 @@ class UsageRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.team}: {self.amount} {self.kind}"
+
+
+class SpendPurpose(models.TextChoices):
+    COLLECTION = "collection", "Teacher answers for a job"
+    EVALUATION = "evaluation", "Teacher answers for an evaluation"
+    JUDGE = "judge", "LLM judge"
+
+
+class TeacherSpend(models.Model):
+    """What one paid call to a teacher endpoint spent (a job's collection, an
+    evaluation's teacher answers, a judge run): its tokens by kind and their price at
+    the time. The team usage page and each run's page read these rows."""
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="teacher_spend")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    purpose = models.CharField(max_length=20, choices=SpendPurpose.choices)
+    endpoint = models.ForeignKey(
+        "teachers.TeacherEndpoint", null=True, blank=True, on_delete=models.SET_NULL
+    )
+    endpoint_name = models.CharField(max_length=100)  # kept when the endpoint is deleted
+    model = models.CharField(max_length=200)
+    job = models.ForeignKey(
+        "jobs.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="teacher_spend"
+    )
+    evaluation = models.ForeignKey(
+        "evaluation.Evaluation",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="teacher_spend",
+    )
+    judge_run = models.ForeignKey(
+        "judging.JudgeRun",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="teacher_spend",
+    )
+    label = models.CharField(max_length=300)  # what it was for, as the usage page says it
+    prompt_tokens = models.PositiveBigIntegerField(default=0)
+    completion_tokens = models.PositiveBigIntegerField(default=0)
+    reasoning_tokens = models.PositiveBigIntegerField(default=0)
+    cached_tokens = models.PositiveBigIntegerField(default=0)
+    # None: the endpoint had no price (neither its own nor the site's default).
+    cost = models.DecimalField(max_digits=14, decimal_places=6, null=True, blank=True)
+    price_source = models.CharField(max_length=250, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["team", "created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.team}: {self.tokens} tokens of {self.endpoint_name} ({self.purpose})"
+
+    @property
+    def tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
 
 
 TOKEN_PREFIX = "gad_"

@@ -7,6 +7,7 @@ urlpatterns = [
     path("profile/", views.profile, name="profile"),
     path("profile/tokens/<int:token_id>/revoke/", views.revoke_token, name="revoke-token"),
     path("teams/<slug:slug>/members/", views.members, name="team-members"),
+    path("teams/<slug:slug>/usage/", views.usage, name="team-usage"),
     path(
         "teams/<slug:slug>/members/<int:user_id>/remove/",
         views.remove_member,

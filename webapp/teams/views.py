@@ -3,19 +3,22 @@ mostly its jobs, is the jobs app's)."""
 
 from __future__ import annotations
 
+from datetime import UTC, timedelta
+
 from django import forms
 from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
-from django.db.models import Q
-from django.http import HttpResponse
+from django.db.models import Q, Sum
+from django.db.models.functions import TruncMonth
+from django.http import HttpResponse, HttpResponseBadRequest
 from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
 from webapp.lib.pages import AuthenticatedRequest
-from webapp.teams import access, actions
-from webapp.teams.models import ApiToken, Membership, Role
+from webapp.teams import access, actions, spend
+from webapp.teams.models import ApiToken, Membership, Role, TeacherSpend
 
 OWNER_ONLY = {Role.OWNER}
 
@@ -120,3 +123,76 @@ def revoke_token(request: AuthenticatedRequest, token_id: int) -> HttpResponse:
     else:
         messages.error(request, "No such active token.")
     return redirect("profile")
+
+
+def _month(text: str | None):
+    """The first instant of ``YYYY-MM`` (UTC), else of this month; None if unreadable."""
+    from datetime import datetime
+
+    if not text:
+        return actions.month_start()
+    try:
+        found = datetime.strptime(text, "%Y-%m")
+    except ValueError:
+        return None
+    return found.replace(tzinfo=UTC)
+
+
+def _next_month(start):
+    return (start.replace(day=28) + timedelta(days=4)).replace(day=1)
+
+
+@login_required
+def usage(request: AuthenticatedRequest, slug: str) -> HttpResponse:
+    """What the team's teacher and judge calls cost: a month's spend by user, by what it
+    was for and by endpoint, the months before, and the month's rows as CSV. Members
+    and owners only: annotators see no job names and no spend."""
+    team, _ = access.get_team(request.user, slug, roles=access.LAUNCH_ROLES)
+    start = _month(request.GET.get("month"))
+    if start is None:
+        return HttpResponseBadRequest("month: use YYYY-MM, e.g. 2026-12")
+    end = _next_month(start)
+    query = (
+        TeacherSpend.objects.filter(team=team, created_at__gte=start, created_at__lt=end)
+        .select_related("user")
+        .order_by("created_at")
+    )
+    if request.GET.get("format") == "csv":
+        response = HttpResponse(spend.csv_text(query), content_type="text/csv; charset=utf-8")
+        name = f"{team.slug}-teacher-spend-{start:%Y-%m}.csv"
+        response["Content-Disposition"] = f'attachment; filename="{name}"'
+        return response
+    rows = list(query)
+
+    def grouped(key) -> list[tuple[str, dict]]:
+        groups: dict[str, list[TeacherSpend]] = {}
+        for row in rows:
+            groups.setdefault(key(row), []).append(row)
+        found = [(name, spend.totals(members)) for name, members in groups.items()]
+        return sorted(found, key=lambda g: (-float(g[1]["cost_usd"] or 0), -g[1]["tokens"]))
+
+    months = (
+        TeacherSpend.objects.filter(team=team)
+        .annotate(month=TruncMonth("created_at"))
+        .values("month")
+        .annotate(month_tokens=Sum("prompt_tokens") + Sum("completion_tokens"), cost=Sum("cost"))
+        .order_by("-month")[:24]
+    )
+    quota = team.quota
+    month = actions.month_usage(team)
+    return render(
+        request,
+        "teams/usage.html",
+        {
+            "team": team,
+            "start": start,
+            "total": spend.totals(rows),
+            "total_line": spend.line(spend.totals(rows)),
+            "by_user": grouped(lambda r: r.user.get_username() if r.user else "(deleted user)"),
+            "by_work": grouped(lambda r: r.label),
+            "by_endpoint": grouped(lambda r: f"{r.endpoint_name} ({r.model})"),
+            "months": list(months),
+            "money_quota": quota.teacher_dollars_per_month,
+            "money_used": month.teacher_dollars,
+        },
+    )
