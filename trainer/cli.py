@@ -48,6 +48,15 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--temperature", type=float)
     c.add_argument("--top-p", type=float)
     c.add_argument("--seed", type=int, help="sent where the API supports it")
+    c.add_argument(
+        "--batch",
+        action="store_true",
+        help="ask through the Batch API (OpenAI: half the price, within 24 h); what it "
+        "does not answer is asked online. Interrupted, the same command polls the same batch",
+    )
+    c.add_argument(
+        "--batch-poll", type=float, default=60.0, help="seconds between looks at the batch"
+    )
 
     k = sub.add_parser(
         "check-prompts",

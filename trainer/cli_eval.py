@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 from tqdm import tqdm
 
+from trainer.batch import BatchProgress, batch_key, collect_batch
 from trainer.collect import write_answers
 from trainer.data import iter_records
 from trainer.errors import BadInput
@@ -169,6 +170,8 @@ def run_collect(args: argparse.Namespace) -> int:
     summary = Summary()
     try:
         prompts = [r.messages for r in records]
+        if args.batch:
+            _collect_batch(args, prompts, spec, store)
         summary = asyncio.run(collect(prompts, spec, store, on_progress=bar.update, budget=budget))
     except TeacherError as err:
         bar.close()
@@ -193,6 +196,36 @@ def run_collect(args: argparse.Namespace) -> int:
             f"{summary.missing} prompts still need an answer"
         )
     return _exit_status("collect", summary.failed, "prompts")
+
+
+def _collect_batch(
+    args: argparse.Namespace, prompts: list[Any], spec: TeacherSpec, store: AnswerStore
+) -> None:
+    """The Batch API first (trainer.batch); the batch's id is kept in the answer store
+    until its answers are read, so an interrupted run polls the same batch."""
+    key = batch_key(spec, prompts)
+    said = [""]
+
+    def show(progress: BatchProgress) -> None:
+        if progress.line() != said[0]:
+            said[0] = progress.line()
+            print(f"collect: {said[0]}", file=sys.stderr, flush=True)
+
+    summary = asyncio.run(
+        collect_batch(
+            prompts,
+            spec,
+            store,
+            batch_id=store.batch(key),
+            on_submit=lambda batch_id: store.keep_batch(key, batch_id),
+            on_progress=show,
+            poll_s=args.batch_poll,
+        )
+    )
+    store.forget_batch(key)
+    print(f"collect: batch: {summary.line()}", file=sys.stderr)
+    if summary.failed:
+        print(f"collect: {summary.failed} prompts the batch did not answer are asked online")
 
 
 class _CollectBar:

@@ -595,6 +595,11 @@ class AnswerStore:
                 latency_s REAL NOT NULL, created_at REAL NOT NULL,
                 PRIMARY KEY (prompt_hash, fingerprint))"""
         )
+        # Batches submitted and not yet read (trainer.batch): a rerun polls the same one.
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS batches (key TEXT PRIMARY KEY, batch_id TEXT NOT NULL, "
+            "created_at REAL NOT NULL)"
+        )
 
     def get_many(self, fingerprint: str, hashes: Iterable[str]) -> dict[str, Answer]:
         wanted = list(dict.fromkeys(hashes))
@@ -620,6 +625,18 @@ class AnswerStore:
             ":created_at)",
             {**values, "created_at": time.time()},
         )
+
+    def batch(self, key: str) -> str:
+        row = self._db.execute("SELECT batch_id FROM batches WHERE key = ?", [key]).fetchone()
+        return row[0] if row else ""
+
+    def keep_batch(self, key: str, batch_id: str) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO batches VALUES (?, ?, ?)", [key, batch_id, time.time()]
+        )
+
+    def forget_batch(self, key: str) -> None:
+        self._db.execute("DELETE FROM batches WHERE key = ?", [key])
 
     def close(self) -> None:
         self._db.close()
@@ -664,6 +681,16 @@ class Summary:
         return Usage(
             self.prompt_tokens, self.completion_tokens, self.reasoning_tokens, self.cached_tokens
         )
+
+    def add(self, answer: Answer) -> None:
+        """An answer stored in this run: counted, its tokens and its flag."""
+        self.answered += 1
+        self.prompt_tokens += answer.prompt_tokens
+        self.completion_tokens += answer.completion_tokens
+        self.reasoning_tokens += answer.reasoning_tokens
+        self.cached_tokens += answer.cached_tokens
+        if answer.flag != "ok":
+            self.flagged[answer.flag] = self.flagged.get(answer.flag, 0) + 1
 
     @property
     def missing(self) -> int:
@@ -798,13 +825,7 @@ async def collect(
                     summary.flagged["error"] = summary.flagged.get("error", 0) + 1
             else:
                 store.put(answer)
-                summary.answered += 1
-                summary.prompt_tokens += answer.prompt_tokens
-                summary.completion_tokens += answer.completion_tokens
-                summary.reasoning_tokens += answer.reasoning_tokens
-                summary.cached_tokens += answer.cached_tokens
-                if answer.flag != "ok":
-                    summary.flagged[answer.flag] = summary.flagged.get(answer.flag, 0) + 1
+                summary.add(answer)
             finally:
                 in_flight[0] -= estimate
                 summary.wall_s = time.monotonic() - started

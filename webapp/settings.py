@@ -357,6 +357,8 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # flight, the provider's last word) is shared by every worker that calls it
 # (trainer/ratelimit.py): the broker's Redis unless this names another; "" with a broker
 # that is not Redis, where each process limits itself alone.
+# How often a job collecting through the Batch API looks at its batch (seconds).
+GAD_BATCH_POLL_S = env.number("GAD_BATCH_POLL_S") if env.raw("GAD_BATCH_POLL_S") else 60.0
 GAD_LIMITER_URL = env.string("GAD_LIMITER_URL") or (
     CELERY_BROKER_URL if CELERY_BROKER_URL.startswith(("redis://", "rediss://")) else ""
 )

@@ -86,6 +86,7 @@ def paid_call(
     on_progress: Callable[[Any, OrmThread], None] | None = None,
     usage_of: Callable[[R], Usage] = lambda result: result.usage,  # type: ignore[attr-defined]
     charge: Charge | None = None,
+    batch: bool = False,
     **sampling: Any,
 ) -> Paid[R]:
     """Run ``run`` against ``endpoint`` within the team's budget and charge what it spends
@@ -136,7 +137,8 @@ def paid_call(
         usage = usage_of(paid.result) if paid.result is not None else Usage(completion=seen[0])
         paid.usage = usage
         paid.tokens = usage.total
-        paid.cost = prices.cost(usage) if prices is not None else None
+        # ``batch``: answered through the Batch API, at its discount.
+        paid.cost = prices.cost(usage, batch=batch) if prices is not None else None
         paid.stopped_by = budget.stopped_by
         reservation.settle(paid.tokens, paid.cost)
         if charge is not None and usage.total:

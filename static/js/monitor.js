@@ -278,7 +278,7 @@
     showBar("[data-live=progress]", job.progress);
     const answers = job.answers;
     document.querySelectorAll("[data-live=answers-row]").forEach((el) => { el.hidden = !answers; });
-    setText("[data-live=answers]", answers ? `teacher answers ${answers.done} / ${answers.total}` : "");
+    setText("[data-live=answers]", answers ? answers.line : "");
     showBar("[data-live=answers-progress]", answers ? answers.progress : null);
   }
 

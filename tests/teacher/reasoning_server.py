@@ -80,19 +80,21 @@ class ReasoningModel:
                 pass
 
             def do_POST(self) -> None:
+                self._reply()
+
+            def do_GET(self) -> None:
+                self._reply()
+
+            def _reply(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
-                body = json.loads(self.rfile.read(length) or b"{}")
-                limited = server.rate_limit()
-                if limited is not None:
-                    status, answer, extra = limited
-                else:
-                    status, answer = server.answer(body)
-                    extra = server.rate_headers()
-                data = json.dumps(answer).encode()
+                raw = self.rfile.read(length) if length else b""
+                status, ctype, data, extra = server.handle(
+                    self.command, self.path, self.headers, raw
+                )
                 self.send_response(status)
                 for name, value in extra.items():
                     self.send_header(name, value)
-                self.send_header("content-type", "application/json")
+                self.send_header("content-type", ctype)
                 self.send_header("content-length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
@@ -105,6 +107,19 @@ class ReasoningModel:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+    def handle(
+        self, method: str, path: str, headers, raw: bytes
+    ) -> tuple[int, str, bytes, dict[str, str]]:
+        """(status, content type, body, headers) of one request: chat completions here."""
+        body = json.loads(raw or b"{}")
+        limited = self.rate_limit()
+        if limited is not None:
+            status, answer, extra = limited
+        else:
+            status, answer = self.answer(body)
+            extra = self.rate_headers()
+        return status, "application/json", json.dumps(answer).encode(), extra
 
     def rate_limit(self) -> tuple[int, dict, dict[str, str]] | None:
         """None if this request is within the limit (it is counted), else the 429."""

@@ -43,7 +43,12 @@ def test_a_job_cancelled_while_collecting_shows_no_training_steps_but_its_teache
 ):
     state = monitor.job_state(cancelled_while_collecting(personas.team))
     assert (state["step"], state["total_steps"], state["progress"]) == (0, None, None)
-    assert state["answers"] == {"done": 144, "total": 144, "progress": 100}
+    assert state["answers"] == {
+        "done": 144,
+        "total": 144,
+        "progress": 100,
+        "line": "teacher answers 144 / 144",
+    }
 
 
 def test_a_training_job_shows_its_steps_and_no_teacher_answers(personas):
@@ -74,7 +79,7 @@ def test_job_page_list_dashboard_and_status_json_label_the_teacher_answers(clien
     assert "teacher answers 144 / 144" in dashboard
     live = client.get(job_url(job, "job-metrics"), **JSON).json()["job"]
     assert live["step"] == 0 and live["total_steps"] is None and live["progress"] is None
-    assert live["answers"] == {"done": 144, "total": 144, "progress": 100}
+    assert live["answers"]["line"] == "teacher answers 144 / 144"
 
 
 def test_the_job_list_shows_training_steps_of_a_training_job(client, personas):

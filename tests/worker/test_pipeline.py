@@ -353,3 +353,62 @@ def test_a_job_whose_message_was_lost_in_the_broker_is_sent_again(
     workers.start("cpu")
     wait_for(lambda: status(job) in ("succeeded", "failed"), 240, "the job", workers.logs)
     assert job.status == "succeeded", job.error
+
+
+def test_a_job_collects_through_the_batch_api_and_a_new_worker_polls_the_same_batch(
+    workers, team, tiny_student
+):
+    """Issue 24, item 3: a job that chose the Batch API submits one batch, keeps its id
+    on the job, shows "teacher batch: k of n done"; its worker SIGKILLed mid-batch, the
+    next worker polls the same batch (never a second), stores its answers at the batch
+    price and trains. Against the official openai client and a loopback Batch API
+    (tests/teacher/batch_server.py)."""
+    from tests.teacher.batch_server import BatchModel
+    from webapp.jobs import monitor
+    from webapp.promptsets.models import TeacherAnswer
+    from webapp.teachers.actions import create_endpoint
+    from webapp.teams.models import TeacherSpend
+
+    server = BatchModel(per_poll=1)
+    try:
+        teacher = create_endpoint(
+            team,
+            None,
+            name="gpt5",
+            base_url=server.url,
+            model=server.model,
+            params={"max_tokens": 512},
+            dialect={"token_param": "max_completion_tokens", "temperature_mode": "omit"},
+            limits={"price_input": "1", "price_output": "8"},
+        )
+        prompt_set = make_prompt_set(team, n=8)
+        missing = list(prompt_set.prompts.order_by("index").values_list("pk", flat=True)[2:])
+        Prompt.objects.filter(pk__in=missing).update(teacher_response=None)
+        spec, _ = build_configs(team, "gad", str(tiny_student), SMALL)
+        request = actions.LaunchRequest("job", prompt_set, teacher, spec, teacher_batch=True)
+        job = actions.launch(team, None, request)[0]
+        first = workers.start("cpu", name="first", GAD_BATCH_POLL_S="2")
+
+        def mid_batch():
+            job.refresh_from_db()
+            line = (monitor.job_state(job)["answers"] or {}).get("line", "")
+            done = [f"teacher batch: {k} of 6 done" for k in range(1, 6)]
+            return job.teacher_batch_id and line in done
+
+        wait_for(mid_batch, 120, "the batch under way", workers.logs)
+        batch_id = job.teacher_batch_id
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        wait_for(lambda: actions.RUN.requeue_lapsed(), 60, "the heartbeat to go stale")
+        workers.start("cpu", name="second", GAD_BATCH_POLL_S="0.2")
+        wait_for(lambda: status(job) in ("succeeded", "failed"), 240, "the job", workers.logs)
+        assert job.status == "succeeded", job.error
+        assert list(server.batches) == [batch_id]  # one batch, paid once
+        assert server.chat_requests == 0
+        assert TeacherAnswer.objects.filter(fingerprint=teacher.fingerprint).count() == 6
+        row = TeacherSpend.objects.get(job=job)
+        full = (row.prompt_tokens * 1 + row.completion_tokens * 8) / Decimal(1_000_000)
+        assert row.cost == (full / 2).quantize(Decimal("0.000001"))  # the batch discount
+        assert job.teacher_batch_id == ""
+    finally:
+        server.close()

@@ -43,6 +43,7 @@ class LaunchRequest:
     teacher: TeacherEndpoint | None
     spec: JobSpec  # the student resolved, the shape, the configs (jobs.configs)
     guard: str = "off"  # what the health guard does when an alarm fires
+    teacher_batch: bool = False  # collect through the Batch API
 
 
 def queue_for(gpus: int) -> str:
@@ -92,6 +93,7 @@ def launch(team, user, request: LaunchRequest) -> list[Job]:
                     nodes=spec.nodes,
                     config=config,
                     guard=request.guard,
+                    teacher_batch=request.teacher_batch,
                 )
             )
             team_actions.record_usage(team, UsageKind.JOB_LAUNCH, 1, job=jobs[-1])

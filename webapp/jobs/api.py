@@ -41,6 +41,7 @@ class JobIn(Schema):
     gpus: int = Field(1, ge=0, le=64, description="GPUs per node; 0: the CPU.")
     config: dict[str, Any] = {}
     guard: str = "off"  # off | pause | stop: what to do when a health alarm fires
+    teacher_batch: bool = False  # collect missing answers through the Batch API
 
     @field_validator("config")
     @classmethod
@@ -67,6 +68,7 @@ class JobOut(Schema):
     cancel_requested: bool
     guard: str
     guard_paused: bool
+    teacher_batch: bool
     final_checkpoint: int | None
     config: dict[str, Any]
     plan: dict[str, Any] | None  # per-GPU memory (trainer.plan); null for CPU jobs
@@ -179,7 +181,10 @@ def _launch_request(request, payload: JobIn) -> tuple[Any, actions.LaunchRequest
     )
     if spec is None:
         raise ApiError(422, "; ".join(message for _, message in errors))
-    return team, actions.LaunchRequest(payload.name, prompt_set, teacher, spec, payload.guard)
+    launch = actions.LaunchRequest(
+        payload.name, prompt_set, teacher, spec, payload.guard, payload.teacher_batch
+    )
+    return team, launch
 
 
 @router.post("/jobs", response={201: LaunchOut}, summary="Launch a job (or a GAD + SeqKD pair)")

@@ -78,6 +78,11 @@ class LaunchForm(forms.Form):
         "of the GPUs of all nodes).",
     )
     use_lora = forms.BooleanField(required=False, label="Train with LoRA adapters (peft)")
+    teacher_batch = forms.BooleanField(
+        required=False,
+        label="Collect teacher answers through the Batch API (OpenAI: half the price, "
+        "within 24 hours)",
+    )
     guard = forms.ChoiceField(
         choices=[
             ("off", "Off: only show the alarm"),

@@ -88,6 +88,13 @@ class Job(Claimed, Sent):
         choices=[("off", "Off"), ("pause", "Pause the job"), ("stop", "Stop the job")],
         help_text="What to do when a health alarm fires (the health guard).",
     )
+    teacher_batch = models.BooleanField(
+        default=False,
+        help_text="Collect missing teacher answers through the Batch API (half the price, "
+        "within 24 hours); what the batch does not answer is asked online.",
+    )
+    # The batch submitted for this job and not yet read: a restarted worker polls it.
+    teacher_batch_id = models.CharField(max_length=100, blank=True)
     guard_paused = models.BooleanField(
         default=False, help_text="Paused by the health guard: waits for a person, not for quota."
     )

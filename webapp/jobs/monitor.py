@@ -31,7 +31,8 @@ def thresholds() -> health.Thresholds:
 # does (the worker clears the collecting count then; rows written before it did may
 # still hold it).
 COLLECTING_STAGE = "collecting"
-NOT_TRAINING_YET = frozenset({COLLECTING_STAGE, "starting"})
+BATCH_STAGE = "teacher batch"  # collecting through the Batch API (worker.pipeline)
+NOT_TRAINING_YET = frozenset({COLLECTING_STAGE, BATCH_STAGE, "starting"})
 
 
 def _percent(done: int, total: int | None) -> int | None:
@@ -46,11 +47,15 @@ def job_state(job: Job) -> dict:
     """
     step, total = (0, None) if job.stage in NOT_TRAINING_YET else (job.step, job.total_steps)
     answers = None
-    if job.stage == COLLECTING_STAGE and job.total_steps:
+    if job.stage in (COLLECTING_STAGE, BATCH_STAGE) and job.total_steps:
+        done, of = f"{job.step:,}", f"{job.total_steps:,}"
         answers = {
             "done": job.step,
             "total": job.total_steps,
             "progress": _percent(job.step, job.total_steps),
+            "line": f"teacher batch: {done} of {of} done"
+            if job.stage == BATCH_STAGE
+            else f"teacher answers {done} / {of}",
         }
     return {
         "id": job.pk,

@@ -123,6 +123,7 @@ def job_launch(request: AuthenticatedRequest, slug: str) -> HttpResponse:
                 teacher=data["teacher"],
                 spec=form.spec,
                 guard=data["guard"] or "off",
+                teacher_batch=data.get("teacher_batch", False),
             )
             if "estimate" in request.POST:
                 # "What will it cost?": the form again with the estimate; nothing saved.
