@@ -164,14 +164,16 @@ def _add_endpoint(
     # o-series) want max_completion_tokens and accept no temperature but their default.
     p.add_argument(
         "--token-param",
-        choices=["max_tokens", "max_completion_tokens"],
-        default="max_tokens",
-        help="how the answer budget is sent (default max_tokens)",
+        choices=["auto", "max_tokens", "max_completion_tokens"],
+        default="auto",
+        help="how the answer budget is sent; auto (default): max_tokens, unless the "
+        "endpoint's first answer refuses it (GPT-5, the o-series)",
     )
     p.add_argument(
         "--omit-temperature",
         action="store_true",
-        help="send no temperature: the model accepts only its default",
+        help="send no temperature: the model accepts only its default (without it, a "
+        "temperature the endpoint refuses is dropped after its first answer says so)",
     )
     p.add_argument(
         "--reasoning-effort", choices=["minimal", "low", "medium", "high"], help="reasoning models"

@@ -13,10 +13,10 @@ import hashlib
 import json
 import os
 import sys
-from collections.abc import Mapping
-from dataclasses import asdict
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from tqdm import tqdm
@@ -38,6 +38,7 @@ from trainer.score import (
     score_system,
 )
 from trainer.teacher import (
+    TOKEN_PARAMS,
     AnswerStore,
     Budget,
     Dialect,
@@ -98,7 +99,8 @@ def _dialect(args: argparse.Namespace) -> Dialect:
     try:
         return Dialect.of(
             extra,
-            token_param=args.token_param,
+            # "auto": max_tokens until the endpoint refuses it (_auto_dialect).
+            token_param="max_tokens" if args.token_param == "auto" else args.token_param,
             send_temperature=not args.omit_temperature,
             reasoning_effort=args.reasoning_effort,
         )
@@ -170,9 +172,13 @@ def run_collect(args: argparse.Namespace) -> int:
     summary = Summary()
     try:
         prompts = [r.messages for r in records]
-        if args.batch:
-            _collect_batch(args, prompts, spec, store)
-        summary = asyncio.run(collect(prompts, spec, store, on_progress=bar.update, budget=budget))
+
+        def run(spec: TeacherSpec) -> Summary:
+            if args.batch:
+                _collect_batch(args, prompts, spec, store)
+            return asyncio.run(collect(prompts, spec, store, on_progress=bar.update, budget=budget))
+
+        summary, spec = _in_its_dialect(args, spec, run, "collect")
     except TeacherError as err:
         bar.close()
         raise BadInput(f"teacher collection stopped: {err}") from None
@@ -226,6 +232,46 @@ def _collect_batch(
     print(f"collect: batch: {summary.line()}", file=sys.stderr)
     if summary.failed:
         print(f"collect: {summary.failed} prompts the batch did not answer are asked online")
+
+
+T = TypeVar("T")
+
+
+def _in_its_dialect(
+    args: argparse.Namespace, spec: TeacherSpec, run: Callable[[TeacherSpec], T], command: str
+) -> tuple[T, TeacherSpec]:
+    """``run(spec)``, again in the other dialect where the endpoint refused a parameter
+    the flags left automatic: --token-param auto (max_completion_tokens for max_tokens)
+    and, without --omit-temperature, a temperature it refuses (none is sent). A refused
+    request is not billed, and the run's first request goes alone (the rate limit's
+    slow start), so finding out costs one request at most; answers stored before are
+    kept. A dialect the flags chose is never changed: the refusal names the fix."""
+    tried: set[str] = set()
+    while True:
+        try:
+            return run(spec), spec
+        except TeacherError as refused:
+            param, dialect = refused.param, spec.dialect
+            if param in tried:
+                raise
+            if param in TOKEN_PARAMS and args.token_param == "auto":
+                token = next(p for p in TOKEN_PARAMS if p != dialect.token_param)
+                dialect = replace(dialect, token_param=token)
+                said = (
+                    f"the endpoint refuses {param}; using {token} "
+                    f"(--token-param {token} says so up front)"
+                )
+            elif param == "temperature" and not args.omit_temperature:
+                dialect = replace(dialect, send_temperature=False)
+                said = (
+                    "the endpoint accepts only its default temperature; sending none "
+                    "(--omit-temperature says so up front)"
+                )
+            else:
+                raise
+            tried.add(str(param))
+            print(f"{command}: {said}", file=sys.stderr, flush=True)
+            spec = replace(spec, dialect=dialect)
 
 
 class _CollectBar:
@@ -282,16 +328,15 @@ def run_judge(args: argparse.Namespace) -> int:
         print(f"judge: {forecast_run(items, answers, endpoint, store, config).line()}")
         bar = _JudgeBar()
         try:
-            report = asyncio.run(
-                judge(
-                    items,
-                    answers,
-                    endpoint,
-                    store,
-                    config,
-                    on_progress=bar.update,
-                    budget=budget,
-                )
+            report, endpoint = _in_its_dialect(
+                args,
+                endpoint,
+                lambda spec: asyncio.run(
+                    judge(
+                        items, answers, spec, store, config, on_progress=bar.update, budget=budget
+                    )
+                ),
+                "judge",
             )
         finally:
             bar.close()

@@ -508,6 +508,39 @@ async def _ask_once(
         return answer
 
 
+async def discover(
+    spec: TeacherSpec,
+    messages: Sequence[dict[str, str]],
+    *,
+    token_auto: bool,
+    temperature_auto: bool,
+    retry: RetryPolicy = RetryPolicy(max_attempts=3, max_delay=10.0),
+) -> tuple[TeacherSpec, Answer]:
+    """Ask once in ``spec``'s dialect; where a setting is automatic and the endpoint
+    refuses that parameter (a structured 400's ``error.param``), ask again in the other
+    dialect, at most once per parameter. Returns the spec that worked and its answer;
+    raises the refusal (or any other failure) otherwise."""
+    tried: set[str] = set()
+    while True:
+        client = make_client(spec)
+        try:
+            return spec, await ask(client, spec, messages, retry=retry)
+        except TeacherError as refused:
+            param, dialect = refused.param, spec.dialect
+            other = None
+            if param in TOKEN_PARAMS and token_auto:
+                token = next(p for p in TOKEN_PARAMS if p != dialect.token_param)
+                other = replace(dialect, token_param=token)
+            elif param == "temperature" and temperature_auto:
+                other = replace(dialect, send_temperature=False)
+            if other is None or param in tried:
+                raise
+            tried.add(str(param))
+            spec = replace(spec, dialect=other)
+        finally:
+            await client.close()
+
+
 def _answer(key: str, spec: TeacherSpec, completion: Any, latency: float) -> Answer:
     """An Answer from the chat-completion JSON (a dict; missing parts read as empty)."""
     completion = completion if isinstance(completion, dict) else {}

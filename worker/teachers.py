@@ -14,20 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import replace
 
 from celery.exceptions import SoftTimeLimitExceeded
 
-from trainer.teacher import (
-    TOKEN_PARAMS,
-    Answer,
-    Dialect,
-    RetryPolicy,
-    TeacherError,
-    TeacherSpec,
-    ask,
-    make_client,
-)
+from trainer.teacher import Answer, RetryPolicy, TeacherError, TeacherSpec, discover
 from webapp.celery import app
 from webapp.lib import crypto
 from webapp.teachers import actions, ssrf
@@ -49,8 +39,10 @@ TEST_MESSAGES = [{"role": "user", "content": "Reply with the single word OK."}]
 TEST_MAX_TOKENS = 1024
 # Well inside the task's soft limit (60 s), so a slow teacher is reported as such.
 TEST_TIMEOUT_S = 30.0
-# One attempt and no back-off sleep: the person waiting wants the first answer.
-ONE_TRY = RetryPolicy(max_attempts=1, base_delay=0.0, max_delay=0.0)
+# Few attempts and short waits: the person waiting wants an answer soon. A 429 is waited
+# out once (up to 10 s: the shared limit holds every worker meanwhile), not reported as
+# a failed test of a key that works.
+TEST_RETRY = RetryPolicy(max_attempts=2, base_delay=0.5, max_delay=10.0)
 
 
 @app.task(name=actions.TEST_TASK, soft_time_limit=60, time_limit=90, acks_late=True)
@@ -95,36 +87,14 @@ def run_teacher_test(endpoint_id: int) -> str:
 
 
 async def _discover(endpoint: TeacherEndpoint, spec: TeacherSpec) -> tuple[TeacherSpec, Answer]:
-    """Ask once in the endpoint's dialect; where a setting is "auto" and the endpoint
-    refuses that parameter (a structured 400: ``error.param``), ask again in the other
-    dialect, at most once per parameter. Returns the spec that worked and its answer."""
-    tried: set[str] = set()
-    while True:
-        try:
-            return spec, await _ask_once(spec)
-        except TeacherError as refused:
-            other = _other_dialect(endpoint, spec.dialect, refused.param)
-            if other is None or refused.param in tried:
-                raise
-            tried.add(str(refused.param))
-            spec = replace(spec, dialect=other)
-
-
-def _other_dialect(endpoint: TeacherEndpoint, dialect: Dialect, param: str | None):
-    if param in TOKEN_PARAMS and endpoint.token_param == TokenParam.AUTO:
-        other = next(p for p in TOKEN_PARAMS if p != dialect.token_param)
-        return replace(dialect, token_param=other)
-    if param == "temperature" and endpoint.temperature_mode == TemperatureMode.AUTO:
-        return replace(dialect, send_temperature=False)
-    return None
-
-
-async def _ask_once(spec: TeacherSpec) -> Answer:
-    client = make_client(spec)
-    try:
-        return await ask(client, spec, TEST_MESSAGES, retry=ONE_TRY)
-    finally:
-        await client.close()
+    """The endpoint's dialect, where its settings are "auto" (trainer.teacher.discover)."""
+    return await discover(
+        spec,
+        TEST_MESSAGES,
+        token_auto=endpoint.token_param == TokenParam.AUTO,
+        temperature_auto=endpoint.temperature_mode == TemperatureMode.AUTO,
+        retry=TEST_RETRY,
+    )
 
 
 def _failed(endpoint: TeacherEndpoint, kind: str, message: str, spec: TeacherSpec | None) -> str:

@@ -145,11 +145,22 @@ def test_the_collect_cli_speaks_the_dialect_it_is_given(gpt5, tmp_path):
     def collect_cli(*more: str) -> subprocess.CompletedProcess:
         return subprocess.run([*argv, *more], capture_output=True, text=True, cwd=ROOT, env=env)
 
-    refused = collect_cli()
+    # A dialect the user chose is kept: the refusal names the fix.
+    refused = collect_cli("--token-param", "max_tokens")
     assert refused.returncode == 2 and "max_completion_tokens" in refused.stderr
     done = collect_cli("--token-param", "max_completion_tokens", "--omit-temperature")
     assert done.returncode == 0, done.stderr[-2000:]
     assert len((tmp_path / "out.jsonl").read_text().splitlines()) == 3
+    # By default the refusals find the dialect: the run's first request goes alone, so
+    # each costs about one (unbilled) refused request, and every prompt is asked once.
+    (tmp_path / "c.sqlite").unlink()
+    before = dict(gpt5.statuses)
+    auto = collect_cli()
+    assert auto.returncode == 0, auto.stderr[-2000:]
+    assert "refuses max_tokens; using max_completion_tokens" in auto.stderr
+    assert "accepts only its default temperature" in auto.stderr
+    assert gpt5.statuses[200] - before.get(200, 0) == 3
+    assert 2 <= gpt5.statuses[400] - before.get(400, 0) <= 4
     bad = collect_cli("--extra-body", "[1, 2]")
     assert bad.returncode == 2 and "--extra-body must be a JSON object" in bad.stderr
 

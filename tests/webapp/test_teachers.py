@@ -677,8 +677,8 @@ def test_task_records_the_typed_error_without_the_key(personas, caplog, status, 
 
 
 def test_an_unexpected_failure_is_written_not_left_pending(personas, monkeypatch):
-    broken = mock.create_autospec(worker.teachers.ask, side_effect=RuntimeError(KEY))
-    monkeypatch.setattr(worker.teachers, "ask", broken)
+    broken = mock.create_autospec(worker.teachers.discover, side_effect=RuntimeError(KEY))
+    monkeypatch.setattr(worker.teachers, "discover", broken)
     endpoint = make_endpoint(personas.team, api_key=KEY)
     actions.request_test(endpoint)
     with pytest.raises(RuntimeError):
