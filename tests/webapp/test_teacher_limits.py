@@ -213,3 +213,37 @@ def test_two_jobs_and_a_judge_run_share_the_endpoints_requests_per_minute(person
     assert len(times) >= 16 + 2  # both jobs' prompts and the judge's calls
     for window in (1.0, 3.0, 5.0):
         assert _busiest(times, window) <= window * rpm / 60 + 1, (window, _busiest(times, window))
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("headers", [True, False], ids=["x-ratelimit-headers", "429s-only"])
+def test_a_rate_limited_reasoning_model_from_test_connection_to_forty_answers(personas, headers):
+    """The check the issue closes with: an endpoint left on "auto", a stand-in for a
+    current reasoning model with a request-rate limit. Test connection says ok; a
+    40-prompt collection then gets a non-empty answer for every prompt, and at most one
+    request in five meets a 429."""
+    server = ReasoningModel(limit=10, window=2.0, headers=headers, latency=0.02)
+    try:
+        endpoint = make_endpoint(personas.team, base_url=server.url, model=server.model)
+        actions.request_test(endpoint)
+        worker.teachers.run_teacher_test(endpoint.pk)
+        endpoint.refresh_from_db()
+        assert endpoint.test_status == "ok", endpoint.test_error
+        prompts = [[{"role": "user", "content": f"Question {i}?"}] for i in range(40)]
+        paid = paid_call(
+            endpoint,
+            personas.team,
+            lambda spec, store, budget, on_progress: collect(
+                prompts, spec, store, on_progress=on_progress, budget=budget
+            ),
+        )
+    finally:
+        server.close()
+    assert paid.kind == "", paid.error
+    from trainer.teacher import prompt_hash
+    from webapp.promptsets.answers import load_answers
+
+    answers = load_answers(paid.fingerprint, [prompt_hash(p) for p in prompts])
+    assert len(answers) == 40 and all(a.flag == "ok" and a.response for a in answers.values())
+    refused, sent = server.statuses[429], sum(server.statuses.values())
+    assert refused * 5 <= sent, f"{refused} of {sent} requests met a 429"
