@@ -132,6 +132,24 @@ def test_remaining_refills_towards_the_limit_by_the_reset():
     assert take(state, limits, 1.1) == 0  # one refilled after a second, not sixty
 
 
+def test_a_fixed_window_is_learnt_from_a_429_the_refill_did_not_foresee():
+    """The headers' refill is read as a straight line (OpenAI's buckets); a provider
+    whose window refills all at once at its reset refuses what that line allowed: after
+    that 429, nothing goes until the reset."""
+    state, limits = State(answered=True), Limits()
+    headers = {
+        "x-ratelimit-limit-requests": "10",
+        "x-ratelimit-remaining-requests": "0",
+        "x-ratelimit-reset-requests": "10s",
+    }
+    state.done(limits, "x", 0.0, headers, False, 0)
+    assert take(state, limits, 1.5, lease="early") == 0  # the line says one refilled
+    state.done(limits, "early", 1.6, {**headers, "x-ratelimit-reset-requests": "8.4s"}, True, 0)
+    assert state.stepwise
+    assert take(state, limits, 5.0) > 0  # the line would say four by now: not so
+    assert take(state, limits, 10.1) == 0
+
+
 def test_without_headers_the_rate_is_learnt_from_429s():
     state, limits = State(answered=True), Limits(concurrency=100)
     # 20 answers in the first second, then a 429 asking for 9 s more: 20 per 10 s.

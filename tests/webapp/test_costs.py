@@ -156,6 +156,14 @@ def test_the_usage_page_and_its_csv(personas, gpt5, client):
     assert rows[1]["endpoint"].startswith("'=")  # no formula for a spreadsheet to run
     assert rows[1]["cost_usd"] == "" and Decimal(rows[0]["cost_usd"]) > 0
     assert client.get(url + "?month=2026-13").status_code == 400
+    # The same for scripts.
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {create_api_token(personas.member, 't')[1]}"}
+    report = client.get("/api/v1/teams/acme/usage", **auth).json()
+    assert report["total"]["runs"] == 2 and report["total"]["unpriced_calls"] == 1
+    assert {g["name"] for g in report["by_user"]} == {"bob", "alice"}
+    assert report["dollars_per_month"] is None
+    bad = client.get("/api/v1/teams/acme/usage?month=12-2026", **auth)
+    assert bad.status_code == 422 and "YYYY-MM" in bad.json()["detail"]
     # Annotators see no spend, outsiders not even the team.
     client.force_login(personas.annotator)
     assert client.get(url).status_code == 403

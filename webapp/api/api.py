@@ -19,9 +19,11 @@ from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.parser import Parser
 from ninja.security import HttpBearer
 
+from webapp.lib.errors import ApiError
 from webapp.lib.http import client_ip
+from webapp.teams import access, spend
 from webapp.teams.actions import authenticate_token
-from webapp.teams.models import Membership
+from webapp.teams.models import Membership, Quota
 
 log = logging.getLogger(__name__)
 
@@ -211,6 +213,24 @@ def me(request):
             for m in rows
         ],
     }
+
+
+@api.get(
+    "/teams/{slug}/usage",
+    summary="A month of the team's teacher spend (members and owners)",
+)
+def team_usage(request, slug: str, month: str | None = None) -> dict:
+    """``month``: YYYY-MM (default this month, UTC). Its total and its spend by what it
+    was for, by user and by endpoint (tokens by kind; ``cost_usd`` over the priced
+    calls, ``unpriced_calls`` the others), and the team's monthly limit in money."""
+    team = access.team_for(request, slug, roles=access.LAUNCH_ROLES)
+    found = spend.month_range(month)
+    if found is None:
+        raise ApiError(422, "month: use YYYY-MM, e.g. 2026-12")
+    report = spend.month_report(team, *found)
+    limit = Quota.objects.get(team=team).teacher_dollars_per_month
+    report["dollars_per_month"] = None if limit is None else str(limit)
+    return report
 
 
 def _add_routers() -> None:

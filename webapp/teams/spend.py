@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from trainer.pricing import Usage, dollars
+from webapp.teams.actions import month_start
 from webapp.teams.models import TeacherSpend
 
 TOKEN_FIELDS = ("prompt_tokens", "completion_tokens", "reasoning_tokens", "cached_tokens")
@@ -38,6 +40,45 @@ def totals(rows: Iterable[TeacherSpend]) -> dict[str, Any]:
         "cost_usd": str(cost.quantize(Decimal("0.000001"))) if calls > unpriced else None,
         "unpriced_calls": unpriced,
         "runs": calls,
+    }
+
+
+def grouped(rows: list[TeacherSpend], key: Callable[[TeacherSpend], str]) -> list[dict]:
+    """Totals per ``key`` (a user, what it was for, an endpoint), dearest first."""
+    groups: dict[str, list[TeacherSpend]] = {}
+    for row in rows:
+        groups.setdefault(key(row), []).append(row)
+    found = [{"name": name, **totals(members)} for name, members in groups.items()]
+    return sorted(found, key=lambda g: (-Decimal(g["cost_usd"] or 0), -g["tokens"]))
+
+
+def month_range(text: str | None) -> tuple[datetime, datetime] | None:
+    """(start, end) of the month ``YYYY-MM`` in UTC (default: this month), or None when
+    the text is not such a month."""
+    if not text:
+        start = month_start()
+    else:
+        try:
+            start = datetime.strptime(text, "%Y-%m").replace(tzinfo=UTC)
+        except ValueError:
+            return None
+    return start, (start.replace(day=28) + timedelta(days=4)).replace(day=1)
+
+
+def month_report(team, start: datetime, end: datetime) -> dict[str, Any]:
+    """A month of the team's teacher spend: its total, and by what it was for, by user
+    and by endpoint (the usage page and ``GET /api/v1/teams/{slug}/usage``)."""
+    rows = list(
+        TeacherSpend.objects.filter(team=team, created_at__gte=start, created_at__lt=end)
+        .select_related("user")
+        .order_by("created_at")
+    )
+    return {
+        "month": f"{start:%Y-%m}",
+        "total": totals(rows),
+        "by_work": grouped(rows, lambda r: r.label),
+        "by_user": grouped(rows, lambda r: r.user.get_username() if r.user else "(deleted user)"),
+        "by_endpoint": grouped(rows, lambda r: f"{r.endpoint_name} ({r.model})"),
     }
 
 

@@ -3,8 +3,6 @@ mostly its jobs, is the jobs app's)."""
 
 from __future__ import annotations
 
-from datetime import UTC, timedelta
-
 from django import forms
 from django.contrib import messages
 from django.contrib.auth import get_user_model
@@ -125,52 +123,27 @@ def revoke_token(request: AuthenticatedRequest, token_id: int) -> HttpResponse:
     return redirect("profile")
 
 
-def _month(text: str | None):
-    """The first instant of ``YYYY-MM`` (UTC), else of this month; None if unreadable."""
-    from datetime import datetime
-
-    if not text:
-        return actions.month_start()
-    try:
-        found = datetime.strptime(text, "%Y-%m")
-    except ValueError:
-        return None
-    return found.replace(tzinfo=UTC)
-
-
-def _next_month(start):
-    return (start.replace(day=28) + timedelta(days=4)).replace(day=1)
-
-
 @login_required
 def usage(request: AuthenticatedRequest, slug: str) -> HttpResponse:
     """What the team's teacher and judge calls cost: a month's spend by user, by what it
     was for and by endpoint, the months before, and the month's rows as CSV. Members
     and owners only: annotators see no job names and no spend."""
     team, _ = access.get_team(request.user, slug, roles=access.LAUNCH_ROLES)
-    start = _month(request.GET.get("month"))
-    if start is None:
+    found = spend.month_range(request.GET.get("month"))
+    if found is None:
         return HttpResponseBadRequest("month: use YYYY-MM, e.g. 2026-12")
-    end = _next_month(start)
-    query = (
-        TeacherSpend.objects.filter(team=team, created_at__gte=start, created_at__lt=end)
-        .select_related("user")
-        .order_by("created_at")
-    )
+    start, end = found
     if request.GET.get("format") == "csv":
+        query = (
+            TeacherSpend.objects.filter(team=team, created_at__gte=start, created_at__lt=end)
+            .select_related("user")
+            .order_by("created_at")
+        )
         response = HttpResponse(spend.csv_text(query), content_type="text/csv; charset=utf-8")
         name = f"{team.slug}-teacher-spend-{start:%Y-%m}.csv"
         response["Content-Disposition"] = f'attachment; filename="{name}"'
         return response
-    rows = list(query)
-
-    def grouped(key) -> list[tuple[str, dict]]:
-        groups: dict[str, list[TeacherSpend]] = {}
-        for row in rows:
-            groups.setdefault(key(row), []).append(row)
-        found = [(name, spend.totals(members)) for name, members in groups.items()]
-        return sorted(found, key=lambda g: (-float(g[1]["cost_usd"] or 0), -g[1]["tokens"]))
-
+    report = spend.month_report(team, start, end)
     months = (
         TeacherSpend.objects.filter(team=team)
         .annotate(month=TruncMonth("created_at"))
@@ -186,11 +159,11 @@ def usage(request: AuthenticatedRequest, slug: str) -> HttpResponse:
         {
             "team": team,
             "start": start,
-            "total": spend.totals(rows),
-            "total_line": spend.line(spend.totals(rows)),
-            "by_user": grouped(lambda r: r.user.get_username() if r.user else "(deleted user)"),
-            "by_work": grouped(lambda r: r.label),
-            "by_endpoint": grouped(lambda r: f"{r.endpoint_name} ({r.model})"),
+            "total": report["total"],
+            "total_line": spend.line(report["total"]),
+            "by_user": report["by_user"],
+            "by_work": report["by_work"],
+            "by_endpoint": report["by_endpoint"],
             "months": list(months),
             "money_quota": quota.teacher_dollars_per_month,
             "money_used": month.teacher_dollars,
