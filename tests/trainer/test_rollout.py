@@ -2,6 +2,7 @@
 
 import copy
 import importlib.util
+import os
 
 import pytest
 import torch
@@ -326,3 +327,45 @@ def test_reshard_frees_every_layer_that_gather_model_kept_whole(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     torch.multiprocessing.spawn(_gather_rank, args=(2, port, str(path)), nprocs=2, join=True)
+
+
+def test_a_one_gpu_vllm_rollout_runs_its_engine_in_process(student, tokenizer):
+    """One process (no torchrun): the engine must still be in this process, or its
+    model's load_weights cannot be reached and the first rollout dies. vLLM 0.11.0
+    starts it in a child process unless VLLM_ENABLE_V1_MULTIPROCESSING=0
+    (``vllm/envs.py`` L1018-1019, ``vllm/v1/engine/llm_engine.py`` L131-133, L172-174);
+    the external launcher needs that and RANK/LOCAL_RANK
+    (``vllm/executor/uniproc_executor.py`` L140-143, L155-156). TRL and verl use the
+    external launcher at every world size. The fake: tests/trainer/fake_vllm.py."""
+    from tests.trainer.fake_vllm import LLM, installed
+
+    with installed():
+        os.environ.pop("VLLM_ENABLE_V1_MULTIPROCESSING", None)
+        for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE"):
+            os.environ.pop(name, None)
+        from trainer.rollout.vllm import VLLMRollout
+
+        settings = SamplingSettings(max_new_tokens=4)
+        rollout = VLLMRollout(student, tokenizer, settings).sample(_prompts(tokenizer), 2)
+        assert len(rollout.responses) == 4
+        engine = LLM.built[-1]
+        assert engine.kwargs["distributed_executor_backend"] == "external_launcher"
+        assert engine.model.loads  # the student's weights were pushed before generating
+
+
+def test_every_wake_up_hands_torchs_cached_memory_back_first(student, tokenizer):
+    """The second rollout follows an update phase whose peak torch's caching allocator
+    still holds; vLLM maps its weights back outside that cache
+    (``vllm/device_allocator/cumem.py`` L237-250), so without
+    ``torch.cuda.empty_cache()`` first it runs out of memory (TRL empties the cache
+    before every wake-up: ``trl/trainer/grpo_trainer.py``). The fake counts it."""
+    from tests.trainer.fake_vllm import Memory, installed
+
+    with installed():
+        from trainer.rollout.vllm import VLLMRollout
+
+        backend = VLLMRollout(student, tokenizer, SamplingSettings(max_new_tokens=4))
+        backend.sample(_prompts(tokenizer), 1)
+        Memory.training_step()  # the policy and discriminator update
+        backend.sync_weights(student)
+        assert len(backend.sample(_prompts(tokenizer), 1).responses) == 2

@@ -91,15 +91,20 @@ class VLLMRollout:
         hf = cast(Any, model)  # the transformers/peft API (trainer.models)
         base = hf.get_base_model() if hasattr(model, "get_base_model") else hf
         name = base.config._name_or_path
-        if world.parallel:
-            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # engine in-process
+        # The engine in this process at every world size, as TRL and verl build it: with
+        # multiprocessing on (vLLM's default) it runs in a child process, and
+        # llm_engine.model_executor, whose load_weights the sync calls, does not exist.
+        # The external launcher wants it off, and torchrun's variables (set here for a
+        # single process started without torchrun).
+        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+        _rendezvous_env()
         self.llm = LLM(
             model=name,
             tokenizer=name,
             dtype=str(settings.dtype).removeprefix("torch."),
             gpu_memory_utilization=settings.gpu_memory_utilization,
             tensor_parallel_size=self.tp,
-            distributed_executor_backend="external_launcher" if world.parallel else None,
+            distributed_executor_backend="external_launcher",
             enable_sleep_mode=True,
             seed=settings.seed,
             max_model_len=settings.max_model_len,
@@ -132,6 +137,10 @@ class VLLMRollout:
         self.model = model
 
     def _wake_with_weights(self) -> None:
+        # What the update phase left reserved in torch's caching allocator goes back to
+        # the device first: vLLM maps its weights and KV cache back with its own
+        # allocator, outside torch's cache (TRL empties the cache before every wake-up).
+        torch.cuda.empty_cache()
         self.llm.wake_up(tags=["weights"])
         push_weights(self.model, self._load_weights(), self.settings.dtype)
         self.llm.wake_up(tags=["kv_cache"])
@@ -194,6 +203,27 @@ class VLLMRollout:
                 rollout.terminated.append(terminated)
                 logprobs.append(lps)
         return rollout
+
+
+def _rendezvous_env() -> None:
+    """torchrun's variables for a process it did not start (one GPU, ``python -m trainer
+    run``): vLLM's external launcher reads RANK and LOCAL_RANK and joins (or creates) the
+    process group from env://."""
+    if "RANK" in os.environ:
+        return
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for name, value in {
+        "RANK": "0",
+        "LOCAL_RANK": "0",
+        "WORLD_SIZE": "1",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(port),
+    }.items():
+        os.environ.setdefault(name, value)
 
 
 def _gather_group(
