@@ -152,6 +152,14 @@ class Plan:
     overhead_gb: float = 0.0
     advice: str = ""
     gather: str = "layer"  # parallel.gather as resolved (auto: model where that fits)
+    # vLLM's own budget (rollout.backend: vllm): its share of the GPU, and what must fit
+    # in it before any KV cache block is left (``vllm_parts``, GiB).
+    vllm_share_gb: float = 0.0
+    vllm_parts: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def vllm_fits(self) -> bool:
+        return not self.vllm_parts or sum(self.vllm_parts.values()) <= self.vllm_share_gb
 
     @property
     def processes(self) -> int:
@@ -172,7 +180,7 @@ class Plan:
 
     @property
     def fits(self) -> bool:
-        return self.peak_gb <= self.gpu_memory_gb
+        return self.peak_gb <= self.gpu_memory_gb and self.vllm_fits
 
     def table(self) -> str:
         rows = [(name, gb) for name, gb in self.parts.items()]
@@ -189,10 +197,26 @@ class Plan:
             f"  {'rollout phase (resident + rollout)':<{width}}"
             f"{self.resident_gb + self.rollout_gb:8.2f} GB",
             f"  {'peak':<{width}}{self.peak_gb:8.2f} GB",
-            "",
-            "fits" if self.fits else f"does not fit: {self.advice}",
         ]
+        if self.vllm_parts:
+            lines += ["", f"  vLLM's share (gpu_memory_utilization): {self.vllm_share_gb:.2f} GB"]
+            lines += [f"    {n:<{width - 2}}{gb:8.2f} GB" for n, gb in self.vllm_parts.items()]
+            need = sum(self.vllm_parts.values())
+            lines.append(f"    {'needed before any KV cache':<{width - 2}}{need:8.2f} GB")
+        lines += ["", "fits" if self.fits else f"does not fit: {self.advice}"]
         return "\n".join(lines)
+
+    def vllm_problem(self) -> str:
+        """Why vLLM's engine could not be built in its share, or ""."""
+        if self.vllm_fits:
+            return ""
+        need = sum(self.vllm_parts.values())
+        return (
+            f"vLLM's share ({self.vllm_share_gb:.1f} GB, rollout.gpu_memory_utilization of "
+            f"{self.gpu_memory_gb:g} GB) is less than its weights, profiling and one "
+            f"request's KV cache ({need:.1f} GB): vLLM would stop with \"No available "
+            'memory for the cache blocks"'
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -207,6 +231,8 @@ class Plan:
             "fits": self.fits,
             "advice": self.advice,
             "gather": self.gather,
+            "vllm_share_gb": round(self.vllm_share_gb, 3),
+            "vllm_parts_gb": {k: round(v, 3) for k, v in self.vllm_parts.items()},
         }
 
 
@@ -291,6 +317,8 @@ def estimate(
     plan.overhead_gb = RUNTIME_OVERHEAD_GB if device != "cpu" else 0.0
     if cfg.rollout.backend == "vllm":
         plan.rollout_gb = cfg.rollout.gpu_memory_utilization * gpu_memory_gb
+        plan.vllm_share_gb = plan.rollout_gb
+        plan.vllm_parts = _vllm_parts(cfg, shape, compute)
     elif gad or cfg.method == "seqkd":
         seqs = cfg.rollout.generation_batch_size
         if cfg.method == "seqkd":  # samples only for the record: one prompt's group
@@ -299,6 +327,32 @@ def estimate(
         kv = 2 * shape.layers * shape.kv_dim * compute * seqs * length
         plan.rollout_gb = kv / GIB  # sharded, on the copy counted above
     return plan
+
+
+VLLM_PROFILE_TOKENS = 8192  # the batch vLLM profiles its activations with (rough)
+VLLM_PROFILE_SEQS = 256  # sequences whose logits its sampler holds (max_num_seqs)
+VLLM_NON_TORCH_GB = 1.0  # CUDA graphs and memory outside torch's allocator (rough)
+
+
+def _vllm_parts(cfg: TrainConfig, shape: Shape, compute: int) -> dict[str, float]:
+    """What vLLM (0.11) must hold inside its share before one KV cache block is left:
+    it sizes the KV cache as ``gpu_memory_utilization x total - (weights + profiling
+    peak + non-torch memory)`` (``vllm/v1/worker/gpu_worker.py`` L183-184, L279-280) and
+    stops when that is <= 0 or below one request of ``max_model_len``
+    (``vllm/v1/core/kv_cache_utils.py`` L698-716). Weights and activations are split
+    ``rollout.tensor_parallel_size`` ways; the profiling figures are rough."""
+    tp = cfg.rollout.tensor_parallel_size
+    length = cfg.max_prompt_tokens + cfg.max_response_tokens
+    activations = VLLM_PROFILE_TOKENS * (4 * shape.hidden + 2 * shape.intermediate) * compute
+    logits = VLLM_PROFILE_SEQS * shape.vocab * 4
+    return {
+        f"weights (1/{tp} of the model)": shape.params() * compute / tp / GIB,
+        "profiling peak (rough)": (activations / tp + logits) / GIB,
+        "CUDA graphs and non-torch memory (rough)": VLLM_NON_TORCH_GB,
+        f"one request's KV cache ({length} tokens)": (
+            2 * shape.layers * shape.kv_dim * compute * length / tp / GIB
+        ),
+    }
 
 
 def _gather(cfg: TrainConfig, mode: str) -> TrainConfig:
@@ -341,6 +395,8 @@ def plan(
     result = estimate(cfg, shape, nodes, gpus, gpu_memory_gb, device)
     if not result.fits:
         result.advice = _advice(cfg, shape, nodes, gpus, gpu_memory_gb, device)
+        if result.vllm_problem():
+            result.advice = f"{result.vllm_problem()}; {result.advice}"
     return result
 
 
@@ -411,10 +467,29 @@ def _changes(
         pick = next((c for c in gens if fits(c)), gens[-1])
         size = pick[0].rollout.generation_batch_size
         out.append((f"lower rollout.generation_batch_size to {size}", pick))
-    if cfg.rollout.backend == "vllm" and cfg.rollout.gpu_memory_utilization > 0.2:
-        rollout = replace(cfg.rollout, gpu_memory_utilization=0.2)
-        out.append(("lower rollout.gpu_memory_utilization to 0.2",
-                    (replace(cfg, rollout=rollout), nodes, gpus)))  # fmt: skip
+    if cfg.rollout.backend == "vllm":
+        # vLLM's own share: its weights split over more GPUs, or a larger share.
+        world = nodes * max(gpus, 1)
+        tps = [t for t in (2, 4, 8) if t > cfg.rollout.tensor_parallel_size
+               and t <= max(gpus, 1) and world % t == 0]  # fmt: skip
+        sharded = [(replace(cfg, rollout=replace(cfg.rollout, tensor_parallel_size=t)), nodes, gpus)
+                   for t in tps]  # fmt: skip
+        pick = next((c for c in sharded if fits(c)), None)
+        if pick is not None:
+            out.append((f"set rollout.tensor_parallel_size: {pick[0].rollout.tensor_parallel_size}",
+                        pick))  # fmt: skip
+        shares = [round(u / 100, 2) for u in range(25, 95, 5)
+                  if u / 100 > cfg.rollout.gpu_memory_utilization]  # fmt: skip
+        larger = [(replace(cfg, rollout=replace(cfg.rollout, gpu_memory_utilization=u)), nodes, gpus)
+                  for u in shares]  # fmt: skip
+        pick = next((c for c in larger if fits(c)), None)
+        if pick is not None:
+            out.append((f"raise rollout.gpu_memory_utilization to "
+                        f"{pick[0].rollout.gpu_memory_utilization:g}", pick))  # fmt: skip
+        if cfg.rollout.gpu_memory_utilization > 0.2:
+            rollout = replace(cfg.rollout, gpu_memory_utilization=0.2)
+            out.append(("lower rollout.gpu_memory_utilization to 0.2",
+                        (replace(cfg, rollout=rollout), nodes, gpus)))  # fmt: skip
     # More GPUs: the fewest nodes, then the fewest GPUs (nodes are the scarce unit).
     layouts = sorted(
         {(n, g) for n in range(nodes, nodes + 9) for g in {gpus, 2, 4, 8} if g >= gpus}
