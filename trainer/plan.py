@@ -474,18 +474,18 @@ def _changes(
                and t <= max(gpus, 1) and world % t == 0]  # fmt: skip
         sharded = [(replace(cfg, rollout=replace(cfg.rollout, tensor_parallel_size=t)), nodes, gpus)
                    for t in tps]  # fmt: skip
-        pick = next((c for c in sharded if fits(c)), None)
-        if pick is not None:
-            out.append((f"set rollout.tensor_parallel_size: {pick[0].rollout.tensor_parallel_size}",
-                        pick))  # fmt: skip
+        split = next((c for c in sharded if fits(c)), None)
+        if split is not None:
+            out.append((f"set rollout.tensor_parallel_size: {split[0].rollout.tensor_parallel_size}",
+                        split))  # fmt: skip
         shares = [round(u / 100, 2) for u in range(25, 95, 5)
                   if u / 100 > cfg.rollout.gpu_memory_utilization]  # fmt: skip
         larger = [(replace(cfg, rollout=replace(cfg.rollout, gpu_memory_utilization=u)), nodes, gpus)
                   for u in shares]  # fmt: skip
-        pick = next((c for c in larger if fits(c)), None)
-        if pick is not None:
+        share = next((c for c in larger if fits(c)), None)
+        if share is not None:
             out.append((f"raise rollout.gpu_memory_utilization to "
-                        f"{pick[0].rollout.gpu_memory_utilization:g}", pick))  # fmt: skip
+                        f"{share[0].rollout.gpu_memory_utilization:g}", share))  # fmt: skip
         if cfg.rollout.gpu_memory_utilization > 0.2:
             rollout = replace(cfg.rollout, gpu_memory_utilization=0.2)
             out.append(("lower rollout.gpu_memory_utilization to 0.2",
