@@ -111,6 +111,24 @@ def shard(
     return model
 
 
+def placement(cpu_offload: bool, compute: torch.device) -> tuple[torch.device, torch.device]:
+    """(where a sharded model's parameters live, where its buffers live). Offloaded
+    parameters live in host memory (FSDP2's ``CPUOffloadPolicy`` moves each shard to the
+    GPU for its compute); buffers (rotary ``inv_freq``...) are not FSDP's to move: they
+    stay on the compute device, where the forward reads them and where NCCL can
+    broadcast them. Offloading means something with GPUs only (``_policy``)."""
+    offload = cpu_offload and compute.type == "cuda"
+    return (torch.device("cpu") if offload else compute), compute
+
+
+def place_buffers(model: nn.Module, device: torch.device) -> None:
+    """Every buffer of ``model`` on ``device`` (in place of ``to_empty``'s guess)."""
+    for module in model.modules():
+        for name, buffer in list(module._buffers.items()):
+            if buffer is not None and buffer.device != device:
+                module._buffers[name] = buffer.to(device)
+
+
 def shard_from_rank0(
     build: Callable[[torch.device], nn.Module],
     compute_dtype: torch.dtype,
@@ -133,11 +151,15 @@ def shard_from_rank0(
     shard(model, compute_dtype, cpu_offload, fp32_modules(model), keep_gathered)
     on_gpu = dist.get_backend() == "nccl"
     device = torch.device("cuda", torch.cuda.current_device()) if on_gpu else torch.device("cpu")
+    params_on, buffers_on = placement(cpu_offload, device)
     if not world.main:  # memory for the shards and buffers, filled below
-        model.to_empty(device=torch.device("cpu") if cpu_offload and on_gpu else device)
+        model.to_empty(device=params_on)
     options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
     set_model_state_dict(model, full, options=options)
     del full
+    # to_empty put the buffers beside the parameters: in host memory when offloading,
+    # where NCCL cannot broadcast them and the forward would not find them.
+    place_buffers(model, buffers_on)
     for _, buffer in model.named_buffers():  # e.g. rotary frequencies: not in the state
         dist.broadcast(buffer, src=0)
     return model

@@ -307,3 +307,55 @@ def test_gather_json_hands_back_each_ranks_value_in_order(tmp_path):
     got, flat = json.loads(done.stdout.strip().splitlines()[-1])
     assert got == [[0, "é", []], [1, "éé", [0, 1, 2]]]
     assert flat == [0, 1, 1]
+
+
+def _load_ranks(rank: int, world: int, port: int, student: str, out: str) -> None:
+    os.environ.update(
+        {"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world),
+         "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    )  # fmt: skip
+    torch.set_num_threads(1)
+    from trainer import distributed, fsdp
+    from trainer.models import load_student
+
+    distributed.init("cpu")
+    try:
+        model = fsdp.shard_from_rank0(lambda on: load_student(student, on), torch.float32, True)
+        params_on, buffers_on = fsdp.placement(True, torch.device("cpu"))
+        found = {
+            "params": sorted({str(p.to_local().device) for p in model.parameters()}),
+            "buffers": {
+                n: [str(b.device), b.float().sum().item()] for n, b in model.named_buffers()
+            },
+            "expected": [str(params_on), str(buffers_on)],
+        }
+        Path(out, f"rank{rank}.json").write_text(__import__("json").dumps(found))
+    finally:
+        distributed.shutdown()
+
+
+def test_cpu_offload_places_parameters_and_buffers_where_the_policy_says(tmp_path, tiny_model):
+    """``parallel.cpu_offload``: offloaded parameters in host memory, buffers (rotary
+    ``inv_freq``, not in the state dict) on the compute device. Before, ranks other than
+    0 built every tensor with ``to_empty(cpu)``, so their buffers stayed on the CPU and
+    the NCCL broadcast of them failed at load (NCCL sends only CUDA tensors; that
+    failure itself cannot run on this machine). Here: the policy for a GPU, and a
+    2-rank gloo load with offload on, every tensor where the policy puts it and every
+    rank's buffers rank 0's."""
+    import json
+
+    from trainer.fsdp import placement
+
+    cuda = torch.device("cuda", 3)
+    assert placement(True, cuda) == (torch.device("cpu"), cuda)
+    assert placement(False, cuda) == (cuda, cuda)
+    torch.multiprocessing.spawn(
+        _load_ranks, args=(2, _free_port(), str(tiny_model), str(tmp_path)), nprocs=2, join=True
+    )
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    for found in ranks:
+        assert found["params"] == [found["expected"][0]]
+        assert found["buffers"] and all(
+            d == found["expected"][1] for d, _ in found["buffers"].values()
+        )
+    assert ranks[0]["buffers"] == ranks[1]["buffers"]  # broadcast: rank 0's values
