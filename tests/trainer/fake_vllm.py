@@ -10,6 +10,12 @@ the real one does where ``trainer.rollout.vllm`` touches it. Read in the 0.11.0 
   ``LOCAL_RANK`` from the environment (a KeyError without them);
 - ``vllm/entrypoints/llm.py`` L1418-1453: ``sleep(level)`` and ``wake_up(tags)``, tags
   among ("weights", "kv_cache"); the engine is used again only once every tag is awake;
+- ``vllm/v1/worker/gpu_worker.py`` L175: the worker calls ``set_random_seed(seed)``,
+  which seeds torch, random and numpy, in this process with the external launcher;
+- ``vllm/sampling_params.py`` L460-484: the EOS ids of the model's
+  ``generation_config.json`` join the stop tokens; a completion may end with one of them
+  (``LLM.generation_eos``), the token kept in ``token_ids`` with its log-prob;
+- ``generate`` takes one SamplingParams for every prompt, or a list of them;
 - memory: ``wake_up`` maps the weights back with vLLM's own allocator
   (``vllm/device_allocator/cumem.py`` L237-250, ``create_and_map``), outside torch's
   caching allocator, so what torch reserved during the update phase must be handed back
@@ -64,8 +70,15 @@ def TokensPrompt(prompt_token_ids):  # noqa: N802 - vllm.inputs.TokensPrompt is 
 
 class LLM:
     built: list[LLM] = []
+    generation_eos: int | None = None  # an EOS of generation_config.json the samples end with
 
     def __init__(self, model, distributed_executor_backend=None, enable_sleep_mode=False, **kw):
+        import random
+
+        import numpy as np
+
+        seed = kw.get("seed", 0)
+        torch.manual_seed(seed), random.seed(seed), np.random.seed(seed)  # set_random_seed
         multiprocessing = bool(int(os.getenv("VLLM_ENABLE_V1_MULTIPROCESSING", "1")))
         if distributed_executor_backend == "external_launcher":
             assert not multiprocessing, (
@@ -107,11 +120,15 @@ class LLM:
 
     def generate(self, prompts, params, use_tqdm=True):
         assert not self.asleep, f"generate while {sorted(self.asleep)} sleep"
+        self.params = params
         outs = []
+        if not isinstance(params, list):
+            params = [params] * len(prompts)
         for prompt, p in zip(prompts, params, strict=True):
             completions = []
             for i in range(p.n):
-                ids = [5 + i, 6, p.stop_token_ids[0]]
+                stop = LLM.generation_eos if LLM.generation_eos is not None else p.stop_token_ids[0]
+                ids = [5 + i, 6, stop]
                 lps = [{t: SimpleNamespace(logprob=-0.5)} for t in ids]
                 completions.append(
                     SimpleNamespace(token_ids=ids, logprobs=lps, finish_reason="stop")
@@ -138,6 +155,7 @@ def installed():
     torch.cuda.empty_cache = Memory.empty_cache
     Memory.update_peak_cached = False
     LLM.built.clear()
+    LLM.generation_eos = None
     try:
         yield module
     finally:

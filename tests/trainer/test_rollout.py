@@ -78,9 +78,12 @@ def test_vllm_backend_contract(tiny_model, tokenizer):  # pragma: no cover - GPU
     backend = VLLMRollout(model, tokenizer, settings)
     rollout = backend.sample(_prompts(tokenizer), 3)
     assert len(rollout.responses) == 6 and len(rollout.logprobs) == 6
-    eos = tokenizer.eos_token_id
+    # A finished answer ends with an EOS it sampled: the tokenizer's, or one of the
+    # generation config's (vLLM stops at those too).
+    extra = getattr(model.generation_config, "eos_token_id", None)
+    eos_ids = {tokenizer.eos_token_id} | set(extra if isinstance(extra, list) else [extra])
     for resp, done in zip(rollout.responses, rollout.terminated, strict=True):
-        assert 1 <= len(resp) <= 6 and (resp[-1] == eos) == done
+        assert 1 <= len(resp) <= 6 and (not done or resp[-1] in eos_ids)
     with torch.no_grad():
         for p in model.parameters():
             p.mul_(0.5)
@@ -369,3 +372,46 @@ def test_every_wake_up_hands_torchs_cached_memory_back_first(student, tokenizer)
         Memory.training_step()  # the policy and discriminator update
         backend.sync_weights(student)
         assert len(backend.sample(_prompts(tokenizer), 1).responses) == 2
+
+
+def test_vllm_samples_are_kept_as_sampled_from_one_seeded_engine(student, tokenizer):
+    """vLLM 0.11 (tests/trainer/fake_vllm.py for the lines):
+    - it also stops at the EOS ids of generation_config.json (``vllm/sampling_params.py``
+      L460-484): a completion that ends with one is kept as sampled, never given the
+      tokenizer's EOS with log-prob 0, a token the model did not sample that G and D
+      would then train on;
+    - one seed, the engine's: a seed per request samples request by request in a
+      Python loop (``vllm/v1/sample/ops/topk_topp_sampler.py``, random_sample);
+    - its worker seeds torch, random and numpy in this process
+      (``vllm/v1/worker/gpu_worker.py`` L175): the trainer's generators are left as
+      they were;
+    - no weights read from disk: ``load_format="dummy"``, as verl does."""
+    import random
+
+    from tests.trainer.fake_vllm import LLM, installed
+
+    with installed():
+        from trainer.rollout.vllm import VLLMRollout
+
+        torch.manual_seed(1234)
+        random.seed(1234)
+        expected = torch.rand(3), random.random()
+        torch.manual_seed(1234)
+        random.seed(1234)
+        backend = VLLMRollout(student, tokenizer, SamplingSettings(max_new_tokens=4, seed=7))
+        got = torch.rand(3), random.random()
+        torch.testing.assert_close(got[0], expected[0])
+        assert got[1] == expected[1]
+        engine = LLM.built[-1]
+        assert engine.kwargs["load_format"] == "dummy" and engine.kwargs["seed"] == 7
+
+        other_eos = tokenizer.eos_token_id + 1
+        LLM.generation_eos = other_eos
+        rollout = backend.sample(_prompts(tokenizer), 2, seeds=[11, 12])
+        for ids, lps, done in zip(
+            rollout.responses, rollout.logprobs, rollout.terminated, strict=True
+        ):
+            assert ids[-1] == other_eos and done and len(lps) == len(ids)
+            assert 0.0 not in lps  # every log-prob is one the model sampled
+        assert not isinstance(engine.params, list)  # one SamplingParams for the batch
+        assert getattr(engine.params, "seed", None) is None

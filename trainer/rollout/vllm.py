@@ -20,6 +20,7 @@ trainer's after a sync wherever vLLM is installed.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterator
 from typing import Any, cast
@@ -98,7 +99,14 @@ class VLLMRollout:
         # single process started without torchrun).
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         _rendezvous_env()
-        self.llm = LLM(
+        # vLLM seeds torch, random and numpy when its worker starts (set_random_seed): in
+        # this process, the trainer's own generators. They are put back as they were.
+        with _own_rng():
+            self.llm = self._build(LLM, name, settings)
+        self.llm.sleep(level=2)  # weights are pushed before each generation
+
+    def _build(self, LLM: Any, name: str, settings: SamplingSettings) -> Any:
+        return LLM(
             model=name,
             tokenizer=name,
             dtype=str(settings.dtype).removeprefix("torch."),
@@ -106,11 +114,13 @@ class VLLMRollout:
             tensor_parallel_size=self.tp,
             distributed_executor_backend="external_launcher",
             enable_sleep_mode=True,
-            seed=settings.seed,
+            seed=settings.seed,  # once: a seed per request samples in a Python loop
             max_model_len=settings.max_model_len,
             enable_prefix_caching=True,  # the N samples of a prompt share its KV cache
+            # No weights read from disk: the student's are pushed before each generation
+            # (verl builds its rollout engines so too).
+            load_format="dummy",
         )
-        self.llm.sleep(level=2)  # weights are pushed before each generation
 
     def _load_weights(self) -> WeightLoader:
         """The engine's model's ``load_weights`` (in this process: external launcher)."""
@@ -157,25 +167,24 @@ class VLLMRollout:
         from vllm.inputs import TokensPrompt
 
         s = self.settings
-        if seeds is None:
-            seeds = [s.seed + i for i in range(len(prompts))]
+        # ``seeds`` (the hf sampler's per-prompt seeds) are not passed on: a seed per
+        # request makes vLLM sample request by request in a Python loop (0.11:
+        # vllm/v1/sample/ops/topk_topp_sampler.py, random_sample). The engine is seeded
+        # once, at its start; samples then differ with the world size.
+        del seeds
         mine = len(prompts)
         if self.tp_group is not None:  # the group's prompts, in rank order
-            prompts, seeds = _gather_group(self.tp_group, prompts, seeds)
-        params = [
-            SamplingParams(
-                n=n,
-                temperature=0.0 if greedy else s.temperature,
-                top_p=1.0 if greedy else s.top_p,
-                top_k=-1,
-                max_tokens=s.max_new_tokens,
-                stop_token_ids=[self.eos_id],
-                logprobs=0,  # the sampled token's log-prob only
-                detokenize=False,
-                seed=seed,  # each prompt's samples from its own seed, on any rank
-            )
-            for seed in seeds
-        ]
+            prompts, _ = _gather_group(self.tp_group, prompts, [0] * len(prompts))
+        params = SamplingParams(
+            n=n,
+            temperature=0.0 if greedy else s.temperature,
+            top_p=1.0 if greedy else s.top_p,
+            top_k=-1,
+            max_tokens=s.max_new_tokens,
+            stop_token_ids=[self.eos_id],
+            logprobs=0,  # the sampled token's log-prob only
+            detokenize=False,
+        )
         self._wake_with_weights()
         try:
             outs = self.llm.generate(
@@ -193,16 +202,37 @@ class VLLMRollout:
         rollout = Rollout(responses=[], terminated=[], logprobs=logprobs)
         for out in outs:  # vLLM keeps the prompt order; each has n completions
             for c in out.outputs:
+                # Exactly what was sampled: vLLM also stops at the EOS ids of the model's
+                # generation_config.json (0.11: vllm/sampling_params.py L460-484), and an
+                # EOS it did not sample, appended here with log-prob 0, would be trained
+                # on by G and D.
                 ids = list(c.token_ids)
                 lps = [d[t].logprob for d, t in zip(c.logprobs or [], ids, strict=False)]
                 terminated = c.finish_reason == "stop"
-                if terminated and (not ids or ids[-1] != self.eos_id):
-                    ids.append(self.eos_id)  # some releases strip the stop token
-                    lps.append(0.0)
                 rollout.responses.append(ids)
                 rollout.terminated.append(terminated)
                 logprobs.append(lps)
         return rollout
+
+
+@contextlib.contextmanager
+def _own_rng() -> Iterator[None]:
+    """Leave the process's random generators as they were (vLLM's worker seeds torch,
+    random and numpy in this process: 0.11, vllm/v1/worker/gpu_worker.py L175)."""
+    import random
+
+    import numpy as np
+
+    states = (random.getstate(), np.random.get_state(), torch.get_rng_state())
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    try:
+        yield
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.set_rng_state(states[2])
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
 
 
 def _rendezvous_env() -> None:
