@@ -22,7 +22,7 @@ from webapp.lib import crypto
 from webapp.teachers import ssrf
 from webapp.teachers.models import KEY_MASK, TeacherEndpoint
 from webapp.teachers.specs import teacher_spec
-from webapp.teams.models import TeacherSpend
+from webapp.teams.actions import record_spend
 from worker.answers import DbAnswerStore, OrmThread, TokenReservation, remaining_tokens
 
 R = TypeVar("R")
@@ -149,8 +149,8 @@ def paid_call(
 
 def _record_spend(endpoint: TeacherEndpoint, team, charge: Charge, paid: Paid, source: str) -> None:
     usage = paid.usage
-    TeacherSpend.objects.create(
-        team=team,
+    record_spend(
+        team,
         user=charge.user,
         purpose=charge.purpose,
         endpoint=endpoint,
@@ -159,13 +159,13 @@ def _record_spend(endpoint: TeacherEndpoint, team, charge: Charge, paid: Paid, s
         job=charge.job,
         evaluation=charge.evaluation,
         judge_run=charge.judge_run,
-        label=charge.label[:300],
+        label=charge.label,
         prompt_tokens=usage.prompt,
         completion_tokens=usage.completion,
         reasoning_tokens=usage.reasoning,
         cached_tokens=usage.cached,
         cost=paid.cost,
-        price_source=source[:250],
+        price_source=source,
     )
 
 

@@ -201,9 +201,6 @@ def collect_batch_answers(job: Job, beat: Heartbeat, messages: list) -> None:
     the same batch; the page shows "teacher batch: 1,204 of 5,000 done". What the batch
     does not answer (failed or expired lines) the online collection after it asks."""
 
-    def submitted(batch_id: str) -> None:
-        Job.objects.filter(pk=job.pk).update(teacher_batch_id=batch_id)
-
     def progress(report, orm) -> None:
         beat.check()
         if isinstance(report, BatchProgress):
@@ -222,7 +219,7 @@ def collect_batch_answers(job: Job, beat: Heartbeat, messages: list) -> None:
             spec,
             store,
             batch_id=job.teacher_batch_id,
-            on_submit=lambda batch_id: store.orm.call(submitted, batch_id),
+            on_submit=lambda batch_id: store.orm.call(actions.set_teacher_batch, job, batch_id),
             on_progress=on_progress,
             poll_s=settings.GAD_BATCH_POLL_S,
         ),
@@ -241,8 +238,7 @@ def collect_batch_answers(job: Job, beat: Heartbeat, messages: list) -> None:
         log.warning("job %s: the teacher batch failed (%s); asking online", job.pk, paid.failure)
     if paid.result is not None:
         log.info("job %s: batch: %s", job.pk, paid.result.line())
-    Job.objects.filter(pk=job.pk).update(teacher_batch_id="")
-    job.teacher_batch_id = ""
+    actions.set_teacher_batch(job, "")
 
 
 # ----------------------------------------------------------------------------- training

@@ -448,3 +448,10 @@ RUN = dispatch.register(
         on_lapsed=requeue_lost,
     )
 )
+
+
+def set_teacher_batch(job: Job, batch_id: str) -> None:
+    """The Batch API batch the job's collection submitted ("" once it is read): kept so
+    that a worker that restarts polls the same batch instead of paying for another."""
+    Job.objects.filter(pk=job.pk).update(teacher_batch_id=batch_id)
+    job.teacher_batch_id = batch_id

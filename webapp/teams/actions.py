@@ -17,6 +17,7 @@ from webapp.teams.models import (
     Membership,
     Quota,
     Role,
+    TeacherSpend,
     Team,
     UsageKind,
     UsageRecord,
@@ -262,3 +263,11 @@ def authenticate_token(plain: str) -> User | None:
     if token.last_used_at is None or (now - token.last_used_at).total_seconds() > 60:
         ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
     return token.user
+
+
+def record_spend(team: Team, **fields) -> None:
+    """What one paid teacher call spent (``TeacherSpend``: tokens by kind, cost, what
+    it was for); the usage page and each run's page read these rows."""
+    fields["label"] = str(fields.get("label", ""))[:300]
+    fields["price_source"] = str(fields.get("price_source", ""))[:250]
+    TeacherSpend.objects.create(team=team, **fields)
