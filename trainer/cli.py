@@ -258,11 +258,13 @@ def _plan(args: argparse.Namespace) -> int:
 
     from trainer.config import load_config
     from trainer.errors import BadInput
-    from trainer.plan import UnknownModel, plan
+    from trainer.plan import UnknownModel, model_shape, plan
 
     cfg = load_config(args.config, args.set)
     try:
-        result = plan(cfg, args.nodes, args.gpus_per_node, args.gpu_memory_gb)
+        # A hub student's config.json: from the cache, or downloaded alone when online.
+        shape = model_shape(cfg.student, download=True)
+        result = plan(cfg, args.nodes, args.gpus_per_node, args.gpu_memory_gb, shape=shape)
     except UnknownModel as e:
         raise BadInput(str(e)) from e
     print(json.dumps(result.as_dict(), indent=2) if args.json else result.table())

@@ -126,9 +126,14 @@ class Shape:
         return self.layers * per_layer
 
 
-def model_shape(ref: str) -> Shape:
-    """The shape of a local model directory or a known hub id."""
+def model_shape(ref: str, download: bool = False) -> Shape:
+    """The shape of a model: a local directory's config.json; a hub id's config.json from
+    the Hugging Face cache, else the ids known by heart, else, with ``download`` (the
+    CLI, never a web request) and where the Hub can be reached, config.json downloaded
+    alone. UnknownModel says why none could be read."""
     path = Path(ref) / "config.json"
+    if not path.is_file() and _is_repo_id(ref):
+        path = _hub_config(ref, download) or path
     try:
         if path.is_file():
             return Shape.from_config(json.loads(path.read_text()))
@@ -137,9 +142,37 @@ def model_shape(ref: str) -> Shape:
     if ref in KNOWN:
         return Shape.from_config(KNOWN[ref])
     raise UnknownModel(
-        f"the planner does not know the shape of {ref!r}: give a local model directory (it "
-        f"reads config.json) or one of {', '.join(sorted(KNOWN))}"
+        f"the planner does not know the shape of {ref!r}: it is not a local model directory, "
+        "its config.json is not in the Hugging Face cache and could not be downloaded "
+        "(offline, or no such repository); download it first "
+        f"(huggingface-cli download {ref} config.json) or use one of "
+        f"{', '.join(sorted(KNOWN))}"
     )
+
+
+def _is_repo_id(ref: str) -> bool:
+    parts = ref.split("/")
+    return len(parts) == 2 and all(parts) and not ref.startswith((".", "/", "~"))
+
+
+def _hub_config(repo_id: str, download: bool) -> Path | None:
+    """config.json of a hub model: from the cache, else downloaded alone (online only)."""
+    import os
+
+    try:
+        from huggingface_hub import hf_hub_download, try_to_load_from_cache
+    except ImportError:  # pragma: no cover - a dependency of transformers
+        return None
+    cached = try_to_load_from_cache(repo_id, "config.json")
+    if isinstance(cached, str):
+        return Path(cached)
+    offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
+    if offline or not download:
+        return None
+    try:
+        return Path(hf_hub_download(repo_id, "config.json"))
+    except Exception:  # no such repository, gated, or the Hub unreachable
+        return None
 
 
 @dataclass

@@ -4,6 +4,7 @@ a plan that does not fit names the change that would."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from dataclasses import replace
@@ -224,3 +225,27 @@ def test_the_14b_paper_shape_at_tensor_parallel_1_is_refused_naming_vllms_share(
     assert paper.rollout.tensor_parallel_size == 2 and shipped.fits, shipped.table()
     weights = next(v for k, v in shipped.vllm_parts.items() if k.startswith("weights"))
     assert weights == pytest.approx(14.77e9 * 2 / 2 / 2**30, rel=0.01)
+
+
+def test_a_hub_student_in_the_cache_is_planned_and_one_nowhere_is_refused_with_why(tmp_path):
+    """Any hub id whose config.json is in the Hugging Face cache is planned from it (the
+    CLI also downloads config.json alone where the Hub can be reached); one that is
+    nowhere is refused, saying where the planner looked and what to do."""
+    snapshot = tmp_path / "hub" / "models--org--mystery" / "snapshots" / ("a" * 40)
+    snapshot.mkdir(parents=True)
+    (tmp_path / "hub" / "models--org--mystery" / "refs").mkdir()
+    (tmp_path / "hub" / "models--org--mystery" / "refs" / "main").write_text("a" * 40)
+    (snapshot / "config.json").write_text(json.dumps(KNOWN["Qwen/Qwen2.5-1.5B-Instruct"]))
+    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"}
+    argv = [sys.executable, "-m", "trainer", "plan", "--config", str(CONFIGS[0]), "--json"]
+    cached = subprocess.run(
+        [*argv, "--set", "student=org/mystery"], capture_output=True, text=True, cwd=ROOT, env=env
+    )
+    assert cached.returncode in (0, 3), cached.stderr
+    assert json.loads(cached.stdout)["parts_gb"]
+    nowhere = subprocess.run(
+        [*argv, "--set", "student=org/nowhere"], capture_output=True, text=True, cwd=ROOT, env=env
+    )
+    assert nowhere.returncode == 2
+    assert "not in the Hugging Face cache" in nowhere.stderr
+    assert "huggingface-cli download org/nowhere config.json" in nowhere.stderr
