@@ -415,3 +415,47 @@ def test_vllm_samples_are_kept_as_sampled_from_one_seeded_engine(student, tokeni
             assert 0.0 not in lps  # every log-prob is one the model sampled
         assert not isinstance(engine.params, list)  # one SamplingParams for the batch
         assert getattr(engine.params, "seed", None) is None
+
+
+def test_the_fsdp_sampler_copy_is_built_in_the_compute_dtype_and_filled_a_tensor_at_a_time(
+    student, tokenizer, monkeypatch
+):
+    """Under FSDP the hf sampler generates on a plain copy of G. It was built in fp32
+    (4 bytes a parameter: 30 GB at 7B) and each sync gathered the whole model into a
+    dict beside it (a second whole model). Now: built in the compute dtype, and each
+    gathered tensor copied in and dropped before the next is gathered."""
+    import weakref
+
+    from transformers import AutoModelForCausalLM
+
+    from trainer import fsdp
+    from trainer.rollout import hf as hf_rollout
+
+    built: list[set[torch.dtype]] = []
+    real = AutoModelForCausalLM.from_config
+
+    def from_config(config, **kwargs):
+        model = real(config, **kwargs)
+        built.append({p.dtype for p in model.parameters()})
+        return model
+
+    alive: list[int] = []
+    refs: list[weakref.ref] = []
+
+    def weights(model, dtype):
+        for name, tensor in student.state_dict().items():
+            alive.append(sum(r() is not None for r in refs))  # earlier tensors still held
+            out = tensor.detach().to(dtype).clone()
+            refs.append(weakref.ref(out))
+            yield name, out
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_config", from_config)
+    monkeypatch.setattr(fsdp, "is_sharded", lambda model: True)
+    monkeypatch.setattr(fsdp, "iter_hf_weights", weights)
+    settings = SamplingSettings(max_new_tokens=3, dtype=torch.bfloat16)
+    backend = hf_rollout.HFRollout(student, tokenizer, settings)
+    copy = backend._generator()
+    assert built == [{torch.bfloat16}]  # never an fp32 model first
+    assert max(alive) <= 1  # at most the tensor just copied in
+    for name, value in student.state_dict().items():
+        torch.testing.assert_close(copy.state_dict()[name], value.to(torch.bfloat16))

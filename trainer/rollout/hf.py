@@ -78,6 +78,16 @@ class SeededSampler:
         return out.scatter_(-1, chosen.unsqueeze(-1), 0.0)
 
 
+def _dtype_kwarg(dtype: torch.dtype) -> dict[str, torch.dtype]:
+    """transformers' name for a model's dtype: ``dtype`` from 4.56 on, ``torch_dtype``
+    before (the old name still works there, with a deprecation notice)."""
+    import transformers
+    from packaging.version import Version
+
+    new = Version(transformers.__version__) >= Version("4.56")
+    return {"dtype": dtype} if new else {"torch_dtype": dtype}
+
+
 def _top_p(logits: torch.Tensor, top_p: float) -> torch.Tensor:
     """Nucleus filter: keep the smallest set of tokens whose probability reaches top_p."""
     if top_p >= 1.0:
@@ -162,20 +172,33 @@ class HFRollout:
 
             hf = cast(Any, self.model)  # the transformers/peft API (trainer.models)
             base = hf.get_base_model() if hasattr(hf, "get_base_model") else hf
+            # Built in the compute dtype: an fp32 build first would hold 4 bytes a
+            # parameter (30 GB at 7B) before the cast.
             with torch.device(self.settings.device):
-                copy = AutoModelForCausalLM.from_config(base.config)
-            self._copy = copy.to(self.settings.dtype).eval().requires_grad_(False)
+                copy = AutoModelForCausalLM.from_config(
+                    base.config, **_dtype_kwarg(self.settings.dtype)
+                )
+            self._copy = copy.eval().requires_grad_(False)
             self._stale = True
         if self._stale:
-            weights = dict(fsdp.iter_hf_weights(self.model, self.settings.dtype))
-            result = self._copy.load_state_dict(weights, strict=False)
-            missing = set(result.missing_keys) - {"lm_head.weight"}  # tied to the embedding
-            if missing or result.unexpected_keys:
-                raise RuntimeError(
-                    f"rollout copy: missing {missing}, unexpected {result.unexpected_keys}"
-                )
+            self._load_copy(self._copy)
             self._stale = False
         return self._copy
+
+    def _load_copy(self, copy: nn.Module) -> None:
+        """The gathered weights into the copy, one tensor at a time as they are gathered
+        (never a second whole model beside it)."""
+        targets = copy.state_dict()  # views of the copy's own tensors
+        seen: set[str] = set()
+        for name, tensor in fsdp.iter_hf_weights(self.model, self.settings.dtype):
+            if name not in targets:
+                raise RuntimeError(f"rollout copy: unexpected {name}")
+            targets[name].copy_(tensor)
+            seen.add(name)
+            del tensor
+        missing = set(targets) - seen - {"lm_head.weight"}  # tied to the embedding
+        if missing:
+            raise RuntimeError(f"rollout copy: missing {sorted(missing)[:5]}")
 
     def _sample_chunk(
         self,
