@@ -345,7 +345,14 @@ def estimate(
         parts[f"{RESIDENT}hf sampler's copy of G ({'bf16' if compute == 2 else 'fp32'}, whole)"] = (
             compute * shape.params()
         )
-    parts["activations of one micro-batch"] = _activations(cfg, shape, compute)
+    if sharded or compute == 4:
+        parts["activations of one micro-batch"] = _activations(cfg, shape, compute)
+    else:
+        # One process: fp32 weights under autocast. Only the matmuls run in bf16; the
+        # residual stream, the norms and what autograd keeps of them stay fp32.
+        parts["activations of one micro-batch (fp32 residual under autocast)"] = _activations(
+            cfg, shape, 4
+        )
     tokens = min(cfg.micro_batch_tokens, HEAD_CHUNK_TOKENS)
     parts["vocab projection (one 2048-token chunk)"] = 3.0 * tokens * shape.vocab * 4
     plan.parts = {k: v / GIB for k, v in parts.items()}

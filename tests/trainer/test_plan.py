@@ -249,3 +249,21 @@ def test_a_hub_student_in_the_cache_is_planned_and_one_nowhere_is_refused_with_w
     assert nowhere.returncode == 2
     assert "not in the Hugging Face cache" in nowhere.stderr
     assert "huggingface-cli download org/nowhere config.json" in nowhere.stderr
+
+
+def test_one_process_under_autocast_counts_its_activations_in_fp32():
+    """One process keeps fp32 weights and runs bf16 autocast: the residual stream and
+    what autograd saves of it stay fp32, about twice the bf16 figure the planner used
+    (FSDP's mixed precision casts the parameters, so the sharded forward is bf16)."""
+    from trainer.plan import _activations, model_shape
+
+    cfg = load_config(ROOT / "configs" / "gad-7b-1node.yaml")
+    shape = model_shape(cfg.student)
+    one = plan(cfg, nodes=1, gpus_per_node=1, gpu_memory_gb=80)
+    found = {k: v for k, v in one.parts.items() if k.startswith("activations")}
+    assert list(found) == ["activations of one micro-batch (fp32 residual under autocast)"]
+    assert next(iter(found.values())) == pytest.approx(2 * _activations(cfg, shape, 2) / 2**30)
+    eight = plan(cfg, nodes=1, gpus_per_node=8, gpu_memory_gb=80)
+    assert eight.parts["activations of one micro-batch"] == pytest.approx(
+        _activations(cfg, shape, 2) / 2**30
+    )
