@@ -187,7 +187,9 @@ def main() -> None:
         rows.append(row)
     if distributed.world().main:
         dev = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
-        print(f"\nFSDP2 on {world} x {dev}; {batch} prompts x {group} samples, <= {resp} tokens")
+        # What ran: one process trains unsharded (no FSDP2 at WORLD_SIZE=1).
+        ran = f"FSDP2 on {world} x {dev}" if world > 1 else f"one process (no FSDP2) on {dev}"
+        print(f"\n{ran}; {batch} prompts x {group} samples, <= {resp} tokens")
         head = ["shape", "params", "SFT step", "update MFU", "SFT peak / planned GB",
                 "GAD step", "GAD tokens/s", "rollout tok/s", "GAD peak / planned GB",
                 "vLLM logp gap"]  # fmt: skip
