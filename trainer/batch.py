@@ -42,7 +42,7 @@ from trainer.teacher import (
     Summary,
     TeacherError,
     TeacherSpec,
-    _answer,
+    answer_of,
     classify,
     make_client,
     prompt_hash,
@@ -178,6 +178,6 @@ def _store_lines(
             continue
         if response.get("status_code") != 200 or not isinstance(response.get("body"), dict):
             continue
-        answer: Answer = _answer(key, spec, response["body"], 0.0)
+        answer: Answer = answer_of(key, spec, response["body"], 0.0)
         store.put(answer)
         summary.add(answer)

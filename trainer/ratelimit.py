@@ -218,11 +218,10 @@ class State:
                 # A new window: the limit again, until an answer says more (not a burst
                 # of everything the concurrency allows into a window of ``limit``).
                 quota = self.quotas[kind] = Quota(quota.limit, quota.limit, float("inf"), now)
-            stepwise = self.stepwise
-            if quota.available(now, stepwise) < need and (kind == "requests" or flying_tokens):
+            if quota.available(now, self.stepwise) < need and (kind == "requests" or flying_tokens):
                 # (A request larger than what remains goes when nothing else is in flight:
                 # the provider judges it, not our estimate.)
-                waits.append(max(POLL_S, quota.when(need, now, stepwise) - now))
+                waits.append(max(POLL_S, quota.when(need, now, self.stepwise) - now))
         # (TAT, per minute, cost): evenly spaced, no burst, so that no minute (from any
         # moment) holds more than the limit, and providers that enforce a per-minute
         # limit per second ("quantized", OpenAI's guide) are not surprised either.

@@ -501,7 +501,7 @@ async def _ask_once(
                 "transient",
                 response.status_code,
             ) from None
-        answer = _answer(key, spec, completion, time.monotonic() - started)
+        answer = answer_of(key, spec, completion, time.monotonic() - started)
         slot.answered(
             response.headers, response.status_code, answer.prompt_tokens + answer.completion_tokens
         )
@@ -541,7 +541,7 @@ async def discover(
             await client.close()
 
 
-def _answer(key: str, spec: TeacherSpec, completion: Any, latency: float) -> Answer:
+def answer_of(key: str, spec: TeacherSpec, completion: Any, latency: float) -> Answer:
     """An Answer from the chat-completion JSON (a dict; missing parts read as empty)."""
     completion = completion if isinstance(completion, dict) else {}
     choices = completion.get("choices") or [{}]
@@ -678,10 +678,16 @@ class AnswerStore:
 # ---------------------------------------------------------------------------- rate limits
 
 
+def prompt_tokens_estimate(messages: Sequence[dict[str, str]]) -> int:
+    """A prompt's tokens: ~4 characters a token (the usual rule of thumb), plus the chat
+    template's few per message."""
+    return sum(len(m["content"]) for m in messages) // 4 + 8 * len(messages)
+
+
 def estimate_tokens(messages: Sequence[dict[str, str]], max_tokens: int | None) -> int:
-    # ~4 characters a token is the usual rule of thumb; corrected after the answer.
-    chars = sum(len(m["content"]) for m in messages)
-    return chars // 4 + 8 * len(messages) + (max_tokens or 512)
+    """A request's tokens before it is sent (corrected after the answer): the prompt's,
+    and the answer's budget (512 where none is set)."""
+    return prompt_tokens_estimate(messages) + (max_tokens or 512)
 
 
 # ---------------------------------------------------------------------------- collection

@@ -102,25 +102,22 @@ class VLLMRollout:
         # vLLM seeds torch, random and numpy when its worker starts (set_random_seed): in
         # this process, the trainer's own generators. They are put back as they were.
         with _own_rng():
-            self.llm = self._build(LLM, name, settings)
+            self.llm = LLM(
+                model=name,
+                tokenizer=name,
+                dtype=str(settings.dtype).removeprefix("torch."),
+                gpu_memory_utilization=settings.gpu_memory_utilization,
+                tensor_parallel_size=self.tp,
+                distributed_executor_backend="external_launcher",
+                enable_sleep_mode=True,
+                seed=settings.seed,  # once: a seed per request samples in a Python loop
+                max_model_len=settings.max_model_len,
+                enable_prefix_caching=True,  # the N samples of a prompt share its KV cache
+                # No weights read from disk: the student's are pushed before each generation
+                # (verl builds its rollout engines so too).
+                load_format="dummy",
+            )
         self.llm.sleep(level=2)  # weights are pushed before each generation
-
-    def _build(self, LLM: Any, name: str, settings: SamplingSettings) -> Any:
-        return LLM(
-            model=name,
-            tokenizer=name,
-            dtype=str(settings.dtype).removeprefix("torch."),
-            gpu_memory_utilization=settings.gpu_memory_utilization,
-            tensor_parallel_size=self.tp,
-            distributed_executor_backend="external_launcher",
-            enable_sleep_mode=True,
-            seed=settings.seed,  # once: a seed per request samples in a Python loop
-            max_model_len=settings.max_model_len,
-            enable_prefix_caching=True,  # the N samples of a prompt share its KV cache
-            # No weights read from disk: the student's are pushed before each generation
-            # (verl builds its rollout engines so too).
-            load_format="dummy",
-        )
 
     def _load_weights(self) -> WeightLoader:
         """The engine's model's ``load_weights`` (in this process: external launcher)."""

@@ -16,7 +16,7 @@ from webapp.jobs.archive import (
     tensorboard_response,
     tracker_runs,
 )
-from webapp.jobs.configs import build_configs, job_plan, memory_plan, teacher_problem
+from webapp.jobs.configs import build_configs, job_plan, teacher_problem
 from webapp.jobs.models import Checkpoint, Job, Sample, Status
 from webapp.jobs.series import metrics_payload
 from webapp.lib.errors import ActionError, ApiError
@@ -213,14 +213,7 @@ def plan_job(request, payload: JobIn) -> dict[str, Any]:
     launch (two for a pair), its rough GPU-hours and their basis; ``memory``: the plan
     per GPU."""
     _, launch = _launch_request(request, payload)
-    spec = launch.spec
-    jobs = {}
-    for method, config in spec.configs.items():
-        found = costs.gpu_cost(config, spec.student_path, launch.prompt_set)
-        memory = memory_plan(config, spec.student_path)
-        jobs[method] = found | {"memory": memory.as_dict() if memory is not None else None}
-    teacher = costs.teacher_cost(launch.prompt_set, launch.teacher)
-    return {"teacher": teacher, "jobs": jobs, "gpus": spec.processes if spec.gpus_per_node else 0}
+    return costs.launch_estimate(launch.spec, launch.prompt_set, launch.teacher)
 
 
 @router.get("/jobs", response=list[JobOut], summary="Jobs of your teams, newest first")

@@ -6,14 +6,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.db.models import Avg
+from django.db.models.functions import Length
+
 from trainer import config as trainer_config
 from trainer import plan as trainer_plan
 from trainer.pricing import Usage, dollars
-from trainer.teacher import estimate_tokens
+from trainer.teacher import prompt_tokens_estimate
 from webapp.promptsets.models import Prompt, Split, TeacherAnswer
 from webapp.teachers.models import TeacherEndpoint
 
-CHARS_PER_TOKEN = 4  # the usual rule of thumb, as trainer.teacher.estimate_tokens
+CHARS_PER_TOKEN = 4  # the usual rule of thumb, as trainer.teacher.prompt_tokens_estimate
 
 
 def teacher_cost(prompt_set, teacher: TeacherEndpoint | None) -> dict[str, Any]:
@@ -40,11 +43,11 @@ def teacher_cost(prompt_set, teacher: TeacherEndpoint | None) -> dict[str, Any]:
     )
     to_ask = [m for h, m in missing if h not in cached]
     budget = teacher.sampling().max_tokens
-    prompt_tokens = sum(estimate_tokens(m, 0) for m in to_ask)
+    prompt_tokens = sum(prompt_tokens_estimate(m) for m in to_ask)
     # Answers this teacher gave before say how long they run; else the budget bounds it.
     seen = TeacherAnswer.objects.filter(fingerprint=teacher.fingerprint, flag="ok")
-    lengths = [len(r) for r in seen.values_list("response", flat=True)[:500]]
-    typical = (sum(lengths) / len(lengths) / CHARS_PER_TOKEN) if lengths else None
+    chars = seen.aggregate(mean=Avg(Length("response")))["mean"]
+    typical = chars / CHARS_PER_TOKEN if chars else None
     completion = int(len(to_ask) * min(budget or 1024, typical or budget or 1024))
     found |= {"to_ask": len(to_ask), "cached": len(missing) - len(to_ask)}
     found["tokens"] = {"prompt": prompt_tokens, "completion": completion}
@@ -79,7 +82,9 @@ def gpu_cost(config: dict[str, Any], student_path: str, prompt_set) -> dict[str,
     rows = Prompt.objects.filter(prompt_set=prompt_set, split=Split.TRAIN)
     count = rows.count()
     sample = list(rows.values_list("messages", "teacher_response")[:500])
-    prompt_tokens = sum(estimate_tokens(m, 0) for m, _ in sample) / len(sample) if sample else 0.0
+    prompt_tokens = (
+        sum(prompt_tokens_estimate(m) for m, _ in sample) / len(sample) if sample else 0.0
+    )
     answers = [len(t) / CHARS_PER_TOKEN for _, t in sample if t]
     answer_tokens = min(
         cfg.max_response_tokens, sum(answers) / len(answers) if answers else cfg.max_response_tokens
@@ -88,3 +93,22 @@ def gpu_cost(config: dict[str, Any], student_path: str, prompt_set) -> dict[str,
         cfg, shape, count, min(prompt_tokens, cfg.max_prompt_tokens), answer_tokens
     )
     return estimate
+
+
+def launch_estimate(spec, prompt_set, teacher: TeacherEndpoint | None) -> dict[str, Any]:
+    """What a launch would cost, nothing saved (``POST /api/v1/jobs/plan`` and the launch
+    form's "What will it cost?"): the teacher answers still to buy, and per job of the
+    launch (two for a pair) its rough GPU-hours and memory plan."""
+    from webapp.jobs.configs import memory_plan
+
+    jobs = {}
+    for method, config in spec.configs.items():
+        memory = memory_plan(config, spec.student_path)
+        jobs[method] = gpu_cost(config, spec.student_path, prompt_set) | {
+            "memory": memory.as_dict() if memory is not None else None
+        }
+    return {
+        "teacher": teacher_cost(prompt_set, teacher),
+        "jobs": jobs,
+        "gpus": spec.processes if spec.gpus_per_node else 0,
+    }

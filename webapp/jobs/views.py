@@ -127,7 +127,7 @@ def job_launch(request: AuthenticatedRequest, slug: str) -> HttpResponse:
             )
             if "estimate" in request.POST:
                 # "What will it cost?": the form again with the estimate; nothing saved.
-                estimate = _estimate(launch)
+                estimate = costs.launch_estimate(launch.spec, launch.prompt_set, launch.teacher)
                 context = {"team": team, "form": form, "estimate": estimate}
                 return render(request, "jobs/launch.html", context)
             try:
@@ -148,16 +148,6 @@ def job_launch(request: AuthenticatedRequest, slug: str) -> HttpResponse:
     else:
         form = LaunchForm(team, initial=_clone_initial(request, team))
     return render(request, "jobs/launch.html", {"team": team, "form": form}, status=status)
-
-
-def _estimate(launch: actions.LaunchRequest) -> dict:
-    """The launch form's cost estimate (the same as POST /api/v1/jobs/plan)."""
-    spec = launch.spec
-    jobs = [
-        (method, costs.gpu_cost(config, spec.student_path, launch.prompt_set))
-        for method, config in spec.configs.items()
-    ]
-    return {"teacher": costs.teacher_cost(launch.prompt_set, launch.teacher), "jobs": jobs}
 
 
 def _clone_initial(request: AuthenticatedRequest, team) -> dict:

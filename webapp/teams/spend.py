@@ -65,14 +65,19 @@ def month_range(text: str | None) -> tuple[datetime, datetime] | None:
     return start, (start.replace(day=28) + timedelta(days=4)).replace(day=1)
 
 
-def month_report(team, start: datetime, end: datetime) -> dict[str, Any]:
-    """A month of the team's teacher spend: its total, and by what it was for, by user
-    and by endpoint (the usage page and ``GET /api/v1/teams/{slug}/usage``)."""
-    rows = list(
+def month_rows(team, start: datetime, end: datetime):
+    """The team's spend rows of [start, end), oldest first (the report and the CSV)."""
+    return (
         TeacherSpend.objects.filter(team=team, created_at__gte=start, created_at__lt=end)
         .select_related("user")
         .order_by("created_at")
     )
+
+
+def month_report(team, start: datetime, end: datetime) -> dict[str, Any]:
+    """A month of the team's teacher spend: its total, and by what it was for, by user
+    and by endpoint (the usage page and ``GET /api/v1/teams/{slug}/usage``)."""
+    rows = list(month_rows(team, start, end))
     return {
         "month": f"{start:%Y-%m}",
         "total": totals(rows),

@@ -134,12 +134,8 @@ def usage(request: AuthenticatedRequest, slug: str) -> HttpResponse:
         return HttpResponseBadRequest("month: use YYYY-MM, e.g. 2026-12")
     start, end = found
     if request.GET.get("format") == "csv":
-        query = (
-            TeacherSpend.objects.filter(team=team, created_at__gte=start, created_at__lt=end)
-            .select_related("user")
-            .order_by("created_at")
-        )
-        response = HttpResponse(spend.csv_text(query), content_type="text/csv; charset=utf-8")
+        rows = spend.month_rows(team, start, end)
+        response = HttpResponse(spend.csv_text(rows), content_type="text/csv; charset=utf-8")
         name = f"{team.slug}-teacher-spend-{start:%Y-%m}.csv"
         response["Content-Disposition"] = f'attachment; filename="{name}"'
         return response
