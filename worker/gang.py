@@ -82,24 +82,39 @@ class Gang:
         for rank, node in enumerate(self.members, start=1):
             app.send_task(
                 MEMBER_TASK,
-                args=[job.pk, job.claimed_by, self.nodes, rank, addr, port],
+                args=[job.pk, job.claimed_by, self.nodes, rank, addr, port, job.attempts],
                 queue=node_queue(node),
             )
         return Rendezvous(self.nodes, 0, addr, port)
 
-    def lapsed(self, job: Job) -> list[str]:
-        """Members whose leases lapsed: their worker stopped renewing them (it died)."""
-        return presence.lapsed_nodes(job, list(self.members)) if self.members else []
+    def lost(self, job: Job) -> str:
+        """Why the gang cannot go on while the trainer runs ("" while it can): a member's
+        part failed (it says so before giving its leases back), or a member's leases
+        lapsed (its worker or its node died; within ``LEASE_S``)."""
+        if not self.members:
+            return ""
+        failed = self._failed(job)
+        if failed:
+            return failed
+        lapsed = presence.lapsed_nodes(job, list(self.members))
+        return f"node(s) {', '.join(lapsed)} of the job stopped answering" if lapsed else ""
+
+    def _failed(self, job: Job) -> str:
+        failed = presence.failed_members(job, list(self.members))
+        return "; ".join(
+            f"node {node}'s part of the job failed: {why}" for node, why in failed.items()
+        )
 
     def check_after(self, job: Job, exit: Exit, lost: str, stopping: bool) -> None:
-        """After the trainer ended: raise GangLost when a member died (``lost``: the watch
-        saw it and killed the trainer; or the trainer failed, not by a stop, and a
-        member's leases lapse). A dead node is not chosen again until its worker reports
-        itself."""
+        """After the trainer ended: raise GangLost when a member died or its part failed
+        (``lost``: the watch saw it and killed the trainer; or the trainer failed, not by
+        a stop, and a member's part failed or its leases lapse). A dead node is not chosen
+        again until its worker reports itself."""
         if not lost and (exit.ok or not self.members or stopping):
             return
         dead = self._lost_members(job)
         node_actions.forget(dead)
+        lost = lost or self._failed(job)
         if dead or lost:
             raise GangLost(lost or f"node(s) {', '.join(dead)} of the job were lost")
 
@@ -197,13 +212,19 @@ def store_port(devices: list[int]) -> int:
 ONE_NODE = Gang()  # a job on one node: no member
 
 
-def run_member(job_id: int, claim: str, nodes: int, node_rank: int, addr: str, port: int) -> str:
-    """This node's part of a multi-node job whose leading worker (``claim``) leased GPUs
-    here: its torchrun joins the rendezvous, and runs while the leader's claim holds.
-    Renewing this node's leases is how the leader knows this node is alive."""
+def run_member(
+    job_id: int, claim: str, nodes: int, node_rank: int, addr: str, port: int, attempt: int
+) -> str:
+    """This node's part of a multi-node job whose leading worker (``claim``, in the job's
+    ``attempt``) leased GPUs here: its torchrun joins the rendezvous, and runs while the
+    leader's claim holds. Renewing this node's leases is how the leader knows this node
+    is alive; a part that fails says so before it gives them back, and the leader stops
+    the job's other ranks at once."""
     job = Job.objects.filter(pk=job_id).first()
     held = presence.leases_here(job) if job is not None else []
     if job is None or job.claimed_by != claim or not held or not actions.still_held(job):
+        return "the gang has moved on"
+    if job.attempts != attempt:
         return "the gang has moved on"
     node_actions.renew(job)  # check in at once: the leader gives up on nodes that do not
     space = workspace(job)
@@ -217,17 +238,27 @@ def run_member(job_id: int, claim: str, nodes: int, node_rank: int, addr: str, p
         box = Sandbox(writable=(space.root,), readable=student, network=True)
         proc = TrainerProcess(argv, space.root, log_path, env, launcher=True, sandbox=box)
     except (SandboxUnavailable, hub_cache.NotFetched) as failed:
+        presence.member_failed(job_id, attempt, f"it could not start: {failed}")
         node_actions.release_node(job)
         return f"node {node_rank} of job {job_id} could not start: {failed}"
+    moved_on = False
 
     def tick() -> None:
+        nonlocal moved_on
         close_old_connections()
         node_actions.renew(job)
         if not actions.still_held(job):
+            moved_on = True
             proc.kill()  # the leader ended this attempt (or lost its claim)
 
+    code = None
     try:
         code = proc.watch(tick, POLL_S).code
     finally:
+        if code != 0 and not moved_on:  # a rank crashed here, or this worker is stopping
+            why = (
+                f"torchrun exited with status {code}" if code is not None else "its worker stopped"
+            )
+            presence.member_failed(job_id, attempt, f"{why} (log: {log_path.name})")
         node_actions.release_node(job)  # "ended", as opposed to lapsed leases: "died"
     return f"node {node_rank} of job {job_id}: torchrun exited with status {code}"

@@ -47,12 +47,12 @@ def run_job(self, job_id: int) -> str:
     time_limit=JOB_SOFT_LIMIT_S + 600,
 )
 def run_job_member(
-    job_id: int, claim: str, nodes: int, node_rank: int, addr: str, port: int
+    job_id: int, claim: str, nodes: int, node_rank: int, addr: str, port: int, attempt: int
 ) -> str:
     """A member node's torchrun of a multi-node job (sent to this node's own queue by the
-    job's leading worker). Not retried: if it is lost, the leader notices the lapsed
-    leases and sends the whole job back to the queue."""
-    outcome = gang.run_member(job_id, claim, nodes, node_rank, addr, port)
+    job's leading worker). Not retried: if its part fails, or its node is lost, the
+    leader stops the job's ranks and sends the whole job back to the queue."""
+    outcome = gang.run_member(job_id, claim, nodes, node_rank, addr, port, attempt)
     log.info("job %s: %s", job_id, outcome)
     return outcome
 

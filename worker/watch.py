@@ -47,11 +47,13 @@ class TrainingWatch:
 
     def tick(self) -> None:
         close_old_connections()
-        lapsed = self.gang.lapsed(self.job)
-        if lapsed and not self.gang_lost:
-            # Its ranks are stuck in a collective with the lost ones: no graceful stop.
-            self.gang_lost = f"node(s) {', '.join(lapsed)} of the job stopped answering"
-            log.warning("job %s: %s; stopping its trainer", self.job.pk, self.gang_lost)
+        lost = self.gang.lost(self.job) if not self.gang_lost else ""
+        if lost:
+            # Its ranks wait in a collective for the gone ones (on NCCL until the process
+            # group's timeout, two hours): no graceful stop, the job resumes from its
+            # last checkpoint.
+            self.gang_lost = lost
+            log.warning("job %s: %s; stopping its trainer", self.job.pk, lost)
             self.proc.kill()
             return
         saved = len(self.ingest.known_steps)

@@ -137,6 +137,33 @@ def holding_nodes(job, nodes: list[str]) -> list[str]:
     return sorted(set(held.values_list("node", flat=True)))
 
 
+GANG_FAILED_TTL_S = 86400
+
+
+def _gang_failed_key(job_id: int, attempt: int) -> str:
+    """One attempt's failed members: a worker re-claims a job under the same name, so the
+    claim alone would carry an earlier attempt's failures over."""
+    return f"gad:gang:{job_id}:{attempt}:failed"
+
+
+def member_failed(job_id: int, attempt: int, why: str) -> None:
+    """This node's part of a multi-node job failed (its torchrun exited with an error, or
+    never started). Recorded before its leases are released, so that the leader tells it
+    from a part that ended well and stops its own ranks at once: on NCCL they would
+    otherwise wait in a collective for the gone ranks until the process group's timeout."""
+    broker = broker_redis()
+    key = _gang_failed_key(job_id, attempt)
+    broker.hset(key, node_name(), why[:500])
+    broker.expire(key, GANG_FAILED_TTL_S)
+
+
+def failed_members(job, nodes: list[str]) -> dict[str, str]:
+    """Members of the job's current attempt whose part failed → why (``member_failed``)."""
+    raw = broker_redis().hgetall(_gang_failed_key(job.pk, job.attempts))
+    found = {k.decode(): v.decode(errors="replace") for k, v in raw.items()}
+    return {node: found[node] for node in nodes if node in found}
+
+
 def leases_here(job) -> list[GpuLease]:
     """This node's leases of the job (a member node's GPUs, leased by its leader)."""
     return list(GpuLease.objects.filter(job=job, node=node_name()))
