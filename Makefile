@@ -8,20 +8,30 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 PIP_FLAGS ?=
 
-.PHONY: setup test lint demo services clean
+.PHONY: setup test lint demo services clean lock
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# The CPU set of the lock (requirements/cpu.txt, exported from uv.lock by `make lock`) pins
+# every package; pip takes it as constraints so that torch stays the CPU build above.
+$(VENV)/.installed: pyproject.toml requirements/cpu.txt
 	@test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install $(PIP_FLAGS) --quiet --upgrade pip
 	$(BIN)/pip install $(PIP_FLAGS) --quiet "$(TORCH_SPEC)"
-	$(BIN)/pip install $(PIP_FLAGS) --quiet -e ".[dev]" "$(TORCH_SPEC)"
+	$(BIN)/pip install $(PIP_FLAGS) --quiet -c requirements/cpu.txt -e ".[dev]" "$(TORCH_SPEC)"
 	$(BIN)/python -m webapp.tools.copy_static
 	@touch $@
 
 services:
 	@bash scripts/services.sh
+
+# Re-resolve after editing pyproject.toml's dependencies: uv.lock, and the two sets
+# exported from it (CPU: what CI and `make setup` install; GPU: what GPU nodes install).
+lock: setup
+	$(BIN)/uv lock
+	$(BIN)/uv export --frozen --extra dev $(EXPORT_FLAGS) -o requirements/cpu.txt
+	$(BIN)/uv export --frozen --extra gpu --extra trackers $(EXPORT_FLAGS) -o requirements/gpu.txt
+EXPORT_FLAGS := --no-hashes --no-emit-project --no-annotate --quiet
 
 lint: setup
 	$(BIN)/ruff check .

@@ -357,6 +357,15 @@ def _cross_checks(cfg: TrainConfig) -> list[tuple[str, str]]:
                 "tensorboard, mlflow or wandb",
             )
         )
+    if cfg.rollout.backend == "vllm" and cfg.temperature > 2:
+        # vLLM refuses it (vllm 0.32.0, vllm/sampling_params.py:667)
+        errors.append(
+            (
+                "temperature",
+                f"temperature: {cfg.temperature} is above 2, which rollout.backend: vllm "
+                "refuses; lower it, or use rollout.backend: hf",
+            )
+        )
     if cfg.method == "gad" and cfg.disc.update == "frozen" and cfg.disc.frozen_epochs < 1:
         errors.append(
             (

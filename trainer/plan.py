@@ -132,7 +132,7 @@ def model_shape(ref: str, download: bool = False) -> Shape:
     CLI, never a web request) and where the Hub can be reached, config.json downloaded
     alone. UnknownModel says why none could be read."""
     path = Path(ref) / "config.json"
-    if not path.is_file() and _is_repo_id(ref):
+    if not path.is_file() and is_repo_id(ref):
         path = _hub_config(ref, download) or path
     try:
         if path.is_file():
@@ -150,7 +150,7 @@ def model_shape(ref: str, download: bool = False) -> Shape:
     )
 
 
-def _is_repo_id(ref: str) -> bool:
+def is_repo_id(ref: str) -> bool:
     parts = ref.split("/")
     return len(parts) == 2 and all(parts) and not ref.startswith((".", "/", "~"))
 
@@ -377,11 +377,11 @@ VLLM_NON_TORCH_GB = 1.0  # CUDA graphs and memory outside torch's allocator (rou
 
 
 def _vllm_parts(cfg: TrainConfig, shape: Shape, compute: int) -> dict[str, float]:
-    """What vLLM (0.11) must hold inside its share before one KV cache block is left:
-    it sizes the KV cache as ``gpu_memory_utilization x total - (weights + profiling
-    peak + non-torch memory)`` (``vllm/v1/worker/gpu_worker.py`` L183-184, L279-280) and
-    stops when that is <= 0 or below one request of ``max_model_len``
-    (``vllm/v1/core/kv_cache_utils.py`` L698-716). Weights and activations are split
+    """What vLLM (0.32) must hold inside its share before one KV cache block is left:
+    it sizes the KV cache as the requested memory (``gpu_memory_utilization x total``)
+    less what is not KV cache (weights, profiling peak, non-torch memory)
+    (``vllm/v1/worker/gpu_worker.py`` L535, L740-744) and stops when that is <= 0 or below
+    one request of ``max_model_len`` (``vllm/v1/core/kv_cache_utils.py`` L1003-1040). Weights and activations are split
     ``rollout.tensor_parallel_size`` ways; the profiling figures are rough."""
     tp = cfg.rollout.tensor_parallel_size
     length = cfg.max_prompt_tokens + cfg.max_response_tokens

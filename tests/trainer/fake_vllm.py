@@ -1,23 +1,23 @@
-"""A stand-in for ``vllm`` (0.11.0, the newest the ``gpu`` extra allows) that behaves as
-the real one does where ``trainer.rollout.vllm`` touches it. Read in the 0.11.0 wheel:
+"""A stand-in for ``vllm`` (0.32.0, the release the ``gpu`` extra pins) that behaves as
+the real one does where ``trainer.rollout.vllm`` touches it. Read in the 0.32.0 wheel:
 
-- ``vllm/envs.py`` L1018-1019: ``VLLM_ENABLE_V1_MULTIPROCESSING`` defaults to 1;
-  ``vllm/v1/engine/llm_engine.py`` L172-174 turns multiprocessing on from it, and
-  L131-133 sets ``self.model_executor`` only when it is off: with it on, the engine runs
+- ``vllm/envs.py`` L1463-1465: ``VLLM_ENABLE_V1_MULTIPROCESSING`` defaults to 1;
+  ``vllm/v1/engine/llm_engine.py`` L186-188 turns multiprocessing on from it, and
+  L136-138 sets ``self.model_executor`` only when it is off: with it on, the engine runs
   in a child process and ``llm_engine.model_executor`` does not exist;
-- ``vllm/executor/uniproc_executor.py`` L140-143: the external launcher asserts
-  "please set VLLM_ENABLE_V1_MULTIPROCESSING=0"; L155-156 read ``RANK`` and
+- ``vllm/v1/executor/uniproc_executor.py`` L180-183: the external launcher asserts
+  "please set VLLM_ENABLE_V1_MULTIPROCESSING=0"; L195-196 read ``RANK`` and
   ``LOCAL_RANK`` from the environment (a KeyError without them);
-- ``vllm/entrypoints/llm.py`` L1418-1453: ``sleep(level)`` and ``wake_up(tags)``, tags
+- ``vllm/entrypoints/llm.py`` L836-885: ``sleep(level)`` and ``wake_up(tags)``, tags
   among ("weights", "kv_cache"); the engine is used again only once every tag is awake;
-- ``vllm/v1/worker/gpu_worker.py`` L175: the worker calls ``set_random_seed(seed)``,
+- ``vllm/v1/worker/gpu_worker.py`` L522: the worker calls ``set_random_seed(seed)``,
   which seeds torch, random and numpy, in this process with the external launcher;
-- ``vllm/sampling_params.py`` L460-484: the EOS ids of the model's
+- ``vllm/sampling_params.py`` L772-800: the EOS ids of the model's
   ``generation_config.json`` join the stop tokens; a completion may end with one of them
   (``LLM.generation_eos``), the token kept in ``token_ids`` with its log-prob;
 - ``generate`` takes one SamplingParams for every prompt, or a list of them;
 - memory: ``wake_up`` maps the weights back with vLLM's own allocator
-  (``vllm/device_allocator/cumem.py`` L237-250, ``create_and_map``), outside torch's
+  (``vllm/device_allocator/cumem.py`` L331-350, ``create_and_map``), outside torch's
   caching allocator, so what torch reserved during the update phase must be handed back
   first: TRL calls ``torch.cuda.empty_cache()`` before every wake-up
   (``trl/trainer/grpo_trainer.py``, "required to avoid OOM in some cases"). On the CPU

@@ -83,6 +83,17 @@ def test_frozen_discriminator_needs_its_own_training():
     assert errors == [] and config.disc.frozen_epochs == 2
 
 
+def test_vllm_refuses_a_temperature_above_two_and_the_config_says_so_first():
+    """vllm 0.32.0, vllm/sampling_params.py:667: "temperature must be in [0, 2]"."""
+    _, errors = C.validate_dict({**REQUIRED, "temperature": 2.5, "rollout": {"backend": "vllm"}})
+    assert errors == [
+        ("temperature", "temperature: 2.5 is above 2, which rollout.backend: vllm refuses; "
+         "lower it, or use rollout.backend: hf"),
+    ]  # fmt: skip
+    _, errors = C.validate_dict({**REQUIRED, "temperature": 2.5})  # transformers takes it
+    assert errors == []
+
+
 def test_bad_override_and_bad_file_raise_bad_input(tmp_path):
     with pytest.raises(BadInput, match="key.sub=value"):
         C.apply_overrides({}, ["nokey"])

@@ -206,11 +206,12 @@ def test_a_forced_gather_model_that_does_not_fit_is_told_to_gather_by_layer():
 
 
 def test_the_14b_paper_shape_at_tensor_parallel_1_is_refused_naming_vllms_share():
-    """Qwen2.5-14B in bf16 is 27.5 GiB; 0.3 of an 80 GB card is 24 GB. vLLM 0.11 sizes
-    its KV cache as utilisation x total - (weights + profiling peak + non-torch memory)
-    (``vllm/v1/worker/gpu_worker.py`` L183-184, L279-280) and stops with "No available
-    memory for the cache blocks" when that is <= 0 (``vllm/v1/core/kv_cache_utils.py``
-    L698-699): the planner said "fits (55 GB)" for it, from the totals alone."""
+    """Qwen2.5-14B in bf16 is 27.5 GiB; 0.3 of an 80 GB card is 24 GB. vLLM 0.32 sizes
+    its KV cache as utilisation x total - (weights + profiling peak + non-torch memory
+    + a CUDA graph estimate) (``vllm/v1/worker/utils.py`` L724-726,
+    ``vllm/v1/worker/gpu_worker.py`` L740-744) and stops with "No available memory for
+    the cache blocks" when that is <= 0 (``vllm/v1/core/kv_cache_utils.py``
+    L1009-1011): the planner said "fits (55 GB)" for it, from the totals alone."""
     paper = load_config(ROOT / "configs" / "gad-paper.yaml")
     tp1 = replace(paper, rollout=replace(paper.rollout, tensor_parallel_size=1))
     result = plan(tp1, gpu_memory_gb=80)

@@ -334,11 +334,11 @@ def test_reshard_frees_every_layer_that_gather_model_kept_whole(tmp_path):
 
 def test_a_one_gpu_vllm_rollout_runs_its_engine_in_process(student, tokenizer):
     """One process (no torchrun): the engine must still be in this process, or its
-    model's load_weights cannot be reached and the first rollout dies. vLLM 0.11.0
+    model's load_weights cannot be reached and the first rollout dies. vLLM 0.32.0
     starts it in a child process unless VLLM_ENABLE_V1_MULTIPROCESSING=0
-    (``vllm/envs.py`` L1018-1019, ``vllm/v1/engine/llm_engine.py`` L131-133, L172-174);
+    (``vllm/envs.py`` L1463-1465, ``vllm/v1/engine/llm_engine.py`` L136-138, L186-188);
     the external launcher needs that and RANK/LOCAL_RANK
-    (``vllm/executor/uniproc_executor.py`` L140-143, L155-156). TRL and verl use the
+    (``vllm/v1/executor/uniproc_executor.py`` L180-183, L195-196). TRL and verl use the
     external launcher at every world size. The fake: tests/trainer/fake_vllm.py."""
     from tests.trainer.fake_vllm import LLM, installed
 
@@ -359,7 +359,7 @@ def test_a_one_gpu_vllm_rollout_runs_its_engine_in_process(student, tokenizer):
 def test_every_wake_up_hands_torchs_cached_memory_back_first(student, tokenizer):
     """The second rollout follows an update phase whose peak torch's caching allocator
     still holds; vLLM maps its weights back outside that cache
-    (``vllm/device_allocator/cumem.py`` L237-250), so without
+    (``vllm/device_allocator/cumem.py`` L331-350), so without
     ``torch.cuda.empty_cache()`` first it runs out of memory (TRL empties the cache
     before every wake-up: ``trl/trainer/grpo_trainer.py``). The fake counts it."""
     from tests.trainer.fake_vllm import Memory, installed
@@ -375,15 +375,17 @@ def test_every_wake_up_hands_torchs_cached_memory_back_first(student, tokenizer)
 
 
 def test_vllm_samples_are_kept_as_sampled_from_one_seeded_engine(student, tokenizer):
-    """vLLM 0.11 (tests/trainer/fake_vllm.py for the lines):
+    """vLLM 0.32 (tests/trainer/fake_vllm.py for the lines):
     - it also stops at the EOS ids of generation_config.json (``vllm/sampling_params.py``
-      L460-484): a completion that ends with one is kept as sampled, never given the
+      L772-800): a completion that ends with one is kept as sampled, never given the
       tokenizer's EOS with log-prob 0, a token the model did not sample that G and D
       would then train on;
-    - one seed, the engine's: a seed per request samples request by request in a
-      Python loop (``vllm/v1/sample/ops/topk_topp_sampler.py``, random_sample);
+    - one seed, the engine's: a seed per request turns off FlashInfer's fused
+      top-k/top-p sampler (``vllm/v1/worker/gpu/sample/sampler.py`` L307-312), and a
+      request without one draws it from numpy's generator, which the trainer seeds
+      (``vllm/v1/worker/gpu/sample/states.py`` L54-58);
     - its worker seeds torch, random and numpy in this process
-      (``vllm/v1/worker/gpu_worker.py`` L175): the trainer's generators are left as
+      (``vllm/v1/worker/gpu_worker.py`` L522): the trainer's generators are left as
       they were;
     - no weights read from disk: ``load_format="dummy"``, as verl does."""
     import random

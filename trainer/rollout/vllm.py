@@ -12,7 +12,7 @@ With ``rollout.tensor_parallel_size`` k > 1, each group of k consecutive ranks s
 engine sharded k ways: the group gathers its prompts, generates them together, and each
 rank keeps its own answers.
 
-Built against vLLM 0.10.2 – 0.11.x (the ``gpu`` extra pins the range). vLLM is not
+Built against vLLM 0.32.x (the ``gpu`` extra pins the range). vLLM is not
 installed on the development machines; ``tests/trainer/test_rollout.py`` checks the sync
 against a fake engine, and ``bench/gpu_smoke.sh`` compares vLLM's log-probs with the
 trainer's after a sync wherever vLLM is installed.
@@ -110,7 +110,7 @@ class VLLMRollout:
                 tensor_parallel_size=self.tp,
                 distributed_executor_backend="external_launcher",
                 enable_sleep_mode=True,
-                seed=settings.seed,  # once: a seed per request samples in a Python loop
+                seed=settings.seed,  # once: no seed per request (see sample)
                 max_model_len=settings.max_model_len,
                 enable_prefix_caching=True,  # the N samples of a prompt share its KV cache
                 # No weights read from disk: the student's are pushed before each generation
@@ -164,10 +164,13 @@ class VLLMRollout:
         from vllm.inputs import TokensPrompt
 
         s = self.settings
-        # ``seeds`` (the hf sampler's per-prompt seeds) are not passed on: a seed per
-        # request makes vLLM sample request by request in a Python loop (0.11:
-        # vllm/v1/sample/ops/topk_topp_sampler.py, random_sample). The engine is seeded
-        # once, at its start; samples then differ with the world size.
+        # ``seeds`` (the hf sampler's per-prompt seeds) are not passed on. In 0.32 they
+        # would no longer cost a Python loop (Model Runner V2 samples every request from
+        # its own seed in one kernel), but they turn off FlashInfer's fused top-k/top-p
+        # sampler (vllm/v1/worker/gpu/sample/sampler.py L307-312). A request without a
+        # seed draws one from numpy's global generator in this process (states.py in the
+        # same folder, L54-58), which the trainer seeds and _own_rng gives back, so runs
+        # stay reproducible; samples then differ with the world size.
         del seeds
         mine = len(prompts)
         if self.tp_group is not None:  # the group's prompts, in rank order
@@ -200,7 +203,7 @@ class VLLMRollout:
         for out in outs:  # vLLM keeps the prompt order; each has n completions
             for c in out.outputs:
                 # Exactly what was sampled: vLLM also stops at the EOS ids of the model's
-                # generation_config.json (0.11: vllm/sampling_params.py L460-484), and an
+                # generation_config.json (0.32: vllm/sampling_params.py L772-800), and an
                 # EOS it did not sample, appended here with log-prob 0, would be trained
                 # on by G and D.
                 ids = list(c.token_ids)
@@ -215,7 +218,8 @@ class VLLMRollout:
 @contextlib.contextmanager
 def _own_rng() -> Iterator[None]:
     """Leave the process's random generators as they were (vLLM's worker seeds torch,
-    random and numpy in this process: 0.11, vllm/v1/worker/gpu_worker.py L175)."""
+    random and numpy in this process: 0.32, vllm/v1/worker/gpu_worker.py L522, and again
+    after its warm-up, L1062-1064)."""
     import random
 
     import numpy as np
