@@ -19,8 +19,9 @@ Read from huggingface_hub 2.4.0:
   repository 401 with ``RepoNotFound``.
 - ``/api/agent-harnesses`` (utils/_detect_agent.py) is asked once a day; 404 is fine.
 
-Any ``org/name`` exists, as a 1 GB model with no config.json, unless ``models`` says
-otherwise (its files and their sizes; a file's bytes, when given, are served).
+Any ``org/name`` exists, as a 1 GB model with the config.json of Qwen2.5-0.5B's shape
+(every causal LM repository on the Hub has one), unless ``models`` says otherwise (its
+files and their sizes; a file's bytes, when given, are served).
 """
 
 from __future__ import annotations
@@ -33,6 +34,16 @@ from urllib.parse import unquote, urlsplit
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 GB = 10**9
+QWEN_0_5B = "Qwen/Qwen2.5-0.5B-Instruct"
+
+
+def config_of(repo: str) -> bytes:
+    """A causal LM's config.json: the repository's own shape where trainer.plan knows it by
+    heart (Qwen2.5, Llama 3.1), else Qwen2.5-0.5B's."""
+    from trainer.plan import KNOWN
+
+    shape = KNOWN.get(repo, KNOWN[QWEN_0_5B])
+    return json.dumps({"model_type": "qwen2", **shape, "torch_dtype": "bfloat16"}).encode()
 
 
 class FakeHub:
@@ -63,7 +74,11 @@ class FakeHub:
         self.server.server_close()
 
     def files(self, repo: str) -> dict[str, int | bytes] | str:
-        return self.models.get(repo, {"model.safetensors": GB, "tokenizer.json": 2_000_000})
+        default: dict[str, int | bytes] = {
+            "config.json": config_of(repo), "model.safetensors": GB,
+            "tokenizer.json": 2_000_000,
+        }  # fmt: skip
+        return self.models.get(repo, default)
 
     def route(self, request: BaseHTTPRequestHandler, head: bool) -> None:
         path = unquote(urlsplit(request.path).path).strip("/")

@@ -82,6 +82,28 @@ def test_a_hub_model_is_charged_to_the_teams_storage_once(launch, personas, fake
     assert refused.status_code == 422 and "storage is full" in refused.json()["detail"]
 
 
+def test_a_gpu_job_whose_hub_students_shape_cannot_be_read_is_refused_with_the_reason(
+    launch, fake_hub
+):
+    """A GPU job is planned before it may start (trainer.plan): a repository without a
+    config.json leaves nothing to plan, and the GPU would find out by running out of
+    memory. The same student on the CPU needs no plan."""
+    fake_hub.models["org/bare"] = {"model.safetensors": 3 * GB, "tokenizer.json": 10**6}
+    refused = launch("org/bare", gpus=1)
+    assert refused.status_code == 422
+    detail = refused.json()["detail"]
+    assert "student: a GPU job needs the memory planner to read its shape" in detail
+    assert "the Hub repository 'org/bare' has no config.json (the site looked it up)" in detail
+    fake_hub.models["org/odd"] = {
+        "model.safetensors": 3 * GB,
+        "config.json": b'{"model_type": "x"}',
+    }
+    refused = launch("org/odd", gpus=1)
+    assert refused.status_code == 422
+    assert "config.json is not a causal LM config the planner reads" in refused.json()["detail"]
+    assert launch("org/bare").status_code == 201  # gpus: 0
+
+
 @pytest.mark.parametrize(
     "state,message",
     [("missing", "is not a model on the Hugging Face Hub"), ("gated", "is gated")],

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from trainer.teacher import prompt_hash
 from webapp.catalog.models import RegisteredModel
 from webapp.jobs.models import Checkpoint, Job
 from webapp.promptsets.models import Prompt, PromptSet
+
+# A causal LM's config.json, as the memory planner reads it (a tiny Qwen2 shape).
+TINY_CONFIG = {"model_type": "qwen2", "hidden_size": 64, "intermediate_size": 256,
+               "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+               "vocab_size": 4096, "tie_word_embeddings": True}  # fmt: skip
 
 
 def make_prompt_set(team, n: int = 3, with_teacher: bool = True, name: str = "chat") -> PromptSet:
@@ -59,7 +65,7 @@ def make_job(team, prompt_set=None, status: str = "queued", **fields) -> Job:
 
 def make_checkpoint(job: Job, directory: Path, step: int = 50) -> Checkpoint:
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "config.json").write_text('{"model_type": "qwen2"}')
+    (directory / "config.json").write_text(json.dumps(TINY_CONFIG))
     (directory / "model.safetensors").write_bytes(b"\x01" * 1000)
     return Checkpoint.objects.create(
         job=job, step=step, stage="gad", path=str(directory), size_bytes=1016

@@ -152,18 +152,21 @@ def memory_plan(
 ) -> trainer_plan.Plan | None:
     """The per-GPU memory plan (``trainer.plan``) of a GPU job's config, on its nodes ×
     GPUs per node of ``GAD_GPU_MEMORY_GB``, for the student it resolved to (a hub
-    student's shape from its config.json, ``student_model``); None for a CPU job or a
-    student whose shape is unknown here."""
+    student's shape from its config.json, ``student_model``); None for a CPU job. Raises
+    UnknownModel, with the reason, for a student whose shape cannot be read here."""
     cfg = trainer_config.from_dict(config)
     if cfg.gpus_per_node <= 0:
         return None
-    try:
-        if student_model is not None:
+    if student_model is not None:
+        try:
             shape = trainer_plan.Shape.from_config(student_model)
-        else:
-            shape = trainer_plan.model_shape(student_path)
-    except (trainer_plan.UnknownModel, KeyError, TypeError, ValueError):
-        return None
+        except (KeyError, TypeError, ValueError) as e:
+            raise trainer_plan.UnknownModel(
+                f"its config.json is not a causal LM config the planner reads ({e!r} missing "
+                "or malformed)"
+            ) from e
+    else:
+        shape = trainer_plan.model_shape(student_path)
     return trainer_plan.plan(
         cfg, cfg.nodes, cfg.gpus_per_node, settings.GAD_GPU_MEMORY_GB, shape=shape
     )
@@ -177,14 +180,27 @@ def job_plan(job) -> trainer_plan.Plan | None:
         return None
     try:
         return memory_plan(job.config, job.student_path)
-    except BadInput:
+    except (BadInput, trainer_plan.UnknownModel):
         return None
 
 
 def _memory_problems(
     cfg: trainer_config.TrainConfig, student_path: str, student_model: dict[str, Any] | None
 ) -> list[tuple[str, str]]:
-    result = memory_plan(trainer_config.to_dict(cfg), student_path, student_model)
+    try:
+        result = memory_plan(trainer_config.to_dict(cfg), student_path, student_model)
+    except trainer_plan.UnknownModel as unknown:
+        # A GPU job whose memory cannot be planned would find out on the GPU, by running
+        # out of it: refuse it here, with the reason.
+        why = str(unknown)
+        if student_model is None and trainer_plan.is_repo_id(student_path):
+            why = (
+                f"the Hub repository {student_path!r} has no config.json (the site looked "
+                "it up), and it is not one of the models the planner knows by heart"
+            )
+        return [
+            ("student", f"student: a GPU job needs the memory planner to read its shape: {why}")
+        ]
     if result is None or result.fits:
         return []
     return [

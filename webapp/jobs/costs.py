@@ -103,7 +103,10 @@ def launch_estimate(spec, prompt_set, teacher: TeacherEndpoint | None) -> dict[s
 
     jobs = {}
     for method, config in spec.configs.items():
-        memory = memory_plan(config, spec.student_path)
+        try:
+            memory = memory_plan(config, spec.student_path)
+        except trainer_plan.UnknownModel:  # the launch refuses such a GPU job
+            memory = None
         jobs[method] = gpu_cost(config, spec.student_path, prompt_set) | {
             "memory": memory.as_dict() if memory is not None else None
         }
