@@ -2,6 +2,9 @@
 
 The answers let `make demo` train a tiny "teacher" for a minute, so that the teacher it
 serves answers coherently; the prompts (without answers) are what the demo distils.
+No prompt occurs twice, case, spacing and punctuation aside (``trainer.dedup``): the
+demo distils and evaluates on the first 240 and pretrains its student on the last 1280,
+so a held-out prompt is never one the student saw.
 
     python demo/make_prompts.py --out demo/prompts.jsonl --n 3000 --seed 0
 """
@@ -11,6 +14,8 @@ from __future__ import annotations
 import argparse
 import json
 import random
+
+from trainer.dedup import normalise
 
 CAPITALS = {
     "France": "Paris",
@@ -151,10 +156,15 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     rng = random.Random(args.seed)
+    seen: set[str] = set()
     with open(args.out, "w", encoding="utf-8") as out:
-        for i in range(args.n):
+        while len(seen) < args.n:
             prompt, answer = rng.choice(KINDS)(rng)
-            record = {"id": f"demo-{i}", "prompt": prompt, "teacher_response": answer}
+            key = normalise(prompt)
+            if key in seen:  # drawn before: the kinds with few prompts run out first
+                continue
+            seen.add(key)
+            record = {"id": f"demo-{len(seen) - 1}", "prompt": prompt, "teacher_response": answer}
             out.write(json.dumps(record) + "\n")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from trainer.dedup import norm_hash
 from trainer.teacher import prompt_hash
 from webapp.catalog.models import RegisteredModel
 from webapp.jobs.models import Checkpoint, Job
@@ -32,6 +33,8 @@ def make_prompt_set(team, n: int = 3, with_teacher: bool = True, name: str = "ch
             messages=[{"role": "user", "content": f"q{i}"}],
             text=f"user: q{i}",
             prompt_hash=prompt_hash([{"role": "user", "content": f"q{i}"}]),
+            norm_hash=norm_hash(f"user: q{i}"),
+            dup_group=i,
             teacher_response=f"a{i}" if with_teacher else None,
         )
         for i in range(n)

@@ -12,7 +12,7 @@ from typing import Any
 
 from ninja import Router, Schema
 
-from webapp.evaluation import results
+from webapp.evaluation import contamination, results
 from webapp.evaluation.models import Evaluation
 from webapp.teams import access, spend
 
@@ -76,10 +76,21 @@ class EvaluationOut(Schema):
         return found.pk if found is not None else None
 
 
+class EvaluationDetailOut(EvaluationOut):
+    # Per job it compares, how many of its prompts the job trained on: exact (normalised
+    # text) and near (the set's groups of near duplicates). No row: none. Not in the list,
+    # whose queries stay fixed in number.
+    contamination: list[dict[str, Any]]
+
+    @staticmethod
+    def resolve_contamination(obj: Evaluation) -> list[dict[str, Any]]:
+        return contamination.of_evaluation(obj)
+
+
 def _evaluations():
     """What EvaluationOut reads, in a fixed number of queries however many are listed."""
     return Evaluation.objects.select_related("team", "sweep").prefetch_related(
-        "systems__checkpoint", "teacher_spend"
+        "systems__checkpoint__job", "systems__job", "teacher_spend"
     )
 
 
@@ -95,6 +106,6 @@ def list_evaluations(request, team: str | None = None):
     return rows.order_by("-created_at")[:200]
 
 
-@router.get("/evaluations/{int:evaluation_id}", response=EvaluationOut)
+@router.get("/evaluations/{int:evaluation_id}", response=EvaluationDetailOut)
 def get_evaluation(request, evaluation_id: int):
     return evaluation_for(request, evaluation_id)

@@ -15,6 +15,7 @@ from webapp.evaluation.actions import (
 from webapp.evaluation.models import PromptChoice
 from webapp.jobs import references
 from webapp.jobs.models import Checkpoint, Job
+from webapp.promptsets import contamination
 from webapp.promptsets.models import PromptSet
 from webapp.teachers.models import TeacherEndpoint
 
@@ -31,9 +32,27 @@ class CheckpointChoices(forms.ModelMultipleChoiceField):
         return f"{checkpoint.job.name} · step {checkpoint.step}"
 
 
+class PromptSetChoice(forms.ModelChoiceField):
+    def label_from_instance(self, prompt_set: PromptSet) -> str:
+        """The set's name, and a warning when its held-out prompts also occur in its
+        training split (what its own jobs trained on)."""
+        found = contamination.of_split(prompt_set)
+        leaked = found["exact"] + found["near"]
+        if not leaked:
+            return prompt_set.name
+        return (
+            f"{prompt_set.name} (warning: {leaked} of its {found['checked']} held-out prompts "
+            "also occur in its training split)"
+        )
+
+
 class EvaluationForm(forms.Form):
     name = forms.CharField(max_length=200)
-    prompt_set = forms.ModelChoiceField(queryset=PromptSet.objects.none())
+    prompt_set = PromptSetChoice(
+        queryset=PromptSet.objects.none(),
+        help_text="A set whose held-out prompts its jobs also trained on is marked: scores on "
+        "them measure recall, not generalisation. Choose its split again without duplicates.",
+    )
     prompt_choice = forms.ChoiceField(
         label="Prompts", choices=PromptChoice.choices, initial=PromptChoice.TEST
     )

@@ -13,7 +13,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
-from webapp.evaluation import actions, panels, results
+from webapp.evaluation import actions, contamination, panels, results
 from webapp.evaluation.access import evaluation_for
 from webapp.evaluation.forms import EvaluationForm
 from webapp.evaluation.models import EvalStatus, Evaluation
@@ -104,6 +104,11 @@ def _overlap(evaluation: Evaluation) -> dict | None:
     return {"reference": found["reference"], "ns": ns, "rows": rows}
 
 
+def _contamination(evaluation: Evaluation) -> dict[str, object]:
+    rows = contamination.of_evaluation(evaluation)
+    return {"contaminated": bool(rows), "contamination": contamination.summary(evaluation, rows)}
+
+
 @login_required
 def evaluation_detail(request: AuthenticatedRequest, slug: str, pk: int) -> HttpResponse:
     evaluation = evaluation_for(request, slug, pk)
@@ -119,6 +124,7 @@ def evaluation_detail(request: AuthenticatedRequest, slug: str, pk: int) -> Http
             "live": _live(evaluation),
             "test_set_sizes": results.test_set_sizes(evaluation),
             "teacher_spend": spend.line(spend.totals(evaluation.teacher_spend.all())),
+            **_contamination(evaluation),
             **panels.detail_context(evaluation, request),
         },
     )

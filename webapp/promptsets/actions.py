@@ -11,6 +11,7 @@ from django.db import transaction
 from trainer.teacher import Answer
 from webapp.lib.errors import ActionError
 from webapp.lib.text import scrub
+from webapp.promptsets import contamination
 from webapp.promptsets.models import Prompt, PromptSet, Split, TeacherAnswer
 
 
@@ -24,8 +25,13 @@ def _refuse_if_in_use(prompt_set: PromptSet, doing: str) -> None:
         )
 
 
-def set_test_split(prompt_set: PromptSet, num_test: int, seed: int = 0) -> PromptSet:
-    """Hold out ``num_test`` prompts, chosen at random (seeded), as the test set."""
+def set_test_split(
+    prompt_set: PromptSet, num_test: int, seed: int = 0, dedupe: bool = True
+) -> PromptSet:
+    """Hold out ``num_test`` prompts, chosen at random (seeded), as the test set. With
+    ``dedupe`` (the default) only prompts that have no exact or near duplicate in the set
+    are chosen, so that no held-out prompt also occurs in training; refused, with how many
+    could be, when there are too few of them."""
     with transaction.atomic():
         locked = PromptSet.objects.select_for_update().get(pk=prompt_set.pk)
         _refuse_if_in_use(locked, "change the split of")
@@ -34,7 +40,15 @@ def set_test_split(prompt_set: PromptSet, num_test: int, seed: int = 0) -> Promp
                 f"Test prompts must be between 0 and {locked.num_prompts - 1} "
                 f"(the set has {locked.num_prompts}); got {num_test}."
             )
-        ids = list(locked.prompts.order_by("index").values_list("id", flat=True))
+        pool = contamination.without_duplicates(locked) if dedupe else locked.prompts.all()
+        ids = list(pool.order_by("index").values_list("id", flat=True))
+        if num_test > len(ids):
+            raise ActionError(
+                f"Only {len(ids):,} of the {locked.num_prompts:,} prompts have no exact or "
+                f"near duplicate in the set, so at most {len(ids):,} can be held out without "
+                f"also occurring in training (asked for {num_test:,}). Hold out fewer, or "
+                "turn off removing duplicates (the held-out prompts may then be trained on)."
+            )
         chosen = random.Random(seed).sample(ids, num_test)
         locked.prompts.update(split=Split.TRAIN)
         for start in range(0, len(chosen), 5000):

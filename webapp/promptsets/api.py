@@ -6,16 +6,28 @@ import time
 from datetime import datetime
 
 from django.conf import settings
-from ninja import File, Form, Router, Schema, Status
+from ninja import Field, File, Form, Router, Schema, Status
 from ninja.files import UploadedFile
 
-from webapp.lib.errors import ApiError
+from webapp.lib.errors import ActionError, ApiError
 from webapp.lib.http import UPLOAD_WAITS
+from webapp.promptsets import actions, contamination
 from webapp.promptsets.ingest import UploadRejected, stage
 from webapp.promptsets.models import PromptSet, Upload, UploadStatus
 from webapp.teams import access
 
 router = Router(tags=["prompt sets"])
+
+
+class Contamination(Schema):
+    exact: int = Field(description="Held-out prompts whose normalised text is a training prompt's")
+    near: int = Field(description="Other held-out prompts with a near duplicate in training")
+    checked: int = Field(description="Held-out prompts checked")
+
+
+class SplitCounts(Schema):
+    train: int
+    test: int
 
 
 class PromptSetOut(Schema):
@@ -25,13 +37,34 @@ class PromptSetOut(Schema):
     num_prompts: int
     num_with_teacher: int
     num_duplicates: int
+    num_dropped: int
     num_test: int
     source_name: str
     created_at: datetime
+    split: SplitCounts
+    contamination: Contamination
 
     @staticmethod
     def resolve_team(obj: PromptSet) -> str:
         return obj.team.slug
+
+    @staticmethod
+    def resolve_split(obj: PromptSet) -> dict[str, int]:
+        return {"train": obj.num_prompts - obj.num_test, "test": obj.num_test}
+
+    @staticmethod
+    def resolve_contamination(obj: PromptSet) -> dict[str, int]:
+        return contamination.of_split(obj)
+
+
+class SplitIn(Schema):
+    num_test: int = Field(ge=0, description="How many prompts to hold out")
+    seed: int = Field(0, ge=0, description="Which ones, at random: the same seed, the same split")
+    dedupe: bool = Field(
+        True,
+        description="Hold out only prompts with no exact or near duplicate in the set (the "
+        "default), so that none also occurs in training",
+    )
 
 
 class UploadOut(Schema):
@@ -65,10 +98,16 @@ def _upload_out(upload: Upload) -> dict:
     "numbers; a file still being imported then is 202 with its upload's status URL. Only a "
     "few uploads wait at once (per person and in all); past them the answer is 202 at once.",
 )
-def create_prompt_set(request, team: Form[str], file: File[UploadedFile], name: Form[str] = ""):
+def create_prompt_set(
+    request,
+    team: Form[str],
+    file: File[UploadedFile],
+    name: Form[str] = "",
+    drop_duplicates: Form[bool] = False,
+):
     owner = access.team_for(request, team, roles=access.LAUNCH_ROLES)
     try:
-        upload = stage(owner, request.user, name, file)
+        upload = stage(owner, request.user, name, file, drop_duplicates)
     except UploadRejected as rejected:
         code = "too_large" if rejected.status == 413 else "invalid_file"
         raise ApiError(rejected.status, str(rejected), code) from None
@@ -122,3 +161,18 @@ def get_prompt_set(request, prompt_set_id: int):
     return access.get_object(
         PromptSet.objects.select_related("team"), request.user, prompt_set_id, access.LAUNCH_ROLES
     )
+
+
+@router.post(
+    "/{int:prompt_set_id}/split",
+    response=PromptSetOut,
+    summary="Choose the held-out split (without duplicates of training prompts by default)",
+)
+def split_prompt_set(request, prompt_set_id: int, payload: SplitIn):
+    found = access.get_object(
+        PromptSet.objects.select_related("team"), request.user, prompt_set_id, access.LAUNCH_ROLES
+    )
+    try:
+        return actions.set_test_split(found, payload.num_test, payload.seed, payload.dedupe)
+    except ActionError as refused:
+        raise ApiError(422, str(refused)) from None

@@ -28,6 +28,7 @@ from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
+from trainer import dedup
 from trainer.data import PromptRecord
 from trainer.teacher import prompt_hash
 from webapp import claims, dispatch
@@ -98,7 +99,13 @@ def _write(team, upload: UploadedFile) -> tuple[str, Path]:
 
 
 def _check_and_insert(
-    team, user, name: str, filename: str, staging: Path, on_progress=None
+    team,
+    user,
+    name: str,
+    filename: str,
+    staging: Path,
+    on_progress=None,
+    drop_duplicates: bool = False,
 ) -> PromptSet:
     """Check the staged file with the trainer's parser, in a child process held to
     ``GAD_IMPORT_MEMORY_MB``, and insert what it read; or raise UploadRejected naming the
@@ -115,7 +122,10 @@ def _check_and_insert(
         full = team_actions.storage_full(team, adding=report["stored_bytes"])
         if full:
             raise UploadRejected(f"{filename} was not imported: {full}", status=413)
-        return _insert(team, user, name or filename, filename, normalized, report["stored_bytes"])
+        return _insert(
+            team, user, name or filename, filename, normalized, report["stored_bytes"],
+            drop_duplicates,
+        )  # fmt: skip
     finally:
         normalized.unlink(missing_ok=True)
 
@@ -167,17 +177,19 @@ def _check(filename: str, staging: Path, out: Path, on_progress=None) -> dict:
     raise RuntimeError(f"the prompt file checker exited with status {code}")
 
 
-def ingest(team, user, name: str, upload: UploadedFile) -> PromptSet:
+def ingest(team, user, name: str, upload: UploadedFile, drop_duplicates: bool = False) -> PromptSet:
     """Import a file at once, in this process: for management commands (the demo) and
     scripts on the server. Pages and the API stage the file for a worker (``stage``)."""
     filename, staging = _write(team, upload)
     try:
-        return _check_and_insert(team, user, name, filename, staging)
+        return _check_and_insert(
+            team, user, name, filename, staging, drop_duplicates=drop_duplicates
+        )
     finally:
         staging.unlink(missing_ok=True)
 
 
-def stage(team, user, name: str, upload: UploadedFile) -> Upload:
+def stage(team, user, name: str, upload: UploadedFile, drop_duplicates: bool = False) -> Upload:
     """Store the upload and queue its import by a worker (after commit). Refuses at once
     (UploadRejected) what needs no parsing to refuse: the type, the size, the storage."""
     filename, staging = _write(team, upload)
@@ -190,6 +202,7 @@ def stage(team, user, name: str, upload: UploadedFile) -> Upload:
                 filename=filename[:255],
                 staging_path=str(staging),
                 size_bytes=staging.stat().st_size,
+                drop_duplicates=drop_duplicates,
             )
             IMPORT.enqueue_on_commit(row.pk)
     except BaseException:
@@ -226,8 +239,9 @@ def import_staged(row: Upload, worker: str) -> str:
             outcome["error"] = f"{row.filename}: the stored file is gone; upload it again."
         else:
             prompt_set = _check_and_insert(
-                row.team, row.created_by, row.name, row.filename, staging, progress
-            )
+                row.team, row.created_by, row.name, row.filename, staging, progress,
+                row.drop_duplicates,
+            )  # fmt: skip
             outcome |= {
                 "status": UploadStatus.DONE,
                 "prompt_set": prompt_set,
@@ -245,20 +259,40 @@ def import_staged(row: Upload, worker: str) -> str:
 
 
 @transaction.atomic
-def _insert(team, user, name: str, filename: str, records: Path, stored_bytes: int) -> PromptSet:
-    """Insert the checked records (``records``: normalized JSON lines) in one transaction."""
+def _insert(
+    team,
+    user,
+    name: str,
+    filename: str,
+    records: Path,
+    stored_bytes: int,
+    drop_duplicates: bool = False,
+) -> PromptSet:
+    """Insert the checked records (``records``: normalized JSON lines) in one transaction,
+    each with its normalised hash and its group of exact and near duplicates
+    (``trainer.dedup``); with ``drop_duplicates``, a prompt whose normalised text repeats
+    an earlier one is left out."""
     prompt_set = PromptSet.objects.create(
         team=team, name=name, created_by=user, source_name=filename, size_bytes=stored_bytes
     )
     prompt_lengths, answer_lengths = LengthStats(), LengthStats()
     seen: set[str] = set()
-    duplicates = with_teacher = count = 0
+    seen_normalised: set[str] = set()
+    texts: list[str] = []
+    duplicates = with_teacher = count = dropped = 0
     batch: list[Prompt] = []
-    for index, record in enumerate(_read_records(records)):
+    for record in _read_records(records):
         key = prompt_hash(record.messages)
         duplicates += key in seen
         seen.add(key)
         text = "\n\n".join(f"{m['role']}: {m['content']}" for m in record.messages)
+        normalised = dedup.norm_hash(text)
+        if drop_duplicates and normalised in seen_normalised:
+            dropped += 1
+            continue
+        seen_normalised.add(normalised)
+        index = count
+        texts.append(text)
         prompt_lengths.add(sum(len(m["content"]) for m in record.messages))
         if record.teacher_response is not None:
             with_teacher += 1
@@ -272,6 +306,8 @@ def _insert(team, user, name: str, filename: str, records: Path, stored_bytes: i
                 messages=record.messages,
                 text=text,
                 prompt_hash=key,
+                norm_hash=normalised,
+                dup_group=index,
                 teacher_response=record.teacher_response,
             )
         )
@@ -280,7 +316,11 @@ def _insert(team, user, name: str, filename: str, records: Path, stored_bytes: i
             Prompt.objects.bulk_create(batch)
             batch.clear()
     Prompt.objects.bulk_create(batch)
+    for group in dedup.clusters(texts):
+        if len(group) > 1:  # exact or near duplicates of its first prompt
+            prompt_set.prompts.filter(index__in=group[1:]).update(dup_group=group[0])
     prompt_set.num_prompts = count
+    prompt_set.num_dropped = dropped
     prompt_set.num_with_teacher = with_teacher
     prompt_set.num_duplicates = duplicates
     prompt_set.stats = {

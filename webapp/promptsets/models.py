@@ -22,6 +22,9 @@ class PromptSet(models.Model):
     num_prompts = models.PositiveIntegerField(default=0)
     num_with_teacher = models.PositiveIntegerField(default=0)
     num_duplicates = models.PositiveIntegerField(default=0)
+    num_dropped = models.PositiveIntegerField(
+        default=0, help_text="Exact duplicates left out at upload (drop_duplicates)."
+    )
     num_test = models.PositiveIntegerField(default=0, help_text="Prompts held out as a test set.")
     stats = models.JSONField(default=dict, help_text="Length histograms computed at upload.")
 
@@ -49,6 +52,15 @@ class Prompt(models.Model):
     messages = models.JSONField()
     text = models.TextField(help_text="The messages as plain text, for search and preview.")
     prompt_hash = models.CharField(max_length=64, db_index=True)
+    norm_hash = models.CharField(
+        max_length=64, db_index=True, default="",
+        help_text="sha256 of the text normalised (trainer.dedup): exact duplicates share it.",
+    )  # fmt: skip
+    dup_group = models.PositiveIntegerField(
+        null=True, blank=True,
+        help_text="The index of the first prompt of its group of exact and near duplicates "
+        "in the set (its own index when it has none).",
+    )  # fmt: skip
     # None: no answer yet; an empty string would be an (empty, flagged) answer.
     teacher_response = models.TextField(null=True, blank=True)  # noqa: DJ001
     split = models.CharField(max_length=5, choices=Split.choices, default=Split.TRAIN)
@@ -119,6 +131,9 @@ class Upload(Claimed, Sent):
     name = models.CharField(max_length=200)
     filename = models.CharField(max_length=255)
     staging_path = models.CharField(max_length=1000)
+    drop_duplicates = models.BooleanField(
+        default=False, help_text="Leave out prompts that repeat an earlier one (normalised)."
+    )
     size_bytes = models.PositiveBigIntegerField(default=0)
     status = models.CharField(
         max_length=10, choices=UploadStatus.choices, default=UploadStatus.QUEUED

@@ -13,7 +13,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from webapp.lib.errors import ActionError
 from webapp.lib.pages import AuthenticatedRequest
-from webapp.promptsets import actions
+from webapp.promptsets import actions, contamination
 from webapp.promptsets.answers import collected, count_collected
 from webapp.promptsets.export import jsonl_lines
 from webapp.promptsets.ingest import UploadRejected, stage
@@ -25,11 +25,24 @@ class UploadForm(forms.Form):
     name = forms.CharField(max_length=200, required=False, help_text="Defaults to the file name.")
     # Empty files reach the parser, which says so in the same words as for the API.
     file = forms.FileField(allow_empty_file=True, help_text="JSONL, CSV with a header, or Parquet.")
+    drop_duplicates = forms.BooleanField(
+        required=False,
+        label="Drop duplicate prompts",
+        help_text="Leave out a prompt whose text (case, spacing and punctuation aside) "
+        "repeats an earlier one.",
+    )
 
 
 class SplitForm(forms.Form):
     num_test = forms.IntegerField(min_value=0, label="Prompts to hold out as a test set")
     seed = forms.IntegerField(min_value=0, initial=0, required=False)
+    dedupe = forms.BooleanField(
+        required=False,
+        initial=True,
+        label="Only prompts without duplicates",
+        help_text="Hold out only prompts with no exact or near duplicate in the set, so that "
+        "none is also trained on.",
+    )
 
 
 @login_required
@@ -44,7 +57,11 @@ def prompt_sets(request: AuthenticatedRequest, slug: str) -> HttpResponse:
         if form.is_valid():
             try:
                 upload = stage(
-                    team, request.user, form.cleaned_data["name"], form.cleaned_data["file"]
+                    team,
+                    request.user,
+                    form.cleaned_data["name"],
+                    form.cleaned_data["file"],
+                    form.cleaned_data["drop_duplicates"],
                 )
             except UploadRejected as rejected:
                 form.add_error("file", rejected.message)
@@ -133,7 +150,9 @@ def prompt_set_detail(request: AuthenticatedRequest, slug: str, pk: int) -> Http
             "num_collected": count_collected(prompt_set),
             "page": page,
             "query": query,
-            "split_form": SplitForm(initial={"num_test": prompt_set.num_test}),
+            "split_form": SplitForm(initial={"num_test": prompt_set.num_test, "dedupe": True}),
+            "contamination": contamination.of_split(prompt_set),
+            "unique": contamination.without_duplicates(prompt_set).count(),
             "histograms": histograms,
             "jobs": prompt_set.jobs.order_by("-created_at")[:10],
         },
@@ -152,7 +171,10 @@ def prompt_set_split(request: AuthenticatedRequest, slug: str, pk: int) -> HttpR
     else:
         try:
             updated = actions.set_test_split(
-                prompt_set, form.cleaned_data["num_test"], form.cleaned_data["seed"] or 0
+                prompt_set,
+                form.cleaned_data["num_test"],
+                form.cleaned_data["seed"] or 0,
+                form.cleaned_data["dedupe"],
             )
         except ActionError as exc:
             messages.error(request, str(exc))
