@@ -13,7 +13,7 @@ from typing import Any
 from ninja import Router, Schema
 
 from webapp.evaluation import contamination, results
-from webapp.evaluation.models import Evaluation
+from webapp.evaluation.models import EvalStatus, Evaluation
 from webapp.teams import access, spend
 
 router = Router(tags=["evaluations"])
@@ -81,10 +81,18 @@ class EvaluationDetailOut(EvaluationOut):
     # text) and near (the set's groups of near duplicates). No row: none. Not in the list,
     # whose queries stay fixed in number.
     contamination: list[dict[str, Any]]
+    # Each pair of systems (but the teacher, their reference) on each automatic score:
+    # {"metric", "title", "a", "b", "n", "difference" (a − b), "low", "high" (paired
+    # bootstrap 95%), "verdict" ("no clear difference" when the interval spans 0), "clear"}
+    comparisons: list[dict[str, Any]]
 
     @staticmethod
     def resolve_contamination(obj: Evaluation) -> list[dict[str, Any]]:
         return contamination.of_evaluation(obj)
+
+    @staticmethod
+    def resolve_comparisons(obj: Evaluation) -> list[dict[str, Any]]:
+        return results.comparisons(obj) if obj.status != EvalStatus.GENERATING else []
 
 
 def _evaluations():

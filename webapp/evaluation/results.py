@@ -9,6 +9,14 @@ from __future__ import annotations
 
 from django.db.models import Count
 
+from trainer.metrics_text import (
+    ngram_f1,
+    paired_difference,
+    rouge_l,
+    rouge_tokens,
+    whitespace_tokens,
+    words,
+)
 from trainer.score import MAX_N, score_system
 from webapp.evaluation.models import Evaluation, SystemAnswer, SystemKind
 
@@ -88,3 +96,91 @@ def diagnostics(evaluation: Evaluation) -> dict:
             }
         )
     return {"reference": teacher, "max_n": MAX_N, "systems": rows}
+
+
+# Per-answer automatic scores compared between systems (``comparisons``).
+PAIRED_METRICS = {
+    "ngram_f1_1": "n-gram F1, n=1",
+    "ngram_f1_2": "n-gram F1, n=2",
+    "rouge_l": "ROUGE-L",
+    "length": "length (words)",
+}
+
+
+def item_scores(
+    evaluation: Evaluation,
+) -> tuple[dict[str, dict[str, dict[str, float]]], str | None]:
+    """label → metric → prompt id → that answer's score; and the reference's label (the
+    teacher system, whose answers the overlap scores are measured against)."""
+    answers = answers_by_label(evaluation)
+    labels = system_labels(evaluation)
+    teacher = next(
+        (labels[s.pk] for s in evaluation.systems.all() if s.kind == SystemKind.TEACHER), None
+    )
+    reference = answers.get(teacher) if teacher else None
+    scores: dict[str, dict[str, dict[str, float]]] = {}
+    for label, by_id in answers.items():
+        mine: dict[str, dict[str, float]] = {m: {} for m in PAIRED_METRICS}
+        for rid, text in by_id.items():
+            mine["length"][rid] = float(len(whitespace_tokens(text)))
+            if reference is None or label == teacher or rid not in reference:
+                continue
+            for n in (1, 2):
+                f1 = ngram_f1(words(text), words(reference[rid]), n)
+                if f1 is not None:
+                    mine[f"ngram_f1_{n}"][rid] = f1
+            rouge = rouge_l(rouge_tokens(text), rouge_tokens(reference[rid]))
+            if rouge is not None:
+                mine["rouge_l"][rid] = rouge
+        scores[label] = mine
+    return scores, teacher
+
+
+def pairwise(
+    scores: dict[str, dict[str, float]], metric: str, title: str, seed: int = 0
+) -> list[dict]:
+    """Each pair of systems (label → prompt id → score): the mean difference over the
+    prompts both were scored on, with its paired bootstrap 95% interval
+    (``trainer.metrics_text.paired_difference``), and what it says: an interval that
+    spans 0 is "no clear difference"."""
+    rows = []
+    labels = list(reversed(scores))  # the later systems (the distilled ones) first: "a − b"
+    for i, a in enumerate(labels):
+        for b in labels[i + 1 :]:
+            ids = sorted(set(scores[a]) & set(scores[b]))
+            found = paired_difference(
+                [scores[a][k] for k in ids], [scores[b][k] for k in ids], seed=seed
+            )
+            if found is None:
+                continue
+            diff, low, high = found
+            if low <= 0 <= high:
+                verdict = "no clear difference"
+            else:
+                verdict = f"{a if diff > 0 else b} higher"
+            rows.append(
+                {
+                    "metric": metric,
+                    "title": title,
+                    "a": a,
+                    "b": b,
+                    "n": len(ids),
+                    "difference": diff,
+                    "low": low,
+                    "high": high,
+                    "verdict": verdict,
+                    "clear": verdict != "no clear difference",
+                }  # fmt: skip
+            )
+    return rows
+
+
+def comparisons(evaluation: Evaluation) -> list[dict]:
+    """Every pair of systems but the reference, on each automatic score: the difference
+    (a − b) with its paired bootstrap 95% interval."""
+    scores, reference = item_scores(evaluation)
+    rows: list[dict] = []
+    for metric, title in PAIRED_METRICS.items():
+        by_label = {label: s[metric] for label, s in scores.items() if label != reference}
+        rows += pairwise(by_label, metric, title)
+    return rows

@@ -84,15 +84,28 @@ def _waiting(evaluation: Evaluation) -> str | None:
     return presence.queue_problem(settings.GAD_EVAL_QUEUE)
 
 
+def _cached(evaluation: Evaluation, name: str, compute):
+    """``compute(evaluation)``, cached per evaluation and answer count: a large
+    evaluation's scores take seconds."""
+    answers = sum(s.num_answers for s in evaluation.systems.all())
+    key = f"evaluation-{name}:{evaluation.pk}:{answers}"
+    return cache.get_or_set(key, lambda: compute(evaluation), 24 * 3600)
+
+
+def _comparisons(evaluation: Evaluation) -> list[dict] | None:
+    """Each pair of systems' difference in each automatic score, with its interval."""
+    if evaluation.status == EvalStatus.GENERATING:
+        return None
+    return _cached(evaluation, "comparisons", results.comparisons)
+
+
 def _overlap(evaluation: Evaluation) -> dict | None:
     """The automatic scores, no judge needed: each system's mean length, and against the
     teacher's answers (when a teacher is among the systems) n-gram F1 and ROUGE-L.
     Cached per evaluation and answer count: a large evaluation's scores take seconds."""
     if evaluation.status == EvalStatus.GENERATING:
         return None
-    answers = sum(s.num_answers for s in evaluation.systems.all())
-    key = f"evaluation-overlap:{evaluation.pk}:{answers}"
-    found = cache.get_or_set(key, lambda: results.diagnostics(evaluation), 24 * 3600)
+    found = _cached(evaluation, "overlap", results.diagnostics)
     if not found or not found["systems"]:
         return None
     ns = [str(n) for n in range(1, 5)]
@@ -121,6 +134,7 @@ def evaluation_detail(request: AuthenticatedRequest, slug: str, pk: int) -> Http
             "systems": evaluation.systems.all(),
             "waiting": _waiting(evaluation),
             "overlap": _overlap(evaluation),
+            "comparisons": _comparisons(evaluation),
             "live": _live(evaluation),
             "test_set_sizes": results.test_set_sizes(evaluation),
             "teacher_spend": spend.line(spend.totals(evaluation.teacher_spend.all())),

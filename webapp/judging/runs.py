@@ -114,9 +114,20 @@ def table(run: JudgeRun) -> dict | None:
         "ns": list(range(1, MAX_N + 1)),
         "chart": chart,
         "summary": report.get("summary", {}),
+        "comparisons": judge_comparisons(report),
         # How the run departs from the paper's protocol (a judge that takes no temperature).
         "deviation": (report.get("judge") or {}).get("deviation", ""),
     }
+
+
+def judge_comparisons(report: dict) -> list[dict]:
+    """Each pair of systems' difference in judge score over the prompts the judge scored
+    for both, with its paired bootstrap 95% interval (``results.pairwise``)."""
+    scores: dict[str, dict[str, float]] = {s["system"]: {} for s in report.get("systems", [])}
+    for item in report.get("items", []):
+        if item.get("status") == "scored" and item.get("score") is not None:
+            scores.setdefault(item["system"], {})[str(item["item_id"])] = float(item["score"])
+    return results.pairwise(scores, "judge", "judge score")
 
 
 def progress_line(run: JudgeRun) -> str:
