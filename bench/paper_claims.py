@@ -74,7 +74,7 @@ VARIANTS = {
     },
     "GAD, frozen D": {
         "method": "gad",
-        "disc": {"lr": 1.0e-4, "update": "frozen", "frozen_epochs": 2},
+        "disc": {"lr": 1.0e-4, "update": "frozen"},
     },
 }
 

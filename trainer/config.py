@@ -74,12 +74,15 @@ class DiscConfig:
     )
     update: str = _f(
         "on_policy",
-        "on_policy (GAD) or frozen: the off-policy ablation of Fig. 6 (G warmed up by SFT, "
-        "then D trained on that fixed student's samples, then frozen while G trains).",
+        "on_policy (GAD) or frozen: the paper's off-policy discriminator (Fig. 6): D trains "
+        "in the warmup exactly as in GAD, then stops learning while G trains against it.",
         choices=["on_policy", "frozen"],
     )
     frozen_epochs: int = _f(
-        2, "update: frozen only: epochs of D on the warmed-up student's samples.", min=0
+        0,
+        "update: frozen only, a variant of ours (not the paper's): extra epochs of D alone on "
+        "the warmed-up student's samples before it is frozen. 0: the paper's ablation.",
+        min=0,
     )
     lr: float = _f(1.0e-6, "Discriminator learning rate.", gt=0.0, max=1.0)
 
@@ -366,12 +369,14 @@ def _cross_checks(cfg: TrainConfig) -> list[tuple[str, str]]:
                 "refuses; lower it, or use rollout.backend: hf",
             )
         )
-    if cfg.method == "gad" and cfg.disc.update == "frozen" and cfg.disc.frozen_epochs < 1:
+    frozen = cfg.method == "gad" and cfg.disc.update == "frozen"
+    if frozen and cfg.disc.frozen_epochs < 1 and not (cfg.warmup.discriminator and cfg.warmup.epochs):
         errors.append(
             (
                 "disc.frozen_epochs",
-                "disc.frozen_epochs: disc.update: frozen needs at least 1 epoch of D training "
-                "(a frozen, never-trained discriminator gives random rewards)",
+                "disc.frozen_epochs: disc.update: frozen with no discriminator warmup needs at "
+                "least 1 epoch of D training (a frozen, never-trained discriminator gives "
+                "random rewards); turn warmup.discriminator on, or set disc.frozen_epochs",
             )
         )
     return errors

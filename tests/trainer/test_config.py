@@ -73,13 +73,19 @@ def test_missing_required_keys_are_errors():
     assert {"student", "train_file", "output_dir"} <= {k for k, _ in errors}
 
 
-def test_frozen_discriminator_needs_its_own_training():
-    """The off-policy D trains in its own stage; with no epochs its rewards are random."""
-    _, errors = C.validate_dict({**REQUIRED, "disc": {"update": "frozen", "frozen_epochs": 0}})
-    assert errors and errors[0][0] == "disc.frozen_epochs"
-    config, errors = C.validate_dict(
+def test_the_off_policy_discriminator_is_the_papers_by_default_and_must_have_trained():
+    """disc.update: frozen trains D in the warmup as GAD does, then freezes it (Fig. 6):
+    no extra D epochs by default. With no D warmup either, D would never learn."""
+    config, errors = C.validate_dict({**REQUIRED, "disc": {"update": "frozen"}})
+    assert errors == [] and config.disc.frozen_epochs == 0
+    _, errors = C.validate_dict(
         {**REQUIRED, "disc": {"update": "frozen"}, "warmup": {"discriminator": False}}
     )
+    assert errors and errors[0][0] == "disc.frozen_epochs" and "never-trained" in errors[0][1]
+    config, errors = C.validate_dict(
+        {**REQUIRED, "disc": {"update": "frozen", "frozen_epochs": 2},
+         "warmup": {"discriminator": False}}
+    )  # fmt: skip
     assert errors == [] and config.disc.frozen_epochs == 2
 
 

@@ -173,8 +173,36 @@ def test_on_policy_discriminator_keeps_learning_in_the_adversarial_stage(
 
 
 def test_frozen_discriminator_is_the_papers_off_policy_sequence(tmp_path, tiny_model, prompts_file):
-    """Fig. 6: G's SFT warmup; then D trained on that fixed student's samples; then G's
-    RL against the frozen D. The stages are named in the metrics."""
+    """Fig. 6: GAD's warmup (G's SFT, D on its samples), then G's RL against D frozen: the
+    one difference from GAD is that D stops learning. The stages are named in the
+    metrics."""
+    cfg = make_cfg(tmp_path, tiny_model, prompts_file, disc__update="frozen", save_every=2)
+    assert run_gad(cfg) == "finished"
+    metrics = read_jsonl(tmp_path / "run" / "metrics.jsonl")
+    stages = [m["stage"] for m in metrics]
+    assert stages == ["warmup", "warmup", "gad", "gad"]
+    for m in metrics[:2]:  # as in GAD: D learns on the student's samples beside G's SFT
+        assert "d/grad_norm" in m
+    for m in metrics[2:]:  # G's RL; D scores but never learns
+        assert "reward/mean" in m and "g/pg_loss" in m and "d/grad_norm" not in m
+
+    def weights(step, part, name):
+        return load_file(str(tmp_path / "run" / "checkpoints" / f"step-{step}" / part / name))
+
+    def same(a, b):
+        return all(torch.equal(a[k], b[k]) for k in a)
+
+    head = "score_head.safetensors"
+    assert same(weights(2, "discriminator", head), weights(4, "discriminator", head))
+    student = "model.safetensors"
+    assert not same(weights(2, "student", student), weights(4, "student", student))
+
+
+def test_our_variant_adds_epochs_of_d_alone_on_the_warmed_up_student(
+    tmp_path, tiny_model, prompts_file
+):
+    """disc.frozen_epochs > 0 (ours, not the paper's): after the warmup, D alone on the
+    fixed warmed-up student's samples, then G's RL against D frozen."""
     cfg = make_cfg(
         tmp_path, tiny_model, prompts_file, disc__update="frozen", disc__frozen_epochs=1,
         save_every=2,
@@ -183,8 +211,6 @@ def test_frozen_discriminator_is_the_papers_off_policy_sequence(tmp_path, tiny_m
     metrics = read_jsonl(tmp_path / "run" / "metrics.jsonl")
     stages = [m["stage"] for m in metrics]
     assert stages == ["warmup", "warmup", "disc", "disc", "gad", "gad"]
-    for m in metrics[:2]:  # G alone: SFT, no discriminator at all
-        assert "g/sft_loss" in m and "d/loss" not in m
     for m in metrics[2:4]:  # D alone, on the warmed-up student's samples
         assert "d/grad_norm" in m and not any(k.startswith("g/") for k in m)
     for m in metrics[4:]:  # G's RL; D scores but never learns
@@ -202,6 +228,28 @@ def test_frozen_discriminator_is_the_papers_off_policy_sequence(tmp_path, tiny_m
     student = "model.safetensors"
     assert same(weights(2, "student", student), weights(4, "student", student))  # fixed G
     assert not same(weights(4, "student", student), weights(6, "student", student))
+
+
+def test_gs_optimizer_goes_on_from_the_warmup_at_the_gad_lr(
+    tmp_path, tiny_model, prompts_file, monkeypatch
+):
+    """As the reference scripts do (their GAD run resumes the warmup's checkpoint with its
+    optimizer state): the AdamW moments of the warmup's SFT carry into GAD."""
+    seen = []
+    real = gad_recipe.start_adversarial_stage
+
+    def start(run):
+        before = (id(run.g_opt), len(run.g_opt.state))
+        real(run)
+        seen.append(
+            (before, (id(run.g_opt), len(run.g_opt.state)), run.g_opt.param_groups[0]["lr"])
+        )
+
+    monkeypatch.setattr(gad_recipe, "start_adversarial_stage", start)
+    cfg = make_cfg(tmp_path, tiny_model, prompts_file, warmup__d_only_steps=0, gad__lr=3e-4)
+    assert run_gad(cfg) == "finished"
+    [(before, after, lr)] = seen
+    assert before[1] > 0 and after == before and lr == 3e-4
 
 
 def test_kl_reference_is_the_warmed_up_student(tmp_path, tiny_model, prompts_file, monkeypatch):

@@ -30,7 +30,7 @@ from trainer.losses import grpo_advantages
 from trainer.metrics import MetricsSink
 from trainer.models import as_reference, freeze, frozen_copy, load_reference, load_student
 from trainer.recipes import samples, saving
-from trainer.recipes.common import StepFn, make_optimizer, train_to_end
+from trainer.recipes.common import StepFn, train_to_end
 from trainer.recipes.run import Run
 from trainer.recipes.saving import load_weights, trainer_state
 from trainer.recipes.setup import build_run
@@ -91,8 +91,8 @@ def _tokens(batch: list[Example], rollout: Rollout | None) -> int:
 
 def warmup_step(run: Run, batch: list[Example]) -> dict[str, Any]:
     cfg = run.cfg
-    # The off-policy ablation trains D in a stage of its own, on the warmed-up student.
-    train_d = cfg.warmup.discriminator and cfg.disc.update == "on_policy"
+    # The same in the off-policy ablation (the paper's): D learns here, then stops.
+    train_d = cfg.warmup.discriminator
     # D alone for the first steps, so it is not random when G starts to move.
     train_g = cfg.warmup.generator and (not train_d or run.step >= cfg.warmup.d_only_steps)
     record = teacher_length_metrics(batch)
@@ -112,8 +112,8 @@ def warmup_step(run: Run, batch: list[Example]) -> dict[str, Any]:
 
 
 def disc_step(run: Run, batch: list[Example]) -> dict[str, Any]:
-    """The off-policy ablation's D stage: D learns teacher vs the samples of a fixed
-    student (the warmed-up G, which does not move here)."""
+    """The off-policy variant's extra D stage (``disc.frozen_epochs`` > 0, ours): D learns
+    teacher vs the samples of a fixed student (the warmed-up G, which does not move)."""
     s = _sample_and_score(run, batch, update_disc=True)
     record = teacher_length_metrics(batch) | student_length_metrics(s.rollout)
     record |= {"perf/rollout_s": s.rollout_s}
@@ -147,13 +147,20 @@ def adversarial_step(run: Run, batch: list[Example]) -> dict[str, Any]:
 
 
 def start_adversarial_stage(run: Run) -> None:
-    """Fresh G optimizer at the GAD lr; the KL reference = the warmed-up student, now.
+    """G's optimizer goes on from the warmup at the GAD lr; the KL reference = the
+    warmed-up student, now.
+
+    The optimizer keeps its AdamW moments from the warmup's SFT, as the paper's reference
+    scripts do (their GAD run resumes the warmup's checkpoint, optimizer state included);
+    only its learning rate changes. A resume at this boundary loads the same state from
+    the warmup's last checkpoint, so it takes the same path.
 
     The reference is saved (as the checkpoint of this step, marked to keep) so a resumed
     run reloads the same weights rather than the original model (GAD.md pitfalls 4, 5).
     """
     cfg = run.cfg
-    run.g_opt = make_optimizer(run.student, cfg.gad.lr, cfg.optim.weight_decay)
+    for group in run.g_opt.param_groups:
+        group["lr"] = cfg.gad.lr
     if cfg.gad.kl_coef > 0 and run.reference is None:
         run.reference = _reference_of(run, run.student)
     if run.reference_path is None and run.reference_step is None:

@@ -30,14 +30,14 @@ from trainer.rollout import RolloutBackend, SamplingSettings, make_backend
 def stage_plan(cfg: TrainConfig) -> list[tuple[str, int]]:
     """The stages and their epochs. GAD: warmup (G's SFT with D on its samples), then the
     adversarial stage. The off-policy ablation (``disc.update: frozen``, the paper's Fig. 6)
-    instead warms G up alone, trains D on that fixed student's samples ("disc"), then
-    runs G's RL against the frozen D."""
+    has the same warmup, then runs G's RL against D frozen; ``disc.frozen_epochs`` > 0, a
+    variant of ours, adds epochs of D alone on the warmed-up student's samples ("disc")
+    before it is frozen."""
     if cfg.method == "seqkd":
         return [("seqkd", cfg.seqkd.epochs)]
-    if cfg.disc.update == "frozen":
-        warm = cfg.warmup.epochs if cfg.warmup.generator else 0
-        return [("warmup", warm), ("disc", cfg.disc.frozen_epochs), ("gad", cfg.gad.epochs)]
     warm = cfg.warmup.epochs if (cfg.warmup.generator or cfg.warmup.discriminator) else 0
+    if cfg.disc.update == "frozen" and cfg.disc.frozen_epochs:
+        return [("warmup", warm), ("disc", cfg.disc.frozen_epochs), ("gad", cfg.gad.epochs)]
     return [("warmup", warm), ("gad", cfg.gad.epochs)]
 
 
