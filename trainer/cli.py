@@ -87,7 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--steps", type=int, default=600)
     t.add_argument("--seed", type=int, default=0, help="the seed of the distributions shown")
     t.add_argument(
-        "--seeds", type=int, default=10, help="report mode mass and spread over this many seeds"
+        "--seeds", type=int, default=20, help="report mode mass and spread over this many seeds"
     )
     return p
 

@@ -370,7 +370,11 @@ def _cross_checks(cfg: TrainConfig) -> list[tuple[str, str]]:
             )
         )
     frozen = cfg.method == "gad" and cfg.disc.update == "frozen"
-    if frozen and cfg.disc.frozen_epochs < 1 and not (cfg.warmup.discriminator and cfg.warmup.epochs):
+    if (
+        frozen
+        and cfg.disc.frozen_epochs < 1
+        and not (cfg.warmup.discriminator and cfg.warmup.epochs)
+    ):
         errors.append(
             (
                 "disc.frozen_epochs",

@@ -134,14 +134,18 @@ def test_generate_writes_answers_in_the_collected_shape(tmp_path, tiny_model, pr
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_toy_gad_seeks_a_teacher_mode_and_seqkd_covers_the_gap(seed):
-    """Section 3.3: GAD puts its mass on a mode the teacher has (its most likely class is
-    the mode, not a shoulder) with about the mode's spread; SeqKD spreads into the gap."""
+    """Section 3.3, with no floor on the student's std and with one taken from nothing the
+    teacher has: GAD leaves the gap between the teacher's modes (nearly) empty, SeqKD
+    spreads into it. Where GAD ends and how wide is not asserted: without a floor it is
+    (nearly) a point mass, on a mode in 16 of 20 seeds (docs/paper-claims.md)."""
     from trainer import toy
 
-    [row] = toy.report(range(seed, seed + 1))
-    assert row.gad_on_a_mode and row.gad_mode_mass > 0.9
-    assert 0.7 < row.gad_spread < 1.5  # a mode's width, not a point mass
-    assert row.seqkd_gap > row.gad_gap + 0.15 and row.seqkd_spread > 3
+    unfloored, floored = toy.report(range(seed, seed + 1))
+    assert (unfloored.floor, floored.floor) == (None, toy.STD_FLOOR)
+    for row in (unfloored, floored):
+        assert row.gad_gap < 0.05 and row.seqkd_gap > row.gad_gap + 0.15
+        assert row.seqkd_spread > 3
+    assert unfloored.gad_on_a_mode and unfloored.gad_mode_mass > 0.9
     assert toy.gap_mass(toy.teacher_probs().tolist()) < 0.01
 
 
