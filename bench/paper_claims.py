@@ -1,105 +1,151 @@
-"""The paper's claims, reproduced at tiny scale on CPU with the product's own recipes.
+"""The paper's claims at tiny scale on CPU, with the product's own recipes, on a benchmark
+where GAD's mechanisms can show (writes docs/paper-claims.md).
 
-Writes docs/paper-claims.md: for each claim, what the paper reports, what this run
-measured, and whether the *direction* reproduces at this scale. Nothing is tuned until
-it does; a direction that does not reproduce is said so.
+The paper argues from mode-seeking against a multi-modal teacher, on-policy learning
+against exposure bias, and SeqKD's weaker out-of-distribution generalisation. So:
 
-The setup (seeded, offline, well under 20 minutes on 2 cores):
-- teacher: the demo's rule-based instruction follower (demo/prompts.jsonl: 3,000
-  prompts with its answers); the student never sees how it works, only its text;
-- student: a tiny Qwen2-shaped model built here (`trainer build-tiny`), first trained
-  briefly (SFT) on a slice of prompts the distillation never uses, so that it starts
-  weak but coherent;
-- distillation: `python -m trainer run` on 320 prompts, for SeqKD, GAD (the paper's
-  recipe: warmup then the adversarial stage), GAD with the cross-entropy D loss, GAD
-  without warmup, and GAD with the frozen (off-policy) discriminator;
-- evaluation: greedy answers on 64 held-out prompts (`trainer generate`), the LLM-judge
-  protocol of the paper (`trainer.judge`) with a scripted judge, and n-gram overlap F1
-  against the teacher (`trainer.score`).
+- **Teacher** (bench/task_teacher.py): verifiable tasks (sorting, addition, reversing a
+  word, a capital lookup, removing an item from a list), answered correctly in one of four
+  phrasings chosen at random, 8-16 words, behind an OpenAI-compatible loopback server.
+  Its answers are collected with `python -m trainer collect`, as from any teacher.
+- **Student**: a tiny Qwen2-shaped model (`trainer build-tiny`: 4 layers, width 128),
+  pretrained by SFT (40 epochs, 5,120 steps: a student this small learns to copy numbers
+  from the prompt only after thousands of steps; 4 epochs left it at 0% task accuracy,
+  16 at 10%) on teacher answers to 1,024 prompts the distillation never uses. It cannot
+  hold every phrasing of every task.
+- **Splits**: pretraining, training, validation, held-out in distribution (ID), and out
+  of distribution (OOD: an unseen template per task, unseen words and countries, longer
+  lists, larger numbers). No held-out prompt's normalised text is a training or
+  pretraining prompt's (``trainer.dedup``); near duplicates are counted and reported.
+- **Metrics**: task accuracy, checked by a program whatever the phrasing; n-gram F1 with
+  the teacher's answer, reported as overlap, never as quality. No LLM-judge score: no
+  model that can run here can judge (the tiny teacher's and student's verdicts cannot be
+  read), so it is left out rather than faked.
+- **Protocol**: the same prompts and teacher answers for both methods; warmup 1 epoch +
+  GAD 2 epochs against SeqKD 3 epochs; each method's learning rate chosen on the
+  validation split by task accuracy from the same two-value grid, seed 0; then seeds 0, 1,
+  2; paired bootstrap 95% intervals over (seed, prompt) pairs. The ablations (Tables 3 and
+  4, Fig. 6) run on seed 0 only, at the chosen GAD learning rate, and say so.
 
-The scripted judge plays GPT-4o: its own reference answer is the teacher's answer, and
-it rates an answer 1–10 by its word-level F1 with that reference (a judge that rewards
-the teacher's behaviour). It is deterministic, so the numbers move only with the models.
-
-Run: .venv/bin/python bench/paper_claims.py  [--quick: a smaller, faster smoke run]
+Run: .venv/bin/python bench/paper_claims.py   [--quick: a smaller smoke run, not recorded]
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
+import random
 import subprocess
 import sys
 import time
-from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from datetime import date
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
-from tests.judge.scripted import ScriptedJudge, is_verdict, shown_answers  # noqa: E402
-from trainer.judge import JudgeItem, judge  # noqa: E402
-from trainer.metrics_text import words  # noqa: E402
-from trainer.score import score_system  # noqa: E402
-from trainer.teacher import TeacherSpec  # noqa: E402
+from task_teacher import TEMPLATES, Task, TeacherServer, correct, make_task  # noqa: E402
+
+from trainer import toy  # noqa: E402
+from trainer.dedup import contamination, normalise  # noqa: E402
+from trainer.metrics_text import mean_defined, ngram_f1, paired_difference, words  # noqa: E402
 
 DOC = ROOT / "docs" / "paper-claims.md"
-SEED = 0
 PY = sys.executable
-
-BASE = {
+SEEDS = (0, 1, 2)
+MAX_TOKENS = 40
+BASE: dict[str, Any] = {
     "batch_size": 8,
     "group_size": 4,
     "max_prompt_tokens": 64,
-    "max_response_tokens": 24,
+    "max_response_tokens": MAX_TOKENS,
     "save_every": 10**6,
     "sample_every": 10**6,
     "micro_batch_tokens": 4096,
-    "seed": SEED,
     "warmup": {"epochs": 1, "d_only_steps": 3, "lr": 1.0e-3},
-    "gad": {"epochs": 3, "lr": 1.0e-4},
-    "seqkd": {"epochs": 3, "lr": 1.0e-3},
+    "gad": {"epochs": 2},
+    "seqkd": {"epochs": 3},
     "disc": {"lr": 1.0e-4},
     "optim": {"grad_clip": 1.0},
 }
-VARIANTS = {
-    "SeqKD": {"method": "seqkd"},
-    "GAD": {"method": "gad"},
-    "GAD, cross-entropy D": {"method": "gad", "disc": {"lr": 1.0e-4, "loss": "cross_entropy"}},
-    "GAD, no warmup": {
-        "method": "gad",
-        "warmup": {"epochs": 1, "generator": False, "discriminator": False},
-    },
-    "GAD, frozen D": {
-        "method": "gad",
-        "disc": {"lr": 1.0e-4, "update": "frozen"},
-    },
+GRID = {"gad": (1.0e-4, 3.0e-4), "seqkd": (1.0e-3, 3.0e-3)}  # the same two-value grid each
+ABLATIONS = {  # each against GAD at the chosen lr, seed 0 (Tables 3 and 4, Fig. 6)
+    "GAD, no G warmup (Table 3)": {"warmup": {"generator": False}},
+    "GAD, no D warmup (Table 3)": {"warmup": {"discriminator": False}},
+    "GAD, cross-entropy D (Table 4)": {"disc": {"loss": "cross_entropy"}},
+    "GAD, off-policy D (Fig. 6)": {"disc": {"update": "frozen"}},
 }
+CURVE_EVERY = 16  # steps between the checkpoints Fig. 6's accuracy curve is measured at
 
 
 # ---------------------------------------------------------------------------- data
 
 
-def _records() -> list[dict]:
-    return [json.loads(line) for line in (ROOT / "demo" / "prompts.jsonl").open()]
+def splits(sizes: dict[str, int], seed: int = 0) -> dict[str, list[Task]]:
+    """Tasks for each split, no normalised prompt twice anywhere: ID splits from one pool
+    (shuffled, then cut), the OOD split from the OOD templates and entities."""
+    rng = random.Random(seed)
+
+    def draw(n: int, ood: bool, seen: set[str]) -> list[Task]:
+        out, kinds, misses = [], list(TEMPLATES), dict.fromkeys(TEMPLATES, 0)
+        while len(out) < n and kinds:
+            kind = rng.choice(kinds)
+            task = make_task(kind, rng, ood)
+            key = normalise(task.prompt)
+            if key in seen:
+                misses[kind] += 1
+                if misses[kind] > 200:  # this task has run out of distinct prompts
+                    kinds.remove(kind)
+                continue
+            seen.add(key)
+            out.append(task)
+        return out
+
+    seen: set[str] = set()
+    id_names = [k for k in sizes if k != "test_ood"]
+    pool = draw(sum(sizes[k] for k in id_names), False, seen)
+    rng.shuffle(pool)
+    found, start = {}, 0
+    for name in id_names:
+        found[name] = pool[start : start + sizes[name]]
+        start += sizes[name]
+    found["test_ood"] = draw(sizes["test_ood"], True, seen)
+    return found
 
 
-def _write(path: Path, records: list[dict], answers: bool = True) -> Path:
+def write_prompts(path: Path, tasks: list[Task]) -> Path:
     with path.open("w") as f:
-        for r in records:
-            out = {"id": r["id"], "prompt": r["prompt"]}
-            if answers:
-                out["teacher_response"] = r["teacher_response"]
-            f.write(json.dumps(out) + "\n")
+        for i, t in enumerate(tasks):
+            f.write(json.dumps({"id": f"{path.stem}-{i}", "prompt": t.prompt}) + "\n")
+    return path
+
+
+def collect(url: str, prompts: Path, work: Path) -> dict[str, str]:
+    """The teacher's answers, through the product's CLI: id -> answer."""
+    out = prompts.with_name(prompts.stem + ".answers.jsonl")
+    run([PY, "-m", "trainer", "collect", "--prompts", str(prompts), "--out", str(out),
+         "--base-url", url, "--model", "task-teacher", "--cache", str(work / "teacher.sqlite"),
+         "--max-tokens", str(MAX_TOKENS)], work / f"collect-{prompts.stem}.log")  # fmt: skip
+    return {r["id"]: r["response"] for r in map(json.loads, out.open())}
+
+
+def training_file(path: Path, tasks: list[Task], answers: dict[str, str]) -> Path:
+    with path.open("w") as f:
+        for i, t in enumerate(tasks):
+            rid = f"{path.stem.removesuffix('-train')}-{i}"
+            f.write(json.dumps({"id": rid, "prompt": t.prompt, "teacher_response": answers[rid]}))
+            f.write("\n")
     return path
 
 
 # ---------------------------------------------------------------------------- the product
 
 
-def _run(args: list[str], log: Path) -> None:
+def run(args: list[str], log: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     with log.open("w") as out:
         done = subprocess.run(args, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
@@ -107,135 +153,188 @@ def _run(args: list[str], log: Path) -> None:
         raise SystemExit(f"{' '.join(args[:4])} failed; see {log}")
 
 
-def train(name: str, student: Path, prompts: Path, out: Path, overrides: dict) -> Path:
+def merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def train(name: str, student: Path, data: Path, out: Path, overrides: dict[str, Any]) -> Path:
     import yaml
 
-    config = {**BASE, **overrides, "student": str(student), "train_file": str(prompts)}
-    config["output_dir"] = str(out)
+    config = merge(BASE, overrides) | {
+        "student": str(student), "train_file": str(data), "output_dir": str(out),
+    }  # fmt: skip
     path = out.parent / f"{out.name}.yaml"
-    out.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(config))
     started = time.monotonic()
-    _run([PY, "-m", "trainer", "run", "--config", str(path)], out.parent / f"{out.name}.log")
+    run([PY, "-m", "trainer", "run", "--config", str(path)], out.parent / f"{out.name}.log")
     print(f"  {name}: trained in {time.monotonic() - started:.0f} s", flush=True)
-    return out / "final"
+    return out
 
 
 def generate(model: Path, prompts: Path, out: Path) -> dict[str, str]:
-    _run(
-        [PY, "-m", "trainer", "generate", "--model", str(model), "--prompts", str(prompts),
-         "--out", str(out), "--greedy", "--max-new-tokens", str(BASE["max_response_tokens"])],
-        out.with_suffix(".log"),
-    )  # fmt: skip
+    run([PY, "-m", "trainer", "generate", "--model", str(model), "--prompts", str(prompts),
+         "--out", str(out), "--greedy", "--max-new-tokens", str(MAX_TOKENS)],
+        out.with_suffix(".log"))  # fmt: skip
     return {r["id"]: r["response"] for r in map(json.loads, out.open())}
 
 
-# ---------------------------------------------------------------------------- the judge
+# ---------------------------------------------------------------------------- measures
 
 
-def f1(answer: str, reference: str) -> float:
-    a, b = Counter(words(answer)), Counter(words(reference))
-    common = sum((a & b).values())
-    if not common:
-        return 0.0
-    p, r = common / sum(a.values()), common / sum(b.values())
-    return 2 * p * r / (p + r)
+def accuracy_items(tasks: list[Task], answers: dict[str, str], stem: str) -> list[float]:
+    return [float(correct(t, answers.get(f"{stem}-{i}", ""))) for i, t in enumerate(tasks)]
 
 
-def scripted_judge(teacher_by_prompt: dict[str, str]):
-    """The judge's reply: its reference is the teacher's answer; a verdict rates both
-    shown answers 1-10 by their F1 with it."""
-
-    def reply(messages: list[dict[str, str]]) -> str:
-        question = messages[-1]["content"]
-        if not is_verdict(messages):
-            return teacher_by_prompt.get(question.strip(), "")
-        reference = next((t for p, t in teacher_by_prompt.items() if p in question), "")
-        one, two = shown_answers(messages)
-        s1, s2 = (round(1 + 9 * f1(a, reference), 1) for a in (one, two))
-        return f"{s1} {s2}\nRated by word overlap with the reference answer."
-
-    return reply
+def overlap(answers: dict[str, str], reference: dict[str, str], n: int) -> float | None:
+    return mean_defined(
+        [ngram_f1(words(answers.get(k, "")), words(v), n) for k, v in reference.items()]
+    )
 
 
-def judge_scores(
-    items: list[JudgeItem], answers: dict[str, dict[str, str]], teacher_by_prompt: dict[str, str]
-) -> dict[str, float | None]:
-    from trainer.teacher import AnswerStore
-
-    with ScriptedJudge(scripted_judge(teacher_by_prompt)) as server:
-        spec = TeacherSpec(base_url=server.url, model="scripted-judge")
-        store = AnswerStore(Path(os.environ["GAD_BENCH_DIR"]) / "judge-cache.sqlite")
-        report = asyncio.run(judge(items, answers, spec, store))
-    return {s.system: s.mean for s in report.systems}
+def interval(a: list[float], b: list[float]) -> str:
+    found = paired_difference(a, b)
+    if found is None:
+        return "—"
+    diff, low, high = found
+    reading = "no clear difference" if low <= 0 <= high else ("higher" if diff > 0 else "lower")
+    return f"{diff:+.3f} [{low:+.3f}, {high:+.3f}] ({reading})"
 
 
-# ---------------------------------------------------------------------------- lengths
+def mean(xs: list[float]) -> float:
+    return sum(xs) / len(xs) if xs else float("nan")
 
 
-def length_curve(run_dir: Path) -> list[tuple[int, float]]:
-    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").open()]
-    return [(m["step"], m["len/student_mean"]) for m in metrics if m.get("stage") == "gad"]
-
-
-def thirds(curve: list[tuple[int, float]]) -> tuple[float, float]:
-    """Mean answer length in the first and the last third of the adversarial stage."""
-    values = [v for _, v in curve]
-    k = max(1, len(values) // 3)
-    return sum(values[:k]) / k, sum(values[-k:]) / k
+def metrics_of(run_dir: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").open()]
 
 
 # ---------------------------------------------------------------------------- main
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a small smoke run (not recorded)")
     parser.add_argument("--dir", default=str(ROOT / "var" / "paper-claims"))
     args = parser.parse_args()
     work = Path(args.dir)
     work.mkdir(parents=True, exist_ok=True)
-    os.environ["GAD_BENCH_DIR"] = str(work)
     started = time.monotonic()
-    records = _records()
-    n_train, n_test, n_pre = (40, 12, 80) if args.quick else (320, 64, 480)
-    if args.quick:
-        BASE.update({"gad": {"epochs": 1, "lr": 1.0e-4}, "seqkd": {"epochs": 1, "lr": 1.0e-3}})
-    train_set = _write(work / "train.jsonl", records[:n_train])
-    pre_set = _write(work / "pretrain.jsonl", records[1000 : 1000 + n_pre])
-    test_records = records[2900 : 2900 + n_test]
-    test_set = _write(work / "test.jsonl", test_records, answers=False)
-    teacher = {r["id"]: r["teacher_response"] for r in test_records}
+    sizes = (
+        {"pretrain": 48, "train": 32, "val": 16, "test_id": 16, "test_ood": 16}
+        if args.quick
+        else {"pretrain": 1024, "train": 256, "val": 48, "test_id": 64, "test_ood": 64}
+    )
+    seeds = (0,) if args.quick else SEEDS
+    data = splits(sizes)
+    files = {name: write_prompts(work / f"{name}.jsonl", tasks) for name, tasks in data.items()}
+    clean = {
+        name: contamination(
+            [t.prompt for t in data[name]],
+            [t.prompt for t in data["train"] + data["pretrain"]],
+        ).as_dict()
+        for name in ("val", "test_id", "test_ood")
+    }
+    print("collecting the teacher's answers (OpenAI-compatible loopback server)", flush=True)
+    with TeacherServer(seed=0) as teacher:
+        answers = {name: collect(teacher.url, files[name], work) for name in files}
+    pre = training_file(work / "pretrain-train.jsonl", data["pretrain"], answers["pretrain"])
+    distil = training_file(work / "train-train.jsonl", data["train"], answers["train"])
 
     print("building the student and pretraining it on prompts the distillation never uses")
     from trainer.tiny import build_tiny
 
     texts = work / "texts.txt"
     texts.write_text(
-        "".join(f"{r['prompt']}\n{r['teacher_response']}\n" for r in records[1000:2000])
+        "".join(
+            f"{t.prompt}\n{answers[s][f'{s}-{i}']}\n"
+            for s in ("pretrain", "train")
+            for i, t in enumerate(data[s])
+        )
     )
-    base = build_tiny(work / "student-base", layers=2, hidden=64, heads=4, vocab=1024, seed=2,
+    base = build_tiny(work / "student-base", layers=4, hidden=128, heads=4, vocab=1024, seed=2,
                       texts=texts)  # fmt: skip
-    pretrain = {"method": "seqkd", "seqkd": {"epochs": 2 if args.quick else 3, "lr": 3.0e-3}}
-    student = train("pretraining", base, pre_set, work / "pretrained", pretrain)
+    pretrained = train("pretraining", base, pre, work / "pretrained",
+                       {"method": "seqkd", "seed": 0, "seqkd": {"epochs": 40, "lr": 3.0e-3}})  # fmt: skip
+    student = pretrained / "final"
 
-    runs: dict[str, Path] = {}  # variant -> its run directory (final/ inside)
-    for name, overrides in VARIANTS.items():
-        out = work / name.lower().replace(",", "").replace(" ", "-")
-        train(name, student, train_set, out, overrides)
-        runs[name] = out
+    pool = ThreadPoolExecutor(max_workers=2)  # two runs at once: one per core
 
-    print("answering the held-out prompts, judging and scoring")
-    answers = {"Before distillation": generate(student, test_set, work / "before.jsonl")}
-    for name, run_dir in runs.items():
-        answers[name] = generate(run_dir / "final", test_set, run_dir / "answers.jsonl")
-    items = [JudgeItem(r["id"], [{"role": "user", "content": r["prompt"]}]) for r in test_records]
-    by_prompt = {r["prompt"]: r["teacher_response"] for r in test_records}
-    judged = judge_scores(items, answers, by_prompt)
-    overlap = {name: score_system(name, a, teacher) for name, a in answers.items()}
-    curves = {name: length_curve(runs[name]) for name in ("GAD", "GAD, frozen D")}
+    def job(method: str, lr: float, seed: int, extra: dict[str, Any] | None = None, tag: str = ""):
+        over = merge({"method": method, "seed": seed, method: {"lr": lr}}, extra or {})
+        name = f"{method}-lr{lr:g}-s{seed}{tag}"
+        return name, pool.submit(train, name, student, distil, work / name, over)
+
+    print("choosing each method's learning rate on the validation split (seed 0)", flush=True)
+    chosen_runs = [job(m, lr, 0) for m, grid in GRID.items() for lr in grid]
+    runs = {name: fut.result() for name, fut in chosen_runs}
+    val_acc: dict[str, float] = {}
+    for name, fut in [
+        (n, pool.submit(generate, d / "final", files["val"], d / "val.jsonl"))
+        for n, d in runs.items()
+    ]:
+        val_acc[name] = mean(accuracy_items(data["val"], fut.result(), "val"))
+    lr = {m: max(GRID[m], key=lambda x, m=m: (val_acc[f"{m}-lr{x:g}-s0"], -x)) for m in GRID}
+    print(f"  chosen: {lr}", flush=True)
+
+    print("seeds, and the ablations (seed 0)", flush=True)
+    more = [job(m, lr[m], s) for m in GRID for s in seeds if s != 0]
+    curve = {"save_every": CURVE_EVERY}
+    more += [
+        job("gad", lr["gad"], 0, merge(over, curve), "-" + str(i))
+        for i, over in enumerate(ABLATIONS.values())
+    ]
+    more.append(job("gad", lr["gad"], 0, curve, "-curve"))
+    runs |= {name: fut.result() for name, fut in more}
+    ablation_dirs = {
+        label: runs[f"gad-lr{lr['gad']:g}-s0-{i}"] for i, label in enumerate(ABLATIONS)
+    }
+
+    print("answering the held-out prompts", flush=True)
+    systems: dict[str, dict[str, Path]] = {"before": {"model": student}}
+    for m in GRID:
+        for s in seeds:
+            systems[f"{m}-s{s}"] = {"model": runs[f"{m}-lr{lr[m]:g}-s{s}"] / "final"}
+    for label, d in ablation_dirs.items():
+        systems[label] = {"model": d / "final"}
+    futures = {
+        (name, split): pool.submit(
+            generate, spec["model"], files[split], work / f"answers-{_slug(name)}-{split}.jsonl"
+        )
+        for name, spec in systems.items()
+        for split in ("test_id", "test_ood")
+    }
+    got = {key: fut.result() for key, fut in futures.items()}
+
+    print("Fig. 6: accuracy over the steps of GAD and of the off-policy D", flush=True)
+    curves: dict[str, list[dict[str, Any]]] = {}
+    for label, d in (("GAD", runs[f"gad-lr{lr['gad']:g}-s0-curve"]),
+                     ("off-policy D", ablation_dirs["GAD, off-policy D (Fig. 6)"])):  # fmt: skip
+        points = sorted(
+            (int(p.name.split("-")[1]), p / "student") for p in (d / "checkpoints").glob("step-*")
+        )
+        futs = [(step, pool.submit(generate, path, files["val"], d / f"val-{step}.jsonl"))
+                for step, path in points]  # fmt: skip
+        metrics = metrics_of(d)
+        curves[label] = []
+        for step, fut in futs:
+            window = [m for m in metrics if step - CURVE_EVERY < m["step"] <= step]
+            curves[label].append({
+                "step": step,
+                "stage": window[-1].get("stage", "") if window else "",
+                "accuracy": mean(accuracy_items(data["val"], fut.result(), "val")),
+                "reward": mean([m["reward/mean"] for m in window if "reward/mean" in m]),
+                "length": mean([m["len/student_mean"] for m in window if "len/student_mean" in m]),
+                "truncated": mean([m.get("len/truncated_frac", 0.0) for m in window
+                                   if "len/student_mean" in m]),
+            })  # fmt: skip
+    pool.shutdown()
+    toy_rows = toy.report(range(5 if args.quick else 20))
     elapsed = time.monotonic() - started
-    text = render(judged, overlap, curves, n_train, n_test, elapsed, args.quick)
+    text = render(data, answers, got, seeds, lr, val_acc, clean, curves, toy_rows, elapsed,
+                  args.quick)  # fmt: skip
     print(text)
     if not args.quick:
         DOC.write_text(text)
@@ -243,94 +342,205 @@ def main() -> int:
     return 0
 
 
-def _verdict(ok: bool) -> str:
-    return "**reproduces**" if ok else "**does not reproduce** at this scale"
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
 
 
-def _num(x: float | None, digits: int = 1) -> str:
-    return "—" if x is None else f"{x:.{digits}f}"
+# ---------------------------------------------------------------------------- the page
 
 
-def render(judged, overlap, curves, n_train, n_test, elapsed, quick) -> str:
-    gad, seqkd = judged.get("GAD"), judged.get("SeqKD")
-    f1_rows = [
-        f"| {name} | {_num(judged.get(name))} | "
-        + " | ".join(_num(s.ngram_f1.get(n), 3) for n in (1, 2, 3, 4))
-        + f" | {_num(s.lengths.mean if s.lengths else None)} |"
-        for name, s in overlap.items()
-    ]
-    copies_more = all(
-        (overlap["SeqKD"].ngram_f1.get(n) or 0) > (overlap["GAD"].ngram_f1.get(n) or 0)
-        for n in (1, 2, 3, 4)
-    )
-    bt, ce = judged.get("GAD"), judged.get("GAD, cross-entropy D")
-    warm, cold = judged.get("GAD"), judged.get("GAD, no warmup")
-    on_first, on_last = thirds(curves["GAD"]) if curves["GAD"] else (None, None)
-    off_first, off_last = (
-        thirds(curves["GAD, frozen D"]) if curves["GAD, frozen D"] else (None, None)
-    )
-    off_grows = None not in (off_first, off_last, on_first, on_last) and (
-        off_last - off_first > on_last - on_first
-    )
-    curve_rows = [
-        f"| {name} | {', '.join(f'{v:.1f}' for _, v in curve[:: max(1, len(curve) // 8)])} |"
-        for name, curve in curves.items()
-    ]
-    beats = gad is not None and seqkd is not None and gad > seqkd
+def render(data, answers, got, seeds, lr, val_acc, clean, curves, toy_rows, elapsed, quick) -> str:
+    def acc(name: str, split: str) -> list[float]:
+        return accuracy_items(data[split], got[(name, split)], split)
+
+    def pooled(method: str, split: str) -> list[float]:
+        return [x for s in seeds for x in acc(f"{method}-s{s}", split)]
+
+    def f1(name: str, split: str, n: int) -> float | None:
+        return overlap(got[(name, split)], answers[split], n)
+
+    def fmt(x: float | None, d: int = 3) -> str:
+        return "—" if x is None else f"{x:.{d}f}"
+
     lines = [
-        "# The paper's claims, reproduced at tiny scale",
+        "# The paper's claims at tiny scale",
         "",
-        f"_Measured by `bench/paper_claims.py` ({'quick smoke run' if quick else 'full run'}, "
-        f"seed {SEED}) in {elapsed / 60:.1f} min on {os.cpu_count()} CPU cores. Command: "
-        "`.venv/bin/python bench/paper_claims.py`._",
+        f"_Measured by `bench/paper_claims.py` ({'quick smoke run' if quick else 'full run'}) "
+        f"on {date.today().isoformat()}, in {elapsed / 60:.1f} min on {os.cpu_count()} CPU "
+        "cores. Command: `.venv/bin/python bench/paper_claims.py`._",
         "",
-        f"Setup: the demo's rule-based teacher (demo/prompts.jsonl), a tiny Qwen2-shaped "
-        f"student pretrained briefly on other prompts, distilled on {n_train} prompts with "
-        f"the product's recipes, evaluated greedily on {n_test} held-out prompts. The judge "
-        "is scripted (its reference is the teacher's answer; it rates by word overlap with "
-        "it), so the judge score measures closeness to the teacher's behaviour on a 0–100 "
-        "scale where 50 is as good as the reference. At this scale the numbers say which "
-        "way an effect goes, not how large it is on a 14B model.",
+        (__doc__ or "").split("\n\n", 2)[2].split("\nRun:")[0].strip(),
         "",
-        "## Results",
+        f"Sizes: {', '.join(f'{k} {len(v)}' for k, v in data.items())} prompts. At this "
+        "scale the numbers say which way an effect goes here, not how large it is on a 14B "
+        "model.",
         "",
-        "| system | judge score | F1-1 | F1-2 | F1-3 | F1-4 | mean length (words) |",
-        "|---|---|---|---|---|---|---|",
-        *f1_rows,
+        "## Contamination of the held-out splits (against training and pretraining prompts)",
         "",
-        "## Claim by claim",
-        "",
-        "| claim (paper) | paper reports | measured here | direction |",
+        "| split | exact | near (MinHash, Jaccard ≥ 0.8) | checked |",
         "|---|---|---|---|",
-        f"| GAD beats SeqKD by the LLM judge (Table 2) | 52.1 vs 50.6 (Qwen2.5-14B, LMSYS) | "
-        f"{_num(gad)} vs {_num(seqkd)} | {_verdict(beats)} |",
-        "| SeqKD copies more of the teacher's n-grams (Fig. 4) | higher F1 at every n | "
-        "F1-1..4 SeqKD "
-        + "/".join(_num(overlap["SeqKD"].ngram_f1.get(n), 3) for n in (1, 2, 3, 4))
-        + " vs GAD "
-        + "/".join(_num(overlap["GAD"].ngram_f1.get(n), 3) for n in (1, 2, 3, 4))
-        + f" | {_verdict(copies_more)} |",
-        f"| Bradley–Terry D loss beats cross-entropy (Table 4) | 48.9 vs 47.9 | "
-        f"{_num(bt)} vs {_num(ce)} | {_verdict(bt is not None and ce is not None and bt > ce)} |",
-        f"| Warmup helps (Table 3) | 50.8 vs 49.7 / 49.0 without | {_num(warm)} vs {_num(cold)} "
-        f"(no warmup of G nor D) | {_verdict(warm is not None and cold is not None and warm > cold)} |",
-        f"| A frozen (off-policy) D is reward-hacked: answers grow (Fig. 6) | ~1300 tokens after "
-        f"~300 RL steps; on-policy stable | tokens, first → last third of RL: frozen "
-        f"{_num(off_first)} → {_num(off_last)}, on-policy {_num(on_first)} → {_num(on_last)} | "
-        f"{_verdict(bool(off_grows))} |",
+        *[f"| {k} | {v['exact']} | {v['near']} | {v['checked']} |" for k, v in clean.items()],
         "",
-        "## Answer length during the adversarial stage (student tokens, every few steps)",
+        "Near duplicates are prompts of one template whose inputs differ by a few characters "
+        '("What is 12 + 34?" and "What is 12 + 35?"): different tasks with different '
+        "answers, kept and counted.",
         "",
-        "| run | len/student_mean over the RL steps |",
-        "|---|---|",
-        *curve_rows,
+        "## Learning rates, chosen on the validation split (seed 0, task accuracy)",
         "",
-        "Where a direction does not reproduce, it is left so: the tiny student has a few "
-        "hundred thousand parameters, 24-token answers and a few hundred steps, and the "
-        "paper's effects are measured on 3B–14B students over thousands of steps.",
+        "| method | learning rate | validation accuracy | chosen |",
+        "|---|---|---|---|",
+        *[
+            f"| {m} | {x:g} | {val_acc[f'{m}-lr{x:g}-s0']:.3f} | {'yes' if lr[m] == x else ''} |"
+            for m in GRID
+            for x in GRID[m]
+        ],
+        "",
+        f"## GAD against SeqKD ({len(seeds)} seeds)",
+        "",
+        "Task accuracy (the fraction of answers a program checks as right, whatever the "
+        "phrasing), per seed and pooled:",
+        "",
+        "| system | "
+        + " | ".join(f"ID s{s}" for s in seeds)
+        + " | ID mean | "
+        + " | ".join(f"OOD s{s}" for s in seeds)
+        + " | OOD mean |",
+        "|---|" + "---|" * (2 * len(seeds) + 2),
+    ]
+    lines.append(
+        "| before distillation | "
+        + " | ".join(fmt(mean(acc("before", "test_id"))) for _ in seeds)
+        + f" | {fmt(mean(acc('before', 'test_id')))} | "
+        + " | ".join(fmt(mean(acc("before", "test_ood"))) for _ in seeds)
+        + f" | {fmt(mean(acc('before', 'test_ood')))} |"
+    )
+    for m in GRID:
+        lines.append(
+            f"| {m.upper() if m == 'gad' else 'SeqKD'} (lr {lr[m]:g}) | "
+            + " | ".join(fmt(mean(acc(f"{m}-s{s}", "test_id"))) for s in seeds)
+            + f" | {fmt(mean(pooled(m, 'test_id')))} | "
+            + " | ".join(fmt(mean(acc(f"{m}-s{s}", "test_ood"))) for s in seeds)
+            + f" | {fmt(mean(pooled(m, 'test_ood')))} |"
+        )
+    lines += [
+        "",
+        "GAD − SeqKD in task accuracy, paired over (seed, prompt), bootstrap 95% interval:",
+        "",
+        f"- in distribution: {interval(pooled('gad', 'test_id'), pooled('seqkd', 'test_id'))}",
+        f"- out of distribution: {interval(pooled('gad', 'test_ood'), pooled('seqkd', 'test_ood'))}",
+        "",
+        "## Overlap with the teacher's answers (Fig. 4): overlap, not quality",
+        "",
+        "n-gram F1 against the teacher's own answer to each held-out prompt (one of its "
+        "phrasings, drawn at random), seed 0, with the mean answer length in words:",
+        "",
+        "| system | split | F1-1 | F1-2 | F1-3 | F1-4 | length |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name in ("before", "gad-s0", "seqkd-s0"):
+        for split in ("test_id", "test_ood"):
+            lengths = [len(words(a)) for a in got[(name, split)].values()]
+            lines.append(
+                f"| {name} | {split} | "
+                + " | ".join(fmt(f1(name, split, n)) for n in (1, 2, 3, 4))
+                + f" | {mean(lengths):.1f} |"
+            )
+    lines += [
+        "",
+        "## Ablations (seed 0 only, at GAD's chosen learning rate)",
+        "",
+        "Each against GAD seed 0 on the same prompts: accuracy, and the paired difference "
+        "(ablation − GAD) with its bootstrap 95% interval.",
+        "",
+        "| run | ID accuracy | ID difference | OOD accuracy | OOD difference |",
+        "|---|---|---|---|---|",
+        f"| GAD (seed 0) | {fmt(mean(acc('gad-s0', 'test_id')))} | | "
+        f"{fmt(mean(acc('gad-s0', 'test_ood')))} | |",
+    ]
+    for label in ABLATIONS:
+        lines.append(
+            f"| {label} | {fmt(mean(acc(label, 'test_id')))} | "
+            f"{interval(acc(label, 'test_id'), acc('gad-s0', 'test_id'))} | "
+            f"{fmt(mean(acc(label, 'test_ood')))} | "
+            f"{interval(acc(label, 'test_ood'), acc('gad-s0', 'test_ood'))} |"
+        )
+    lines += [
+        "",
+        "## The off-policy discriminator over the steps (Fig. 6, seed 0)",
+        "",
+        f"Every {CURVE_EVERY} steps: validation task accuracy of the checkpoint, and over the "
+        "steps since the last one the mean reward D gave the student's samples, their mean "
+        "length in tokens and the fraction cut at the length limit (`len/truncated_frac`), "
+        "where reward hacking shows.",
+        "",
+        "| run | step | stage | validation accuracy | reward | length | truncated |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for label, points in curves.items():
+        for p in points:
+            lines.append(
+                f"| {label} | {p['step']} | {p['stage']} | {p['accuracy']:.3f} | "
+                f"{p['reward']:.3f} | {p['length']:.1f} | {p['truncated']:.2f} |"
+            )
+    lines += toy_section(toy_rows)
+    lines += [
+        "What was cut to fit the time: the ablations run on one seed (seed 0) where the main "
+        "comparison runs on three; no LLM-judge score (no model that runs here can judge).",
         "",
     ]
     return "\n".join(lines)
+
+
+def toy_section(rows: list[toy.SeedRow]) -> list[str]:
+    """The toy over its seeds, without a floor on the student's std and with one."""
+    floors = list(dict.fromkeys(r.floor for r in rows))
+    by = {f: [r for r in rows if r.floor == f] for f in floors}
+    n = len(by[floors[0]])
+
+    names = " | ".join("no floor" if f is None else f"floor {f:g}" for f in floors)
+    return [
+        "",
+        f"## The toy (Section 3.3): `python -m trainer toy --seeds {n}`",
+        "",
+        "A mixture of two Gaussians over 10 classes as the teacher (modes at 2 and 7, 0.5 "
+        "wide), one discretized Gaussian as the student (trainer/toy.py), 600 steps each. "
+        "Each seed runs without a floor on the student's std, and with one of 0.3 class, "
+        "taken from nothing the teacher has.",
+        "",
+        f"| mean over {n} seeds | "
+        + " | ".join(f"SeqKD, {x} | GAD, {x}" for x in names.split(" | "))
+        + " |",
+        "|---|" + "---|" * (2 * len(floors)),
+        "| mass in the gap between the modes | "
+        + " | ".join(
+            f"{mean([r.seqkd_gap for r in by[f]]):.3f} | {mean([r.gad_gap for r in by[f]]):.3f}"
+            for f in floors
+        )
+        + " |",
+        "| mass within ±1 class of one mode | "
+        + " | ".join(
+            f"{mean([r.seqkd_mode_mass for r in by[f]]):.2f} | "
+            f"{mean([r.gad_mode_mass for r in by[f]]):.2f}"
+            for f in floors
+        )
+        + " |",
+        "| spread / one mode's | "
+        + " | ".join(
+            f"{mean([r.seqkd_spread for r in by[f]]):.2f} | "
+            f"{mean([r.gad_spread for r in by[f]]):.2f}"
+            for f in floors
+        )
+        + " |",
+        "| most likely class is a teacher mode (seeds) | "
+        + " | ".join(f" | {sum(r.gad_on_a_mode for r in by[f])} / {n}" for f in floors)
+        + " |",
+        "",
+        "Mode-seeking holds with and without the floor: GAD leaves the gap (nearly) empty "
+        "where SeqKD spreads into it. GAD does not settle to one mode's width: without a "
+        "floor it collapses to (nearly) one class, where a group's advantages are all zero "
+        "and learning stops, on a mode or next to one.",
+        "",
+    ]
 
 
 if __name__ == "__main__":
