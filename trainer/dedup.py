@@ -43,28 +43,23 @@ def _shingles(key: str) -> set[bytes]:
 
 
 class Index:
-    """Normalised texts, exactly (a set) and nearly (MinHash LSH)."""
+    """Normalised texts (``normalise``), exactly (a dict) and nearly (MinHash LSH)."""
 
-    def __init__(self, threshold: float = NEAR) -> None:
+    def __init__(self) -> None:
         from datasketch import MinHashLSH
 
         self.exact: dict[str, int] = {}
-        self.lsh = MinHashLSH(threshold=threshold, num_perm=PERMUTATIONS)
-        self.threshold = threshold
+        self.lsh = MinHashLSH(threshold=NEAR, num_perm=PERMUTATIONS)
 
-    def add(self, item: int, text: str, sketch: MinHash | None = None) -> None:
-        key = normalise(text)
+    def add(self, item: int, key: str, sketch: MinHash) -> None:
         if key in self.exact:
             return  # its first occurrence stands for it
         self.exact[key] = item
-        self.lsh.insert(item, sketch if sketch is not None else minhash(key))
+        self.lsh.insert(item, sketch)
 
-    def exact_match(self, text: str) -> int | None:
-        return self.exact.get(normalise(text))
-
-    def near(self, text: str, sketch: MinHash | None = None) -> list[int]:
-        """Items whose text is a near duplicate of ``text`` (exact ones included)."""
-        return list(self.lsh.query(sketch if sketch is not None else minhash(normalise(text))))
+    def near(self, sketch: MinHash) -> list[int]:
+        """Items near the text of ``sketch`` (exact duplicates included)."""
+        return list(self.lsh.query(sketch))
 
 
 @functools.cache
@@ -97,13 +92,15 @@ class Contamination:
 def contamination(held_out: Iterable[str], training: Iterable[str]) -> Contamination:
     index = Index()
     for i, text in enumerate(training):
-        index.add(i, text)
+        key = normalise(text)
+        index.add(i, key, minhash(key))
     exact = near = checked = 0
     for text in held_out:
         checked += 1
-        if index.exact_match(text) is not None:
+        key = normalise(text)
+        if key in index.exact:
             exact += 1
-        elif index.near(text):
+        elif index.near(minhash(key)):
             near += 1
     return Contamination(exact, near, checked)
 
@@ -121,14 +118,15 @@ def clusters(texts: Sequence[str]) -> list[list[int]]:
 
     index = Index()
     for i, text in enumerate(texts):
-        first = index.exact_match(text)
+        key = normalise(text)
+        first = index.exact.get(key)
         if first is not None:
             parent[root(i)] = root(first)
             continue
-        sketch = minhash(normalise(text))
-        for j in index.near(text, sketch):
+        sketch = minhash(key)
+        for j in index.near(sketch):
             parent[root(i)] = root(j)
-        index.add(i, text, sketch)
+        index.add(i, key, sketch)
     groups: dict[int, list[int]] = {}
     for i in range(len(texts)):
         groups.setdefault(root(i), []).append(i)
