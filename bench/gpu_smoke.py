@@ -153,8 +153,8 @@ def _kill(proc: subprocess.Popen[bytes]) -> None:
 
 
 def run_shape(row: dict[str, Any], gpus: int, deadline: float, out: Path) -> dict[str, Any]:
-    """One shape in its own process group, killed at the deadline; its row as written,
-    with the reason where it did not finish."""
+    """One shape in its own process group, killed at the deadline; its row as the
+    process wrote it, with the reason where it did not finish."""
     label = row["shape"]
     args = [str(ROOT / "bench" / "gpu_smoke.py"), "--shape", label, "--sft", row["sft"],
             "--gad", row["gad"]]  # fmt: skip
@@ -183,8 +183,7 @@ def run_shape(row: dict[str, Any], gpus: int, deadline: float, out: Path) -> dic
         if "OutOfMemoryError" in text or "CUDA out of memory" in text:
             why = "out of GPU memory"
         result["error"] = f"{why}; see {label}.log"
-    (out / f"{label}.json").write_text(json.dumps(result, indent=2))
-    return result
+    return result  # the driver writes it
 
 
 def drive() -> int:

@@ -222,9 +222,9 @@ def run_member(
     the job's other ranks at once."""
     job = Job.objects.filter(pk=job_id).first()
     held = presence.leases_here(job) if job is not None else []
-    if job is None or job.claimed_by != claim or not held or not actions.still_held(job):
+    if job is None or (job.claimed_by, job.attempts) != (claim, attempt):
         return "the gang has moved on"
-    if job.attempts != attempt:
+    if not held or not actions.still_held(job):
         return "the gang has moved on"
     node_actions.renew(job)  # check in at once: the leader gives up on nodes that do not
     space = workspace(job)

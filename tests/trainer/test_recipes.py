@@ -186,16 +186,8 @@ def test_frozen_discriminator_is_the_papers_off_policy_sequence(tmp_path, tiny_m
     for m in metrics[2:]:  # G's RL; D scores but never learns
         assert "reward/mean" in m and "g/pg_loss" in m and "d/grad_norm" not in m
 
-    def weights(step, part, name):
-        return load_file(str(tmp_path / "run" / "checkpoints" / f"step-{step}" / part / name))
-
-    def same(a, b):
-        return all(torch.equal(a[k], b[k]) for k in a)
-
-    head = "score_head.safetensors"
-    assert same(weights(2, "discriminator", head), weights(4, "discriminator", head))
-    student = "model.safetensors"
-    assert not same(weights(2, "student", student), weights(4, "student", student))
+    assert not moved(tmp_path, "discriminator", 2, 4)
+    assert moved(tmp_path, "student", 2, 4)
 
 
 def test_our_variant_adds_epochs_of_d_alone_on_the_warmed_up_student(
@@ -216,18 +208,24 @@ def test_our_variant_adds_epochs_of_d_alone_on_the_warmed_up_student(
     for m in metrics[4:]:  # G's RL; D scores but never learns
         assert "reward/mean" in m and "g/pg_loss" in m and "d/grad_norm" not in m
 
-    def weights(step, part, name):
-        return load_file(str(tmp_path / "run" / "checkpoints" / f"step-{step}" / part / name))
+    assert moved(tmp_path, "discriminator", 2, 4)
+    assert not moved(tmp_path, "discriminator", 4, 6)
+    assert not moved(tmp_path, "student", 2, 4)  # fixed G
+    assert moved(tmp_path, "student", 4, 6)
 
-    def same(a, b):
-        return all(torch.equal(a[k], b[k]) for k in a)
 
-    head = "score_head.safetensors"
-    assert not same(weights(2, "discriminator", head), weights(4, "discriminator", head))
-    assert same(weights(4, "discriminator", head), weights(6, "discriminator", head))
-    student = "model.safetensors"
-    assert same(weights(2, "student", student), weights(4, "student", student))  # fixed G
-    assert not same(weights(4, "student", student), weights(6, "student", student))
+WEIGHTS = {"discriminator": "score_head.safetensors", "student": "model.safetensors"}
+
+
+def moved(tmp_path, part: str, first: int, then: int) -> bool:
+    """Whether ``part``'s saved weights changed between the checkpoints of two steps."""
+
+    def weights(step):
+        path = tmp_path / "run" / "checkpoints" / f"step-{step}" / part / WEIGHTS[part]
+        return load_file(str(path))
+
+    a, b = weights(first), weights(then)
+    return not all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_gs_optimizer_goes_on_from_the_warmup_at_the_gad_lr(
