@@ -497,7 +497,7 @@ def toy_section(rows: list[toy.SeedRow]) -> list[str]:
     by = {f: [r for r in rows if r.floor == f] for f in floors}
     n = len(by[floors[0]])
 
-    names = " | ".join("no floor" if f is None else f"floor {f:g}" for f in floors)
+    names = ["no floor" if f is None else f"floor {f:g}" for f in floors]
     return [
         "",
         f"## The toy (Section 3.3): `python -m trainer toy --seeds {n}`",
@@ -507,9 +507,7 @@ def toy_section(rows: list[toy.SeedRow]) -> list[str]:
         "Each seed runs without a floor on the student's std, and with one of 0.3 class, "
         "taken from nothing the teacher has.",
         "",
-        f"| mean over {n} seeds | "
-        + " | ".join(f"SeqKD, {x} | GAD, {x}" for x in names.split(" | "))
-        + " |",
+        f"| mean over {n} seeds | " + " | ".join(f"SeqKD, {x} | GAD, {x}" for x in names) + " |",
         "|---|" + "---|" * (2 * len(floors)),
         "| mass in the gap between the modes | "
         + " | ".join(

@@ -14,14 +14,9 @@ from webapp.promptsets.models import Prompt, Split
 
 def of_evaluation(evaluation: Evaluation) -> list[dict[str, Any]]:
     """One row per job with any of the evaluation's prompts in its training prompts."""
-    jobs = {}
-    for system in evaluation.systems.all():
-        job = system.job or (system.checkpoint.job if system.checkpoint is not None else None)
-        if job is not None and job.prompt_set_id is not None:
-            jobs[job.pk] = job
     prompts = evaluation.prompts.all()
     rows = []
-    for job in sorted(jobs.values(), key=lambda j: j.pk):
+    for job in _jobs(evaluation):
         training = Prompt.objects.filter(prompt_set_id=job.prompt_set_id, split=Split.TRAIN)
         exact = prompts.exclude(norm_hash="").filter(norm_hash__in=training.values("norm_hash"))
         near = (
@@ -49,11 +44,20 @@ def summary(evaluation: Evaluation, rows: list[dict[str, Any]]) -> str:
             + "; ".join(parts)
             + ". Scores on prompts a system trained on measure recall, not generalisation."
         )
-    jobs = {s.job_id or (s.checkpoint.job_id if s.checkpoint is not None else None)
-            for s in evaluation.systems.all()} - {None}  # fmt: skip
+    jobs = _jobs(evaluation)
     if not jobs:
         return ""
     return (
         f"Contamination check: 0 of the {evaluation.num_prompts} prompts occur in the "
         f"training prompts of the {len(jobs)} job(s) compared (none exactly, none nearly)."
     )
+
+
+def _jobs(evaluation: Evaluation) -> list:
+    """The jobs the evaluation compares (a system's job, or its checkpoint's), by id."""
+    jobs = {}
+    for system in evaluation.systems.all():
+        job = system.job or (system.checkpoint.job if system.checkpoint is not None else None)
+        if job is not None and job.prompt_set_id is not None:
+            jobs[job.pk] = job
+    return [jobs[pk] for pk in sorted(jobs)]
