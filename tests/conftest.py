@@ -161,7 +161,9 @@ def clear_broker(settings) -> None:
     import redis
 
     broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
-    broker.delete(*BROKER_KEYS, *broker.keys("node.*"))
+    # gad:gang:*: a gang's failed members by job id and attempt, which a later test's
+    # fresh database gives out again
+    broker.delete(*BROKER_KEYS, *broker.keys("node.*"), *broker.keys("gad:gang:*"))
 
 
 @pytest.fixture

@@ -111,6 +111,7 @@ def _logs(job: Job) -> str:
 
 def test_the_leader_stops_its_ranks_when_a_members_part_fails_and_not_when_it_ends_well(
     settings,
+    purge_queues,
     team,  # noqa: F811
     tiny_student,  # noqa: F811
     tmp_path,
