@@ -216,6 +216,17 @@ GAD_UPLOAD_WAITERS_PER_USER = env.integer("GAD_UPLOAD_WAITERS_PER_USER", 1, mini
 GAD_UPLOAD_WAITERS = env.integer("GAD_UPLOAD_WAITERS", max(1, _web_threads // 4), minimum=0)
 GAD_DOWNLOADS_PER_USER = env.integer("GAD_DOWNLOADS_PER_USER", 2, minimum=1)
 GAD_DOWNLOADS = env.integer("GAD_DOWNLOADS", max(1, _web_threads // 2), minimum=1)
+# Checkpoint files (GET /api/v1/checkpoints/{id}/files/{path}) can be sent by the reverse
+# proxy instead of a web thread: "x-accel-redirect" (nginx: an `internal` location named by
+# GAD_DOWNLOAD_OFFLOAD_PREFIX whose alias is GAD_DATA_DIR) or "x-sendfile" (Apache's
+# mod_xsendfile, lighttpd: the file's absolute path). Empty: Django streams the bytes.
+GAD_DOWNLOAD_OFFLOAD = (env.string("GAD_DOWNLOAD_OFFLOAD") or "").strip().lower()
+if GAD_DOWNLOAD_OFFLOAD not in ("", "x-accel-redirect", "x-sendfile"):
+    raise ImproperlyConfigured(
+        f"GAD_DOWNLOAD_OFFLOAD={GAD_DOWNLOAD_OFFLOAD!r}: use x-accel-redirect (nginx), "
+        "x-sendfile (Apache, lighttpd) or leave it empty (Django streams the files)."
+    )
+GAD_DOWNLOAD_OFFLOAD_PREFIX = env.string("GAD_DOWNLOAD_OFFLOAD_PREFIX") or "/protected-data/"
 # Reverse proxies in front of the site, each appending to X-Forwarded-For: the client's
 # address is the one the outermost saw (webapp.lib.http.client_ip). 0: no proxy, the
 # header is ignored.

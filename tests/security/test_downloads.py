@@ -92,6 +92,56 @@ def test_a_slow_client_gets_the_whole_archive_past_the_worker_timeout(gunicorn, 
         assert archive.extractfile(member).read() == blob
 
 
+def test_curl_resumes_an_interrupted_file_download(gunicorn, settings, tmp_path):
+    """A download tool as users run it: curl stops part way (--max-time against a slow
+    rate), then ``curl -C -`` asks for the rest with a Range header and the file is whole."""
+    owner = get_user_model().objects.create_user("owner", password="x")
+    team = create_team("Lab", "lab", owner=owner)
+    job = make_job(team, status="succeeded")
+    checkpoint = make_checkpoint(job, Path(settings.GAD_DATA_DIR) / "jobs" / str(job.pk) / "final")
+    blob = os.urandom(8 * 1024 * 1024)
+    (Path(checkpoint.path) / "model.safetensors").write_bytes(blob)
+    token = create_api_token(owner, "t")[1]
+    url = f"{gunicorn}/api/v1/checkpoints/{checkpoint.pk}/files/model.safetensors"
+    out = tmp_path / "model.safetensors"
+    curl = ["curl", "-sS", "-H", f"Authorization: Bearer {token}", "-o", str(out)]
+    cut = subprocess.run([*curl, "--limit-rate", "100K", "--max-time", "2", url])
+    assert cut.returncode == 28  # curl's "operation timed out": stopped part way
+    assert 0 < out.stat().st_size < len(blob)
+    resumed = subprocess.run([*curl, "-C", "-", "-w", "%{http_code}", url], capture_output=True)
+    assert resumed.returncode == 0 and resumed.stdout == b"206"
+    assert out.read_bytes() == blob
+
+
+def test_the_job_pages_download_snippet_fetches_the_checkpoint(
+    gunicorn, settings, tmp_path, client
+):
+    """The snippet the job page shows, run by bash as a user would paste it, against the
+    production server: every file arrives whole, in its sub-directory."""
+    import html
+    import re
+
+    owner = get_user_model().objects.create_user("owner", password="x")
+    team = create_team("Lab", "lab", owner=owner)
+    job = make_job(team, status="succeeded")
+    checkpoint = make_checkpoint(job, Path(settings.GAD_DATA_DIR) / "jobs" / str(job.pk) / "final")
+    (Path(checkpoint.path) / "sub").mkdir()
+    (Path(checkpoint.path) / "sub" / "tokenizer.json").write_text('{"v": 1}')
+    client.force_login(owner)
+    page = client.get(f"/teams/lab/jobs/{job.pk}/", HTTP_HOST=gunicorn.removeprefix("http://"))
+    snippet = re.search(r'data-testid="use-checkpoint".*?<pre class="log">(.*?)</pre>',
+                        page.content.decode(), re.S)  # fmt: skip
+    assert snippet is not None
+    download = html.unescape(snippet.group(1)).split("# serve it")[0]
+    env = {**os.environ, "GAD_TOKEN": create_api_token(owner, "t")[1]}
+    done = subprocess.run(["bash", "-euo", "pipefail", "-c", download], cwd=tmp_path, env=env,
+                          capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    got = tmp_path / f"job{job.pk}-step-{checkpoint.step}"
+    for name in ("config.json", "model.safetensors", "sub/tokenizer.json"):
+        assert (got / name).read_bytes() == (Path(checkpoint.path) / name).read_bytes()
+
+
 def test_uploads_waiting_for_their_import_leave_the_site_answering(gunicorn, settings):
     """The review's case: two uploads on a web process of two threads, no worker to
     import them, made /healthz wait 29 s. Only a few uploads may wait (one per person,

@@ -141,8 +141,9 @@ def mark_final(checkpoint: Checkpoint) -> None:
         (step_dir / "KEEP").write_text("marked final on the job page\n")
 
 
-def record_download(checkpoint: Checkpoint, user) -> Download:
-    return Download.objects.create(checkpoint=checkpoint, user=user)
+def record_download(checkpoint: Checkpoint, user, path: str = "") -> Download:
+    """``path``: one file of it (the files API); empty for the whole directory's tar."""
+    return Download.objects.create(checkpoint=checkpoint, user=user, path=path)
 
 
 # ----------------------------------------------------------------------------- worker side

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from ninja import Field, Query, Router, Schema
 from ninja import Status as HttpStatus
 from pydantic import field_validator
 
-from webapp.jobs import actions, costs
+from webapp.jobs import actions, costs, files
 from webapp.jobs.archive import (
+    adapter_dir,
     checkpoint_response,
     tensorboard_dir,
     tensorboard_response,
@@ -280,15 +283,65 @@ def download_tensorboard(request, job_id: int):
 @router.get("/checkpoints/{int:checkpoint_id}/download", summary="Streamed tar of the HF directory")
 def download_checkpoint(request, checkpoint_id: int, part: str = "model"):
     """``part=adapter``: a LoRA job's adapter alone (peft format) instead of the merged model."""
-    if part not in ("model", "adapter"):
-        raise ApiError(422, f"part: 'model' or 'adapter' (got {part!r})")
+    checkpoint = _checkpoint(request, checkpoint_id)
+    _part_dir(checkpoint, part)  # 422 for an unknown part, 404 when its files are gone
     try:
-        response = checkpoint_response(_checkpoint(request, checkpoint_id), request.user, part)
+        response = checkpoint_response(checkpoint, request.user, part)
     except TooMany as busy:
         raise ApiError(429, str(busy), "rate_limited") from None
-    if response is None:
+    if response is None:  # removed since the check above
+        raise ApiError(404, "The checkpoint's files are not on the data volume.")
+    return response
+
+
+class CheckpointFileOut(Schema):
+    path: str
+    size: int
+    etag: str
+    url: str
+
+
+def _part_dir(checkpoint: Checkpoint, part: str):
+    if part not in ("model", "adapter"):
+        raise ApiError(422, f"part: 'model' or 'adapter' (got {part!r})")
+    directory = adapter_dir(checkpoint) if part == "adapter" else Path(checkpoint.path)
+    if directory is None or not directory.is_dir():
         what = "adapter" if part == "adapter" else "files"
         raise ApiError(404, f"The checkpoint's {what} are not on the data volume.")
+    return directory
+
+
+@router.get(
+    "/checkpoints/{int:checkpoint_id}/files",
+    response=list[CheckpointFileOut],
+    summary="The checkpoint's files, each with its size, ETag and download URL",
+)
+def checkpoint_files(request, checkpoint_id: int, part: str = "model"):
+    """``part=adapter``: a LoRA job's adapter directory instead of the merged model."""
+    directory = _part_dir(_checkpoint(request, checkpoint_id), part)
+    suffix = "?part=adapter" if part == "adapter" else ""
+    base = request.build_absolute_uri(f"/api/v1/checkpoints/{checkpoint_id}/files/")
+    return [
+        {**vars(entry), "url": f"{base}{quote(entry.path)}{suffix}"}
+        for entry in files.listing(directory)
+    ]
+
+
+@router.get(
+    "/checkpoints/{int:checkpoint_id}/files/{path:path}",
+    summary="One file of the checkpoint, with HTTP Range (206) and an ETag: downloads resume",
+)
+def checkpoint_file(request, checkpoint_id: int, path: str, part: str = "model"):
+    checkpoint = _checkpoint(request, checkpoint_id)
+    found = files.find(_part_dir(checkpoint, part), path)
+    if found is None:
+        raise ApiError(404, f"The checkpoint has no file {path!r} (GET …/files lists them).")
+    try:
+        response = files.file_response(request, found, request.user)
+    except TooMany as busy:
+        raise ApiError(429, str(busy), "rate_limited") from None
+    if response.status_code == 200 or response.get("Content-Range", "").startswith("bytes 0-"):
+        actions.record_download(checkpoint, request.user, path=path)  # not each resumed part
     return response
 
 

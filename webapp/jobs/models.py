@@ -159,10 +159,13 @@ class Download(models.Model):
 
     checkpoint = models.ForeignKey(Checkpoint, on_delete=models.CASCADE, related_name="downloads")
     user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL)
+    # One file of it (GET /api/v1/checkpoints/{id}/files/{path}); empty: the whole tar.
+    path = models.CharField(max_length=1000, blank=True, default="")
     created_at = models.DateTimeField(default=timezone.now)
 
     def __str__(self) -> str:
-        return f"{self.user} downloaded {self.checkpoint} at {self.created_at:%Y-%m-%d %H:%M}"
+        what = f"{self.path} of {self.checkpoint}" if self.path else str(self.checkpoint)
+        return f"{self.user} downloaded {what} at {self.created_at:%Y-%m-%d %H:%M}"
 
 
 class MetricPoint(models.Model):

@@ -4,6 +4,8 @@ samples viewer."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import yaml
 from django.conf import settings
 from django.contrib import messages
@@ -175,6 +177,9 @@ def job_detail(request: AuthenticatedRequest, slug: str, pk: int) -> HttpRespons
         request, slug, Job.objects.select_related("prompt_set", "teacher", "pair", "created_by"), pk
     )
     team = job.team
+    checkpoints = list(job.checkpoints.order_by("-step"))
+    served = next((c for c in checkpoints if c.pk == job.final_checkpoint_id), None)
+    served = served or (checkpoints[0] if checkpoints else None)
     return render(
         request,
         "jobs/detail.html",
@@ -183,9 +188,8 @@ def job_detail(request: AuthenticatedRequest, slug: str, pk: int) -> HttpRespons
             "job": job,
             "active": job.status in ACTIVE_STATUSES,
             "config_yaml": yaml.safe_dump(job.config, sort_keys=False),
-            "checkpoints": [
-                (c, adapter_dir(c) is not None) for c in job.checkpoints.order_by("-step")
-            ],
+            "checkpoints": [(c, adapter_dir(c) is not None) for c in checkpoints],
+            "use": _use_snippet(request, job, served),
             "alarms": monitor.job_alarms(job),
             "state": monitor.job_state(job),
             "log_digest": monitor.log_digest(job.log_tail),
@@ -201,6 +205,17 @@ def job_detail(request: AuthenticatedRequest, slug: str, pk: int) -> HttpRespons
             "teacher_spend": spend.line(spend.totals(job.teacher_spend.all())),
         },
     )
+
+
+def _use_snippet(request, job: Job, checkpoint: Checkpoint | None) -> dict[str, Any] | None:
+    """What the job page's "download file by file and serve it" box fills in."""
+    if checkpoint is None:
+        return None
+    return {
+        "checkpoint": checkpoint,
+        "dir": f"job{job.pk}-step-{checkpoint.step}",
+        "files_url": request.build_absolute_uri(f"/api/v1/checkpoints/{checkpoint.pk}/files"),
+    }
 
 
 def _waiting(job: Job) -> str | None:
