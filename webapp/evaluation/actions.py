@@ -30,7 +30,7 @@ from webapp.evaluation.models import (
     SystemKind,
     SystemStatus,
 )
-from webapp.jobs import references
+from webapp.jobs import references, storage
 from webapp.jobs.models import Checkpoint, Job
 from webapp.lib.errors import ActionError
 from webapp.lib.text import scrub
@@ -367,6 +367,28 @@ def refresh_status(evaluation_id: int) -> str:
     Evaluation.objects.filter(pk=evaluation_id).update(status=status)
     return status
 
+
+def _generating_from(checkpoint: Checkpoint) -> str | None:
+    """A checkpoint an evaluation (or a checkpoint sweep) still generates answers from
+    must keep its files (webapp.jobs.storage)."""
+    system = (
+        System.objects.filter(
+            checkpoint=checkpoint,
+            status__in=[SystemStatus.PENDING, SystemStatus.RUNNING],
+            evaluation__status=EvalStatus.GENERATING,
+        )
+        .select_related("evaluation")
+        .first()
+    )
+    if system is None:
+        return None
+    return (
+        f"Evaluation '{system.evaluation.name}' is generating answers from step "
+        f"{checkpoint.step}; delete it once the evaluation is ready."
+    )
+
+
+storage.IN_USE.append(_generating_from)
 
 # The generation's kind of work (webapp.dispatch): its task, on GAD_EVAL_QUEUE (a model's
 # generation leases a GPU from the jobs' pool on a GPU node: worker/evaluation.py). An

@@ -11,7 +11,7 @@ from ninja import Field, Query, Router, Schema
 from ninja import Status as HttpStatus
 from pydantic import field_validator
 
-from webapp.jobs import actions, costs, files
+from webapp.jobs import actions, costs, files, storage
 from webapp.jobs.archive import (
     adapter_dir,
     checkpoint_response,
@@ -29,6 +29,7 @@ from webapp.promptsets.models import PromptSet
 from webapp.teachers.models import TeacherEndpoint
 from webapp.teams import access, spend
 from webapp.teams.actions import QuotaExceeded
+from webapp.teams.models import Role
 
 router = Router(tags=["jobs"])
 ROLES = access.LAUNCH_ROLES
@@ -244,6 +245,20 @@ def cancel_job(request, job_id: int):
     return actions.cancel(job)
 
 
+@router.delete(
+    "/jobs/{int:job_id}",
+    response={204: None},
+    summary="Delete an ended job with its checkpoints and run directory (team owners)",
+)
+def delete_job(request, job_id: int):
+    job = access.get_object(Job.objects.all(), request.user, job_id, [Role.OWNER])
+    try:
+        storage.delete_job(job)
+    except storage.StillNeeded as why:
+        raise ApiError(409, str(why), "still_needed") from None
+    return HttpStatus(204, None)
+
+
 @router.get("/jobs/{int:job_id}/metrics", summary="Metric series since a step")
 def job_metrics(request, job_id: int, after_step: int = Query(-1, ge=-1, le=LARGEST)):
     """Without after_step: every series down-sampled to at most ~2,000 points (min/max
@@ -343,6 +358,21 @@ def checkpoint_file(request, checkpoint_id: int, path: str, part: str = "model")
     if response.status_code == 200 or response.get("Content-Range", "").startswith("bytes 0-"):
         actions.record_download(checkpoint, request.user, path=path)  # not each resumed part
     return response
+
+
+@router.delete(
+    "/checkpoints/{int:checkpoint_id}",
+    response={204: None},
+    summary="Delete a checkpoint and its files (not a job's final one)",
+)
+def delete_checkpoint(request, checkpoint_id: int):
+    """409 when it is still needed: the job's final model, a running job's resume point,
+    or what an evaluation is generating from."""
+    try:
+        storage.delete_checkpoint(_checkpoint(request, checkpoint_id))
+    except storage.StillNeeded as why:
+        raise ApiError(409, str(why), "still_needed") from None
+    return HttpStatus(204, None)
 
 
 @router.post("/checkpoints/{int:checkpoint_id}/final", response=CheckpointOut)

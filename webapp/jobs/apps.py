@@ -9,3 +9,4 @@ class JobsConfig(AppConfig):
     def ready(self) -> None:
         # Registers its kind of work with webapp.dispatch, for the sweep to walk.
         import webapp.jobs.actions  # noqa: F401
+        import webapp.jobs.storage  # noqa: F401  (files follow deleted rows)

@@ -19,11 +19,12 @@ from django.http.response import (
     HttpResponseBase,
 )
 from django.shortcuts import redirect, render
+from django.template.defaultfilters import filesizeformat
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
-from webapp.jobs import actions, costs, monitor
+from webapp.jobs import actions, costs, monitor, storage
 from webapp.jobs.archive import (
     adapter_dir,
     checkpoint_response,
@@ -44,6 +45,7 @@ from webapp.nodes import presence
 from webapp.teams import access, spend
 from webapp.teams import actions as team_actions
 from webapp.teams.actions import QuotaExceeded
+from webapp.teams.models import Role
 
 
 @login_required
@@ -171,6 +173,9 @@ def _clone_initial(request: AuthenticatedRequest, team) -> dict:
     }
 
 
+OWNER_ONLY = [Role.OWNER]  # deleting a whole job, its run directory included
+
+
 @login_required
 def job_detail(request: AuthenticatedRequest, slug: str, pk: int) -> HttpResponse:
     job = access.team_object(
@@ -190,6 +195,8 @@ def job_detail(request: AuthenticatedRequest, slug: str, pk: int) -> HttpRespons
             "config_yaml": yaml.safe_dump(job.config, sort_keys=False),
             "checkpoints": [(c, adapter_dir(c) is not None) for c in checkpoints],
             "use": _use_snippet(request, job, served),
+            "can_delete_job": job.status not in ACTIVE_STATUSES
+            and getattr(access.membership(request.user, team), "role", None) == Role.OWNER,
             "alarms": monitor.job_alarms(job),
             "state": monitor.job_state(job),
             "log_digest": monitor.log_digest(job.log_tail),
@@ -294,6 +301,58 @@ def checkpoint_mark_final(request: AuthenticatedRequest, slug: str, pk: int) -> 
     if back and url_has_allowed_host_and_scheme(back, {request.get_host()}, request.is_secure()):
         return redirect(back)
     return redirect("job", slug=slug, pk=checkpoint.job_id)
+
+
+@login_required
+@require_POST
+def checkpoint_delete(request: AuthenticatedRequest, slug: str, pk: int) -> HttpResponse:
+    checkpoint = _checkpoint(request, slug, pk)
+    try:
+        storage.delete_checkpoint(checkpoint)
+    except storage.StillNeeded as why:
+        messages.error(request, str(why))
+    else:
+        messages.success(
+            request,
+            f"Deleted step {checkpoint.step}: {filesizeformat(checkpoint.size_bytes)} freed.",
+        )
+    back = request.POST.get("next", "")  # e.g. the storage page it was deleted from
+    if back and url_has_allowed_host_and_scheme(back, {request.get_host()}, request.is_secure()):
+        return redirect(back)
+    return redirect("job", slug=slug, pk=checkpoint.job_id)
+
+
+@login_required
+@require_POST
+def job_delete(request: AuthenticatedRequest, slug: str, pk: int) -> HttpResponse:
+    job = access.get_object(Job.objects.all(), request.user, pk, OWNER_ONLY, slug=slug)
+    try:
+        storage.delete_job(job)
+    except storage.StillNeeded as why:
+        messages.error(request, str(why))
+        return redirect("job", slug=slug, pk=pk)
+    messages.success(request, f"Deleted job {job.name} and its files.")
+    return redirect("jobs", slug=slug)
+
+
+@login_required
+def team_storage(request: AuthenticatedRequest, slug: str) -> HttpResponse:
+    """What the team's storage holds, largest first, with what may be deleted now (the
+    storage-full message links here)."""
+    team = access.team_for(request, slug)
+    checkpoints = Checkpoint.objects.filter(job__team=team).select_related("job")
+    rows = [(c, storage.checkpoint_problem(c)) for c in checkpoints.order_by("-size_bytes", "pk")]
+    return render(
+        request,
+        "jobs/storage.html",
+        {
+            "team": team,
+            "rows": rows,
+            "used": team_actions.storage_used(team),
+            "freeable": sum(c.size_bytes for c, problem in rows if problem is None),
+            "prompt_sets": team.prompt_sets.order_by("-size_bytes")[:20],
+        },
+    )
 
 
 # ----------------------------------------------------------------------------- monitoring

@@ -181,8 +181,15 @@ def storage_full(team: Team, quota: Quota | None = None, adding: int = 0) -> str
     return (
         f"The team's storage is full: {used / GB:.2f} GB used of {quota.storage_gb} GB"
         + (f", and this adds {adding / GB:.2f} GB" if adding else "")
-        + "; delete old checkpoints or prompt sets, or ask an administrator for more."
+        + f"; free space at {_storage_page(team)} (what may go, largest first), or ask an "
+        "administrator for more."
     )
+
+
+def _storage_page(team: Team) -> str:
+    from django.urls import reverse
+
+    return reverse("team-storage", kwargs={"slug": team.slug})
 
 
 def reserve_tokens(team: Team, wanted: int, job=None, per_token: Decimal | None = None) -> int:
