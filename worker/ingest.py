@@ -14,7 +14,7 @@ import logging
 import re
 from pathlib import Path
 
-from webapp.jobs import actions, series
+from webapp.jobs import actions, series, storage
 from webapp.jobs.models import Job
 
 log = logging.getLogger(__name__)
@@ -82,6 +82,8 @@ class RunIngest:
                     "job %s: could not update the charts' summary", self.job.pk, exc_info=True
                 )
         added = self._register_checkpoints()
+        if added:
+            storage.apply_retention(self.job)  # the team's "keep the last N", if it set one
         if points:
             self.last = points[-1]
         return len(points) + len(samples) + added

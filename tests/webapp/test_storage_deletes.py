@@ -189,3 +189,41 @@ def test_the_storage_page_lists_what_may_go_largest_first(
     assert not Path(checkpoints[1].path).exists()
     client.force_login(personas.outsider)
     assert client.get("/teams/acme/storage/").status_code == 404
+
+
+def test_retention_keeps_the_last_n_and_the_final_and_marked_ones(
+    personas, django_capture_on_commit_callbacks
+):
+    from webapp.jobs.storage import apply_retention
+
+    job = make_job(personas.team, personas.prompt_set, status="training", name="kept")
+    checkpoints = [run_checkpoint(job, step) for step in (10, 20, 30, 40, 50, 60)]
+    (Path(checkpoints[1].path).parent / "KEEP").write_text("the KL reference\n")
+    Job.objects.filter(pk=job.pk).update(final_checkpoint=checkpoints[2], retain_checkpoints=3)
+    job.refresh_from_db()
+    with django_capture_on_commit_callbacks(execute=True):
+        dropped = apply_retention(job)
+    assert sorted(c.step for c in dropped) == [10]  # 20 marked, 30 final, 40-60 the last 3
+    assert not Path(checkpoints[0].path).parent.exists()
+    left = sorted(job.checkpoints.values_list("step", flat=True))
+    assert left == [20, 30, 40, 50, 60]
+    Job.objects.filter(pk=job.pk).update(retain_checkpoints=None)
+    job.refresh_from_db()
+    assert apply_retention(job) == []  # no retention: keep all
+
+
+def test_the_owner_sets_the_teams_retention_on_the_storage_page(client, personas):
+    client.force_login(personas.member)
+    page = client.get("/teams/acme/storage/").content.decode()
+    assert 'name="retain_checkpoints"' not in page  # owners decide
+    assert client.post("/teams/acme/storage/", {"retain_checkpoints": "3"}).status_code == 403
+    client.force_login(personas.owner)
+    got = client.post("/teams/acme/storage/", {"retain_checkpoints": "3"}, follow=True)
+    assert "keep the last 3 checkpoints" in got.content.decode()
+    personas.team.refresh_from_db()
+    assert personas.team.retain_checkpoints == 3
+    bad = client.post("/teams/acme/storage/", {"retain_checkpoints": "-1"})
+    assert bad.status_code == 422 and "retain_checkpoints" in bad.content.decode()
+    client.post("/teams/acme/storage/", {"retain_checkpoints": ""})
+    personas.team.refresh_from_db()
+    assert personas.team.retain_checkpoints is None

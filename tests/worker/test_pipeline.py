@@ -114,6 +114,27 @@ def _assert_downloads_and_loads(job, checkpoint, tmp_dir=None):
     assert model.num_parameters() > 0
 
 
+def test_the_teams_retention_drops_older_checkpoints_as_the_job_saves(workers, team, tiny_student):
+    """Keep the last 2 (the team's default): the worker drops older ones and their files
+    as new ones arrive; a job whose config sets keep_last keeps its own rules."""
+    from pathlib import Path
+
+    team.retain_checkpoints = 1  # below keep_last (2): the resume state still stays
+    team.save()
+    job = launch(team, tiny_student, method="seqkd", save_every=1)
+    own = launch(team, tiny_student, method="seqkd", save_every=1, keep_last=1)
+    assert job.retain_checkpoints == 1 and own.retain_checkpoints is None
+    workers.start("cpu")
+    for one in (job, own):
+        wait_for(lambda one=one: status(one) in ("succeeded", "failed"), 180, "the job")
+        assert one.status == "succeeded", one.error
+    kept = list(Checkpoint.objects.filter(job=job).order_by("step"))
+    assert [c.step for c in kept] == [job.total_steps - 1, job.total_steps]
+    step_dirs = Path(kept[0].path).parent.parent
+    assert sorted(p.name for p in step_dirs.iterdir()) == [f"step-{c.step}" for c in kept]
+    assert Checkpoint.objects.filter(job=own).count() == own.total_steps
+
+
 def test_seqkd_job_succeeds(workers, team, tiny_student):
     job = launch(team, tiny_student, method="seqkd")
     workers.start("cpu")

@@ -94,6 +94,7 @@ def launch(team, user, request: LaunchRequest) -> list[Job]:
                     config=config,
                     guard=request.guard,
                     teacher_batch=request.teacher_batch,
+                    retain_checkpoints=None if spec.own_retention else team.retain_checkpoints,
                 )
             )
             team_actions.record_usage(team, UsageKind.JOB_LAUNCH, 1, job=jobs[-1])

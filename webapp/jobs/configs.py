@@ -52,6 +52,8 @@ class JobSpec:
     nodes: int
     gpus_per_node: int  # 0: the CPU
     configs: dict[str, dict]  # method -> validated trainer config; two for a pair
+    # The config sets keep_last or keep_weights: the job's own retention, not the team's.
+    own_retention: bool = False
 
     @property
     def processes(self) -> int:
@@ -114,7 +116,11 @@ def build_configs(
     if errors or student_path is None:
         return None, errors
     first = next(iter(configs.values()))
-    return JobSpec(student, student_path, student_bytes, int(first["nodes"]), gpus, configs), []
+    own_retention = bool({"keep_last", "keep_weights"} & set(overrides))
+    spec = JobSpec(
+        student, student_path, student_bytes, int(first["nodes"]), gpus, configs, own_retention
+    )
+    return spec, []
 
 
 def _student(team: Team, ref: str) -> tuple[str | None, int, dict[str, Any] | None, str]:

@@ -98,6 +98,9 @@ class Job(Claimed, Sent):
     guard_paused = models.BooleanField(
         default=False, help_text="Paused by the health guard: waits for a person, not for quota."
     )
+    # Keep only the last N checkpoints (plus the final and marked ones): the team's
+    # default at launch, unless the config set keep_last or keep_weights. None: keep all.
+    retain_checkpoints = models.PositiveSmallIntegerField(null=True, blank=True)
     final_checkpoint = models.ForeignKey(
         "Checkpoint", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )

@@ -5,6 +5,11 @@ space (issue 27; the quota message points here).
   from it (its last ``keep_last`` checkpoints hold the resume state), or work in progress
   reads it (an evaluation generating from it: apps register such checks in ``IN_USE``).
 - A job may go once it has ended; its whole work dir goes with it.
+- Retention: a team may set a default (``Team.retain_checkpoints``) that its jobs take at
+  launch, unless their config sets ``keep_last`` or ``keep_weights``. After each new
+  checkpoint the worker drops the job's older ones past the last N, never its final or
+  marked ones (a KEEP file: the KL reference, or one a user chose), never its last
+  ``keep_last`` (the resume state), never one in use.
 
 Files follow rows, whoever deletes them: ``post_delete`` handlers remove a checkpoint's
 step directory and a job's work dir once the transaction commits (the API, the pages,
@@ -30,6 +35,7 @@ from webapp.jobs.models import ACTIVE_STATUSES, Checkpoint, Job
 
 STEP_DIR = re.compile(r"step-\d+")
 DEFAULT_KEEP_LAST = 2  # trainer.config's keep_last default
+KEEP_FILE = "KEEP"  # trainer.checkpoint.KEEP_FILE: a checkpoint marked to keep
 
 # Other apps' checks that a checkpoint is in use: each returns why, or None.
 IN_USE: list[Callable[[Checkpoint], str | None]] = []
@@ -94,6 +100,24 @@ def delete_job(job: Job) -> None:
         if reason:
             raise StillNeeded(reason)
         locked.delete()
+
+
+def apply_retention(job: Job) -> list[Checkpoint]:
+    """Delete the checkpoints ``job.retain_checkpoints`` does not keep; returns them."""
+    if job.retain_checkpoints is None:
+        return []
+    keep = max(job.retain_checkpoints, int(job.config.get("keep_last") or DEFAULT_KEEP_LAST))
+    older = list(job.checkpoints.order_by("-step"))[keep:]
+    dropped = []
+    for checkpoint in older:
+        if (Path(checkpoint.path).parent / KEEP_FILE).exists():
+            continue
+        try:
+            delete_checkpoint(checkpoint)
+        except StillNeeded:
+            continue  # the final one, or in use: kept, and looked at again next time
+        dropped.append(checkpoint)
+    return dropped
 
 
 # ----------------------------------------------------------------------------- files

@@ -45,7 +45,7 @@ from webapp.nodes import presence
 from webapp.teams import access, spend
 from webapp.teams import actions as team_actions
 from webapp.teams.actions import QuotaExceeded
-from webapp.teams.models import Role
+from webapp.teams.models import Role, Team
 
 
 @login_required
@@ -338,10 +338,24 @@ def job_delete(request: AuthenticatedRequest, slug: str, pk: int) -> HttpRespons
 @login_required
 def team_storage(request: AuthenticatedRequest, slug: str) -> HttpResponse:
     """What the team's storage holds, largest first, with what may be deleted now (the
-    storage-full message links here)."""
+    storage-full message links here); owners set the retention new jobs inherit."""
     team = access.team_for(request, slug)
+    problem = None
+    if request.method == "POST":
+        team = access.team_for(request, slug, OWNER_ONLY)
+        retain, problem = _retention(request.POST.get("retain_checkpoints", ""))
+        if problem is None:
+            Team.objects.filter(pk=team.pk).update(retain_checkpoints=retain)
+            messages.success(
+                request,
+                f"New jobs keep the last {retain} checkpoints, plus their final and marked ones."
+                if retain
+                else "New jobs keep all their checkpoints.",
+            )
+            return redirect("team-storage", slug=slug)
     checkpoints = Checkpoint.objects.filter(job__team=team).select_related("job")
     rows = [(c, storage.checkpoint_problem(c)) for c in checkpoints.order_by("-size_bytes", "pk")]
+    role = getattr(access.membership(request.user, team), "role", None)
     return render(
         request,
         "jobs/storage.html",
@@ -351,7 +365,26 @@ def team_storage(request: AuthenticatedRequest, slug: str) -> HttpResponse:
             "used": team_actions.storage_used(team),
             "freeable": sum(c.size_bytes for c, problem in rows if problem is None),
             "prompt_sets": team.prompt_sets.order_by("-size_bytes")[:20],
+            "is_owner": role == Role.OWNER,
+            "problem": problem,
         },
+        status=422 if problem else 200,
+    )
+
+
+MAX_RETAIN = 1000
+
+
+def _retention(raw: str) -> tuple[int | None, str | None]:
+    """The retention a form gave (None: keep all), or why it cannot be read."""
+    raw = raw.strip()
+    if not raw:
+        return None, None
+    if raw.isdecimal() and 1 <= int(raw) <= MAX_RETAIN:
+        return int(raw), None
+    return None, (
+        f"retain_checkpoints: a whole number from 1 to {MAX_RETAIN} (got {raw[:20]!r}), "
+        "or empty to keep every checkpoint."
     )
 
 

@@ -17,6 +17,12 @@ class Team(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     suspended_at = models.DateTimeField(null=True, blank=True)
     suspended_reason = models.CharField(max_length=200, blank=True)
+    retain_checkpoints = models.PositiveSmallIntegerField(
+        null=True,
+        blank=True,
+        help_text="Default retention of the team's jobs: keep each job's last N checkpoints, "
+        "plus its final and marked ones; empty: keep all (webapp.jobs.storage).",
+    )
 
     class Meta:
         ordering = ["name"]
