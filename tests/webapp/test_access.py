@@ -89,6 +89,20 @@ TEAM_URLS = [
         {"pk": "checkpoint"},
         {"owner": REDIRECT, "member": REDIRECT, "annotator": FORBIDDEN},
     ),
+    (  # the queued job's only checkpoint: refused with a message, nothing deleted
+        "checkpoint-delete",
+        "post",
+        {"pk": "checkpoint"},
+        {"owner": REDIRECT, "member": REDIRECT, "annotator": FORBIDDEN},
+    ),
+    (
+        "job-delete",
+        "post",
+        {"pk": "job"},
+        {"owner": REDIRECT, "member": FORBIDDEN, "annotator": FORBIDDEN},
+    ),
+    ("team-storage", "get", {}, {"owner": OK, "member": OK, "annotator": FORBIDDEN}),
+    ("team-storage", "post", {}, {"owner": REDIRECT, "member": FORBIDDEN, "annotator": FORBIDDEN}),
     # Teacher endpoints ("teacher": a TeacherEndpoint of the team, from OBJECT_FACTORIES).
     ("teachers", "get", {}, {"owner": OK, "member": OK, "annotator": FORBIDDEN}),
     ("teacher-create", "get", {}, {"owner": OK, "member": OK, "annotator": FORBIDDEN}),

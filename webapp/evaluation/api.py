@@ -10,10 +10,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from django.http import HttpResponse
 from ninja import Router, Schema
 
 from webapp.evaluation import contamination, results
 from webapp.evaluation.models import EvalStatus, Evaluation
+from webapp.lib.pagination import Limit, Offset, page
 from webapp.teams import access, spend
 
 router = Router(tags=["evaluations"])
@@ -107,11 +109,14 @@ def evaluation_for(request, evaluation_id: int) -> Evaluation:
 
 
 @router.get("/evaluations", response=list[EvaluationOut], summary="Evaluations, newest first")
-def list_evaluations(request, team: str | None = None):
+def list_evaluations(
+    request, response: HttpResponse, team: str | None = None, limit: int = Limit,
+    offset: int = Offset,
+):  # fmt: skip
     rows = access.for_user(_evaluations(), request.user, roles=ROLES)
     if team:
         rows = rows.filter(team__slug=team)
-    return rows.order_by("-created_at")[:200]
+    return page(request, response, rows.order_by("-created_at", "-pk"), limit, offset)
 
 
 @router.get("/evaluations/{int:evaluation_id}", response=EvaluationDetailOut)

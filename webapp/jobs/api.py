@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from django.http import HttpResponse
 from ninja import Field, Query, Router, Schema
 from ninja import Status as HttpStatus
 from pydantic import field_validator
@@ -25,6 +26,7 @@ from webapp.jobs.series import metrics_payload
 from webapp.lib.errors import ActionError, ApiError
 from webapp.lib.http import TooMany
 from webapp.lib.numbers import ID, LARGEST, check_json_numbers
+from webapp.lib.pagination import Limit, Offset, page
 from webapp.promptsets.models import PromptSet
 from webapp.teachers.models import TeacherEndpoint
 from webapp.teams import access, spend
@@ -221,7 +223,10 @@ def plan_job(request, payload: JobIn) -> dict[str, Any]:
 
 
 @router.get("/jobs", response=list[JobOut], summary="Jobs of your teams, newest first")
-def list_jobs(request, team: str | None = None, status: str | None = None):
+def list_jobs(
+    request, response: HttpResponse, team: str | None = None, status: str | None = None,
+    limit: int = Limit, offset: int = Offset,
+):  # fmt: skip
     rows = access.for_user(Job.objects.select_related("team"), request.user, roles=ROLES)
     if team:
         rows = rows.filter(team=access.team_for(request, team, roles=ROLES))
@@ -229,7 +234,7 @@ def list_jobs(request, team: str | None = None, status: str | None = None):
         if status not in Status.values:
             raise ApiError(422, f"status: must be one of {', '.join(Status.values)}")
         rows = rows.filter(status=status)
-    return rows.order_by("-created_at")[:500]
+    return page(request, response, rows.order_by("-created_at", "-pk"), limit, offset)
 
 
 @router.get("/jobs/{int:job_id}", response=JobDetailOut)
@@ -279,9 +284,11 @@ def job_samples(request, job_id: int, step: int | None = Query(None, ge=0, le=LA
 
 
 @router.get("/jobs/{int:job_id}/checkpoints", response=list[CheckpointOut])
-def job_checkpoints(request, job_id: int):
-    job = _job(request, job_id)
-    return job.checkpoints.select_related("job").order_by("step")
+def job_checkpoints(
+    request, response: HttpResponse, job_id: int, limit: int = Limit, offset: int = Offset
+):
+    rows = _job(request, job_id).checkpoints.select_related("job").order_by("step")
+    return page(request, response, rows, limit, offset)
 
 
 @router.get("/jobs/{int:job_id}/tensorboard", summary="Streamed .tar.gz of the TensorBoard logs")
@@ -331,15 +338,19 @@ def _part_dir(checkpoint: Checkpoint, part: str):
     response=list[CheckpointFileOut],
     summary="The checkpoint's files, each with its size, ETag and download URL",
 )
-def checkpoint_files(request, checkpoint_id: int, part: str = "model"):
+def checkpoint_files(
+    request, response: HttpResponse, checkpoint_id: int, part: str = "model",
+    limit: int = Limit, offset: int = Offset,
+):  # fmt: skip
     """``part=adapter``: a LoRA job's adapter directory instead of the merged model."""
     directory = _part_dir(_checkpoint(request, checkpoint_id), part)
     suffix = "?part=adapter" if part == "adapter" else ""
     base = request.build_absolute_uri(f"/api/v1/checkpoints/{checkpoint_id}/files/")
-    return [
+    listed = [
         {**vars(entry), "url": f"{base}{quote(entry.path)}{suffix}"}
         for entry in files.listing(directory)
     ]
+    return page(request, response, listed, limit, offset)
 
 
 @router.get(

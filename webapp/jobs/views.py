@@ -339,7 +339,7 @@ def job_delete(request: AuthenticatedRequest, slug: str, pk: int) -> HttpRespons
 def team_storage(request: AuthenticatedRequest, slug: str) -> HttpResponse:
     """What the team's storage holds, largest first, with what may be deleted now (the
     storage-full message links here); owners set the retention new jobs inherit."""
-    team = access.team_for(request, slug)
+    team = access.team_for(request, slug, access.LAUNCH_ROLES)
     problem = None
     if request.method == "POST":
         team = access.team_for(request, slug, OWNER_ONLY)

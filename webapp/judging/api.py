@@ -10,6 +10,7 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
+from django.http import HttpResponse
 from ninja import Field, Query, Router, Schema
 from ninja import Status as HttpStatus
 
@@ -20,6 +21,7 @@ from webapp.judging import actions, runs, sweep
 from webapp.judging.models import Sweep
 from webapp.lib.errors import ActionError, ApiError
 from webapp.lib.numbers import ID, LARGEST
+from webapp.lib.pagination import Limit, Offset, page
 from webapp.promptsets.models import PromptSet
 from webapp.teachers.models import TeacherEndpoint
 from webapp.teams import access, spend
@@ -89,8 +91,11 @@ def _endpoint(team, pk: int, field: str) -> TeacherEndpoint:
     response=list[JudgeRunOut],
     summary="Judge runs, newest first, each with its Table 2 (columns = test sets)",
 )
-def list_judge_runs(request, evaluation_id: int):
-    return list(evaluation_for(request, evaluation_id).judge_runs.all()[:20])
+def list_judge_runs(
+    request, response: HttpResponse, evaluation_id: int, limit: int = Limit, offset: int = Offset
+):
+    rows = evaluation_for(request, evaluation_id).judge_runs.all()
+    return page(request, response, rows, limit, offset)
 
 
 @router.post(

@@ -6,11 +6,13 @@ import time
 from datetime import datetime
 
 from django.conf import settings
+from django.http import HttpResponse
 from ninja import Field, File, Form, Router, Schema, Status
 from ninja.files import UploadedFile
 
 from webapp.lib.errors import ActionError, ApiError
 from webapp.lib.http import UPLOAD_WAITS
+from webapp.lib.pagination import Limit, Offset, page
 from webapp.promptsets import actions, contamination
 from webapp.promptsets.ingest import UploadRejected, stage
 from webapp.promptsets.models import PromptSet, Upload, UploadStatus
@@ -147,13 +149,16 @@ def _outcome(upload: Upload):
 
 
 @router.get("", response=list[PromptSetOut], summary="Prompt sets of your teams")
-def list_prompt_sets(request, team: str | None = None):
+def list_prompt_sets(
+    request, response: HttpResponse, team: str | None = None, limit: int = Limit,
+    offset: int = Offset,
+):  # fmt: skip
     rows = access.for_user(
         PromptSet.objects.select_related("team"), request.user, roles=access.LAUNCH_ROLES
     )
     if team:
         rows = rows.filter(team=access.team_for(request, team, roles=access.LAUNCH_ROLES))
-    return rows
+    return page(request, response, rows.order_by("-created_at", "-pk"), limit, offset)
 
 
 @router.get("/{int:prompt_set_id}", response=PromptSetOut)

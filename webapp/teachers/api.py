@@ -9,12 +9,14 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
 
+from django.http import HttpResponse
 from ninja import Field, Router, Schema, Status
 from pydantic import SecretStr, field_validator
 
 from webapp.lib import crypto
 from webapp.lib.errors import ApiError
 from webapp.lib.numbers import check_json_numbers
+from webapp.lib.pagination import Limit, Offset, page
 from webapp.teachers import actions
 from webapp.teachers.models import TeacherEndpoint
 from webapp.teachers.params import PRICE_FIELDS
@@ -192,7 +194,10 @@ def create_teacher(request, payload: TeacherIn):
 
 
 @router.get("", response=list[TeacherOut], summary="Teacher endpoints of your teams")
-def list_teachers(request, team: str | None = None):
+def list_teachers(
+    request, response: HttpResponse, team: str | None = None, limit: int = Limit,
+    offset: int = Offset,
+):  # fmt: skip
     # One filter() call, so that user and role are matched on the same membership row.
     rows = TeacherEndpoint.objects.filter(
         team__memberships__user=request.user,
@@ -200,7 +205,8 @@ def list_teachers(request, team: str | None = None):
     )
     if team is not None:
         rows = rows.filter(team=access.team_for(request, team, roles=access.LAUNCH_ROLES))
-    return [_out(e) for e in rows.select_related("team").order_by("team__slug", "name")]
+    rows = rows.select_related("team").order_by("team__slug", "name", "pk")
+    return [_out(e) for e in page(request, response, rows, limit, offset)]
 
 
 @router.get("/{teacher_id}", response=TeacherOut, summary="One teacher endpoint")
