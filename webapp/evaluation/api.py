@@ -11,10 +11,11 @@ from datetime import datetime
 from typing import Any
 
 from django.http import HttpResponse
-from ninja import Router, Schema
+from ninja import Router, Schema, Status
 
-from webapp.evaluation import contamination, results
+from webapp.evaluation import actions, contamination, results
 from webapp.evaluation.models import EvalStatus, Evaluation
+from webapp.lib.errors import ActionError, ApiError
 from webapp.lib.pagination import Limit, Offset, page
 from webapp.teams import access, spend
 
@@ -122,3 +123,30 @@ def list_evaluations(
 @router.get("/evaluations/{int:evaluation_id}", response=EvaluationDetailOut)
 def get_evaluation(request, evaluation_id: int):
     return evaluation_for(request, evaluation_id)
+
+
+class GenerateOut(Schema):
+    systems: int  # how many failed systems generate again
+
+
+@router.post(
+    "/evaluations/{int:evaluation_id}/generate",
+    response=GenerateOut,
+    summary="Generate the failed systems' answers again",
+)
+def generate_again(request, evaluation_id: int):
+    return {"systems": actions.request_generation(evaluation_for(request, evaluation_id))}
+
+
+@router.delete(
+    "/evaluations/{int:evaluation_id}",
+    response={204: None},
+    summary="Delete an evaluation with its answers, campaigns, votes and judge runs",
+)
+def delete_evaluation(request, evaluation_id: int):
+    """409 while a worker writes to it (generating answers, a judge run)."""
+    try:
+        actions.delete_evaluation(evaluation_for(request, evaluation_id))
+    except ActionError as refused:
+        raise ApiError(409, str(refused), "still_needed") from None
+    return Status(204, None)

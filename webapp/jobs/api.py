@@ -31,7 +31,7 @@ from webapp.promptsets.models import PromptSet
 from webapp.teachers.models import TeacherEndpoint
 from webapp.teams import access, spend
 from webapp.teams.actions import QuotaExceeded
-from webapp.teams.models import Role
+from webapp.teams.models import Role, Team
 
 router = Router(tags=["jobs"])
 ROLES = access.LAUNCH_ROLES
@@ -264,6 +264,19 @@ def delete_job(request, job_id: int):
     return HttpStatus(204, None)
 
 
+@router.post(
+    "/jobs/{int:job_id}/resume",
+    response=JobOut,
+    summary="Resume a job the health guard paused (after a person looked at the alarm)",
+)
+def resume_job(request, job_id: int):
+    job = _job(request, job_id)
+    if not actions.resume_guarded(job):
+        raise ApiError(409, f"Job {job.name!r} was not paused by the health guard.", "not_paused")
+    job.refresh_from_db()
+    return job
+
+
 @router.get("/jobs/{int:job_id}/metrics", summary="Metric series since a step")
 def job_metrics(request, job_id: int, after_step: int = Query(-1, ge=-1, le=LARGEST)):
     """Without after_step: every series down-sampled to at most ~2,000 points (min/max
@@ -392,3 +405,27 @@ def mark_final(request, checkpoint_id: int):
     actions.mark_final(checkpoint)
     checkpoint.job.final_checkpoint_id = checkpoint.pk
     return checkpoint
+
+
+class RetentionIO(Schema):
+    retain_checkpoints: int | None = Field(
+        None, ge=1, le=1000, description="Keep each new job's last N checkpoints; null: all."
+    )
+
+
+@router.get("/teams/{slug}/retention", response=RetentionIO, summary="The team's retention")
+def get_retention(request, slug: str):
+    return access.team_for(request, slug, roles=ROLES)
+
+
+@router.put(
+    "/teams/{slug}/retention",
+    response=RetentionIO,
+    summary="Set how many checkpoints new jobs keep (team owners)",
+)
+def set_retention(request, slug: str, payload: RetentionIO):
+    """New jobs take it at launch unless their config sets keep_last or keep_weights; the
+    worker then drops older checkpoints, never the final, marked or resume-state ones."""
+    team = access.team_for(request, slug, roles=[Role.OWNER])
+    Team.objects.filter(pk=team.pk).update(retain_checkpoints=payload.retain_checkpoints)
+    return payload

@@ -168,6 +168,19 @@ def get_prompt_set(request, prompt_set_id: int):
     )
 
 
+@router.delete(
+    "/{int:prompt_set_id}",
+    response={204: None},
+    summary="Delete a prompt set (409 while a running job uses it)",
+)
+def delete_prompt_set(request, prompt_set_id: int):
+    try:
+        actions.delete_prompt_set(get_prompt_set(request, prompt_set_id))
+    except ActionError as refused:
+        raise ApiError(409, str(refused), "still_needed") from None
+    return Status(204, None)
+
+
 @router.post(
     "/{int:prompt_set_id}/split",
     response=PromptSetOut,

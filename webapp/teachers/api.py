@@ -214,6 +214,19 @@ def get_teacher(request, teacher_id: int):
     return _out(_get(request, teacher_id))
 
 
+@router.delete(
+    "/{teacher_id}",
+    response={204: None},
+    summary="Delete a teacher endpoint (409 while a running job or judge run uses it)",
+)
+def delete_teacher(request, teacher_id: int):
+    try:
+        actions.delete_endpoint(_get(request, teacher_id))
+    except actions.InUse as refused:
+        raise ApiError(409, str(refused), "still_needed") from None
+    return Status(204, None)
+
+
 @router.post(
     "/{teacher_id}/test", response={202: TeacherOut}, summary="Test the connection (async)"
 )
