@@ -30,6 +30,7 @@ PARITY = {
     "teacher-create": "post /api/v1/teachers",
     "teacher-delete": "delete /api/v1/teachers/{teacher_id}",
     "teacher-test": "post /api/v1/teachers/{teacher_id}/test",
+    "evaluation-create": "post /api/v1/evaluations",
     "evaluation-generate": "post /api/v1/evaluations/{evaluation_id}/generate",
     "evaluation-delete": "delete /api/v1/evaluations/{evaluation_id}",
     "evaluation-judge": "post /api/v1/evaluations/{evaluation_id}/judge-runs",
@@ -44,7 +45,6 @@ NOT_YET = {
     "team-member-remove",
     "trackers",
     "teacher",  # editing an endpoint
-    "evaluation-create",
     "campaign-create",
     "campaign-close",
 }
@@ -126,3 +126,38 @@ def test_owners_set_the_retention_members_read_it(client, personas):
     client.put("/api/v1/teams/acme/retention", cleared, **put, **bearer(personas.owner))
     personas.team.refresh_from_db()
     assert personas.team.retain_checkpoints is None
+
+
+def test_an_evaluation_is_created_through_the_api_with_the_forms_checks(client, personas):
+    auth = bearer(personas.member)
+    body = {
+        "team": "acme",
+        "name": "api eval",
+        "prompt_set": personas.prompt_set.pk,
+        "prompt_choice": "all",
+        "jobs": [personas.job.pk],
+    }
+    got = client.post("/api/v1/evaluations", body, content_type="application/json", **auth)
+    assert got.status_code == 201, got.content
+    created = got.json()
+    assert created["name"] == "api eval" and created["status"] == "generating"
+    evaluation = Evaluation.objects.get(pk=created["id"])
+    kinds = sorted(evaluation.systems.values_list("kind", flat=True))
+    assert kinds == ["base", "checkpoint"]  # the job's final checkpoint and its student
+    assert evaluation.max_new_tokens > 0
+
+    def refused(**change) -> str:
+        got = client.post(
+            "/api/v1/evaluations", {**body, **change}, content_type="application/json", **auth
+        )
+        assert got.status_code == 422, got.content
+        return got.json()["detail"]
+
+    assert "at least two different systems" in refused(name="one", include_base=False)
+    assert refused(name="other team's job", jobs=[999999]).startswith("jobs: ")
+    assert "name" in refused(name="")
+    assert "temperature" in refused(name="hot", temperature=5)
+    theirs = client.post(
+        "/api/v1/evaluations", {**body, "team": "other"}, content_type="application/json", **auth
+    )
+    assert theirs.status_code == 404

@@ -10,12 +10,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from django.http import HttpResponse
-from ninja import Router, Schema, Status
+from django.http import HttpResponse, QueryDict
+from ninja import Field, Router, Schema, Status
 
 from webapp.evaluation import actions, contamination, results
+from webapp.evaluation.forms import EvaluationForm
 from webapp.evaluation.models import EvalStatus, Evaluation
+from webapp.lib import pages
 from webapp.lib.errors import ActionError, ApiError
+from webapp.lib.numbers import ID, LARGEST
 from webapp.lib.pagination import Limit, Offset, page
 from webapp.teams import access, spend
 
@@ -107,6 +110,74 @@ def _evaluations():
 
 def evaluation_for(request, evaluation_id: int) -> Evaluation:
     return access.get_object(_evaluations(), request.user, evaluation_id, ROLES)
+
+
+class EvaluationIn(Schema):
+    """The evaluation form's fields: its checks apply (webapp.evaluation.forms)."""
+
+    team: str = Field(..., min_length=1)
+    name: str = Field(..., min_length=1, max_length=200)
+    prompt_set: int = ID
+    prompt_choice: str = Field("test", pattern="^(test|all)$")
+    limit: int | None = Field(None, ge=1, le=LARGEST)
+    other_sets: list[int] = Field([], description="More test sets: a column each.")
+    jobs: list[int] = Field([], description="Each job's final checkpoint (else its last).")
+    include_base: bool = Field(True, description="Also each job's student before distillation.")
+    checkpoints: list[int] = []
+    teacher: int | None = Field(None, ge=1, le=LARGEST)
+    model_paths: list[str] = Field([], description="Hub ids, checkpoint:ID or model:NAME.")
+    max_new_tokens: int | None = Field(
+        None, ge=1, description="Default: the largest max_response_tokens of the jobs."
+    )
+    auto_judge: int | None = Field(None, ge=1, le=LARGEST, description="Judge when ready.")
+    temperature: float | None = Field(None, ge=0.0, le=2.0, description="None: greedy.")
+
+
+@router.post(
+    "/evaluations",
+    response={201: EvaluationDetailOut},
+    summary="Create an evaluation: generate each system's answers, then score (and judge)",
+)
+def create_evaluation(request, payload: EvaluationIn):
+    team = access.team_for(request, payload.team, roles=ROLES)
+    defaults = EvaluationForm(team, initial={"jobs": payload.jobs})
+    data = QueryDict(mutable=True)
+    fields = payload.dict(exclude={"team", "model_paths", "include_base"})
+    if fields["max_new_tokens"] is None:
+        fields["max_new_tokens"] = defaults.fields["max_new_tokens"].initial
+    for key, value in fields.items():
+        if isinstance(value, list):
+            data.setlist(key, [str(v) for v in value])
+        elif value is not None:
+            data[key] = str(value)
+    data["model_paths"] = "\n".join(payload.model_paths)
+    if payload.include_base:
+        data["include_base"] = "on"
+    form = EvaluationForm(team, data)
+    evaluation, _ = pages.submit(
+        form,
+        lambda clean: actions.create_evaluation(
+            team,
+            request.user,
+            name=clean["name"],
+            prompt_set=clean["prompt_set"],
+            prompt_choice=clean["prompt_choice"],
+            systems=form.systems,
+            max_new_tokens=clean["max_new_tokens"],
+            temperature=clean["temperature"],
+            limit=clean["limit"],
+            other_sets=clean["other_sets"],
+            auto_judge=clean["auto_judge"],
+        ),
+    )
+    if evaluation is None:
+        problems = [
+            f"{'' if field == '__all__' else field + ': '}{message}"
+            for field, messages in form.errors.items()
+            for message in messages
+        ]
+        raise ApiError(422, "; ".join(problems))
+    return Status(201, evaluation_for(request, evaluation.pk))
 
 
 @router.get("/evaluations", response=list[EvaluationOut], summary="Evaluations, newest first")
