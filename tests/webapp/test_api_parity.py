@@ -31,6 +31,8 @@ PARITY = {
     "teacher-delete": "delete /api/v1/teachers/{teacher_id}",
     "teacher-test": "post /api/v1/teachers/{teacher_id}/test",
     "evaluation-create": "post /api/v1/evaluations",
+    "campaign-create": "post /api/v1/evaluations/{evaluation_id}/campaigns",
+    "campaign-close": "post /api/v1/campaigns/{campaign_id}/close",
     "evaluation-generate": "post /api/v1/evaluations/{evaluation_id}/generate",
     "evaluation-delete": "delete /api/v1/evaluations/{evaluation_id}",
     "evaluation-judge": "post /api/v1/evaluations/{evaluation_id}/judge-runs",
@@ -45,8 +47,6 @@ NOT_YET = {
     "team-member-remove",
     "trackers",
     "teacher",  # editing an endpoint
-    "campaign-create",
-    "campaign-close",
 }
 
 
@@ -161,3 +161,42 @@ def test_an_evaluation_is_created_through_the_api_with_the_forms_checks(client, 
         "/api/v1/evaluations", {**body, "team": "other"}, content_type="application/json", **auth
     )
     assert theirs.status_code == 404
+
+
+def test_campaigns_open_close_and_export_their_votes_through_the_api(client, personas):
+    from tests.webapp.test_evaluation import make_evaluation
+    from webapp.annotation import actions as annotation_actions
+    from webapp.annotation.models import Assignment
+
+    auth = bearer(personas.member)
+    evaluation = make_evaluation(personas.team)
+    url = f"/api/v1/evaluations/{evaluation.pk}/campaigns"
+    got = client.post(url, {"seed": 7}, content_type="application/json", **auth)
+    assert got.status_code == 201, got.content
+    campaign = got.json()
+    assert campaign["overlap"] == 1 and campaign["assignments"] > 0  # the one annotator
+    assignment = Assignment.objects.filter(campaign_id=campaign["id"]).first()
+    annotation_actions.record_vote(assignment, personas.annotator, "left")
+    csv = client.get(f"/api/v1/campaigns/{campaign['id']}/votes", **auth)
+    assert csv.status_code == 200 and csv["Content-Type"].startswith("text/csv")
+    assert len(b"".join(csv.streaming_content).decode().strip().splitlines()) == 2  # header+1
+    jsonl = client.get(f"/api/v1/campaigns/{campaign['id']}/votes?format=jsonl", **auth)
+    assert len(b"".join(jsonl.streaming_content).decode().strip().splitlines()) == 1
+    closed = client.post(f"/api/v1/campaigns/{campaign['id']}/close", **auth).json()
+    assert closed["closed"] and closed["votes"] == 1
+    assert not client.post(f"/api/v1/campaigns/{campaign['id']}/reopen", **auth).json()["closed"]
+
+    def refused(body) -> str:
+        got = client.post(url, body, content_type="application/json", **auth)
+        assert got.status_code == 422, got.content
+        return got.json()["detail"]
+
+    assert refused({"pairs": [[1, 2]]}).startswith("pairs: ")  # not this evaluation's systems
+    assert refused({"annotators": [personas.outsider.pk]}).startswith("annotators: ")
+    assert "overlap" in refused({"overlap": 3})  # one annotator chosen
+    assert (
+        client.get(f"/api/v1/campaigns/{campaign['id']}", **bearer(personas.outsider)).status_code
+        == 404
+    )
+    bad_format = client.get(f"/api/v1/campaigns/{campaign['id']}/votes?format=xml", **auth)
+    assert bad_format.status_code == 422

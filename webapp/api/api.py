@@ -235,6 +235,7 @@ def team_usage(request, slug: str, month: str | None = None) -> dict:
 
 def _add_routers() -> None:
     # Imported here so that each app's router module can import this one's helpers.
+    from webapp.annotation.api import router as campaigns
     from webapp.evaluation.api import router as evaluations
     from webapp.jobs.api import router as jobs
     from webapp.judging.api import router as judging
@@ -246,6 +247,7 @@ def _add_routers() -> None:
     api.add_router("/", jobs)
     api.add_router("/", evaluations)
     api.add_router("/", judging)
+    api.add_router("/", campaigns)
 
 
 _add_routers()

@@ -171,12 +171,7 @@ def create_evaluation(request, payload: EvaluationIn):
         ),
     )
     if evaluation is None:
-        problems = [
-            f"{'' if field == '__all__' else field + ': '}{message}"
-            for field, messages in form.errors.items()
-            for message in messages
-        ]
-        raise ApiError(422, "; ".join(problems))
+        raise ApiError(422, pages.form_problems(form))
     return Status(201, evaluation_for(request, evaluation.pk))
 
 

@@ -26,6 +26,15 @@ def submit(form: forms.Form, create: Callable[[dict], T]) -> tuple[T | None, int
         return None, 422
 
 
+def form_problems(form: forms.Form) -> str:
+    """A form's errors as one line for an API answer: each field named ("field: why")."""
+    return "; ".join(
+        f"{'' if field == '__all__' else field + ': '}{message}"
+        for field, messages in form.errors.items()
+        for message in messages
+    )
+
+
 def wants_json(request: HttpRequest) -> bool:
     return request.headers.get("Accept", "").startswith("application/json")
 
