@@ -97,15 +97,7 @@ def create_campaign(request, evaluation_id: int, payload: CampaignIn):
     form = CampaignForm(evaluation, data, creator=request.user)
     campaign, _ = pages.submit(
         form,
-        lambda clean: actions.create_campaign(
-            evaluation,
-            request.user,
-            title=clean["title"],
-            pairs=clean["pairs"],
-            annotators=list(clean["annotators"]),
-            overlap=clean["overlap"],
-            seed=clean["seed"],
-        ),
+        lambda _: form.create(request.user),
     )
     if campaign is None:
         raise ApiError(422, pages.form_problems(form))

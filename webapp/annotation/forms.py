@@ -89,6 +89,19 @@ class CampaignForm(forms.Form):
             )
         return data
 
+    def create(self, user):
+        """The campaign this valid form describes (the page's and the API's one way)."""
+        data = self.cleaned_data
+        return actions.create_campaign(
+            self.evaluation,
+            user,
+            title=data["title"],
+            pairs=data["pairs"],
+            annotators=list(data["annotators"]),
+            overlap=data["overlap"],
+            seed=data["seed"],
+        )
+
     def clean_pairs(self) -> list[tuple[System, System]]:
         pairs = []
         for value in self.cleaned_data["pairs"]:

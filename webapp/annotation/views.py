@@ -51,15 +51,7 @@ def campaign_create(request: AuthenticatedRequest, slug: str, pk: int) -> HttpRe
     if request.method == "POST":
         campaign, status = pages.submit(
             form,
-            lambda data: actions.create_campaign(
-                evaluation,
-                request.user,
-                title=data["title"],
-                pairs=data["pairs"],
-                annotators=list(data["annotators"]),
-                overlap=data["overlap"],
-                seed=data["seed"],
-            ),
+            lambda _: form.create(request.user),
         )
         if campaign is not None:
             messages.success(request, f"Campaign {campaign.title!r} is open to its annotators.")

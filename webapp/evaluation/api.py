@@ -156,19 +156,7 @@ def create_evaluation(request, payload: EvaluationIn):
     form = EvaluationForm(team, data)
     evaluation, _ = pages.submit(
         form,
-        lambda clean: actions.create_evaluation(
-            team,
-            request.user,
-            name=clean["name"],
-            prompt_set=clean["prompt_set"],
-            prompt_choice=clean["prompt_choice"],
-            systems=form.systems,
-            max_new_tokens=clean["max_new_tokens"],
-            temperature=clean["temperature"],
-            limit=clean["limit"],
-            other_sets=clean["other_sets"],
-            auto_judge=clean["auto_judge"],
-        ),
+        lambda _: form.create(request.user),
     )
     if evaluation is None:
         raise ApiError(422, pages.form_problems(form))

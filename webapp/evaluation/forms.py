@@ -12,7 +12,7 @@ from webapp.evaluation.actions import (
     TOKENS_KEY,
     response_tokens,
 )
-from webapp.evaluation.models import PromptChoice
+from webapp.evaluation.models import Evaluation, PromptChoice
 from webapp.jobs import references
 from webapp.jobs.models import Checkpoint, Job
 from webapp.promptsets import contamination
@@ -185,6 +185,23 @@ class EvaluationForm(forms.Form):
                 "other models."
             )
         return data
+
+    def create(self, user) -> Evaluation:
+        """The evaluation this valid form describes (the page's and the API's one way)."""
+        data = self.cleaned_data
+        return actions.create_evaluation(
+            self.team,
+            user,
+            name=data["name"],
+            prompt_set=data["prompt_set"],
+            prompt_choice=data["prompt_choice"],
+            systems=self.systems,
+            max_new_tokens=data["max_new_tokens"],
+            temperature=data["temperature"],
+            limit=data["limit"],
+            other_sets=data["other_sets"],
+            auto_judge=data["auto_judge"],
+        )
 
     def _systems(self, data) -> list[actions.SystemSpec]:
         specs = []

@@ -49,19 +49,7 @@ def evaluation_create(request: AuthenticatedRequest, slug: str) -> HttpResponse:
     if request.method == "POST":
         evaluation, status = pages.submit(
             form,
-            lambda data: actions.create_evaluation(
-                team,
-                request.user,
-                name=data["name"],
-                prompt_set=data["prompt_set"],
-                prompt_choice=data["prompt_choice"],
-                systems=form.systems,
-                max_new_tokens=data["max_new_tokens"],
-                temperature=data["temperature"],
-                limit=data["limit"],
-                other_sets=data["other_sets"],
-                auto_judge=data["auto_judge"],
-            ),
+            lambda _: form.create(request.user),
         )
         if evaluation is not None:
             messages.success(request, f"Generating the answers of {evaluation.name}.")
