@@ -28,6 +28,7 @@ PARITY = {
     "checkpoint-delete": "delete /api/v1/checkpoints/{checkpoint_id}",
     "team-storage": "put /api/v1/teams/{slug}/retention",
     "teacher-create": "post /api/v1/teachers",
+    "teacher": "patch /api/v1/teachers/{teacher_id}",
     "teacher-delete": "delete /api/v1/teachers/{teacher_id}",
     "teacher-test": "post /api/v1/teachers/{teacher_id}/test",
     "evaluation-create": "post /api/v1/evaluations",
@@ -46,7 +47,6 @@ NOT_YET = {
     "team-members",
     "team-member-remove",
     "trackers",
-    "teacher",  # editing an endpoint
 }
 
 
@@ -200,3 +200,32 @@ def test_campaigns_open_close_and_export_their_votes_through_the_api(client, per
     )
     bad_format = client.get(f"/api/v1/campaigns/{campaign['id']}/votes?format=xml", **auth)
     assert bad_format.status_code == 422
+
+
+def test_a_teacher_endpoint_is_changed_through_the_api(client, personas, settings):
+    from tests.webapp.test_teachers import LOOPBACK, make_endpoint
+
+    settings.GAD_ALLOWED_TEACHER_HOSTS = list(LOOPBACK)
+    endpoint = make_endpoint(personas.team, api_key="sk-old-1234")
+    make_endpoint(personas.team, name="taken")
+    auth = bearer(personas.member)
+    url = f"/api/v1/teachers/{endpoint.pk}"
+
+    def patch(body):
+        return client.patch(url, body, content_type="application/json", **auth)
+
+    got = patch({"model": "bigger", "api_key": "sk-new-" + "x" * 24 + "5678", "requests_per_minute": 60})
+    assert got.status_code == 200, got.content
+    out = got.json()
+    assert out["model"] == "bigger" and out["name"] == "local"  # left out: unchanged
+    assert out["api_key_hint"].endswith("5678") and "sk-new" not in got.content.decode()
+    assert out["requests_per_minute"] == 60
+    moved = patch({"base_url": "http://localhost:9/v1"}).json()  # another host: key dropped
+    assert moved["api_key_hint"] is None
+    assert patch({"name": "taken"}).status_code == 409
+    bad = patch({"base_url": "http://169.254.169.254/latest"})
+    assert bad.status_code == 422 and "private address" in bad.json()["detail"]
+    assert patch({"token_param": "max_length"}).status_code == 422
+    theirs = client.patch(url, {"model": "x"}, content_type="application/json",
+                          **bearer(personas.outsider))  # fmt: skip
+    assert theirs.status_code == 404

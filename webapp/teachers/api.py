@@ -25,11 +25,9 @@ from webapp.teams import access
 router = Router(tags=["teachers"])
 
 
-class TeacherIn(Schema):
-    team: str = Field(description="The team's slug.")
-    name: str
-    base_url: str = Field(description="Where the OpenAI-compatible API starts, e.g. …/v1.")
-    model: str
+class TeacherSettings(Schema):
+    """What an endpoint is asked with, shared by creating and changing one."""
+
     # SecretStr: the parsed payload shows "**********" in reprs and error reports.
     api_key: SecretStr | None = Field(None, description="Write-only; stored encrypted.")
     params: dict[str, Any] | None = Field(
@@ -94,6 +92,13 @@ class TeacherIn(Schema):
             for k, v in sent.items()
             if k in fields and (v is not None or k != "concurrency")
         }
+
+
+class TeacherIn(TeacherSettings):
+    team: str = Field(description="The team's slug.")
+    name: str
+    base_url: str = Field(description="Where the OpenAI-compatible API starts, e.g. …/v1.")
+    model: str
 
 
 class LastTestOut(Schema):
@@ -212,6 +217,41 @@ def list_teachers(
 @router.get("/{teacher_id}", response=TeacherOut, summary="One teacher endpoint")
 def get_teacher(request, teacher_id: int):
     return _out(_get(request, teacher_id))
+
+
+class TeacherPatch(TeacherSettings):
+    """What to change: a field left out keeps its value. ``api_key`` replaces the key,
+    ``remove_key`` drops it; a new base URL on another host drops the stored key unless a
+    key comes with it (the key is bound to where it was entered for)."""
+
+    name: str | None = None
+    base_url: str | None = None
+    model: str | None = None
+    remove_key: bool = False
+
+
+@router.patch("/{teacher_id}", response=TeacherOut, summary="Change a teacher endpoint")
+def update_teacher(request, teacher_id: int, payload: TeacherPatch):
+    crypto.hide_key_in_error_reports(request)
+    endpoint = _get(request, teacher_id)
+    sent = payload.model_fields_set
+    try:
+        endpoint = actions.update_endpoint(
+            endpoint,
+            name=payload.name if payload.name is not None else endpoint.name,
+            base_url=payload.base_url if payload.base_url is not None else endpoint.base_url,
+            model=payload.model if payload.model is not None else endpoint.model,
+            params=payload.params if "params" in sent else endpoint.params,
+            api_key=payload.api_key.get_secret_value() if payload.api_key else None,
+            remove_key=payload.remove_key,
+            dialect=payload.dialect(),
+            limits=payload.limits(),
+        )
+    except actions.NameTaken as exc:
+        raise ApiError(409, str(exc)) from None
+    except actions.InvalidField as exc:
+        raise ApiError(422, str(exc)) from None
+    return _out(endpoint)
 
 
 @router.delete(
