@@ -214,7 +214,9 @@ def test_a_teacher_endpoint_is_changed_through_the_api(client, personas, setting
     def patch(body):
         return client.patch(url, body, content_type="application/json", **auth)
 
-    got = patch({"model": "bigger", "api_key": "sk-new-" + "x" * 24 + "5678", "requests_per_minute": 60})
+    got = patch(
+        {"model": "bigger", "api_key": "sk-new-" + "x" * 24 + "5678", "requests_per_minute": 60}
+    )
     assert got.status_code == 200, got.content
     out = got.json()
     assert out["model"] == "bigger" and out["name"] == "local"  # left out: unchanged

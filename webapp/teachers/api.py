@@ -69,6 +69,14 @@ class TeacherSettings(Schema):
     def _finite_numbers(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
         return check_json_numbers(value, "params")
 
+    def settings(self) -> dict[str, Any]:
+        """The keyword arguments of create_endpoint and update_endpoint that it carries."""
+        return {
+            "api_key": self.api_key.get_secret_value() if self.api_key else None,
+            "dialect": self.dialect(),
+            "limits": self.limits(),
+        }
+
     def dialect(self) -> dict[str, Any]:
         return {
             "token_param": self.token_param,
@@ -186,16 +194,16 @@ def create_teacher(request, payload: TeacherIn):
             name=payload.name,
             base_url=payload.base_url,
             model=payload.model,
-            api_key=payload.api_key.get_secret_value() if payload.api_key else None,
             params=payload.params,
-            dialect=payload.dialect(),
-            limits=payload.limits(),
+            **payload.settings(),
         )
-    except actions.NameTaken as exc:
-        raise ApiError(409, str(exc)) from None
     except actions.InvalidField as exc:
-        raise ApiError(422, str(exc)) from None
+        raise _refused(exc) from None
     return Status(201, _out(endpoint))
+
+
+def _refused(exc: actions.InvalidField) -> ApiError:
+    return ApiError(409 if isinstance(exc, actions.NameTaken) else 422, str(exc))
 
 
 @router.get("", response=list[TeacherOut], summary="Teacher endpoints of your teams")
@@ -242,15 +250,11 @@ def update_teacher(request, teacher_id: int, payload: TeacherPatch):
             base_url=payload.base_url if payload.base_url is not None else endpoint.base_url,
             model=payload.model if payload.model is not None else endpoint.model,
             params=payload.params if "params" in sent else endpoint.params,
-            api_key=payload.api_key.get_secret_value() if payload.api_key else None,
             remove_key=payload.remove_key,
-            dialect=payload.dialect(),
-            limits=payload.limits(),
+            **payload.settings(),
         )
-    except actions.NameTaken as exc:
-        raise ApiError(409, str(exc)) from None
     except actions.InvalidField as exc:
-        raise ApiError(422, str(exc)) from None
+        raise _refused(exc) from None
     return _out(endpoint)
 
 
