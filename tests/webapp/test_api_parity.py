@@ -27,6 +27,8 @@ PARITY = {
     "checkpoint-final": "post /api/v1/checkpoints/{checkpoint_id}/final",
     "checkpoint-delete": "delete /api/v1/checkpoints/{checkpoint_id}",
     "team-storage": "put /api/v1/teams/{slug}/retention",
+    "team-members": "put /api/v1/teams/{slug}/members",
+    "team-member-remove": "delete /api/v1/teams/{slug}/members/{user_id}",
     "teacher-create": "post /api/v1/teachers",
     "teacher": "patch /api/v1/teachers/{teacher_id}",
     "teacher-delete": "delete /api/v1/teachers/{teacher_id}",
@@ -44,8 +46,6 @@ PARITY = {
 BY_A_PERSON = {"annotate-vote", "annotate-skip", "annotate-undo"}
 # Issue 27, item 5, still open: the closing note lists them.
 NOT_YET = {
-    "team-members",
-    "team-member-remove",
     "trackers",
 }
 
@@ -231,3 +231,26 @@ def test_a_teacher_endpoint_is_changed_through_the_api(client, personas, setting
     theirs = client.patch(url, {"model": "x"}, content_type="application/json",
                           **bearer(personas.outsider))  # fmt: skip
     assert theirs.status_code == 404
+
+
+def test_owners_manage_members_through_the_api(client, personas):
+    owner, member = bearer(personas.owner), bearer(personas.member)
+    listed = client.get("/api/v1/teams/acme/members", **member).json()
+    assert {m["username"] for m in listed} == {"alice", "bob", "carol"}
+    put = {"content_type": "application/json"}
+    body = {"user": "dave@example.com", "role": "annotator"}
+    assert client.put("/api/v1/teams/acme/members", body, **put, **member).status_code == 403
+    got = client.put("/api/v1/teams/acme/members", body, **put, **owner)
+    assert got.status_code == 200 and got.json()["role"] == "annotator"
+    nobody = client.put("/api/v1/teams/acme/members", {"user": "zed"}, **put, **owner)
+    assert nobody.status_code == 422 and nobody.json()["detail"].startswith("user: No user")
+    bad_role = client.put(
+        "/api/v1/teams/acme/members", {"user": "bob", "role": "boss"}, **put, **owner
+    )
+    assert bad_role.status_code == 422
+    dave = personas.outsider.pk
+    assert client.delete(f"/api/v1/teams/acme/members/{dave}", **owner).status_code == 204
+    assert client.delete(f"/api/v1/teams/acme/members/{dave}", **owner).status_code == 404
+    last = client.delete(f"/api/v1/teams/acme/members/{personas.owner.pk}", **owner)
+    assert last.status_code == 409 and "at least one owner" in last.json()["detail"]
+    assert client.get("/api/v1/teams/other/members", **member).status_code == 404

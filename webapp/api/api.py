@@ -241,6 +241,7 @@ def _add_routers() -> None:
     from webapp.judging.api import router as judging
     from webapp.promptsets.api import router as prompt_sets
     from webapp.teachers.api import router as teachers
+    from webapp.teams.api import router as teams
 
     api.add_router("/prompt-sets", prompt_sets)
     api.add_router("/teachers", teachers)
@@ -248,6 +249,7 @@ def _add_routers() -> None:
     api.add_router("/", evaluations)
     api.add_router("/", judging)
     api.add_router("/", campaigns)
+    api.add_router("/", teams)
 
 
 _add_routers()

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import messages
-from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
-from django.db.models import Q, Sum
+from django.db.models import Sum
 from django.db.models.functions import TruncMonth
 from django.http import HttpResponse, HttpResponseBadRequest
 from django.shortcuts import redirect, render
@@ -16,6 +15,7 @@ from django.views.decorators.http import require_POST
 
 from webapp.lib.pages import AuthenticatedRequest
 from webapp.teams import access, actions, spend
+from webapp.teams.forms import MemberForm
 from webapp.teams.models import ApiToken, Membership, Role, TeacherSpend
 
 OWNER_ONLY = {Role.OWNER}
@@ -29,20 +29,6 @@ def home(request: AuthenticatedRequest) -> HttpResponse:
     if team is None:
         return render(request, "teams/no_team.html")
     return redirect("team", slug=team.slug)
-
-
-class MemberForm(forms.Form):
-    user = forms.CharField(label="Username or e-mail", max_length=150)
-    role = forms.ChoiceField(choices=Role.choices, initial=Role.MEMBER)
-
-    def clean_user(self):
-        value = self.cleaned_data["user"].strip()
-        user = get_user_model().objects.filter(Q(username=value) | Q(email__iexact=value)).first()
-        if user is None:
-            raise forms.ValidationError(
-                f"No user named {value!r}; they must have an account first."
-            )
-        return user
 
 
 @login_required
