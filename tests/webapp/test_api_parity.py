@@ -1,7 +1,7 @@
 """The API can do what the pages do (issue 27, item 5): every page URL that takes a POST
 (the persona matrix of tests/webapp/test_access.py lists them all, and fails when one is
-missing) has an API route in the OpenAPI schema, is a person's act by design, or is
-listed as not yet done. And the routes added for parity work, with their refusals."""
+missing) has an API route in the OpenAPI schema, or is a person's act by design. And
+the routes added for parity work, with their refusals."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ PARITY = {
     "checkpoint-final": "post /api/v1/checkpoints/{checkpoint_id}/final",
     "checkpoint-delete": "delete /api/v1/checkpoints/{checkpoint_id}",
     "team-storage": "put /api/v1/teams/{slug}/retention",
+    "trackers": "put /api/v1/teams/{slug}/trackers",
     "team-members": "put /api/v1/teams/{slug}/members",
     "team-member-remove": "delete /api/v1/teams/{slug}/members/{user_id}",
     "teacher-create": "post /api/v1/teachers",
@@ -44,18 +45,13 @@ PARITY = {
 # Blind annotation is a person's judgement of two unnamed answers: a route for scripts to
 # vote would defeat what the votes measure.
 BY_A_PERSON = {"annotate-vote", "annotate-skip", "annotate-undo"}
-# Issue 27, item 5, still open: the closing note lists them.
-NOT_YET = {
-    "trackers",
-}
 
 
 def test_every_page_action_has_an_api_route(client):
     posted = {name for name, method, _, _ in TEAM_URLS if method == "post"}
-    accounted = set(PARITY) | BY_A_PERSON | NOT_YET
+    accounted = set(PARITY) | BY_A_PERSON
     assert posted - accounted == set(), "page actions with no API route and no reason"
     assert accounted - posted == set(), "listed here, but no longer a page action"
-    assert not (set(PARITY) & NOT_YET)
     schema = client.get("/api/v1/openapi.json").json()["paths"]
     routes = {f"{method} {path}" for path, ops in schema.items() for method in ops}
     assert {r for r in PARITY.values() if r not in routes} == set()
@@ -254,3 +250,20 @@ def test_owners_manage_members_through_the_api(client, personas):
     last = client.delete(f"/api/v1/teams/acme/members/{personas.owner.pk}", **owner)
     assert last.status_code == 409 and "at least one owner" in last.json()["detail"]
     assert client.get("/api/v1/teams/other/members", **member).status_code == 404
+
+
+def test_the_teams_tracker_accounts_through_the_api(client, personas):
+    auth, put = bearer(personas.member), {"content_type": "application/json"}
+    url = "/api/v1/teams/acme/trackers"
+    body = {"wandb_entity": "acme-ml", "wandb_api_key": "w" * 40, "mlflow_token": "m" * 40}
+    got = client.put(url, body, **put, **auth)
+    assert got.status_code == 200, got.content
+    assert got.json()["wandb_entity"] == "acme-ml" and got.json()["wandb_key_hint"]
+    assert "w" * 40 not in got.content.decode()  # write-only
+    kept = client.put(url, {"wandb_entity": "acme-ml"}, **put, **auth).json()
+    assert kept["wandb_key_hint"] and kept["mlflow_token_hint"]  # a key left out is kept
+    removed = client.put(url, {"remove_mlflow_token": True}, **put, **auth).json()
+    assert removed["mlflow_token_hint"] is None and removed["wandb_entity"] == ""
+    bad = client.put(url, {"mlflow_tracking_uri": "http://169.254.169.254/"}, **put, **auth)
+    assert bad.status_code == 422 and "mlflow_tracking_uri" in bad.json()["detail"]
+    assert client.get(url, **bearer(personas.annotator)).status_code == 403

@@ -241,6 +241,7 @@ def _add_routers() -> None:
     from webapp.judging.api import router as judging
     from webapp.promptsets.api import router as prompt_sets
     from webapp.teachers.api import router as teachers
+    from webapp.teachers.api import trackers_router as trackers
     from webapp.teams.api import router as teams
 
     api.add_router("/prompt-sets", prompt_sets)
@@ -250,6 +251,7 @@ def _add_routers() -> None:
     api.add_router("/", judging)
     api.add_router("/", campaigns)
     api.add_router("/", teams)
+    api.add_router("/", trackers)
 
 
 _add_routers()

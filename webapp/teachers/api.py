@@ -278,3 +278,52 @@ def start_teacher_test(request, teacher_id: int):
     endpoint = _get(request, teacher_id)
     actions.request_test(endpoint)
     return Status(202, _out(endpoint))
+
+
+# ----------------------------------------------------------------------------- trackers
+# The team's own W&B and MLflow accounts (the trackers page): mounted at /api/v1/teams/.
+
+trackers_router = Router(tags=["teams"])
+
+
+class TrackersIn(Schema):
+    """Like the page: a URL or entity left out is cleared, a key left out is kept."""
+
+    wandb_entity: str = Field("", max_length=100)
+    wandb_base_url: str = Field("", max_length=500)
+    wandb_api_key: SecretStr | None = Field(None, description="Write-only; stored encrypted.")
+    remove_wandb_key: bool = False
+    mlflow_tracking_uri: str = Field("", max_length=500)
+    mlflow_token: SecretStr | None = Field(None, description="Write-only; stored encrypted.")
+    remove_mlflow_token: bool = False
+
+
+class TrackersOut(Schema):
+    wandb_entity: str
+    wandb_base_url: str
+    wandb_key_hint: str | None
+    mlflow_tracking_uri: str
+    mlflow_token_hint: str | None
+
+
+@trackers_router.get("/teams/{slug}/trackers", response=TrackersOut, summary="Tracker accounts")
+def get_trackers(request, slug: str):
+    return actions.tracker_account(access.team_for(request, slug, roles=access.LAUNCH_ROLES))
+
+
+@trackers_router.put(
+    "/teams/{slug}/trackers",
+    response=TrackersOut,
+    summary="Set the team's W&B and MLflow accounts, which the workers sync runs to",
+)
+def set_trackers(request, slug: str, payload: TrackersIn):
+    crypto.hide_key_in_error_reports(request)
+    team = access.team_for(request, slug, roles=access.LAUNCH_ROLES)
+    values = payload.dict(exclude={"wandb_api_key", "mlflow_token"})
+    for key in ("wandb_api_key", "mlflow_token"):
+        secret = getattr(payload, key)
+        values[key] = secret.get_secret_value() if secret else ""
+    try:
+        return actions.save_trackers(team, **values)
+    except actions.InvalidField as exc:
+        raise ApiError(422, str(exc)) from None
