@@ -4,28 +4,33 @@ where GAD's mechanisms can show (writes docs/paper-claims.md).
 The paper argues from mode-seeking against a multi-modal teacher, on-policy learning
 against exposure bias, and SeqKD's weaker out-of-distribution generalisation. So:
 
-- **Teacher** (bench/task_teacher.py): verifiable tasks (sorting, addition, reversing a
-  word, a capital lookup, removing an item from a list), answered correctly in one of four
-  phrasings chosen at random, 8-16 words, behind an OpenAI-compatible loopback server.
-  Its answers are collected with `python -m trainer collect`, as from any teacher.
+- **Teacher** (bench/task_teacher.py): verifiable tasks (sorting numbers, adding two
+  digits, reversing a list of words, a capital lookup, removing an item from a list),
+  answered correctly in one of four phrasings chosen at random, 8-16 words, behind an
+  OpenAI-compatible loopback server. Its answers are collected with
+  `python -m trainer collect`, as from any teacher.
 - **Student**: a tiny Qwen2-shaped model (`trainer build-tiny`: 4 layers, width 128),
-  pretrained by SFT (40 epochs, 5,120 steps: a student this small learns to copy numbers
-  from the prompt only after thousands of steps; 4 epochs left it at 0% task accuracy,
-  16 at 10%) on teacher answers to 1,024 prompts the distillation never uses. It cannot
-  hold every phrasing of every task.
+  pretrained by SFT on teacher answers to 1,024 prompts the distillation never uses, to
+  partial competence: 32 epochs at batch 32 (1,024 steps, learning rate 1e-3). Measured
+  outside the bench, batches of 8 at 3e-3 left it at 10% on its own training prompts
+  after 5,120 steps, where batches of 32 at 1e-3 reach 78% held-out after 1,500. It
+  cannot hold every phrasing of every task.
 - **Splits**: pretraining, training, validation, held-out in distribution (ID), and out
-  of distribution (OOD: an unseen template per task, unseen words and countries, longer
-  lists, larger numbers). No held-out prompt's normalised text is a training or
-  pretraining prompt's (``trainer.dedup``); near duplicates are counted and reported.
+  of distribution (OOD: an unseen template for every task, plus longer lists to sort and
+  reverse and unseen words to remove; a capital or a sum cannot be known for unseen
+  entities, so those change template only). No held-out prompt's normalised text is a
+  training or pretraining prompt's (``trainer.dedup``); near duplicates are counted.
 - **Metrics**: task accuracy, checked by a program whatever the phrasing; n-gram F1 with
   the teacher's answer, reported as overlap, never as quality. No LLM-judge score: no
   model that can run here can judge (the tiny teacher's and student's verdicts cannot be
   read), so it is left out rather than faked.
 - **Protocol**: the same prompts and teacher answers for both methods; warmup 1 epoch +
   GAD 2 epochs against SeqKD 3 epochs; each method's learning rate chosen on the
-  validation split by task accuracy from the same two-value grid, seed 0; then seeds 0, 1,
-  2; paired bootstrap 95% intervals over (seed, prompt) pairs. The ablations (Tables 3 and
-  4, Fig. 6) run on seed 0 only, at the chosen GAD learning rate, and say so.
+  validation split by task accuracy from a three-value grid (GAD's a decade below
+  SeqKD's, as RL learning rates are), seed 0. SeqKD's is chosen first: GAD's warmup is
+  one epoch of SeqKD and runs at SeqKD's rate. Then seeds 0, 1, 2; paired bootstrap 95%
+  intervals over (seed, prompt) pairs. The ablations (Tables 3 and 4, Fig. 6) run on
+  seed 0 only, at the chosen GAD learning rate, and say so.
 
 Run: .venv/bin/python bench/paper_claims.py   [--quick: a smaller smoke run, not recorded]
 """
@@ -66,13 +71,13 @@ BASE: dict[str, Any] = {
     "save_every": 10**6,
     "sample_every": 10**6,
     "micro_batch_tokens": 4096,
-    "warmup": {"epochs": 1, "d_only_steps": 3, "lr": 1.0e-3},
+    "warmup": {"epochs": 1, "d_only_steps": 3},  # lr: SeqKD's chosen one (main())
     "gad": {"epochs": 2},
     "seqkd": {"epochs": 3},
     "disc": {"lr": 1.0e-4},
     "optim": {"grad_clip": 1.0},
 }
-GRID = {"gad": (1.0e-4, 3.0e-4), "seqkd": (1.0e-3, 3.0e-3)}  # the same two-value grid each
+GRID = {"gad": (1.0e-5, 3.0e-5, 1.0e-4), "seqkd": (1.0e-4, 3.0e-4, 1.0e-3)}  # 3 values each
 ABLATIONS = {  # each against GAD at the chosen lr, seed 0 (Tables 3 and 4, Fig. 6)
     "GAD, no G warmup (Table 3)": {"warmup": {"generator": False}},
     "GAD, no D warmup (Table 3)": {"warmup": {"discriminator": False}},
@@ -257,7 +262,8 @@ def main() -> int:
     base = build_tiny(work / "student-base", layers=4, hidden=128, heads=4, vocab=1024, seed=2,
                       texts=texts)  # fmt: skip
     pretrained = train("pretraining", base, pre, work / "pretrained",
-                       {"method": "seqkd", "seed": 0, "seqkd": {"epochs": 40, "lr": 3.0e-3}})  # fmt: skip
+                       {"method": "seqkd", "seed": 0, "batch_size": 32,
+                        "seqkd": {"epochs": 32, "lr": 1.0e-3}})  # fmt: skip
     student = pretrained / "final"
 
     pool = ThreadPoolExecutor(max_workers=2)  # two runs at once: one per core
@@ -267,26 +273,35 @@ def main() -> int:
         name = f"{method}-lr{lr:g}-s{seed}{tag}"
         return name, pool.submit(train, name, student, distil, work / name, over)
 
-    print("choosing each method's learning rate on the validation split (seed 0)", flush=True)
-    chosen_runs = [job(m, lr, 0) for m, grid in GRID.items() for lr in grid]
-    runs = {name: fut.result() for name, fut in chosen_runs}
+    curve = {"save_every": CURVE_EVERY}  # GAD's checkpoints for Fig. 6's accuracy curve
+    runs: dict[str, Path] = {}
     val_acc: dict[str, float] = {}
-    for name, fut in [
-        (n, pool.submit(generate, d / "final", files["val"], d / "val.jsonl"))
-        for n, d in runs.items()
-    ]:
-        val_acc[name] = mean(accuracy_items(data["val"], fut.result(), "val"))
-    lr = {m: max(GRID[m], key=lambda x, m=m: (val_acc[f"{m}-lr{x:g}-s0"], -x)) for m in GRID}
-    print(f"  chosen: {lr}", flush=True)
+    lr: dict[str, float] = {}
+
+    def choose(method: str, extra: dict[str, Any]) -> None:
+        """The method's learning rate: the grid's best validation accuracy (seed 0)."""
+        grid = [job(method, x, 0, extra) for x in GRID[method]]
+        runs.update({name: fut.result() for name, fut in grid})
+        for name, fut in [
+            (n, pool.submit(generate, runs[n] / "final", files["val"], runs[n] / "val.jsonl"))
+            for n, _ in grid
+        ]:
+            val_acc[name] = mean(accuracy_items(data["val"], fut.result(), "val"))
+        lr[method] = max(GRID[method], key=lambda x: (val_acc[f"{method}-lr{x:g}-s0"], -x))
+        print(f"  {method}: learning rate {lr[method]:g}", flush=True)
+
+    print("choosing each method's learning rate on the validation split (seed 0)", flush=True)
+    choose("seqkd", {})
+    # GAD's warmup is SeqKD for one epoch: at SeqKD's chosen learning rate.
+    gad_base = merge(curve, {"warmup": {"lr": lr["seqkd"]}})
+    choose("gad", gad_base)
 
     print("seeds, and the ablations (seed 0)", flush=True)
-    more = [job(m, lr[m], s) for m in GRID for s in seeds if s != 0]
-    curve = {"save_every": CURVE_EVERY}
+    more = [job(m, lr[m], s, gad_base if m == "gad" else {}) for m in GRID for s in seeds if s]
     more += [
-        job("gad", lr["gad"], 0, merge(over, curve), "-" + str(i))
+        job("gad", lr["gad"], 0, merge(gad_base, over), "-" + str(i))
         for i, over in enumerate(ABLATIONS.values())
     ]
-    more.append(job("gad", lr["gad"], 0, curve, "-curve"))
     runs |= {name: fut.result() for name, fut in more}
     ablation_dirs = {
         label: runs[f"gad-lr{lr['gad']:g}-s0-{i}"] for i, label in enumerate(ABLATIONS)
@@ -310,7 +325,7 @@ def main() -> int:
 
     print("Fig. 6: accuracy over the steps of GAD and of the off-policy D", flush=True)
     curves: dict[str, list[dict[str, Any]]] = {}
-    for label, d in (("GAD", runs[f"gad-lr{lr['gad']:g}-s0-curve"]),
+    for label, d in (("GAD", runs[f"gad-lr{lr['gad']:g}-s0"]),
                      ("off-policy D", ablation_dirs["GAD, off-policy D (Fig. 6)"])):  # fmt: skip
         points = sorted(
             (int(p.name.split("-")[1]), p / "student") for p in (d / "checkpoints").glob("step-*")
@@ -382,8 +397,8 @@ def render(data, answers, got, seeds, lr, val_acc, clean, curves, toy_rows, elap
         *[f"| {k} | {v['exact']} | {v['near']} | {v['checked']} |" for k, v in clean.items()],
         "",
         "Near duplicates are prompts of one template whose inputs differ by a few characters "
-        '("What is 12 + 34?" and "What is 12 + 35?"): different tasks with different '
-        "answers, kept and counted.",
+        '("What is 3 + 4?" and "What is 3 + 5?"): different tasks with different answers, '
+        "kept and counted.",
         "",
         "## Learning rates, chosen on the validation split (seed 0, task accuracy)",
         "",

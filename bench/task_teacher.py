@@ -3,13 +3,20 @@ that answers each prompt in one of several valid phrasings chosen at random: a
 multi-modal teacher, the kind the paper's mode-seeking argument is about.
 
 Tasks (each prompt is one instance, its inputs drawn with a seeded generator):
-- ``sort``: sort a list of numbers; ``add``: add two numbers; ``reverse``: spell a word
-  backwards; ``capital``: name a country's capital (a lookup); ``remove``: a list with one
-  item removed (a list edit).
+- ``sort``: sort a list of numbers; ``add``: add two numbers; ``reverse``: a list of
+  words in reverse order; ``capital``: name a country's capital (a lookup); ``remove``: a
+  list with one item removed (a list edit).
 
-Splits draw from disjoint pools: in distribution (ID) uses the templates ``ID`` and the
-first entities, small numbers and short lists; out of distribution (OOD) uses one unseen
-template per task, unseen words and countries, longer lists and larger numbers.
+The inputs are sized for a student that sees each number and word as one token (a BPE
+tokenizer trained on these texts): single digits to add (81 sums it can learn, where two
+numbers up to 20 would be 400 it sees once each), lists of words rather than the letters
+of one word (which it cannot see).
+
+Splits draw from disjoint pools: in distribution (ID) uses the first two templates of
+each task; out of distribution (OOD) uses the third, never trained on, and, where the
+task can still be solved without having seen the answer, longer inputs (sorting and
+reversing five items) or unseen entities (removing one of four unseen words). A capital
+or a sum cannot be known for unseen entities, so those two change only the template.
 
 The teacher is a black box behind an OpenAI-compatible loopback server (``TeacherServer``):
 ``POST /v1/chat/completions`` reads the prompt, solves it, and answers in a phrasing
@@ -34,16 +41,14 @@ WORDS_OOD = ["lantern", "harbour", "meadow", "saffron", "thistle", "walnut", "gl
 CAPITALS = {"France": "Paris", "Germany": "Berlin", "Italy": "Rome", "Spain": "Madrid",
             "Japan": "Tokyo", "Canada": "Ottawa", "Egypt": "Cairo", "Kenya": "Nairobi",
             "Peru": "Lima", "Chile": "Santiago", "Norway": "Oslo", "Sweden": "Stockholm"}  # fmt: skip
-CAPITALS_OOD = {"Poland": "Warsaw", "Greece": "Athens", "Portugal": "Lisbon",
-                "Ireland": "Dublin", "Austria": "Vienna", "Cuba": "Havana"}  # fmt: skip
 
 # Prompt templates: the ID ones, then the OOD one (never in training).
 TEMPLATES = {
     "sort": ["Sort these numbers: {xs}.", "Put {xs} in ascending order.",
              "Arrange the following from smallest to largest: {xs}."],
     "add": ["What is {a} + {b}?", "Add {a} and {b}.", "Compute the sum of {a} and {b}."],
-    "reverse": ["Reverse the word '{w}'.", "Spell '{w}' backwards.",
-                "Write the letters of '{w}' in reverse order."],
+    "reverse": ["Reverse the list {xs}.", "Write {xs} in reverse order.",
+                "List these from last to first: {xs}."],
     "capital": ["What is the capital of {c}?", "Name the capital city of {c}.",
                 "Which city is the seat of government of {c}?"],
     "remove": ["Remove {x} from the list {xs}.", "Delete {x} from {xs}.",
@@ -62,19 +67,18 @@ class Task:
 def make_task(kind: str, rng: random.Random, ood: bool) -> Task:
     template = TEMPLATES[kind][ID_TEMPLATES if ood else rng.randrange(ID_TEMPLATES)]
     if kind == "sort":
-        xs = rng.sample(range(21, 61) if ood else range(1, 21), 5 if ood else 3)
+        xs = rng.sample(range(1, 21), 5 if ood else 3)
         return Task(kind, tuple(xs), template.format(xs=", ".join(map(str, xs))))
     if kind == "add":
-        lo, hi = (50, 99) if ood else (1, 20)
-        a, b = rng.randint(lo, hi), rng.randint(lo, hi)
+        a, b = rng.randint(1, 9), rng.randint(1, 9)
         return Task(kind, (a, b), template.format(a=a, b=b))
     if kind == "reverse":
-        w = rng.choice(WORDS_OOD if ood else WORDS)
-        return Task(kind, (w,), template.format(w=w))
+        items = rng.sample(WORDS, 5 if ood else 3)
+        return Task(kind, tuple(items), template.format(xs=", ".join(items)))
     if kind == "capital":
-        c = rng.choice(sorted(CAPITALS_OOD if ood else CAPITALS))
+        c = rng.choice(sorted(CAPITALS))
         return Task(kind, (c,), template.format(c=c))
-    items = rng.sample(WORDS_OOD if ood else WORDS, 5 if ood else 3)
+    items = rng.sample(WORDS_OOD, 4) if ood else rng.sample(WORDS, 3)
     x = rng.choice(items)
     return Task(kind, (x, *items), template.format(x=x, xs=", ".join(items)))
 
@@ -85,9 +89,9 @@ def solution(task: Task) -> Any:
     if task.kind == "add":
         return task.args[0] + task.args[1]
     if task.kind == "reverse":
-        return task.args[0][::-1]
+        return list(task.args[::-1])
     if task.kind == "capital":
-        return {**CAPITALS, **CAPITALS_OOD}[task.args[0]]
+        return CAPITALS[task.args[0]]
     x, *items = task.args
     return [i for i in items if i != x]
 
@@ -108,11 +112,11 @@ def phrasings(task: Task) -> list[str]:
                 f"{a} plus {b} makes {s} in total, so the answer is {s}.",
                 f"Add them up and you get {s}."]  # fmt: skip
     if task.kind == "reverse":
-        w = task.args[0]
-        return [f"The word '{w}' spelled backwards is '{s}'.",
-                f"Reversed, it reads '{s}'.",
-                f"Written from the last letter to the first, '{w}' becomes '{s}'.",
-                f"Backwards: '{s}' is '{w}' reversed."]  # fmt: skip
+        backwards = ", ".join(s)
+        return [f"From the last item to the first, the list is {backwards}.",
+                f"Reversed, it reads: {backwards}.",
+                f"Here it is back to front: {backwards}, the first item now last.",
+                f"The reverse order is {backwards}, and nothing else changes."]  # fmt: skip
     if task.kind == "capital":
         c = task.args[0]
         return [f"The capital of {c} is {s}.",
@@ -135,12 +139,13 @@ def correct(task: Task, answer: str) -> bool:
     if task.kind == "add":
         numbers = [int(n) for n in re.findall(r"\d+", answer)]
         return bool(numbers) and s in numbers and numbers[-1] in (s, *task.args)
-    if task.kind == "reverse":
-        return s in re.findall(r"[a-z]+", answer.lower())
     if task.kind == "capital":
         return s.lower() in answer.lower()
-    # the list the answer gives: its longest run of the list's items joined by commas
-    items = set(task.args[1:])
+    return listed(answer, set(task.args[1:] if task.kind == "remove" else task.args)) == s
+
+
+def listed(answer: str, items: set[str]) -> list[str]:
+    """The list ``answer`` gives: its longest run of ``items`` joined by commas."""
     runs, current, joined = [], [], False
     for token in re.findall(r"[a-z]+|,", answer.lower()):
         if token == ",":
@@ -152,7 +157,7 @@ def correct(task: Task, answer: str) -> bool:
             runs.append(current)
             current, joined = ([token], False) if token in items else ([], False)
     runs.append(current)
-    return max(runs, key=len) == s
+    return max(runs, key=len)
 
 
 def parse(prompt: str) -> Task | None:
@@ -160,7 +165,7 @@ def parse(prompt: str) -> Task | None:
     for kind, templates in TEMPLATES.items():
         for template in templates:
             pattern = re.escape(template)
-            for name in ("xs", "a", "b", "w", "c", "x"):
+            for name in ("xs", "a", "b", "c", "x"):
                 pattern = pattern.replace(re.escape("{" + name + "}"), f"(?P<{name}>.+?)")
             found = re.fullmatch(pattern, prompt.strip())
             if found is None:
@@ -171,7 +176,7 @@ def parse(prompt: str) -> Task | None:
             if kind == "add":
                 return Task(kind, (int(g["a"]), int(g["b"])), prompt)
             if kind == "reverse":
-                return Task(kind, (g["w"],), prompt)
+                return Task(kind, tuple(g["xs"].split(", ")), prompt)
             if kind == "capital":
                 return Task(kind, (g["c"],), prompt)
             return Task(kind, (g["x"], *g["xs"].split(", ")), prompt)
