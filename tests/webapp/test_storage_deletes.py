@@ -227,3 +227,16 @@ def test_the_owner_sets_the_teams_retention_on_the_storage_page(client, personas
     client.post("/teams/acme/storage/", {"retain_checkpoints": ""})
     personas.team.refresh_from_db()
     assert personas.team.retain_checkpoints is None
+
+
+def test_the_download_audit_outlives_a_deleted_checkpoint(client, personas, ended):
+    from webapp.jobs.actions import record_download
+    from webapp.jobs.models import Download
+
+    job, checkpoints = ended
+    record_download(checkpoints[0], personas.member)
+    got = client.delete(f"/api/v1/checkpoints/{checkpoints[0].pk}", **bearer(personas.member))
+    assert got.status_code == 204
+    audit = Download.objects.get()
+    assert audit.checkpoint is None and audit.user == personas.member
+    assert audit.label == f"acme: ended (job {job.pk}) step 50" and "step 50" in str(audit)

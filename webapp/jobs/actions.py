@@ -144,7 +144,9 @@ def mark_final(checkpoint: Checkpoint) -> None:
 
 def record_download(checkpoint: Checkpoint, user, path: str = "") -> Download:
     """``path``: one file of it (the files API); empty for the whole directory's tar."""
-    return Download.objects.create(checkpoint=checkpoint, user=user, path=path)
+    job = checkpoint.job
+    label = f"{job.team.slug}: {job.name} (job {job.pk}) step {checkpoint.step}"
+    return Download.objects.create(checkpoint=checkpoint, user=user, path=path, label=label)
 
 
 # ----------------------------------------------------------------------------- worker side

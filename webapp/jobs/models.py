@@ -158,16 +158,22 @@ class Checkpoint(models.Model):
 
 
 class Download(models.Model):
-    """Who downloaded which checkpoint, when: model weights leaving the site are audited."""
+    """Who downloaded which checkpoint, when: model weights leaving the site are audited.
+    The record outlives the checkpoint (deleted to free storage): its label says what it
+    was."""
 
-    checkpoint = models.ForeignKey(Checkpoint, on_delete=models.CASCADE, related_name="downloads")
+    checkpoint = models.ForeignKey(
+        Checkpoint, null=True, blank=True, on_delete=models.SET_NULL, related_name="downloads"
+    )
+    label = models.CharField(max_length=300, blank=True, help_text="Team, job and step.")
     user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL)
     # One file of it (GET /api/v1/checkpoints/{id}/files/{path}); empty: the whole tar.
     path = models.CharField(max_length=1000, blank=True, default="")
     created_at = models.DateTimeField(default=timezone.now)
 
     def __str__(self) -> str:
-        what = f"{self.path} of {self.checkpoint}" if self.path else str(self.checkpoint)
+        checkpoint = self.label or str(self.checkpoint)
+        what = f"{self.path} of {checkpoint}" if self.path else checkpoint
         return f"{self.user} downloaded {what} at {self.created_at:%Y-%m-%d %H:%M}"
 
 
