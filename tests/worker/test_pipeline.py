@@ -141,6 +141,9 @@ def test_seqkd_job_succeeds(workers, team, tiny_student):
     wait_for(lambda: status(job) in ("succeeded", "failed"), 180, "the job", workers.logs)
     assert job.status == "succeeded", job.error
     assert set(MetricPoint.objects.filter(job=job).values_list("stage", flat=True)) == {"seqkd"}
+    kinds = list(job.events.values_list("kind", flat=True))  # GET /api/v1/jobs/{id}/events
+    assert kinds[:2] == ["job.created", "job.started"] and kinds[-1] == "job.succeeded"
+    assert "job.training" in kinds and "checkpoint.saved" in kinds
 
 
 def test_cancel_stops_a_running_job_within_seconds_keeping_a_checkpoint(

@@ -20,6 +20,7 @@ from webapp.jobs.models import (
     Download,
     Job,
     JobAnswer,
+    JobEvent,
     MetricPoint,
     Sample,
     Status,
@@ -44,6 +45,11 @@ class LaunchRequest:
     spec: JobSpec  # the student resolved, the shape, the configs (jobs.configs)
     guard: str = "off"  # what the health guard does when an alarm fires
     teacher_batch: bool = False  # collect through the Batch API
+
+
+def event(job_id: int, kind: str, message: str, level: str = "info", **data) -> None:
+    """Record what happened to the job (its events: the API's and, later, webhooks')."""
+    JobEvent.objects.create(job_id=job_id, kind=kind, level=level, message=message, data=data)
 
 
 def queue_for(gpus: int) -> str:
@@ -98,6 +104,8 @@ def launch(team, user, request: LaunchRequest) -> list[Job]:
                 )
             )
             team_actions.record_usage(team, UsageKind.JOB_LAUNCH, 1, job=jobs[-1])
+            where = f"{spec.gpus_per_node} GPU(s) per node" if spec.gpus_per_node else "the CPU"
+            event(jobs[-1].pk, "job.created", f"Launched by {user or 'the site'} on {where}.")
         if len(jobs) == 2:
             Job.objects.filter(pk=jobs[0].pk).update(pair=jobs[1])
             Job.objects.filter(pk=jobs[1].pk).update(pair=jobs[0])
@@ -127,8 +135,11 @@ def cancel(job: Job) -> Job:
         if cancelled_now:
             # A paused or re-queued job may have trained already: its GPU time is due.
             charge_gpu_time(Job.objects.get(pk=job.pk))
-    if not cancelled_now:
-        Job.objects.filter(pk=job.pk, status__in=ACTIVE_STATUSES).update(cancel_requested=True)
+            event(job.pk, "job.cancelled", "Cancelled before it ran again.")
+    if not cancelled_now and Job.objects.filter(pk=job.pk, status__in=ACTIVE_STATUSES).update(
+        cancel_requested=True
+    ):
+        event(job.pk, "job.cancel_requested", "Cancel requested: the worker saves and stops.")
     job.refresh_from_db()
     return job
 
@@ -170,7 +181,9 @@ def claim(job_id: int, worker: str) -> Job | None:
     if not claims.take(claimable, job_id, worker, _lease_s(), attempts=F("attempts") + 1):
         return None
     Job.objects.filter(pk=job_id, started_at__isnull=True).update(started_at=timezone.now())
-    return Job.objects.select_related("team", "prompt_set", "teacher").get(pk=job_id)
+    job = Job.objects.select_related("team", "prompt_set", "teacher").get(pk=job_id)
+    event(job_id, "job.started", f"Started on {worker} (attempt {job.attempts}).")
+    return job
 
 
 def still_held(job: Job) -> bool:
@@ -181,7 +194,10 @@ def still_held(job: Job) -> bool:
 
 def advance(job: Job, status: str, **fields) -> bool:
     """Move a claimed job to ``status`` (collecting, training, evaluating)."""
-    return bool(_held(job, status__in=ACTIVE_STATUSES).update(status=status, **fields))
+    moved = bool(_held(job, status__in=ACTIVE_STATUSES).update(status=status, **fields))
+    if moved:
+        event(job.pk, f"job.{status}", f"{Status(status).label}.")
+    return moved
 
 
 def beat(job: Job, gpu_seconds: float = 0.0, **fields) -> bool:
@@ -203,6 +219,8 @@ def finish(job: Job, status: str, error: str = "", log_tail: str | None = None) 
         ended = claims.release(rows, job.pk, job.claimed_by, **fields)
         if ended:
             charge_gpu_time(Job.objects.get(pk=job.pk))
+            level = "error" if status == Status.FAILED else "info"
+            event(job.pk, f"job.{status}", error or f"{Status(status).label}.", level)
     return ended
 
 
@@ -255,9 +273,12 @@ def register_checkpoint(job: Job, step: int, path: str, size_bytes: int) -> Chec
     stage = (
         MetricPoint.objects.filter(job=job, step=step).values_list("stage", flat=True).first()
     ) or ""
-    checkpoint, _ = Checkpoint.objects.update_or_create(
+    checkpoint, created = Checkpoint.objects.update_or_create(
         job=job, step=step, defaults={"path": path, "stage": stage, "size_bytes": size_bytes}
     )
+    if created:
+        gb = size_bytes / 1e9
+        event(job.pk, "checkpoint.saved", f"Saved step {step} ({gb:.2f} GB).", step=step)
     return checkpoint
 
 
@@ -330,7 +351,10 @@ def charge_running(job: Job) -> str | None:
 def pause(job: Job, reason: str) -> bool:
     """Quota spent mid-job: release the claim; the sweep resumes it when quota allows."""
     rows = Job.objects.filter(status__in=ACTIVE_STATUSES)
-    return claims.release(rows, job.pk, job.claimed_by, status=Status.PAUSED, log_tail=reason)
+    paused = claims.release(rows, job.pk, job.claimed_by, status=Status.PAUSED, log_tail=reason)
+    if paused:
+        event(job.pk, "job.paused", reason, "warning", why="quota")
+    return paused
 
 
 def requeue(job: Job, reason: str, max_attempts: int) -> bool:
@@ -343,6 +367,7 @@ def requeue(job: Job, reason: str, max_attempts: int) -> bool:
     rows = Job.objects.filter(status__in=ACTIVE_STATUSES)
     queued = claims.release(rows, job.pk, job.claimed_by, status=Status.QUEUED, log_tail=reason)
     if queued:
+        event(job.pk, "job.requeued", reason, "warning")
         RUN.enqueue_on_commit(job.pk)
     return queued
 
@@ -351,7 +376,10 @@ def guard_pause(job: Job, reason: str) -> bool:
     """The health guard fired: pause until a person resumes it (not when quota allows)."""
     rows = Job.objects.filter(status__in=ACTIVE_STATUSES)
     paused = {"status": Status.PAUSED, "log_tail": reason, "guard_paused": True}
-    return claims.release(rows, job.pk, job.claimed_by, **paused)
+    done = claims.release(rows, job.pk, job.claimed_by, **paused)
+    if done:
+        event(job.pk, "job.paused", reason, "warning", why="health guard")
+    return done
 
 
 def resume_guarded(job: Job) -> bool:
@@ -360,6 +388,7 @@ def resume_guarded(job: Job) -> bool:
         status=Status.QUEUED, guard_paused=False
     )
     if resumed:
+        event(job.pk, "job.resumed", "Resumed by a person after the health guard's alarm.")
         RUN.enqueue_on_commit(job.pk)
     return bool(resumed)
 
@@ -386,6 +415,7 @@ def requeue_lost(lapsed: QuerySet[Job]) -> list[int]:
                 # Nobody is left to stop: the worker died while the user cancelled.
                 if still.update(status=Status.CANCELLED, **ended):
                     charge_gpu_time(job)
+                    event(job.pk, "job.cancelled", "Cancelled (its worker was lost).")
                     handled.append(job.pk)
                 continue
             if job.attempts >= max_attempts:
@@ -395,9 +425,12 @@ def requeue_lost(lapsed: QuerySet[Job]) -> list[int]:
                 )
                 if still.update(status=Status.FAILED, error=reason, **ended):
                     charge_gpu_time(job)
+                    event(job.pk, "job.failed", reason, "error")
                     handled.append(job.pk)
                 continue
             if still.update(status=Status.QUEUED, claimed_by="", claimed_until=None):
+                lost = f"Its worker was lost ({_last_seen(job)}): queued again to resume."
+                event(job.pk, "job.requeued", lost, "warning")
                 RUN.enqueue_on_commit(job.pk)
                 handled.append(job.pk)
     return handled
@@ -415,6 +448,7 @@ def resume_paused() -> list[Job]:
         if Job.objects.filter(pk=job.pk, status=Status.PAUSED, claimed_by="").update(
             status=Status.QUEUED
         ):
+            event(job.pk, "job.resumed", "The team has quota again: queued to resume.")
             enqueue(job)
             resumed.append(job)
     return resumed
@@ -434,6 +468,7 @@ def abandon_active(team, reason: str) -> int:
                 claimed_until=None,
             ):
                 charge_gpu_time(Job.objects.get(pk=job.pk))
+                event(job.pk, "job.cancelled", reason)
                 abandoned += 1
     return abandoned
 

@@ -277,6 +277,30 @@ def resume_job(request, job_id: int):
     return job
 
 
+class JobEventOut(Schema):
+    id: int
+    created_at: datetime
+    kind: str
+    level: str
+    message: str
+    data: dict[str, Any]
+
+
+@router.get(
+    "/jobs/{int:job_id}/events",
+    response=list[JobEventOut],
+    summary="What happened to the job, oldest first: poll with after = the last id seen",
+)
+def job_events(
+    request,
+    job_id: int,
+    after: int = Query(0, ge=0, le=LARGEST, description="Only events with a larger id."),
+    limit: int = Limit,
+):
+    job = _job(request, job_id)
+    return list(job.events.filter(id__gt=after).order_by("id")[:limit])
+
+
 @router.get("/jobs/{int:job_id}/metrics", summary="Metric series since a step")
 def job_metrics(request, job_id: int, after_step: int = Query(-1, ge=-1, le=LARGEST)):
     """Without after_step: every series down-sampled to at most ~2,000 points (min/max

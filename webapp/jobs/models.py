@@ -157,6 +157,26 @@ class Checkpoint(models.Model):
         return f"{self.job.name} step {self.step}"
 
 
+class JobEvent(models.Model):
+    """What happened to a job, oldest first (``GET /api/v1/jobs/{id}/events``, like
+    OpenAI's fine-tuning events): launched, started, each stage, checkpoints saved and
+    deleted, paused, queued again, resumed, and how it ended."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="events")
+    created_at = models.DateTimeField(default=timezone.now)
+    kind = models.CharField(max_length=40, help_text="e.g. job.started, checkpoint.saved.")
+    level = models.CharField(max_length=8, default="info", help_text="info, warning or error.")
+    message = models.TextField()
+    data = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["job", "id"])]
+
+    def __str__(self) -> str:
+        return f"{self.kind} of job {self.job_id}: {self.message[:60]}"
+
+
 class Download(models.Model):
     """Who downloaded which checkpoint, when: model weights leaving the site are audited.
     The record outlives the checkpoint (deleted to free storage): its label says what it

@@ -31,7 +31,7 @@ from django.db.models.signals import post_delete
 from django.dispatch import receiver
 
 from webapp.jobs.archive import job_dir
-from webapp.jobs.models import ACTIVE_STATUSES, Checkpoint, Job
+from webapp.jobs.models import ACTIVE_STATUSES, Checkpoint, Job, JobEvent
 
 STEP_DIR = re.compile(r"step-\d+")
 DEFAULT_KEEP_LAST = 2  # trainer.config's keep_last default
@@ -91,6 +91,12 @@ def delete_checkpoint(checkpoint: Checkpoint) -> None:
         if reason:
             raise StillNeeded(reason)
         checkpoint.delete()
+        JobEvent.objects.create(
+            job_id=locked.pk,
+            kind="checkpoint.deleted",
+            message=f"Deleted step {checkpoint.step} and its files.",
+            data={"step": checkpoint.step},
+        )
 
 
 def delete_job(job: Job) -> None:
