@@ -30,8 +30,9 @@ from django.db import transaction
 from django.db.models.signals import post_delete
 from django.dispatch import receiver
 
+from webapp.jobs.actions import event
 from webapp.jobs.archive import job_dir
-from webapp.jobs.models import ACTIVE_STATUSES, Checkpoint, Job, JobEvent
+from webapp.jobs.models import ACTIVE_STATUSES, Checkpoint, Job
 
 STEP_DIR = re.compile(r"step-\d+")
 DEFAULT_KEEP_LAST = 2  # trainer.config's keep_last default
@@ -91,12 +92,8 @@ def delete_checkpoint(checkpoint: Checkpoint) -> None:
         if reason:
             raise StillNeeded(reason)
         checkpoint.delete()
-        JobEvent.objects.create(
-            job_id=locked.pk,
-            kind="checkpoint.deleted",
-            message=f"Deleted step {checkpoint.step} and its files.",
-            data={"step": checkpoint.step},
-        )
+        event(locked.pk, "checkpoint.deleted", f"Deleted step {checkpoint.step} and its files.",
+              step=checkpoint.step)  # fmt: skip
 
 
 def delete_job(job: Job) -> None:
