@@ -44,3 +44,12 @@ def test_a_running_jobs_cancel_and_a_deleted_checkpoint_are_events(client, perso
     assert got.status_code == 204
     deleted = client.get(f"/api/v1/jobs/{old.pk}/events", **bearer(personas.member)).json()
     assert [(e["kind"], e["data"]) for e in deleted] == [("checkpoint.deleted", {"step": 1})]
+
+
+def test_the_job_page_shows_the_latest_events(client, personas):
+    client.force_login(personas.member)
+    empty = client.get(f"/teams/acme/jobs/{personas.job.pk}/").content.decode()
+    assert "No events yet" in empty
+    actions.cancel(personas.job)
+    page = client.get(f"/teams/acme/jobs/{personas.job.pk}/").content.decode()
+    assert 'data-testid="events"' in page and "job.cancelled" in page

@@ -174,6 +174,7 @@ def _clone_initial(request: AuthenticatedRequest, team) -> dict:
 
 
 OWNER_ONLY = [Role.OWNER]  # deleting a whole job, its run directory included
+EVENTS_SHOWN = 20  # the job page's latest events; GET /api/v1/jobs/{id}/events has them all
 
 
 @login_required
@@ -195,6 +196,7 @@ def job_detail(request: AuthenticatedRequest, slug: str, pk: int) -> HttpRespons
             "config_yaml": yaml.safe_dump(job.config, sort_keys=False),
             "checkpoints": [(c, adapter_dir(c) is not None) for c in checkpoints],
             "use": _use_snippet(request, job, served),
+            "events": list(job.events.order_by("-id")[:EVENTS_SHOWN]),
             "can_delete_job": job.status not in ACTIVE_STATUSES
             and getattr(access.membership(request.user, team), "role", None) == Role.OWNER,
             "alarms": monitor.job_alarms(job),
