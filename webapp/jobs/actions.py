@@ -16,6 +16,7 @@ from webapp import claims, dispatch
 from webapp.jobs.configs import JobSpec
 from webapp.jobs.models import (
     ACTIVE_STATUSES,
+    KEEP_FILE,
     Checkpoint,
     Download,
     Job,
@@ -150,7 +151,7 @@ def mark_final(checkpoint: Checkpoint) -> None:
     Job.objects.filter(pk=checkpoint.job_id).update(final_checkpoint=checkpoint)
     step_dir = Path(checkpoint.path).parent
     if step_dir.is_dir():
-        (step_dir / "KEEP").write_text("marked final on the job page\n")
+        (step_dir / KEEP_FILE).write_text("marked final on the job page\n")
 
 
 def record_download(checkpoint: Checkpoint, user, path: str = "") -> Download:

@@ -26,6 +26,8 @@ class Status(models.TextChoices):
     PAUSED = "paused", "Paused (quota exhausted)"
 
 
+KEEP_FILE = "KEEP"  # trainer.checkpoint.KEEP_FILE: a checkpoint marked to keep
+
 # A paused job holds its slot: it resumes by itself when the quota is raised.
 ACTIVE_STATUSES = frozenset(
     {Status.QUEUED, Status.COLLECTING, Status.TRAINING, Status.EVALUATING, Status.PAUSED}

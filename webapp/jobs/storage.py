@@ -30,13 +30,12 @@ from django.db import transaction
 from django.db.models.signals import post_delete
 from django.dispatch import receiver
 
+from trainer import config as trainer_config
 from webapp.jobs.actions import event
 from webapp.jobs.archive import job_dir
-from webapp.jobs.models import ACTIVE_STATUSES, Checkpoint, Job
+from webapp.jobs.models import ACTIVE_STATUSES, KEEP_FILE, Checkpoint, Job
 
 STEP_DIR = re.compile(r"step-\d+")
-DEFAULT_KEEP_LAST = 2  # trainer.config's keep_last default
-KEEP_FILE = "KEEP"  # trainer.checkpoint.KEEP_FILE: a checkpoint marked to keep
 
 # Other apps' checks that a checkpoint is in use: each returns why, or None.
 IN_USE: list[Callable[[Checkpoint], str | None]] = []
@@ -51,18 +50,24 @@ def checkpoint_problem(checkpoint: Checkpoint) -> str | None:
             "final first, or delete the whole job."
         )
     if job.status in ACTIVE_STATUSES:
-        keep = int(job.config.get("keep_last") or DEFAULT_KEEP_LAST)
+        keep = _keep_last(job)
         recent = job.checkpoints.order_by("-step").values_list("pk", flat=True)[:keep]
         if checkpoint.pk in set(recent):
             return (
                 f"The job is {job.get_status_display().lower()} and may resume from step "
                 f"{checkpoint.step} (one of its last {keep}); delete it once the job ends."
             )
-    for check in IN_USE:
-        reason = check(checkpoint)
-        if reason:
-            return reason
-    return None
+    return _in_use(checkpoint)
+
+
+def _in_use(checkpoint: Checkpoint) -> str | None:
+    """What other apps say still reads the checkpoint (IN_USE), or None."""
+    return next((reason for check in IN_USE if (reason := check(checkpoint))), None)
+
+
+def _keep_last(job: Job) -> int:
+    """The checkpoints the job may resume from (its config's keep_last)."""
+    return int(job.config.get("keep_last") or trainer_config.TrainConfig().keep_last)
 
 
 def job_problem(job: Job) -> str | None:
@@ -72,12 +77,7 @@ def job_problem(job: Job) -> str | None:
             f"The job is {job.get_status_display().lower()}; cancel it first, and delete it "
             "once it has stopped."
         )
-    for checkpoint in job.checkpoints.all():
-        for check in IN_USE:
-            reason = check(checkpoint)
-            if reason:
-                return reason
-    return None
+    return next(filter(None, map(_in_use, job.checkpoints.all())), None)
 
 
 class StillNeeded(Exception):
@@ -109,11 +109,11 @@ def apply_retention(job: Job) -> list[Checkpoint]:
     """Delete the checkpoints ``job.retain_checkpoints`` does not keep; returns them."""
     if job.retain_checkpoints is None:
         return []
-    keep = max(job.retain_checkpoints, int(job.config.get("keep_last") or DEFAULT_KEEP_LAST))
+    keep = max(job.retain_checkpoints, _keep_last(job))
     older = list(job.checkpoints.order_by("-step"))[keep:]
     dropped = []
     for checkpoint in older:
-        if (Path(checkpoint.path).parent / KEEP_FILE).exists():
+        if (Path(checkpoint.path).parent / KEEP_FILE).exists():  # marked
             continue
         try:
             delete_checkpoint(checkpoint)
