@@ -115,10 +115,7 @@ def get_campaign(request, campaign_id: int):
     summary="Close a campaign: no more votes, the results are final",
 )
 def close_campaign(request, campaign_id: int):
-    campaign = campaign_for(request, campaign_id)
-    actions.close_campaign(campaign)
-    campaign.refresh_from_db()
-    return campaign
+    return _changed(request, campaign_id, actions.close_campaign)
 
 
 @router.post(
@@ -127,8 +124,13 @@ def close_campaign(request, campaign_id: int):
     summary="Reopen a closed campaign for the items still without a vote",
 )
 def reopen_campaign(request, campaign_id: int):
+    return _changed(request, campaign_id, actions.reopen_campaign)
+
+
+def _changed(request, campaign_id: int, change) -> Campaign:
+    """The campaign after ``change`` (closing or reopening; a no-op when it already is)."""
     campaign = campaign_for(request, campaign_id)
-    actions.reopen_campaign(campaign)
+    change(campaign)
     campaign.refresh_from_db()
     return campaign
 
