@@ -187,7 +187,8 @@ def test_campaigns_open_close_and_export_their_votes_through_the_api(client, per
         assert got.status_code == 422, got.content
         return got.json()["detail"]
 
-    assert refused({"pairs": [[1, 2]]}).startswith("pairs: ")  # not this evaluation's systems
+    foreign = max(evaluation.systems.values_list("pk", flat=True)) + 1000
+    assert refused({"pairs": [[foreign, foreign + 1]]}).startswith("pairs: ")  # not its systems
     assert refused({"annotators": [personas.outsider.pk]}).startswith("annotators: ")
     assert "overlap" in refused({"overlap": 3})  # one annotator chosen
     assert (
